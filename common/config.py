@@ -1,0 +1,72 @@
+"""Decoding settings: one frozen dataclass, validated once, shared by every script and notebook."""
+import argparse
+from dataclasses import dataclass
+
+from common.plan import PLACEHOLDER_POLICIES
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    """How to decode. window=None is plain next-token prediction (the same engine with w = W)."""
+
+    window: int | None = None
+    placeholder: str = "left"  # how a row opens before the last token of the row above exists
+    compat: str | None = None  # "official": the paper code's schedule and mask
+    cfg_scale: float = 1.0  # > 1 runs an unconditional branch (LlamaGen semantics)
+    cfg_interval: float = -1  # -1: guide every token; else tokens 0 .. cfg_interval + 1
+    temperature: float = 1.0
+    top_k: int = 0  # 0: off
+    top_p: float = 1.0  # 1: off
+
+    def __post_init__(self):
+        if self.window is not None and self.window < 1:
+            raise ValueError(f"window must be >= 1 (or None for next-token prediction), got {self.window}")
+        if self.placeholder not in PLACEHOLDER_POLICIES:
+            raise ValueError(f"placeholder must be one of {PLACEHOLDER_POLICIES}, got {self.placeholder!r}")
+        if self.compat not in (None, "official"):
+            raise ValueError(f"compat must be None or 'official', got {self.compat!r}")
+        if self.compat == "official" and self.placeholder != "left":
+            raise ValueError("compat='official' uses the paper code's placeholder, 'left'")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.cfg_scale <= 0:
+            raise ValueError(f"cfg_scale must be > 0, got {self.cfg_scale}")
+        if self.cfg_interval < -1:
+            raise ValueError(f"cfg_interval must be >= -1 (-1 = always), got {self.cfg_interval}")
+
+    @property
+    def uses_cfg(self) -> bool:
+        return self.cfg_scale > 1.0
+
+    def window_for(self, cols: int) -> int:
+        """The window the schedule uses on a grid of `cols` columns (NTP is w = W)."""
+        return cols if self.window is None else min(self.window, cols)
+
+
+def add_decode_args(parser: argparse.ArgumentParser, *, cfg_scale: float, top_k: int) -> None:
+    """The decoding flags every sampling script shares; model-specific defaults are passed in."""
+    g = parser.add_argument_group("decoding")
+    g.add_argument("--window", type=int, default=16, help="ZipAR window w: row r+1 starts when row r holds w tokens")
+    g.add_argument("--ntp", action="store_true", help="plain next-token prediction (ignores --window)")
+    g.add_argument("--placeholder", choices=PLACEHOLDER_POLICIES, default="left",
+                   help="token fed where a row's last token is not decoded yet: latest of the same row or of the row above")
+    g.add_argument("--compat", choices=["official"], default=None,
+                   help="reproduce the paper code: first row serial, mask that reads unwritten cache slots")
+    g.add_argument("--cfg-scale", type=float, default=cfg_scale, help="classifier-free guidance scale (> 1 enables it)")
+    g.add_argument("--cfg-interval", type=float, default=-1, help="guide tokens 0..cfg_interval+1 only; -1 = all")
+    g.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (applied after CFG)")
+    g.add_argument("--top-k", type=int, default=top_k, help="keep the k most likely tokens; 0 = off")
+    g.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold; 1.0 = off")
+
+
+def decode_config_from_args(args: argparse.Namespace) -> DecodeConfig:
+    """The one place scripts and notebooks turn parsed flags into a DecodeConfig."""
+    return DecodeConfig(
+        window=None if args.ntp else args.window, placeholder=args.placeholder, compat=args.compat,
+        cfg_scale=args.cfg_scale, cfg_interval=args.cfg_interval, temperature=args.temperature,
+        top_k=args.top_k, top_p=args.top_p,
+    )

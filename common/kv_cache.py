@@ -1,0 +1,34 @@
+"""The static KV cache and attention over it.
+
+Preallocated per decode (zeros), written by slot index (gpt-fast's `k_cache[:, :, pos] = k`); the
+engine decides slots and masks, a layer only writes its keys/values and reads the whole cache.
+It is the only state a decode holds besides the engine's own DecodeState.
+"""
+import torch
+import torch.nn.functional as F
+
+
+class KVCache:
+    def __init__(self, num_layers: int, batch: int, num_kv_heads: int, num_slots: int, head_dim: int,
+                 dtype: torch.dtype, device):
+        shape = (batch, num_kv_heads, num_slots, head_dim)
+        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
+        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
+
+    @property
+    def num_slots(self) -> int:
+        return self.keys[0].shape[2]
+
+
+def cached_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: KVCache, layer: int,
+                     slots: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Write k, v (B, Hkv, Q, D) at `slots` (Q,), then attend q (B, H, Q, D) over all cache slots.
+
+    mask: (Q, S) or (B, Q, S) bool, True = attend. Returns (B, H, Q, D).
+    """
+    keys, values = cache.keys[layer], cache.values[layer]
+    keys.index_copy_(2, slots, k.to(keys.dtype))
+    values.index_copy_(2, slots, v.to(values.dtype))
+    attn_mask = mask[:, None] if mask.dim() == 3 else mask
+    return F.scaled_dot_product_attention(q, keys, values, attn_mask=attn_mask,
+                                          enable_gqa=keys.shape[1] != q.shape[1])

@@ -1,0 +1,164 @@
+"""The query plan of a decode: per forward pass, which cache slots are fed with which tokens, and
+which grid cell each query's logits sample; plus the per-slot tables from which masks are built.
+
+Pure functions of (layout, pass table, placeholder policy, compat). The engine only executes a plan.
+
+Slots (= cache indices):
+  [0, T)                          condition prefix
+  T + r*stride + c                grid cell (r, c); c == W is row r's end-of-row token (if any)
+  T + H*stride + r                placeholder that stands for cell (r, W-1) (layouts without
+                                  end-of-row tokens only), with the position of (r, W-1)
+
+Rows without an end-of-row token (LlamaGen): cell (r+1, 0) is predicted by the query at the
+position of (r, W-1). If that cell is not decoded yet when row r+1 opens, a placeholder token is
+fed there in a slot of its own: policy "left" feeds the latest decoded token of row r (as the
+paper's code does), "above" the latest decoded token of row r-1 (its last column once that row is
+complete; row 0 falls back to "left"). The real token is fed in the pass after it is decoded; from
+that pass on, queries see the real entry and stop seeing the placeholder. No slot is ever written
+twice, so every logit equals an uncached forward over the entries the query saw.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from common.schedule import Layout
+
+NEVER = np.iinfo(np.int64).max // 2
+PREFIX_SOURCE = -1  # the query's input is the condition embedding at its slot
+PLACEHOLDER_POLICIES = ("left", "above")
+
+
+@dataclass(frozen=True)
+class PassQueries:
+    """The queries of one forward pass, in increasing position."""
+
+    slots: np.ndarray  # (Q,) cache slot each query writes
+    positions: np.ndarray  # (Q,) sequence position (RoPE, raster order)
+    sources: np.ndarray  # (Q,) token-buffer column fed as input, or PREFIX_SOURCE
+    outputs: np.ndarray  # (Q,) grid cell (r*W + c) sampled from the query's logits, or -1
+
+
+@dataclass(frozen=True)
+class Plan:
+    layout: Layout
+    passes: list[PassQueries]
+    slot_positions: np.ndarray  # (S,)
+    vis_from: np.ndarray  # (S,) first pass in which the slot may be read
+    vis_until: np.ndarray  # (S,) first pass in which it may no longer be read
+    hide_from: np.ndarray  # (S,) compat only: pass range in which a placeholder shadows the slot
+    hide_until: np.ndarray  # (S,)
+
+    @property
+    def num_slots(self) -> int:
+        return len(self.slot_positions)
+
+    @property
+    def num_passes(self) -> int:
+        return len(self.passes)
+
+
+def token_buffer_width(layout: Layout) -> int:
+    """Columns of the engine's token buffer: the grid cells, then one end-of-row token per row."""
+    return layout.num_cells + (layout.rows if layout.end_of_row else 0)
+
+
+def _placeholder_source(table: np.ndarray, r: int, k: int, policy: str) -> int:
+    """Grid cell fed as the placeholder for (r, W-1) in pass k (when row r+1 opens)."""
+    W = table.shape[1]
+    row = r - 1 if policy == "above" and r >= 1 else r
+    latest = int(np.nonzero(table[row] < k)[0].max())
+    return row * W + latest
+
+
+def build_plan(layout: Layout, table: np.ndarray, placeholder: str = "left", compat: str | None = None) -> Plan:
+    """Turn a pass table (see common.schedule.decode_pass_table) into per-pass queries and slot tables."""
+    if placeholder not in PLACEHOLDER_POLICIES:
+        raise ValueError(f"placeholder must be one of {PLACEHOLDER_POLICIES}, got {placeholder!r}")
+    H, W, T = layout.rows, layout.cols, layout.prefix_len
+    N = layout.num_cells
+    num_slots = T + H * layout.row_stride + (0 if layout.end_of_row else H)
+    pos = np.zeros(num_slots, dtype=np.int64)
+    written = np.full(num_slots, NEVER, dtype=np.int64)
+    retired = np.full(num_slots, NEVER, dtype=np.int64)
+    hide_from = np.full(num_slots, NEVER, dtype=np.int64)
+    hide_until = np.full(num_slots, NEVER, dtype=np.int64)
+    regular = np.ones(num_slots, dtype=bool)
+    regular[T + H * layout.row_stride:] = False  # placeholder slots
+    events = []  # (pass, slot, source, output)
+
+    def query(k, slot, position, source, output):
+        pos[slot] = position
+        written[slot] = k
+        events.append((k, slot, source, output))
+
+    for t in range(T):
+        query(0, t, t, PREFIX_SOURCE, 0 if t == T - 1 else -1)
+    for r in range(H):
+        for c in range(W - 1):
+            query(table[r, c + 1], layout.cell_position(r, c), layout.cell_position(r, c), r * W + c, r * W + c + 1)
+        if r == H - 1:
+            break  # the last token is never fed back
+        last, opens = layout.cell_position(r, W - 1), table[r + 1, 0]
+        real_fed = table[r, W - 1] + 1
+        if layout.end_of_row:
+            query(real_fed, last, last, r * W + W - 1, -1)  # its logits would predict the fixed end-of-row token
+            eol = layout.cell_position(r, W)
+            query(opens, eol, eol, N + r, (r + 1) * W)
+        elif opens >= real_fed:
+            query(opens, last, last, r * W + W - 1, (r + 1) * W)
+        else:
+            ph = T + H * layout.row_stride + r
+            query(opens, ph, last, _placeholder_source(table, r, opens, placeholder), (r + 1) * W)
+            query(real_fed, last, last, r * W + W - 1, -1)
+            retired[ph] = real_fed
+            hide_from[last], hide_until[last] = opens, real_fed
+    if compat == "official":
+        # the paper code attends to every slot up to the query's position, written or not (zeros),
+        # and writes the placeholder into the real slot, which shadows it until the real token comes
+        vis_from = np.where(regular, 0, written)
+    else:
+        vis_from = written
+        hide_from[:] = NEVER
+        hide_until[:] = NEVER
+    # unused placeholder slots (rows whose last token came in time) keep position 0 and NEVER visibility
+    events.sort(key=lambda e: (e[0], pos[e[1]]))
+    num_passes = int(table.max()) + 1
+    passes, i = [], 0
+    for k in range(num_passes):
+        j = i
+        while j < len(events) and events[j][0] == k:
+            j += 1
+        block = np.array([e[1:] for e in events[i:j]], dtype=np.int64).reshape(-1, 3)
+        passes.append(PassQueries(block[:, 0], pos[block[:, 0]], block[:, 1], block[:, 2]))
+        i = j
+    assert i == len(events), "a query was scheduled after the last pass"
+    return Plan(layout, passes, pos, vis_from, retired, hide_from, hide_until)
+
+
+@dataclass(frozen=True)
+class SlotTables:
+    """The plan's per-slot tables as tensors on the decode device."""
+
+    positions: torch.Tensor
+    vis_from: torch.Tensor
+    vis_until: torch.Tensor
+    hide_from: torch.Tensor
+    hide_until: torch.Tensor
+
+    @classmethod
+    def from_plan(cls, plan: Plan, device) -> "SlotTables":
+        as_t = lambda a: torch.as_tensor(a, dtype=torch.int64, device=device)  # noqa: E731
+        return cls(as_t(plan.slot_positions), as_t(plan.vis_from), as_t(plan.vis_until),
+                   as_t(plan.hide_from), as_t(plan.hide_until))
+
+
+def attention_mask(tables: SlotTables, k: int, query_positions: torch.Tensor) -> torch.Tensor:
+    """(Q, S) bool, True = attend: the slots a query at each position may read in pass k.
+
+    A slot is readable when it is live in pass k (written, not yet superseded; in compat mode also
+    unwritten zeros, minus slots shadowed by a placeholder) and its position is <= the query's.
+    Slots written in pass k itself are live: their tokens were decoded in earlier passes.
+    """
+    live = (tables.vis_from <= k) & (k < tables.vis_until) & ~((tables.hide_from <= k) & (k < tables.hide_until))
+    return live[None, :] & (tables.positions[None, :] <= query_positions[:, None])

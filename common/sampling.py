@@ -1,0 +1,88 @@
+"""Sampling: classifier-free guidance, temperature, top-k, top-p, and counter-based randomness.
+
+Semantics follow LlamaGen (FoundationVision/LlamaGen, autoregressive/models/generate.py):
+guided = uncond + scale * (cond - uncond) on fp32 logits; then divide by max(temperature, 1e-5);
+then top-k and top-p filtering as in HF transformers v3.2 `top_k_top_p_filtering` (the token that
+crosses top_p is kept, the top-1 always survives); then sample from the softmax.
+
+Randomness is counter-based: the noise for a draw is an integer hash of (image seed, grid position,
+purpose, attempt, vocabulary index), never the state of a generator. Sampling is Gumbel-max:
+argmax(logits + G) with G = -log(-log(U)) is an exact sample of softmax(logits). Hence an image
+depends only on its seed and settings, not on batch size, batch position, process count or the
+order in which the schedule visits cells; ZipAR and NTP draws for the same cell are paired.
+"""
+import torch
+
+MASK32 = 0xFFFFFFFF
+PURPOSE_TOKEN = 0  # the draw of a grid token; other purposes (adaptive drafts, tests) use other ids
+
+
+def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
+    """(x * c) mod 2**32 for int64 x in [0, 2**32), without relying on int64 overflow."""
+    lo, hi = c & 0xFFFF, c >> 16
+    return (x * lo + ((x * hi) & 0xFFFF) * 65536) & MASK32
+
+
+def _fmix32(h: torch.Tensor) -> torch.Tensor:
+    """MurmurHash3's 32-bit finaliser: a bijection on [0, 2**32) with full avalanche."""
+    h = h ^ (h >> 16)
+    h = _mul32(h, 0x85EBCA6B)
+    h = h ^ (h >> 13)
+    h = _mul32(h, 0xC2B2AE35)
+    return h ^ (h >> 16)
+
+
+def draw_key(seeds: torch.Tensor, positions: torch.Tensor, purpose: int, attempt: int | torch.Tensor = 0) -> torch.Tensor:
+    """int64 keys in [0, 2**32) for draws; seeds (B,) and positions (B, n) broadcast to (B, n)."""
+    seeds = seeds.to(torch.int64)
+    h = _fmix32((seeds & MASK32) ^ 0x9E3779B9)
+    h = _fmix32(h ^ ((seeds >> 32) & MASK32))[:, None]
+    h = _fmix32(h ^ (positions.to(torch.int64) & MASK32))
+    h = _fmix32(h ^ (purpose * 0x632BE5AB & MASK32))
+    attempt = torch.as_tensor(attempt, dtype=torch.int64, device=h.device)
+    return _fmix32(h ^ ((attempt * 0x2545F491) & MASK32))
+
+
+def uniforms(keys: torch.Tensor, size: int) -> torch.Tensor:
+    """keys (...,) -> (..., size) float32 uniforms in (0, 1), one per index of the last axis."""
+    idx = torch.arange(size, device=keys.device, dtype=torch.int64)
+    h = _fmix32(_fmix32(keys[..., None] ^ idx) ^ 0x27D4EB2F)
+    # 23 random bits + 0.5 is exact in float32, so u is never 0 or 1
+    return ((h >> 9).to(torch.float32) + 0.5) * (1.0 / (1 << 23))
+
+
+def gumbel_argmax(logits: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """Sample from softmax(logits) over the last axis with noise fixed by keys (logits.shape[:-1])."""
+    u = uniforms(keys, logits.shape[-1])
+    return torch.argmax(logits - torch.log(-torch.log(u)), dim=-1)
+
+
+def guide(cond: torch.Tensor, uncond: torch.Tensor, scale: float, active: torch.Tensor | None = None) -> torch.Tensor:
+    """Classifier-free guidance; `active` (broadcastable bool) turns it off per query (cfg_interval)."""
+    guided = uncond + (cond - uncond) * scale
+    return guided if active is None else torch.where(active[..., None], guided, cond)
+
+
+def filter_logits(logits: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
+    """Temperature, then top-k, then top-p; removed entries become -inf. Returns a new tensor."""
+    logits = logits / max(temperature, 1e-5)
+    vocab = logits.shape[-1]
+    if 0 < top_k < vocab:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        cumulative = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
+        remove_sorted = cumulative > top_p
+        # shift right: keep the token that crosses the threshold, and always the top-1
+        remove_sorted = torch.cat([torch.zeros_like(remove_sorted[..., :1]), remove_sorted[..., :-1]], dim=-1)
+        remove = torch.zeros_like(remove_sorted).scatter(-1, order, remove_sorted)
+        logits = logits.masked_fill(remove, float("-inf"))
+    return logits
+
+
+def image_seeds(base_seed: int, indices: torch.Tensor) -> torch.Tensor:
+    """Seed of each image: (base_seed, image index) packed into one int64, distinct for every pair."""
+    if not 0 <= base_seed < 2**31:
+        raise ValueError(f"seed must be in [0, 2**31), got {base_seed}")
+    return base_seed * 2**32 + indices.to(torch.int64)

@@ -1,0 +1,85 @@
+"""ZipAR decoding schedule: which grid cells each forward pass decodes (paper section 3.2).
+
+Pure functions of the token layout and the window. The rule: cell (r, c) may be decoded once
+(r, c-1) is decoded and row r-1 holds at least min(c + w, W) decoded tokens. Every pass decodes
+every cell the rule allows, so the number of passes is the critical path of the rule, counting the
+prefill pass that yields cell (0, 0): (H-1)*w + W. Row 0 is not special; plain next-token
+prediction is the same schedule with w = W.
+
+`compat="official"` reproduces the paper code (ThisisBillhe/ZipAR,
+LlamaGen-ZipAR/autoregressive/models/generate_zipar.py): row 0 is decoded whole before row 1
+starts, i.e. the window of the 0 -> 1 transition is W, giving 2W + (H-2)*w passes.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where image tokens sit in the sequence.
+
+    prefix_len condition slots come first; then H rows of W content tokens, each row followed by
+    one fixed end-of-row token when `end_of_row` (Lumina-mGPT, Emu3), not for LlamaGen.
+    """
+
+    rows: int
+    cols: int
+    prefix_len: int
+    end_of_row: bool = False
+
+    def __post_init__(self):
+        if self.rows < 1 or self.cols < 1:
+            raise ValueError(f"grid must be at least 1x1, got {self.rows}x{self.cols}")
+        if self.prefix_len < 1:
+            raise ValueError(f"prefix_len must be >= 1 (the last prefix slot predicts the first token), got {self.prefix_len}")
+
+    @property
+    def num_cells(self) -> int:
+        return self.rows * self.cols
+
+    @property
+    def row_stride(self) -> int:
+        return self.cols + int(self.end_of_row)
+
+    def cell_position(self, r: int, c: int) -> int:
+        """Sequence position (and cache slot) of grid cell (r, c); c == cols is the end-of-row token."""
+        return self.prefix_len + r * self.row_stride + c
+
+
+def row_windows(layout: Layout, window: int, compat: str | None = None) -> list[int]:
+    """Window used to open each row r+1 (r = 0 .. H-2), clipped to W."""
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    if compat not in (None, "official"):
+        raise ValueError(f"compat must be None or 'official', got {compat!r}")
+    w = min(window, layout.cols)
+    windows = [w] * (layout.rows - 1)
+    if compat == "official" and windows:
+        windows[0] = layout.cols
+    return windows
+
+
+def decode_pass_table(layout: Layout, windows: list[int]) -> np.ndarray:
+    """(H, W) int array: the pass in which each cell is sampled (pass 0 is the prefill).
+
+    windows[r] is the window with which row r+1 follows row r.
+    """
+    H, W = layout.rows, layout.cols
+    if len(windows) != H - 1:
+        raise ValueError(f"need {H - 1} row windows, got {len(windows)}")
+    table = np.zeros((H, W), dtype=np.int64)
+    table[0] = np.arange(W)
+    for r in range(1, H):
+        w = windows[r - 1]
+        for c in range(W):
+            # the cell above-right that must be decoded: column min(c + w, W) - 1 of row r-1
+            ready_above = table[r - 1, min(c + w, W) - 1] + 1
+            ready_left = table[r, c - 1] + 1 if c > 0 else 0
+            table[r, c] = max(ready_above, ready_left)
+    return table
+
+
+def num_passes(layout: Layout, window: int, compat: str | None = None) -> int:
+    """Forward passes for the whole image: the critical path, prefill included."""
+    return int(decode_pass_table(layout, row_windows(layout, window, compat)).max()) + 1

@@ -1,0 +1,178 @@
+"""LlamaGen class-conditional GPT (FoundationVision/LlamaGen, autoregressive/models/gpt.py), inference only.
+
+Our own module with the official state-dict keys and shapes. One forward: embeddings + positions +
+cache slots + mask + cache -> fp32 logits. The class condition is embedded by `embed_condition`.
+
+2D RoPE as the official model computes it: interleaved pairs (2m, 2m+1), the first head_dim/4
+pairs rotated by the image row, the last head_dim/4 by the column, per-axis frequencies
+base^(-2k/(head_dim/2)) in fp32; condition positions get cos = sin = 0, i.e. q = k = 0 there
+(a property of the released models, FoundationVision/LlamaGen issue #54, kept on purpose).
+The table is computed from position ids on the fly, so no RoPE buffer exists to be cast or saved.
+"""
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn as nn
+
+from common.kv_cache import KVCache, cached_attention
+from common.layers import RMSNorm, SwiGLU
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    dim: int
+    n_layer: int
+    n_head: int
+    n_kv_head: int | None = None  # None: same as n_head (no released model uses GQA)
+    multiple_of: int = 256
+    ffn_dim_multiplier: float | None = None
+    rope_base: float = 10000.0
+    norm_eps: float = 1e-5
+    num_classes: int = 1000
+    vocab_size: int = 16384
+    cls_token_num: int = 1
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_head
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_head or self.n_head
+
+    @property
+    def ffn_hidden(self) -> int:
+        """int(2 * 4dim / 3), optionally scaled, rounded up to multiple_of (gpt.py FeedForward)."""
+        h = int(2 * (4 * self.dim) / 3)
+        if self.ffn_dim_multiplier is not None:
+            h = int(self.ffn_dim_multiplier * h)
+        return -(-h // self.multiple_of) * self.multiple_of
+
+
+# FoundationVision/LlamaGen, autoregressive/models/gpt.py, GPT_models
+GPT_PRESETS = {
+    "GPT-B": GPTConfig(dim=768, n_layer=12, n_head=12),
+    "GPT-L": GPTConfig(dim=1024, n_layer=24, n_head=16),
+    "GPT-XL": GPTConfig(dim=1280, n_layer=36, n_head=20),
+    "GPT-XXL": GPTConfig(dim=1536, n_layer=48, n_head=24),
+    "GPT-XXXL": GPTConfig(dim=2560, n_layer=48, n_head=40),
+    "GPT-1B": GPTConfig(dim=2048, n_layer=22, n_head=32),
+    "GPT-3B": GPTConfig(dim=3200, n_layer=24, n_head=32),
+    "GPT-7B": GPTConfig(dim=4096, n_layer=32, n_head=32),
+    # tiny configs for tests: small vocabulary and class count, same structure
+    "GPT-tiny": GPTConfig(dim=64, n_layer=2, n_head=4, multiple_of=32, num_classes=10, vocab_size=64),
+    "GPT-tiny-gqa": GPTConfig(dim=64, n_layer=2, n_head=4, n_kv_head=2, multiple_of=32, num_classes=10, vocab_size=64),
+}
+
+
+def gpt_config(name: str, **overrides) -> GPTConfig:
+    if name not in GPT_PRESETS:
+        raise ValueError(f"unknown GPT preset {name!r}; valid: {', '.join(GPT_PRESETS)}")
+    return replace(GPT_PRESETS[name], **overrides)
+
+
+def rope_2d(positions: torch.Tensor, grid_size: int, head_dim: int, base: float, cls_token_num: int) -> torch.Tensor:
+    """(Q, head_dim/2, 2) fp32 (cos, sin) for sequence positions; rows of condition positions are 0."""
+    half = head_dim // 2
+    freqs = 1.0 / (base ** (torch.arange(0, half, 2, device=positions.device)[: half // 2].float() / half))
+    cell = (positions - cls_token_num).clamp(min=0)
+    row, col = (cell // grid_size).float(), (cell % grid_size).float()
+    angles = torch.cat([row[:, None] * freqs, col[:, None] * freqs], dim=-1)  # (Q, half)
+    table = torch.stack([torch.cos(angles), torch.sin(angles)], dim=-1)
+    return table * (positions >= cls_token_num)[:, None, None]
+
+
+def apply_rope(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """Rotate interleaved pairs of x (B, Q, H, D) by table (Q, D/2, 2), in fp32."""
+    xs = x.float().reshape(*x.shape[:-1], -1, 2)
+    cos, sin = table[None, :, None, :, 0], table[None, :, None, :, 1]
+    re, im = xs[..., 0], xs[..., 1]
+    return torch.stack([re * cos - im * sin, im * cos + re * sin], dim=-1).flatten(3).type_as(x)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.n_head, self.n_kv, self.head_dim = cfg.n_head, cfg.kv_heads, cfg.head_dim
+        self.wqkv = nn.Linear(cfg.dim, (cfg.n_head + 2 * cfg.kv_heads) * cfg.head_dim, bias=False)
+        self.wo = nn.Linear(cfg.dim, cfg.dim, bias=False)
+
+    def forward(self, x, rope, slots, mask, cache: KVCache, layer: int):
+        B, Q, _ = x.shape
+        kv_dim = self.n_kv * self.head_dim
+        q, k, v = self.wqkv(x).split([self.n_head * self.head_dim, kv_dim, kv_dim], dim=-1)
+        q = apply_rope(q.view(B, Q, self.n_head, self.head_dim), rope)
+        k = apply_rope(k.view(B, Q, self.n_kv, self.head_dim), rope)
+        v = v.view(B, Q, self.n_kv, self.head_dim)
+        out = cached_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), cache, layer, slots, mask)
+        return self.wo(out.transpose(1, 2).reshape(B, Q, -1))
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.attention = Attention(cfg)
+        self.feed_forward = SwiGLU(cfg.dim, cfg.ffn_hidden)
+        self.attention_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+
+    def forward(self, x, rope, slots, mask, cache, layer):
+        h = x + self.attention(self.attention_norm(x), rope, slots, mask, cache, layer)
+        return h + self.feed_forward(self.ffn_norm(h))
+
+
+class LabelEmbedder(nn.Module):
+    """num_classes + 1 rows: the last one is the learned null class used by CFG."""
+
+    def __init__(self, num_classes: int, dim: int):
+        super().__init__()
+        self.embedding_table = nn.Embedding(num_classes + 1, dim)
+
+
+class Transformer(nn.Module):
+    """The c2i GPT over a grid_size x grid_size token grid (grid_size fixes only the RoPE map)."""
+
+    def __init__(self, cfg: GPTConfig, grid_size: int):
+        super().__init__()
+        self.config, self.grid_size = cfg, grid_size
+        self.cls_embedding = LabelEmbedder(cfg.num_classes, cfg.dim)
+        self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.dim)
+        self.layers = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.n_layer))
+        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.output = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+
+    @property
+    def null_class(self) -> int:
+        return self.config.num_classes
+
+    def embed_condition(self, labels: torch.Tensor) -> torch.Tensor:
+        """(B,) class ids (num_classes = the null class) -> (B, cls_token_num, D)."""
+        return self.cls_embedding.embedding_table(labels)[:, None].expand(-1, self.config.cls_token_num, -1)
+
+    def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.tok_embeddings(ids)
+
+    def new_cache(self, batch: int, num_slots: int, device) -> KVCache:
+        c = self.config
+        return KVCache(c.n_layer, batch, c.kv_heads, num_slots, c.head_dim, self.tok_embeddings.weight.dtype, device)
+
+    def forward(self, x: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor, mask: torch.Tensor,
+                cache: KVCache) -> torch.Tensor:
+        """x (B, Q, D) at sequence positions (Q,), written to cache slots (Q,); mask (Q, S) or (B, Q, S)."""
+        c = self.config
+        rope = rope_2d(positions, self.grid_size, c.head_dim, c.rope_base, c.cls_token_num)
+        h = x
+        for i, layer in enumerate(self.layers):
+            h = layer(h, rope, slots, mask, cache, i)
+        return self.output(self.norm(h)).float()
+
+
+def random_init_(model: nn.Module, seed: int, std: float = 0.02) -> None:
+    """Seeded normal init of every linear and embedding, the output layer included (the official
+    init zeroes it, which makes every distribution uniform and hides engine errors)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                w = torch.randn(module.weight.shape, generator=gen) * std
+                module.weight.copy_(w.to(module.weight.dtype))

@@ -1,0 +1,127 @@
+"""Sample class-conditional LlamaGen images with ZipAR on one device (like the official sample_c2i.py).
+
+python -m llamagen.sample --gpt-model GPT-L --gpt-ckpt c2i_L_384.pt --vq-ckpt vq_ds16_c2i.pt \
+    --image-size 384 --class-labels 207 360 --window 16 --cfg-scale 2.0 --out grid.png
+"""
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from common.checkpoint import CheckpointError
+from common.config import DecodeConfig, add_decode_args, decode_config_from_args
+from common.images import save_grid
+from common.sampling import image_seeds
+from common.schedule import num_passes
+from llamagen.checkpoint import build_gpt, load_gpt_weights, load_vq
+from llamagen.generate import generate, layout_for
+from llamagen.model import GPT_PRESETS, random_init_
+from llamagen.vq import VQ_PRESETS, vq_config
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# FoundationVision/LlamaGen, autoregressive/sample/sample_c2i.py: demo labels, cfg 4.0, top-k 2000
+DEMO_LABELS = [207, 360, 387, 974, 88, 979, 417, 279]
+
+
+def check_args(args: argparse.Namespace) -> DecodeConfig:
+    """Validate everything cheap before any model is built; raises ValueError/FileNotFoundError."""
+    config = decode_config_from_args(args)
+    downsample = vq_config(args.vq_model).downsample
+    if args.image_size <= 0 or args.image_size % downsample:
+        raise ValueError(f"--image-size {args.image_size} must be a positive multiple of {downsample} ({args.vq_model})")
+    num_classes = GPT_PRESETS[args.gpt_model].num_classes
+    bad = [c for c in args.class_labels if not 0 <= c < num_classes]
+    if bad:
+        raise ValueError(f"--class-labels {bad} out of range: {args.gpt_model} has classes 0..{num_classes - 1}")
+    if not args.random_init:
+        if args.gpt_ckpt is None or args.vq_ckpt is None:
+            raise ValueError("pass --gpt-ckpt and --vq-ckpt, or --random-init to run without checkpoints")
+        for flag, path in (("--gpt-ckpt", args.gpt_ckpt), ("--vq-ckpt", args.vq_ckpt)):
+            if not Path(path).is_file():
+                raise FileNotFoundError(f"{flag}: checkpoint file not found: {path}")
+    if args.precision == "fp16" and args.device == "cpu":
+        raise ValueError("--precision fp16 is not supported on CPU; use fp32 or bf16")
+    return config
+
+
+def main(args: argparse.Namespace) -> dict:
+    config = check_args(args)
+    device = torch.device(args.device)
+    downsample = vq_config(args.vq_model).downsample
+    gpt = build_gpt(args.gpt_model, args.image_size, downsample)
+    if args.random_init:
+        print(f"--random-init: {args.gpt_model} and {args.vq_model} have random weights (seed {args.seed}); "
+              "images are noise", file=sys.stderr)
+        random_init_(gpt, args.seed)
+        vq = load_vq(args.vq_model, None)
+    else:
+        load_gpt_weights(gpt, args.gpt_ckpt, args.gpt_model)
+        vq = load_vq(args.vq_model, args.vq_ckpt)
+    gpt = gpt.to(device=device, dtype=PRECISIONS[args.precision]).eval()
+    vq = vq.to(device)
+    labels = torch.tensor(args.class_labels, device=device)
+    seeds = image_seeds(args.seed, torch.arange(len(labels), device=device))
+
+    start = time.perf_counter()
+    result = generate(gpt, labels, seeds, config)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    layout = layout_for(gpt)
+    with torch.inference_mode():
+        images = vq.decode_code(result.tokens.flatten(1), (layout.rows, layout.cols))
+    save_grid(images, args.out, nrow=4)
+    report = {
+        "forward_passes": result.forward_passes,
+        "ntp_forward_passes": num_passes(layout, layout.cols),
+        "seconds": round(seconds, 4),
+        "grid": [layout.rows, layout.cols],
+        "window": config.window_for(layout.cols),
+        "compat": config.compat,
+        "out": str(args.out),
+        "tokens": result.tokens.tolist(),
+    }
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"{result.forward_passes} forward passes (NTP: {report['ntp_forward_passes']}) in {seconds:.2f}s; "
+              f"saved {args.out}", file=sys.stderr)
+    return report
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--gpt-model", choices=list(GPT_PRESETS), default="GPT-B", help="GPT preset")
+    p.add_argument("--gpt-ckpt", default=None, help="official GPT checkpoint (.pt), e.g. c2i_B_256.pt")
+    p.add_argument("--vq-model", choices=list(VQ_PRESETS), default="VQ-16", help="VQ tokenizer preset")
+    p.add_argument("--vq-ckpt", default=None, help="official VQ checkpoint, e.g. vq_ds16_c2i.pt")
+    p.add_argument("--image-size", type=int, default=384, help="image size in pixels (grid = size / downsample)")
+    p.add_argument("--class-labels", type=int, nargs="+", default=DEMO_LABELS, help="one image per label")
+    p.add_argument("--seed", type=int, default=0, help="base seed; image i uses seed (seed, i)")
+    p.add_argument("--out", default="sample_c2i.png", help="output PNG (a grid, 4 per row)")
+    p.add_argument("--precision", choices=list(PRECISIONS), default=None,
+                   help="GPT dtype; default bf16 on CUDA, fp32 on CPU (the VQ always runs in fp32)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
+    p.add_argument("--random-init", action="store_true", help="random weights, no checkpoints (speed and engine tests)")
+    p.add_argument("--json", action="store_true", help="print one JSON object with passes, timing and tokens")
+    add_decode_args(p, cfg_scale=4.0, top_k=2000)
+    return p
+
+
+def cli(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.precision is None:
+        args.precision = "bf16" if args.device.startswith("cuda") else "fp32"
+    try:
+        main(args)
+    except (ValueError, FileNotFoundError, CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
