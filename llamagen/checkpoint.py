@@ -23,13 +23,15 @@ def build_gpt(preset: str, image_size: int, downsample: int, **overrides) -> Tra
 
 def load_gpt_weights(model: Transformer, path: str | Path, preset: str) -> None:
     what = f"GPT preset {preset} at {model.grid_size}x{model.grid_size} tokens"
-    state = dict(unwrap_state_dict(read_checkpoint(path, what), ("model", "module", "state_dict"), what, path))
+    ckpt = read_checkpoint(path, what)
+    state = dict(unwrap_state_dict(ckpt, ("model", "module", "state_dict"), what, path))
     state = {k.removeprefix("_orig_mod."): v for k, v in state.items()}
-    stored_rope = state.pop("freqs_cis", None)
-    if stored_rope is not None:
-        cfg = model.config
-        expected = (cfg.cls_token_num + model.grid_size**2, cfg.head_dim // 2, 2)
-        if tuple(stored_rope.shape) != expected:
+    # freqs_cis may sit in the state dict or next to it in the container; check whichever is there
+    stored = [state.pop("freqs_cis", None), ckpt.get("freqs_cis") if isinstance(ckpt, dict) else None]
+    cfg = model.config
+    expected = (cfg.cls_token_num + model.grid_size**2, cfg.head_dim // 2, 2)
+    for stored_rope in stored:
+        if isinstance(stored_rope, torch.Tensor) and tuple(stored_rope.shape) != expected:
             raise CheckpointError(f"{what}: {path} stores freqs_cis of shape {tuple(stored_rope.shape)}, "
                                   f"expected {expected}: trained for another image size?")
     load_exact(model, state, what, path)

@@ -1,0 +1,218 @@
+"""The engine's core invariants on tiny random LlamaGen models (non-zero output layer):
+(a) w >= W reproduces next-token prediction, (b) every logit equals an uncached forward over exactly
+what the query saw, (c) forward passes = the schedule's critical path, (d) batch invariance."""
+import pytest
+import torch
+
+from common.config import DecodeConfig
+from common.engine import decode, decode_steps, start_decode
+from common.sampling import PURPOSE_TOKEN, draw_key, filter_logits, guide, gumbel_argmax
+from common.schedule import Layout
+from llamagen.generate import condition_prefix, generate, layout_for
+from llamagen.model import Transformer, gpt_config, random_init_
+
+
+def tiny_gpt(grid, seed=0, preset="GPT-tiny", **overrides):
+    gpt = Transformer(gpt_config(preset, **overrides), grid_size=grid).eval()
+    random_init_(gpt, seed, std=0.1)  # larger weights: peaked, non-uniform distributions
+    return gpt
+
+
+class CountingModel:
+    """Wraps a model and counts forward calls, independently of the engine's own count."""
+
+    def __init__(self, model):
+        self.model, self.calls = model, 0
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def __call__(self, *args):
+        self.calls += 1
+        return self.model(*args)
+
+
+def full_forward(gpt, x, positions, mask):
+    """One uncached forward: every entry in its own slot of a fresh cache, with an explicit (E, E) mask."""
+    slots = torch.arange(x.shape[1])
+    return gpt(x, positions, slots, mask, gpt.new_cache(x.shape[0], x.shape[1], "cpu"))
+
+
+@torch.inference_mode()
+def reference_ntp(gpt, labels, seeds, config):
+    """Plain NTP written independently of the engine: re-run the whole prefix + tokens every step."""
+    H = W = gpt.grid_size
+    prefix = condition_prefix(gpt, labels, config)
+    B, T = len(labels), prefix.shape[1]
+    tokens = torch.zeros(B, 0, dtype=torch.int64)
+    for n in range(H * W):
+        ids = torch.cat([tokens, tokens]) if config.uses_cfg else tokens
+        x = torch.cat([prefix, gpt.embed_tokens(ids)], dim=1)
+        L = x.shape[1]
+        logits = full_forward(gpt, x, torch.arange(L), torch.ones(L, L, dtype=torch.bool).tril())[:, -1]
+        if config.uses_cfg:
+            guided = config.cfg_interval < 0 or n <= config.cfg_interval + 1
+            logits = guide(logits[:B], logits[B:], config.cfg_scale) if guided else logits[:B]
+        logits = filter_logits(logits, config.temperature, config.top_k, config.top_p)
+        nxt = gumbel_argmax(logits, draw_key(seeds, torch.full((B, 1), n), PURPOSE_TOKEN)[:, 0])
+        tokens = torch.cat([tokens, nxt[:, None]], dim=1)
+    return tokens.reshape(B, H, W)
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+@pytest.mark.parametrize("cfg_scale,top_k,top_p", [(1.0, 0, 1.0), (3.0, 0, 1.0), (2.0, 20, 1.0), (1.5, 10, 0.9)])
+def test_full_window_reproduces_ntp(batch, cfg_scale, top_k, top_p):
+    gpt = tiny_gpt(4)
+    labels = torch.arange(batch) % 10
+    for seed0 in (0, 11):
+        seeds = torch.arange(batch) + seed0
+        ref = reference_ntp(gpt, labels, seeds, DecodeConfig(cfg_scale=cfg_scale, top_k=top_k, top_p=top_p))
+        for window in (None, 4, 9):
+            config = DecodeConfig(window=window, cfg_scale=cfg_scale, top_k=top_k, top_p=top_p, cfg_interval=-1)
+            result = generate(gpt, labels, seeds, config)
+            assert torch.equal(result.tokens, ref), (window, seed0)
+            assert result.forward_passes == 16
+
+
+def test_cfg_interval_reproduces_ntp():
+    gpt = tiny_gpt(4)
+    config = DecodeConfig(window=None, cfg_scale=4.0, cfg_interval=5)
+    labels, seeds = torch.tensor([1, 2]), torch.tensor([3, 4])
+    assert torch.equal(generate(gpt, labels, seeds, config).tokens, reference_ntp(gpt, labels, seeds, config))
+
+
+def run_oracle(gpt, layout, config, labels, seeds, fixed_tokens=None):
+    """Record every query of a decode and replay all of them in one uncached forward with the recorded
+    visibility; return the max abs logit difference."""
+    state = start_decode(gpt, seeds, layout, config, fixed_tokens)
+    prefix = condition_prefix(gpt, labels, config)
+    records = [
+        (r.slots.clone(), r.positions.clone(), r.input_ids.clone(), r.mask.clone(), r.logits.clone())
+        for r in decode_steps(gpt, state, prefix)
+    ]
+    entry_of_slot = {}
+    embeddings, positions, visible_slots, logits = [], [], [], []
+    for k, (slots, pos, ids, mask, lg) in enumerate(records):
+        x = prefix[:, slots] if k == 0 else gpt.embed_tokens(ids)
+        for i, s in enumerate(slots.tolist()):
+            assert s not in entry_of_slot, f"slot {s} written twice"
+            entry_of_slot[s] = len(positions)
+            embeddings.append(x[:, i])
+            positions.append(int(pos[i]))
+            visible_slots.append(mask[i].nonzero()[:, 0].tolist())
+            logits.append(lg[:, i])
+    E = len(positions)
+    oracle_mask = torch.zeros(E, E, dtype=torch.bool)
+    for e, slots in enumerate(visible_slots):
+        # a query may only read slots that some earlier-or-same-pass query wrote
+        oracle_mask[e, [entry_of_slot[s] for s in slots]] = True
+        assert oracle_mask[e, e]
+    replay = full_forward(gpt, torch.stack(embeddings, 1), torch.tensor(positions), oracle_mask)
+    return (replay - torch.stack(logits, 1)).abs().max().item(), len(records)
+
+
+@pytest.mark.parametrize("grid,window,batch,cfg_scale,placeholder", [
+    (4, 1, 1, 1.0, "left"), (4, 2, 2, 3.0, "left"), (5, 3, 3, 2.0, "above"), (5, 1, 2, 1.0, "above"),
+    (6, 2, 1, 4.0, "left"), (6, 5, 2, 2.0, "left"), (4, 4, 2, 3.0, "left"),
+])
+def test_oracle_every_logit_equals_uncached_forward(grid, window, batch, cfg_scale, placeholder):
+    gpt = tiny_gpt(grid, seed=grid)
+    config = DecodeConfig(window=window, cfg_scale=cfg_scale, placeholder=placeholder, top_k=30)
+    labels, seeds = torch.arange(batch) + 2, torch.arange(batch) * 7
+    with torch.inference_mode():
+        err, passes = run_oracle(gpt, layout_for(gpt), config, labels, seeds)
+    assert err <= 1e-4
+    assert passes == (grid - 1) * window + grid
+
+
+def test_oracle_with_longer_prefix_gqa_and_end_of_row_tokens():
+    gpt = tiny_gpt(5, preset="GPT-tiny-gqa", cls_token_num=3)
+    layout = Layout(rows=4, cols=5, prefix_len=3, end_of_row=True)
+    eol = torch.full((4,), 63)
+    for window in (1, 2, 5):
+        config = DecodeConfig(window=window, cfg_scale=2.0)
+        with torch.inference_mode():
+            err, passes = run_oracle(gpt, layout, config, torch.tensor([1, 2]), torch.tensor([5, 6]), eol)
+        assert err <= 1e-4
+        assert passes == 3 * window + 5
+
+
+def test_oracle_detects_reading_unwritten_slots():
+    """The check has teeth: compat mode reads zero slots that nobody wrote, so the replay must object."""
+    gpt = tiny_gpt(4)
+    config = DecodeConfig(window=1, compat="official")
+    with torch.inference_mode(), pytest.raises(KeyError):
+        run_oracle(gpt, layout_for(gpt), config, torch.tensor([1]), torch.tensor([0]))
+
+
+@pytest.mark.parametrize("grid,eor", [(4, False), (5, False), (4, True)])
+def test_forward_passes_equal_critical_path(grid, eor):
+    gpt = tiny_gpt(grid)
+    H = W = grid
+    layout = Layout(H, W, 1, end_of_row=eor)
+    prefix = condition_prefix(gpt, torch.tensor([1]), DecodeConfig())
+    fixed = torch.full((H,), 62) if eor else None
+    for w in (1, 2, W - 1, W):
+        counting = CountingModel(gpt)
+        with torch.inference_mode():
+            result = decode(counting, prefix, torch.tensor([0]), layout, DecodeConfig(window=w), fixed)
+        assert counting.calls == result.forward_passes == (H - 1) * w + W
+        if not eor:
+            counting = CountingModel(gpt)
+            with torch.inference_mode():
+                result = decode(counting, prefix, torch.tensor([0]), layout,
+                                DecodeConfig(window=w, compat="official"))
+            assert counting.calls == result.forward_passes == 2 * W + (H - 2) * w
+
+
+@pytest.mark.parametrize("config", [DecodeConfig(window=2, cfg_scale=3.0, top_k=40),
+                                    DecodeConfig(window=1, cfg_scale=1.0, placeholder="above"),
+                                    DecodeConfig(window=3, cfg_scale=2.0, compat="official")])
+def test_batch_invariance(config):
+    gpt = tiny_gpt(5)
+    labels, seeds = torch.tensor([3, 1, 4, 1]), torch.tensor([10, 20, 30, 2**40 + 1])
+    batched = generate(gpt, labels, seeds, config).tokens
+    for i in range(4):
+        alone = generate(gpt, labels[i:i + 1], seeds[i:i + 1], config).tokens
+        assert torch.equal(alone[0], batched[i])
+    perm = torch.tensor([2, 0, 3, 1])
+    assert torch.equal(generate(gpt, labels[perm], seeds[perm], config).tokens, batched[perm])
+
+
+def test_placeholder_inputs_follow_policy():
+    gpt = tiny_gpt(5)
+    layout = layout_for(gpt)
+    for policy in ("left", "above"):
+        config = DecodeConfig(window=2, placeholder=policy)
+        state = start_decode(gpt, torch.tensor([4]), layout, config)
+        prefix = condition_prefix(gpt, torch.tensor([1]), config)
+        placeholder_inputs = {}
+        with torch.inference_mode():
+            for rec in decode_steps(gpt, state, prefix):
+                for i, slot in enumerate(rec.slots.tolist()):
+                    if slot >= layout.prefix_len + layout.num_cells:  # placeholder slots
+                        placeholder_inputs[slot - layout.prefix_len - layout.num_cells] = rec.input_ids[0, i].item()
+        grid = state.tokens[0, :25].reshape(5, 5)
+        assert sorted(placeholder_inputs) == [0, 1, 2, 3]
+        for r, token in placeholder_inputs.items():
+            # row r+1 opens in pass 2(r+1), when row r holds 2 tokens: left = (r, 1); above = the
+            # latest of row r-1 then, (r-1, 3)
+            expected = grid[r, 1] if policy == "left" or r == 0 else grid[r - 1, 3]
+            assert token == expected.item()
+
+
+def test_different_windows_change_images_but_not_the_first_row():
+    gpt = tiny_gpt(6)
+    labels, seeds = torch.tensor([1, 2]), torch.tensor([0, 1])
+    ntp = generate(gpt, labels, seeds, DecodeConfig(window=None)).tokens
+    zipar = generate(gpt, labels, seeds, DecodeConfig(window=1)).tokens
+    assert torch.equal(ntp[:, 0], zipar[:, 0])  # row 0 sees the same context either way
+    assert not torch.equal(ntp, zipar)  # later rows see less: a real, detectable difference
+
+
+def test_prefix_shape_is_checked():
+    gpt = tiny_gpt(4)
+    config = DecodeConfig(window=2, cfg_scale=2.0)
+    state = start_decode(gpt, torch.tensor([0]), layout_for(gpt), config)
+    with pytest.raises(ValueError, match="prefix"):
+        next(decode_steps(gpt, state, gpt.embed_condition(torch.tensor([1]))))

@@ -1,0 +1,105 @@
+"""Sampling maths: exact filters against reference loops, statistical tests of the counter-based draws."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from common.engine import cfg_active
+from common.sampling import (PURPOSE_TOKEN, draw_key, filter_logits, guide, gumbel_argmax, image_seeds,
+                             uniforms)
+
+
+def test_uniforms_are_uniform_and_in_open_interval():
+    keys = draw_key(torch.arange(50), torch.arange(40).expand(50, -1), PURPOSE_TOKEN)
+    u = uniforms(keys, 64).flatten().numpy()  # 128k values
+    assert u.min() > 0 and u.max() < 1
+    assert stats.kstest(u, "uniform").pvalue > 1e-3
+    # neighbouring vocabulary indices and neighbouring positions are uncorrelated
+    grid = uniforms(keys, 64).numpy()
+    assert abs(np.corrcoef(grid[..., :-1].ravel(), grid[..., 1:].ravel())[0, 1]) < 0.02
+    assert abs(np.corrcoef(grid[:, :-1].ravel(), grid[:, 1:].ravel())[0, 1]) < 0.02
+
+
+def test_keys_depend_on_every_field_and_not_on_batch_layout():
+    seeds = torch.tensor([0, 1, 2**33 + 5, 7])
+    pos = torch.arange(6).expand(4, -1)
+    keys = draw_key(seeds, pos, PURPOSE_TOKEN)
+    assert torch.equal(draw_key(seeds[2:3], pos[:1], PURPOSE_TOKEN)[0], keys[2])  # batch position is irrelevant
+    assert not torch.equal(draw_key(seeds, pos, 1), keys)
+    assert not torch.equal(draw_key(seeds, pos, PURPOSE_TOKEN, attempt=1), keys)
+    assert len(set(keys.flatten().tolist())) == keys.numel()
+    high = draw_key(torch.tensor([5, 5 + 2**32]), pos[:2], PURPOSE_TOKEN)  # the high half of a seed matters
+    assert not torch.equal(high[0], high[1])
+
+
+def test_gumbel_argmax_samples_the_softmax():
+    logits = torch.tensor([2.0, 1.0, 0.0, -1.0, 0.5])
+    n = 40000
+    keys = draw_key(torch.tensor([3]), torch.arange(n)[None], PURPOSE_TOKEN)[0]
+    draws = gumbel_argmax(logits.expand(n, -1), keys)
+    counts = np.bincount(draws.numpy(), minlength=5)
+    expected = torch.softmax(logits.double(), -1).numpy() * n
+    assert stats.chisquare(counts, expected).pvalue > 1e-3
+
+
+def test_gumbel_argmax_never_picks_filtered_tokens():
+    logits = torch.tensor([0.0, float("-inf"), 0.0, float("-inf")])
+    keys = draw_key(torch.tensor([0]), torch.arange(2000)[None], PURPOSE_TOKEN)[0]
+    assert set(gumbel_argmax(logits.expand(2000, -1), keys).tolist()) == {0, 2}
+
+
+def reference_filter(row, temperature, top_k, top_p):
+    """LlamaGen's sample(): divide by max(t, 1e-5); HF v3.2 top-k then top-p, written as plain loops."""
+    x = [v / max(temperature, 1e-5) for v in row]
+    if top_k > 0:
+        kth = sorted(x, reverse=True)[min(top_k, len(x)) - 1]
+        x = [v if v >= kth else -math.inf for v in x]
+    if top_p < 1.0:
+        order = sorted(range(len(x)), key=lambda i: -x[i])
+        finite = [x[i] for i in order]
+        m = max(finite)
+        z = sum(math.exp(v - m) for v in finite if v > -math.inf)
+        cum, keep = 0.0, set()
+        for i in order:
+            keep.add(i)  # the token that crosses the threshold is kept
+            cum += math.exp(x[i] - m) / z if x[i] > -math.inf else 0.0
+            if cum > top_p:
+                break
+        x = [v if i in keep else -math.inf for i, v in enumerate(x)]
+    return x
+
+
+@pytest.mark.parametrize("temperature,top_k,top_p", [(1.0, 0, 1.0), (0.7, 3, 1.0), (1.3, 0, 0.6), (1.0, 5, 0.8),
+                                                     (1.0, 1, 1.0), (0.0, 0, 1.0), (1.0, 0, 0.01)])
+def test_filter_logits_matches_reference(temperature, top_k, top_p):
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(6, 9, generator=gen, dtype=torch.float64) * 2
+    got = filter_logits(logits, temperature, top_k, top_p)
+    for row_got, row in zip(got.tolist(), logits.tolist()):
+        ref = reference_filter(row, temperature, top_k, top_p)
+        assert [math.isinf(v) for v in row_got] == [math.isinf(v) for v in ref]
+        assert np.allclose([v for v in row_got if v > -math.inf], [v for v in ref if v > -math.inf])
+
+
+def test_guidance_formula_and_interval():
+    cond, uncond = torch.tensor([[1.0, 3.0]]), torch.tensor([[2.0, 0.0]])
+    assert torch.allclose(guide(cond, uncond, 4.0), torch.tensor([[-2.0, 12.0]]))
+    assert torch.equal(guide(cond, uncond, 4.0, torch.tensor([False])), cond)
+    # LlamaGen: the prefill guides token 0; decode step i makes token i+1 and stops guiding once i > interval
+    for interval in (-1, 0, 3, 10.5):
+        flag, ref = True, [True]
+        for i in range(20):
+            if interval > -1 and i > interval:
+                flag = False
+            ref.append(flag)
+        assert cfg_active(torch.arange(21), interval).tolist() == ref
+
+
+def test_image_seeds_distinct_and_validated():
+    a = image_seeds(0, torch.arange(100))
+    b = image_seeds(1, torch.arange(100))
+    assert len(set(a.tolist()) | set(b.tolist())) == 200
+    with pytest.raises(ValueError, match="seed"):
+        image_seeds(-1, torch.arange(2))

@@ -1,0 +1,129 @@
+"""Schedule and masks against brute-force derivations from the rules as the paper and the issue state them."""
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from common.plan import SlotTables, attention_mask, build_plan
+from common.schedule import Layout, decode_pass_table, num_passes, row_windows
+
+GRIDS = [(1, 1), (1, 5), (4, 1), (3, 4), (5, 5), (4, 7), (24, 24)]
+
+
+def simulate(H, W, w, first_row_whole=False):
+    """Greedy pass-by-pass simulation of the rule: (r, c) may be decoded once (r, c-1) is and row r-1
+    holds min(c + w, W) tokens; every allowed cell is decoded in the same pass."""
+    counts = [0] * H
+    table = np.full((H, W), -1)
+    k = 0
+    while min(counts) < W:
+        before = list(counts)
+        for r in range(H):
+            c = before[r]
+            if c == W:
+                continue
+            need = W if (first_row_whole and r == 1) else min(c + w, W)
+            if r == 0 or before[r - 1] >= need:
+                table[r, c] = k
+                counts[r] += 1
+        k += 1
+    return table, k
+
+
+@pytest.mark.parametrize("H,W", GRIDS)
+def test_pass_table_matches_brute_force_and_formula(H, W):
+    layout = Layout(H, W, prefix_len=1)
+    for w in sorted({1, 2, max(W - 1, 1), W, W + 3}):
+        table = decode_pass_table(layout, row_windows(layout, w))
+        ref, passes = simulate(H, W, min(w, W))
+        assert np.array_equal(table, ref)
+        assert num_passes(layout, w) == passes == (H - 1) * min(w, W) + W
+
+
+def test_paper_numbers():
+    assert num_passes(Layout(24, 24, 1), 16) == 392  # the paper's code needs 400
+    assert num_passes(Layout(24, 24, 1), 16, compat="official") == 400
+    assert num_passes(Layout(24, 24, 1), 8, compat="official") == 224  # landscape.md: official 224 at w=8
+    assert num_passes(Layout(16, 16, 1), 8) == 136
+
+
+@pytest.mark.parametrize("H,W", [(3, 4), (5, 5), (24, 24)])
+def test_official_compat_schedule(H, W):
+    layout = Layout(H, W, 1)
+    for w in (1, 2, W - 1, W):
+        table = decode_pass_table(layout, row_windows(layout, w, "official"))
+        ref, passes = simulate(H, W, w, first_row_whole=True)
+        assert np.array_equal(table, ref)
+        assert passes == 2 * W + (H - 2) * w
+
+
+def test_end_of_row_layout_same_schedule_and_passes():
+    for H, W, w in [(3, 4, 2), (5, 5, 1), (4, 6, 6)]:
+        layout = Layout(H, W, 2, end_of_row=True)
+        plan = build_plan(layout, decode_pass_table(layout, row_windows(layout, w)))
+        assert plan.num_passes == (H - 1) * w + W
+
+
+def test_invalid_window():
+    with pytest.raises(ValueError, match="window"):
+        row_windows(Layout(3, 3, 1), 0)
+
+
+def brute_force_visible(layout, table, k, query_pos, compat):
+    """Positions (and kinds) a query may read in pass k, derived from the decoded sets alone."""
+    H, W, T = layout.rows, layout.cols, layout.prefix_len
+    seen = set()
+    for t in range(T):
+        if compat or t <= query_pos:
+            seen.add(("slot", t))
+    for r, c in itertools.product(range(H), range(W)):
+        pos = layout.cell_position(r, c)
+        if c == W - 1 and r < H - 1 and not layout.end_of_row:
+            opened, real_known = table[r + 1, 0] <= k, table[r, W - 1] < k
+            placeholder_live = opened and not real_known and table[r + 1, 0] <= table[r, W - 1]
+            if placeholder_live:
+                seen.add(("placeholder", pos))
+                continue
+        if compat or table[r, c] < k or pos == query_pos:
+            seen.add(("slot", pos))
+    if layout.end_of_row:
+        for r in range(H - 1):
+            if compat or table[r + 1, 0] <= k:
+                seen.add(("slot", layout.cell_position(r, W)))
+    return {(kind, p) for kind, p in seen if p <= query_pos}
+
+
+LLAMAGEN_CASES = [(3, 4, 1, False), (4, 5, 2, False), (4, 4, 4, False), (5, 6, 3, False)]
+
+
+# compat mode reproduces the LlamaGen code only, so it has no end-of-row cases
+@pytest.mark.parametrize("H,W,w,eor,compat", [c + (None,) for c in LLAMAGEN_CASES]
+                         + [c + ("official",) for c in LLAMAGEN_CASES]
+                         + [(3, 4, 2, True, None), (4, 3, 1, True, None)])
+def test_masks_match_brute_force(H, W, w, eor, compat):
+    layout = Layout(H, W, prefix_len=2, end_of_row=eor)
+    table = decode_pass_table(layout, row_windows(layout, w, compat))
+    plan = build_plan(layout, table, "left", compat)
+    tables = SlotTables.from_plan(plan, "cpu")
+    ph_start = layout.prefix_len + H * layout.row_stride
+    for k, q in enumerate(plan.passes):
+        mask = attention_mask(tables, k, torch.as_tensor(q.positions))
+        for i, p in enumerate(q.positions):
+            got = {("placeholder" if s >= ph_start else "slot", int(plan.slot_positions[s]))
+                   for s in np.nonzero(mask[i].numpy())[0]}
+            assert got == brute_force_visible(layout, table, k, int(p), compat), (k, int(p))
+
+
+@pytest.mark.parametrize("H,W,w", [(4, 5, 2), (6, 6, 1), (5, 8, 3)])
+def test_every_slot_written_once_and_each_cell_sampled_once(H, W, w):
+    layout = Layout(H, W, 1)
+    plan = build_plan(layout, decode_pass_table(layout, row_windows(layout, w)))
+    slots = np.concatenate([q.slots for q in plan.passes])
+    assert len(slots) == len(set(slots.tolist()))
+    cells = np.concatenate([q.outputs[q.outputs >= 0] for q in plan.passes])
+    assert sorted(cells.tolist()) == list(range(H * W))
+    # a query's input cell was sampled in an earlier pass
+    sampled_at = {int(c): k for k, q in enumerate(plan.passes) for c in q.outputs[q.outputs >= 0]}
+    for k, q in enumerate(plan.passes[1:], start=1):
+        assert all(sampled_at[int(s)] < k for s in q.sources)
