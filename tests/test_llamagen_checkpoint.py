@@ -146,10 +146,15 @@ def test_wrong_shape_other_preset(tmp_path):
         assert torch.equal(v, before[k]), k
 
 
-def test_freqs_cis_of_other_grid(tmp_path):
+@pytest.mark.parametrize("where", ["top-level", "in-state-dict", "bare"])
+def test_freqs_cis_of_other_grid(tmp_path, where):
     src = _gpt()
+    rope = _freqs_cis(src, grid=6)
+    ckpt = {"top-level": {"model": _sd(src), "freqs_cis": rope},
+            "in-state-dict": {"model": {**_sd(src), "freqs_cis": rope}},
+            "bare": {**_sd(src), "freqs_cis": rope}}[where]
     path = tmp_path / "grid6.pt"
-    torch.save({"model": _sd(src), "freqs_cis": _freqs_cis(src, grid=6)}, path)
+    torch.save(ckpt, path)
     msg = _expect_error(_gpt(seed=None), path, "GPT-tiny", "freqs_cis")
     assert "image size" in msg
 

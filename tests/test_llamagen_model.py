@@ -5,28 +5,19 @@ references below are written independently from that description, not from llama
 """
 from __future__ import annotations
 
-import ast
 import math
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from llamagen.model import GPT_PRESETS, Transformer, apply_rope, gpt_config, random_init_, rope_2d
+from tests.official_keys import official_keys
 
-KEYS_DIR = Path(__file__).resolve().parent / "data" / "keys"
 
 
 def _official(name: str) -> dict[str, tuple[int, ...]]:
-    path = KEYS_DIR / f"llamagen_{name}.txt"
-    assert path.is_file(), f"missing official key list {path}"
-    out = {}
-    for line in path.read_text().splitlines():
-        if line.strip():
-            key, shape = line.split("\t")
-            out[key] = tuple(ast.literal_eval(shape))
-    return out
+    return official_keys(f"llamagen_{name}")
 
 
 def _meta_model(preset: str, grid: int) -> Transformer:
@@ -37,9 +28,7 @@ def _meta_model(preset: str, grid: int) -> Transformer:
 # ----------------------------------------------------------------------------- state dict / sizes
 
 KEY_FILES = [("GPT-B", 16, "GPT-B_c2i_256", 88), ("GPT-L", 24, "GPT-L_c2i_576", 172),
-             ("GPT-XL", 24, "GPT-XL_c2i_576", 256)]
-if (KEYS_DIR / "llamagen_GPT-XXL_c2i_576.txt").is_file():
-    KEY_FILES.append(("GPT-XXL", 24, "GPT-XXL_c2i_576", 340))
+             ("GPT-XL", 24, "GPT-XL_c2i_576", 256), ("GPT-XXL", 24, "GPT-XXL_c2i_576", 340)]
 
 
 @pytest.mark.parametrize("preset, grid, keyfile, n_keys", KEY_FILES)

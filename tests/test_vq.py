@@ -1,28 +1,18 @@
 """Tests for llamagen/vq.py: official state-dict layout, decode/encode semantics (CPU, seconds)."""
 from __future__ import annotations
 
-import ast
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from llamagen.vq import VQ_PRESETS, VQModel, vq_config
+from tests.official_keys import official_keys
 
-# Copies of /work/shared/reference/keys/llamagen_VQ-{16,8}.txt (official checkpoint key, shape).
-KEYS_DIR = Path(__file__).resolve().parent / "data" / "keys"
 
 
 def _official(name: str) -> dict[str, tuple[int, ...]]:
-    path = KEYS_DIR / f"llamagen_{name}.txt"
-    assert path.is_file(), f"missing official key list {path}"
-    out = {}
-    for line in path.read_text().splitlines():
-        if line.strip():
-            key, shape = line.split("\t")
-            out[key] = tuple(ast.literal_eval(shape))
-    return out
+    return official_keys(f"llamagen_{name}")
 
 
 @pytest.fixture(scope="module")

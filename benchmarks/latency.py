@@ -1,0 +1,93 @@
+"""Time NTP and ZipAR windows for a LlamaGen preset with random weights (speed does not depend on
+weight values for fixed windows). Reports passes, seconds per image, ms per pass and ratios to NTP
+measured in the same run; prints a Markdown table and optionally writes a CSV.
+
+python benchmarks/latency.py --gpt-model GPT-B --image-size 384 --windows 8 12 16 --batch 1
+"""
+import argparse
+import csv
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from common.config import DecodeConfig  # noqa: E402
+from common.sampling import image_seeds  # noqa: E402
+from llamagen.checkpoint import build_gpt  # noqa: E402
+from llamagen.generate import generate  # noqa: E402
+from llamagen.model import GPT_PRESETS, random_init_  # noqa: E402
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def time_config(gpt, config, batch, repeats, device):
+    labels = torch.arange(batch, device=device) % gpt.config.num_classes
+    seeds = image_seeds(0, torch.arange(batch, device=device))
+    generate(gpt, labels, seeds, config)  # warm-up
+    times, passes = [], 0
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        passes = generate(gpt, labels, seeds, config).forward_passes
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return passes, times
+
+
+def main(args):
+    device = torch.device(args.device)
+    gpt = build_gpt(args.gpt_model, args.image_size, args.downsample)
+    random_init_(gpt, 0)
+    gpt = gpt.to(device=device, dtype=PRECISIONS[args.precision]).eval()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows = []
+    for window in [None] + args.windows:
+        config = DecodeConfig(window=window, cfg_scale=args.cfg_scale, top_k=args.top_k)
+        passes, times = time_config(gpt, config, args.batch, args.repeats, device)
+        med = statistics.median(times)
+        rows.append({"window": "NTP" if window is None else window, "passes": passes, "median_s": med,
+                     "min_s": min(times), "max_s": max(times), "s_per_image": med / args.batch,
+                     "ms_per_pass": 1000 * med / passes, "images_per_s": args.batch / med})
+    ntp = rows[0]
+    for r in rows:
+        r["pass_ratio"] = r["passes"] / ntp["passes"]
+        r["speedup"] = ntp["median_s"] / r["median_s"]
+    grid = args.image_size // args.downsample
+    print(f"{args.gpt_model} random weights, {grid}x{grid} grid, batch {args.batch}, {args.precision}, "
+          f"cfg {args.cfg_scale}, {device} ({platform.processor() or platform.machine()}, "
+          f"{torch.get_num_threads()} threads), torch {torch.__version__}, median of {args.repeats}\n")
+    print("| window | passes | passes/NTP | s/image (median) | min-max s | ms/pass | speed-up vs NTP |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['window']} | {r['passes']} | {r['pass_ratio']:.3f} | {r['s_per_image']:.2f} | "
+              f"{r['min_s']:.2f}-{r['max_s']:.2f} | {r['ms_per_pass']:.1f} | {r['speedup']:.2f}x |")
+    if args.csv:
+        with open(args.csv, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--gpt-model", choices=list(GPT_PRESETS), default="GPT-B", help="GPT preset")
+    p.add_argument("--image-size", type=int, default=384, help="image size in pixels")
+    p.add_argument("--downsample", type=int, default=16, help="VQ downsample factor (16 for VQ-16)")
+    p.add_argument("--windows", type=int, nargs="+", default=[8, 12, 16], help="ZipAR windows to time besides NTP")
+    p.add_argument("--batch", type=int, default=1, help="images per call")
+    p.add_argument("--cfg-scale", type=float, default=2.0, help="CFG scale (> 1 doubles the model batch)")
+    p.add_argument("--top-k", type=int, default=0, help="top-k (0 = off)")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per setting after one warm-up")
+    p.add_argument("--precision", choices=list(PRECISIONS), default="fp32", help="GPT dtype")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
+    p.add_argument("--csv", default=None, help="also write the rows to this CSV file")
+    main(p.parse_args())
