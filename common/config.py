@@ -10,6 +10,7 @@ class DecodeConfig:
     """How to decode. window=None is plain next-token prediction (the same engine with w = W)."""
 
     window: int | None = None
+    adaptive: bool = False  # window is then w_min: row openings are drafted and verified (section 3.3)
     placeholder: str = "left"  # how a row opens before the last token of the row above exists
     compat: str | None = None  # "official": the paper code's schedule and mask
     cfg_scale: float = 1.0  # > 1 runs an unconditional branch (LlamaGen semantics)
@@ -21,6 +22,10 @@ class DecodeConfig:
     def __post_init__(self):
         if self.window is not None and self.window < 1:
             raise ValueError(f"window must be >= 1 (or None for next-token prediction), got {self.window}")
+        if self.adaptive and self.window is None:
+            raise ValueError("adaptive decoding needs a minimum window (window=w_min), not next-token prediction")
+        if self.adaptive and self.compat is not None:
+            raise ValueError("compat='official' has fixed windows only; drop adaptive or compat")
         if self.placeholder not in PLACEHOLDER_POLICIES:
             raise ValueError(f"placeholder must be one of {PLACEHOLDER_POLICIES}, got {self.placeholder!r}")
         if self.compat not in (None, "official"):
@@ -51,6 +56,8 @@ def add_decode_args(parser: argparse.ArgumentParser, *, cfg_scale: float, top_k:
     """The decoding flags every sampling script shares; model-specific defaults are passed in."""
     g = parser.add_argument_group("decoding")
     g.add_argument("--window", type=int, default=16, help="ZipAR window w: row r+1 starts when row r holds w tokens")
+    g.add_argument("--adaptive", action="store_true",
+                   help="adaptive window (paper section 3.3): --window is w_min; row openings drafted and verified")
     g.add_argument("--ntp", action="store_true", help="plain next-token prediction (ignores --window)")
     g.add_argument("--placeholder", choices=PLACEHOLDER_POLICIES, default="left",
                    help="token fed where a row's last token is not decoded yet: latest of the same row or of the row above")
@@ -66,7 +73,8 @@ def add_decode_args(parser: argparse.ArgumentParser, *, cfg_scale: float, top_k:
 def decode_config_from_args(args: argparse.Namespace) -> DecodeConfig:
     """The one place scripts and notebooks turn parsed flags into a DecodeConfig."""
     return DecodeConfig(
-        window=None if args.ntp else args.window, placeholder=args.placeholder, compat=args.compat,
+        window=None if args.ntp else args.window, adaptive=args.adaptive and not args.ntp,
+        placeholder=args.placeholder, compat=args.compat,
         cfg_scale=args.cfg_scale, cfg_interval=args.cfg_interval, temperature=args.temperature,
         top_k=args.top_k, top_p=args.top_p,
     )

@@ -1,21 +1,24 @@
-"""The one decode loop: executes a ZipAR plan (paper section 3.2) with any model that fits `Decoder`.
+"""The one decode loop: runs a ZipAR schedule (paper sections 3.2-3.3) with any model fitting `Decoder`.
 
 `decode_steps` is a generator over an explicit DecodeState that yields one PassRecord per forward
-pass (notebooks and tests iterate it); `decode` runs it to the end and returns tokens and counts.
-Per pass: gather the input tokens, build the mask from the plan's slot tables, run one forward over
-all queries of the pass, guide/filter/sample every sampled query in one call, scatter the tokens.
-No host-device synchronisation happens inside the loop.
+pass (notebooks and tests iterate it); `decode` runs it to the end. Per pass: the schedule says
+which queries run (shared by the batch for fixed windows, per image for adaptive windows); gather
+the input tokens, run one forward over all of them, then guide, filter and sample every decided
+query in one call and scatter the tokens. Fixed windows need no host-device synchronisation inside
+the loop; adaptive windows read back one small tensor of acceptance flags per pass.
 """
 from dataclasses import dataclass
 from typing import Iterator, Protocol
 
 import torch
 
+from common.adaptive import AdaptiveSchedule
 from common.config import DecodeConfig
 from common.kv_cache import KVCache
-from common.plan import PREFIX_SOURCE, Plan, SlotTables, attention_mask, build_plan, token_buffer_width
-from common.sampling import PURPOSE_TOKEN, draw_key, filter_logits, gumbel_argmax, guide
-from common.schedule import Layout, decode_pass_table, row_windows
+from common.plan import DRAFT, VERIFY, FixedSchedule, PassBatch, token_buffer_width
+from common.sampling import (PURPOSE_ACCEPT, PURPOSE_RESIDUAL, PURPOSE_TOKEN, draw_key, filter_logits, guide,
+                             gumbel_argmax, verify_draft)
+from common.schedule import Layout
 
 
 class Decoder(Protocol):
@@ -35,12 +38,12 @@ class DecodeState:
 
     layout: Layout
     config: DecodeConfig
-    plan: Plan
-    tables: SlotTables
+    schedule: FixedSchedule | AdaptiveSchedule
     seeds: torch.Tensor  # (B,) int64
-    tokens: torch.Tensor  # (B, cells + fixed) int64: decoded grid tokens, then fixed tokens
+    tokens: torch.Tensor  # (B, cells + fixed + 1) int64: grid tokens, fixed tokens, a trash column
     cache: KVCache
-    next_pass: int = 0
+    draft_probs: torch.Tensor | None = None  # (B, V) adaptive: distribution the current draft follows
+    passes_run: int = 0
 
 
 @dataclass(frozen=True)
@@ -48,24 +51,21 @@ class PassRecord:
     """What one forward pass did; the tensors are the ones the engine used, not copies."""
 
     index: int
-    slots: torch.Tensor  # (Q,)
-    positions: torch.Tensor  # (Q,)
+    batch: PassBatch  # queries: slots, positions, decided cells (leading dim B, or 1 if shared)
     input_ids: torch.Tensor  # (B_model, Q) token fed per query; -1 for condition-prefix queries
-    mask: torch.Tensor  # (Q, S) bool
+    mask: torch.Tensor  # (1 | B_model, Q, S) bool
     logits: torch.Tensor  # (B_model, Q, V) raw model logits, cond rows first, uncond rows after
-    cells: torch.Tensor  # (n,) grid cells sampled in this pass
-    sampled: torch.Tensor  # (B, n) their tokens
+    decided: torch.Tensor  # (B, n) tokens decided for batch.cells (drafts included)
+    accepted: torch.Tensor | None  # (B, n) adaptive: verification outcome where kinds == VERIFY
 
 
 @dataclass(frozen=True)
 class DecodeResult:
     tokens: torch.Tensor  # (B, H, W) int64
-    forward_passes: int
-
-
-def make_plan(layout: Layout, config: DecodeConfig) -> Plan:
-    windows = row_windows(layout, config.window_for(layout.cols), config.compat)
-    return build_plan(layout, decode_pass_table(layout, windows), config.placeholder, config.compat)
+    forward_passes: int  # passes the batch ran (its slowest image)
+    image_passes: list[int]  # passes each image needed
+    accepted_windows: list[list[int]] | None = None  # adaptive: per image, the window row r+1 was accepted at
+    rejections: list[int] | None = None  # adaptive: per image, rejected drafts
 
 
 def cfg_active(cells: torch.Tensor, cfg_interval: float) -> torch.Tensor:
@@ -84,15 +84,24 @@ def start_decode(model: Decoder, seeds: torch.Tensor, layout: Layout, config: De
     """
     device = torch.device(device if device is not None else seeds.device)
     batch = seeds.shape[0]
-    plan = make_plan(layout, config)
-    tokens = torch.zeros(batch, token_buffer_width(layout), dtype=torch.int64, device=device)
+    if config.adaptive:
+        schedule = AdaptiveSchedule(layout, config, batch, device)
+    else:
+        schedule = FixedSchedule(layout, config, batch, device)
+    width = token_buffer_width(layout)
+    tokens = torch.zeros(batch, width + 1, dtype=torch.int64, device=device)
     if layout.end_of_row:
         if fixed_tokens is None or tuple(fixed_tokens.shape) != (layout.rows,):
             raise ValueError(f"an end-of-row layout needs fixed_tokens of shape ({layout.rows},)")
-        tokens[:, layout.num_cells:] = fixed_tokens.to(device)
+        tokens[:, layout.num_cells:width] = fixed_tokens.to(device)
     model_batch = 2 * batch if config.uses_cfg else batch
-    return DecodeState(layout, config, plan, SlotTables.from_plan(plan, device), seeds.to(device), tokens,
-                       model.new_cache(model_batch, plan.num_slots, device))
+    return DecodeState(layout, config, schedule, seeds.to(device), tokens,
+                       model.new_cache(model_batch, schedule.num_slots, device))
+
+
+def _for_model(t: torch.Tensor, cfg: bool) -> torch.Tensor:
+    """Per-image tensors are repeated for the unconditional half; shared ones (leading 1) broadcast."""
+    return torch.cat([t, t]) if cfg and t.shape[0] > 1 else t
 
 
 def decode_steps(model: Decoder, state: DecodeState, prefix: torch.Tensor) -> Iterator[PassRecord]:
@@ -100,43 +109,72 @@ def decode_steps(model: Decoder, state: DecodeState, prefix: torch.Tensor) -> It
 
     prefix: (B_model, T, D) condition embeddings, B_model = 2B with CFG ([cond; uncond]), else B.
     """
-    config, layout, device = state.config, state.layout, state.tokens.device
-    batch = state.seeds.shape[0]
-    model_batch = 2 * batch if config.uses_cfg else batch
+    config, layout = state.config, state.layout
+    batch, cfg = state.seeds.shape[0], config.uses_cfg
+    model_batch = 2 * batch if cfg else batch
     if prefix.shape[0] != model_batch or prefix.shape[1] != layout.prefix_len:
         raise ValueError(f"prefix must be ({model_batch}, {layout.prefix_len}, D) for batch {batch}"
-                         f"{' with CFG' if config.uses_cfg else ''}, got {tuple(prefix.shape)}")
-    to_dev = lambda a: torch.as_tensor(a, device=device)  # noqa: E731
-    for k in range(state.next_pass, state.plan.num_passes):
-        q = state.plan.passes[k]
-        slots, positions, sources = to_dev(q.slots), to_dev(q.positions), to_dev(q.sources)
-        sampled_rows = to_dev((q.outputs >= 0).nonzero()[0])
-        cells = to_dev(q.outputs[q.outputs >= 0])
-        if k == 0:
-            assert (q.sources == PREFIX_SOURCE).all()
-            x = prefix[:, q.slots]
-            input_ids = torch.full((model_batch, len(q.slots)), -1, dtype=torch.int64, device=device)
+                         f"{' with CFG' if cfg else ''}, got {tuple(prefix.shape)}")
+    while (pb := state.schedule.next_pass()) is not None:
+        k = state.passes_run
+        if pb.is_prefix:
+            x = prefix[:, pb.slots[0]]
+            input_ids = torch.full((model_batch, pb.slots.shape[1]), -1, dtype=torch.int64, device=prefix.device)
         else:
-            input_ids = state.tokens[:, sources]
-            if config.uses_cfg:
-                input_ids = torch.cat([input_ids, input_ids])
+            input_ids = state.tokens.gather(1, pb.sources.expand(batch, -1))
+            input_ids = torch.cat([input_ids, input_ids]) if cfg else input_ids
             x = model.embed_tokens(input_ids)
-        mask = attention_mask(state.tables, k, positions)
-        logits = model(x, positions, slots, mask, state.cache)
-        chosen = logits[:, sampled_rows]  # (B_model, n, V)
-        if config.uses_cfg:
+        mask = _for_model(pb.mask, cfg)
+        logits = model(x, _for_model(pb.positions, cfg), _for_model(pb.slots, cfg), mask, state.cache)
+        rows = _for_model(pb.sample_rows, cfg).expand(model_batch, -1)
+        cells = pb.cells.expand(batch, -1)
+        chosen = logits.gather(1, rows[..., None].expand(-1, -1, logits.shape[-1]))  # (B_model, n, V)
+        if cfg:
             chosen = guide(chosen[:batch], chosen[batch:], config.cfg_scale, cfg_active(cells, config.cfg_interval))
         chosen = filter_logits(chosen, config.temperature, config.top_k, config.top_p)
-        sampled = gumbel_argmax(chosen, draw_key(state.seeds, cells.expand(batch, -1), PURPOSE_TOKEN))
-        state.tokens[:, cells] = sampled
-        state.next_pass = k + 1
-        yield PassRecord(k, slots, positions, input_ids, mask, logits, cells, sampled)
+        decided = gumbel_argmax(chosen, draw_key(state.seeds, cells, PURPOSE_TOKEN))
+        accepted = None
+        if pb.kinds is not None:
+            decided, accepted = _open_rows(state, pb, chosen, decided, cells)
+        state.tokens.scatter_(1, cells, decided)
+        state.passes_run = k + 1
+        record = PassRecord(k, pb, input_ids, mask, logits, decided, accepted)
+        if accepted is not None:
+            state.schedule.observe(accepted.cpu().numpy())  # the one sync adaptive decoding needs
+        yield record
+
+
+def _open_rows(state: DecodeState, pb: PassBatch, filtered: torch.Tensor, drawn: torch.Tensor,
+               cells: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Adaptive row openings (common.adaptive): DRAFT entries keep their draw and remember its
+    distribution; VERIFY entries test the current draft against the new distribution."""
+    probs = torch.softmax(filtered, dim=-1)  # (B, n, V): the distributions sampling uses
+    if state.draft_probs is None:
+        state.draft_probs = torch.zeros(probs.shape[0], probs.shape[-1], device=probs.device)
+    kinds = pb.kinds
+    q = state.draft_probs[:, None].expand_as(probs)
+    draft = state.tokens.gather(1, cells)  # the current draft sits in the cell it drafts
+    attempts = pb.attempts
+    verified, accepted = verify_draft(probs, q, draft, draw_key(state.seeds, cells, PURPOSE_ACCEPT, attempts),
+                                      draw_key(state.seeds, cells, PURPOSE_RESIDUAL, attempts))
+    decided = torch.where(kinds == VERIFY, verified, drawn)
+    opener = (kinds == DRAFT) | (kinds == VERIFY)  # at most one per image and pass
+    if opener.any():
+        weights = opener.float()[..., None]
+        has = opener.any(dim=1)[:, None]
+        # the next verification compares against the distribution of this pass's opener query
+        state.draft_probs = torch.where(has, (probs * weights).sum(1), state.draft_probs)
+    return decided, accepted & (kinds == VERIFY)
 
 
 def decode(model: Decoder, prefix: torch.Tensor, seeds: torch.Tensor, layout: Layout, config: DecodeConfig,
            fixed_tokens: torch.Tensor | None = None) -> DecodeResult:
-    """Decode to the end: (B, H, W) tokens and the number of forward passes the model ran."""
+    """Decode to the end: (B, H, W) tokens, pass counts and, when adaptive, acceptance telemetry."""
     state = start_decode(model, seeds, layout, config, fixed_tokens, device=prefix.device)
-    passes = sum(1 for _ in decode_steps(model, state, prefix))
+    for _ in decode_steps(model, state, prefix):
+        pass
     grid = state.tokens[:, :layout.num_cells].reshape(-1, layout.rows, layout.cols)
-    return DecodeResult(grid, passes)
+    report = state.schedule.report()
+    return DecodeResult(grid, state.passes_run, report["image_passes"], report.get("accepted_windows"),
+                        report.get("rejections"))
+

@@ -22,13 +22,19 @@ class KVCache:
 
 def cached_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: KVCache, layer: int,
                      slots: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Write k, v (B, Hkv, Q, D) at `slots` (Q,), then attend q (B, H, Q, D) over all cache slots.
+    """Write k, v (B, Hkv, Q, D) at `slots`, then attend q (B, H, Q, D) over all cache slots.
 
-    mask: (Q, S) or (B, Q, S) bool, True = attend. Returns (B, H, Q, D).
+    slots: (Q,) or (1, Q) shared by the batch, or (B, Q) per batch row.
+    mask: (Q, S) or (B | 1, Q, S) bool, True = attend. Returns (B, H, Q, D).
     """
     keys, values = cache.keys[layer], cache.values[layer]
-    keys.index_copy_(2, slots, k.to(keys.dtype))
-    values.index_copy_(2, slots, v.to(values.dtype))
+    if slots.dim() == 1 or slots.shape[0] == 1:
+        keys.index_copy_(2, slots.reshape(-1), k.to(keys.dtype))
+        values.index_copy_(2, slots.reshape(-1), v.to(values.dtype))
+    else:
+        rows = torch.arange(slots.shape[0], device=slots.device)[:, None]
+        keys[rows, :, slots] = k.transpose(1, 2).to(keys.dtype)  # (B, Q, Hkv, D) at [b, :, slots[b]]
+        values[rows, :, slots] = v.transpose(1, 2).to(values.dtype)
     attn_mask = mask[:, None] if mask.dim() == 3 else mask
     return F.scaled_dot_product_attention(q, keys, values, attn_mask=attn_mask,
                                           enable_gqa=keys.shape[1] != q.shape[1])

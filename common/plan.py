@@ -22,9 +22,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from common.schedule import Layout
+from common.schedule import Layout, decode_pass_table, row_windows
 
 NEVER = np.iinfo(np.int64).max // 2
+PAD, DRAW, DRAFT, VERIFY = 0, 1, 2, 3  # kinds of decided queries (DRAFT/VERIFY: adaptive row openings)
 PREFIX_SOURCE = -1  # the query's input is the condition embedding at its slot
 PLACEHOLDER_POLICIES = ("left", "above")
 
@@ -154,11 +155,58 @@ class SlotTables:
 
 
 def attention_mask(tables: SlotTables, k: int, query_positions: torch.Tensor) -> torch.Tensor:
-    """(Q, S) bool, True = attend: the slots a query at each position may read in pass k.
+    """(..., Q, S) bool, True = attend: the slots a query at each position (..., Q) may read in pass k.
 
     A slot is readable when it is live in pass k (written, not yet superseded; in compat mode also
     unwritten zeros, minus slots shadowed by a placeholder) and its position is <= the query's.
     Slots written in pass k itself are live: their tokens were decoded in earlier passes.
     """
     live = (tables.vis_from <= k) & (k < tables.vis_until) & ~((tables.hide_from <= k) & (k < tables.hide_until))
-    return live[None, :] & (tables.positions[None, :] <= query_positions[:, None])
+    return live[..., None, :] & (tables.positions[..., None, :] <= query_positions[..., :, None])
+
+
+@dataclass(frozen=True)
+class PassBatch:
+    """One forward pass for the batch, as device tensors whose leading dim is 1 (shared by every
+    image) or B (per image, padded with inert queries)."""
+
+    is_prefix: bool  # the condition prefix pass: inputs are the prefix embeddings at `slots`
+    slots: torch.Tensor  # (b, Q) cache slots written
+    positions: torch.Tensor  # (b, Q) sequence positions
+    sources: torch.Tensor  # (b, Q) token-buffer columns fed
+    mask: torch.Tensor  # (b, Q, S) True = attend
+    sample_rows: torch.Tensor  # (b, n) queries whose logits decide a cell
+    cells: torch.Tensor  # (b, n) the cell each decides (the trash column for padding)
+    kinds: torch.Tensor | None = None  # (b, n) PAD/DRAW/DRAFT/VERIFY; None: all DRAW
+    attempts: torch.Tensor | None = None  # (b, n) verification attempt, for counter-based keys
+
+
+class FixedSchedule:
+    """A fixed-window decode: replays one precomputed Plan for every image of the batch."""
+
+    def __init__(self, layout: Layout, config, batch: int, device):
+        windows = row_windows(layout, config.window_for(layout.cols), config.compat)
+        self.plan = build_plan(layout, decode_pass_table(layout, windows), config.placeholder, config.compat)
+        self.batch, self.next_index = batch, 0
+        self.tables = SlotTables.from_plan(self.plan, device)
+        as_t = lambda a: torch.as_tensor(a, dtype=torch.int64, device=device)[None]  # noqa: E731
+        self._passes = []
+        for q in self.plan.passes:
+            rows = np.nonzero(q.outputs >= 0)[0]
+            self._passes.append((as_t(q.slots), as_t(q.positions), as_t(np.maximum(q.sources, 0)),
+                                 as_t(rows), as_t(q.outputs[rows])))
+
+    @property
+    def num_slots(self) -> int:
+        return self.plan.num_slots
+
+    def next_pass(self) -> PassBatch | None:
+        k = self.next_index
+        if k == len(self._passes):
+            return None
+        self.next_index += 1
+        slots, positions, sources, rows, cells = self._passes[k]
+        return PassBatch(k == 0, slots, positions, sources, attention_mask(self.tables, k, positions), rows, cells)
+
+    def report(self) -> dict:
+        return {"image_passes": [self.plan.num_passes] * self.batch}

@@ -14,7 +14,9 @@ order in which the schedule visits cells; ZipAR and NTP draws for the same cell 
 import torch
 
 MASK32 = 0xFFFFFFFF
-PURPOSE_TOKEN = 0  # the draw of a grid token; other purposes (adaptive drafts, tests) use other ids
+PURPOSE_TOKEN = 0  # the draw of a grid token (plain cells and adaptive drafts)
+PURPOSE_ACCEPT = 1  # the uniform of an adaptive acceptance test
+PURPOSE_RESIDUAL = 2  # the resample after a rejection
 
 
 def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
@@ -79,6 +81,38 @@ def filter_logits(logits: torch.Tensor, temperature: float, top_k: int, top_p: f
         remove = torch.zeros_like(remove_sorted).scatter(-1, order, remove_sorted)
         logits = logits.masked_fill(remove, float("-inf"))
     return logits
+
+
+def acceptance_probability(p: torch.Tensor, q: torch.Tensor, draft: torch.Tensor) -> torch.Tensor:
+    """min(1, p(t) / q(t)) for a draft t drawn from q; p, q (..., V), draft (...,)."""
+    pt = p.gather(-1, draft[..., None])[..., 0]
+    qt = q.gather(-1, draft[..., None])[..., 0]
+    return torch.where(qt > 0, (pt / qt.clamp(min=1e-30)).clamp(max=1.0), torch.ones_like(pt))
+
+
+def residual_distribution(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """norm(max(0, p - q)); where p == q (nothing to resample) it is p itself, never reached."""
+    r = (p - q).clamp(min=0)
+    z = r.sum(-1, keepdim=True)
+    return torch.where(z > 0, r / z.clamp(min=1e-30), p)
+
+
+def verify_draft(p: torch.Tensor, q: torch.Tensor, draft: torch.Tensor, accept_keys: torch.Tensor,
+                 residual_keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One speculative-decoding test (Leviathan et al. 2023; ZipAR paper section 3.3).
+
+    The draft t was drawn from q (..., V). Accept it with probability a(t) = min(1, p(t)/q(t)),
+    else draw from the residual r = norm(max(0, p - q)). The outcome is an exact sample of p:
+      P(x) = q(x) a(x) + (1 - sum_y q(y) a(y)) r(x)
+           = min(p(x), q(x)) + (1 - sum_y min(p(y), q(y))) (p(x) - q(x))^+ / sum_y (p(y) - q(y))^+
+           = min(p(x), q(x)) + (p(x) - q(x))^+ = p(x),
+    because sum_y (p - q)^+ = 1 - sum_y min(p, q). The uniform and the resample are counter-based draws
+    (accept_keys, residual_keys). Returns (token, accepted), both shaped like draft.
+    """
+    u = uniforms(accept_keys, 1)[..., 0]
+    accepted = u < acceptance_probability(p, q, draft)
+    resampled = gumbel_argmax(torch.log(residual_distribution(p, q)), residual_keys)
+    return torch.where(accepted, draft, resampled), accepted
 
 
 def image_seeds(base_seed: int, indices: torch.Tensor) -> torch.Tensor:

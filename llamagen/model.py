@@ -59,6 +59,8 @@ GPT_PRESETS = {
     "GPT-1B": GPTConfig(dim=2048, n_layer=22, n_head=32),
     "GPT-3B": GPTConfig(dim=3200, n_layer=24, n_head=32),
     "GPT-7B": GPTConfig(dim=4096, n_layer=32, n_head=32),
+    # the demo model trained in this repo (llamagen/train_demo.py): 16 grey levels, 10 digit classes
+    "demo": GPTConfig(dim=128, n_layer=4, n_head=4, multiple_of=64, num_classes=10, vocab_size=16),
     # tiny configs for tests: small vocabulary and class count, same structure
     "GPT-tiny": GPTConfig(dim=64, n_layer=2, n_head=4, multiple_of=32, num_classes=10, vocab_size=64),
     "GPT-tiny-gqa": GPTConfig(dim=64, n_layer=2, n_head=4, n_kv_head=2, multiple_of=32, num_classes=10, vocab_size=64),
@@ -72,20 +74,21 @@ def gpt_config(name: str, **overrides) -> GPTConfig:
 
 
 def rope_2d(positions: torch.Tensor, grid_size: int, head_dim: int, base: float, cls_token_num: int) -> torch.Tensor:
-    """(Q, head_dim/2, 2) fp32 (cos, sin) for sequence positions; rows of condition positions are 0."""
+    """(..., head_dim/2, 2) fp32 (cos, sin) for sequence positions (...); condition positions get 0."""
     half = head_dim // 2
     freqs = 1.0 / (base ** (torch.arange(0, half, 2, device=positions.device)[: half // 2].float() / half))
     cell = (positions - cls_token_num).clamp(min=0)
     row, col = (cell // grid_size).float(), (cell % grid_size).float()
-    angles = torch.cat([row[:, None] * freqs, col[:, None] * freqs], dim=-1)  # (Q, half)
+    angles = torch.cat([row[..., None] * freqs, col[..., None] * freqs], dim=-1)  # (..., half)
     table = torch.stack([torch.cos(angles), torch.sin(angles)], dim=-1)
-    return table * (positions >= cls_token_num)[:, None, None]
+    return table * (positions >= cls_token_num)[..., None, None]
 
 
 def apply_rope(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-    """Rotate interleaved pairs of x (B, Q, H, D) by table (Q, D/2, 2), in fp32."""
+    """Rotate interleaved pairs of x (B, Q, H, D) by table (Q or b x Q, D/2, 2), in fp32."""
     xs = x.float().reshape(*x.shape[:-1], -1, 2)
-    cos, sin = table[None, :, None, :, 0], table[None, :, None, :, 1]
+    table = table if table.dim() == 4 else table[None]
+    cos, sin = table[:, :, None, :, 0], table[:, :, None, :, 1]
     re, im = xs[..., 0], xs[..., 1]
     return torch.stack([re * cos - im * sin, im * cos + re * sin], dim=-1).flatten(3).type_as(x)
 
@@ -158,7 +161,8 @@ class Transformer(nn.Module):
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor, mask: torch.Tensor,
                 cache: KVCache) -> torch.Tensor:
-        """x (B, Q, D) at sequence positions (Q,), written to cache slots (Q,); mask (Q, S) or (B, Q, S)."""
+        """x (B, Q, D) at sequence positions, written to cache slots: (Q,) shared or (B, Q) per row;
+        mask (Q, S) or (B | 1, Q, S), True = attend."""
         c = self.config
         rope = rope_2d(positions, self.grid_size, c.head_dim, c.rope_base, c.cls_token_num)
         h = x

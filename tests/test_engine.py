@@ -81,34 +81,54 @@ def test_cfg_interval_reproduces_ntp():
     assert torch.equal(generate(gpt, labels, seeds, config).tokens, reference_ntp(gpt, labels, seeds, config))
 
 
-def run_oracle(gpt, layout, config, labels, seeds, fixed_tokens=None):
-    """Record every query of a decode and replay all of them in one uncached forward with the recorded
-    visibility; return the max abs logit difference."""
+def record_decode(gpt, layout, config, labels, seeds, fixed_tokens=None):
+    """Run a decode and keep, per pass, each model-batch row's queries: (slots, positions, input ids,
+    mask, logits) as plain per-row tensors; inert padding queries (scratch slot) are dropped."""
     state = start_decode(gpt, seeds, layout, config, fixed_tokens)
     prefix = condition_prefix(gpt, labels, config)
-    records = [
-        (r.slots.clone(), r.positions.clone(), r.input_ids.clone(), r.mask.clone(), r.logits.clone())
-        for r in decode_steps(gpt, state, prefix)
-    ]
-    entry_of_slot = {}
-    embeddings, positions, visible_slots, logits = [], [], [], []
-    for k, (slots, pos, ids, mask, lg) in enumerate(records):
-        x = prefix[:, slots] if k == 0 else gpt.embed_tokens(ids)
-        for i, s in enumerate(slots.tolist()):
-            assert s not in entry_of_slot, f"slot {s} written twice"
-            entry_of_slot[s] = len(positions)
-            embeddings.append(x[:, i])
-            positions.append(int(pos[i]))
-            visible_slots.append(mask[i].nonzero()[:, 0].tolist())
-            logits.append(lg[:, i])
-    E = len(positions)
-    oracle_mask = torch.zeros(E, E, dtype=torch.bool)
-    for e, slots in enumerate(visible_slots):
-        # a query may only read slots that some earlier-or-same-pass query wrote
-        oracle_mask[e, [entry_of_slot[s] for s in slots]] = True
-        assert oracle_mask[e, e]
-    replay = full_forward(gpt, torch.stack(embeddings, 1), torch.tensor(positions), oracle_mask)
-    return (replay - torch.stack(logits, 1)).abs().max().item(), len(records)
+    scratch = getattr(state.schedule, "scratch", None)
+    rows = []
+    for rec in decode_steps(gpt, state, prefix):
+        per_row = []
+        for m in range(rec.logits.shape[0]):
+            b = m % len(seeds)
+            pick = lambda t, i: t[min(i, t.shape[0] - 1)]  # noqa: E731  shared tensors have leading dim 1
+            slots = pick(rec.batch.slots, b)
+            keep = slots != scratch if scratch is not None else torch.ones_like(slots, dtype=torch.bool)
+            per_row.append((slots[keep].clone(), pick(rec.batch.positions, b)[keep].clone(),
+                            rec.input_ids[m][keep].clone(), pick(rec.mask, m)[keep].clone(),
+                            rec.logits[m][keep].clone()))
+        rows.append(per_row)
+    return state, prefix, rows
+
+
+def run_oracle(gpt, layout, config, labels, seeds, fixed_tokens=None):
+    """Record every query of a decode and replay, per model-batch row, all of them in one uncached
+    forward with the recorded visibility; return the max abs logit difference and the pass count."""
+    state, prefix, passes = record_decode(gpt, layout, config, labels, seeds, fixed_tokens)
+    worst = 0.0
+    for m in range(prefix.shape[0]):
+        entry_of_slot = {}
+        embeddings, positions, visible_slots, logits = [], [], [], []
+        for k, per_row in enumerate(passes):
+            slots, pos, ids, mask, lg = per_row[m]
+            x = prefix[m, slots] if k == 0 else gpt.embed_tokens(ids)
+            for i, s in enumerate(slots.tolist()):
+                assert s not in entry_of_slot, f"slot {s} written twice"
+                entry_of_slot[s] = len(positions)
+                embeddings.append(x[i])
+                positions.append(int(pos[i]))
+                visible_slots.append(mask[i].nonzero()[:, 0].tolist())
+                logits.append(lg[i])
+        E = len(positions)
+        oracle_mask = torch.zeros(E, E, dtype=torch.bool)
+        for e, slots in enumerate(visible_slots):
+            # a query may only read slots that some earlier-or-same-pass query wrote (KeyError otherwise)
+            oracle_mask[e, [entry_of_slot[s] for s in slots]] = True
+            assert oracle_mask[e, e]
+        replay = full_forward(gpt, torch.stack(embeddings)[None], torch.tensor(positions), oracle_mask)[0]
+        worst = max(worst, (replay - torch.stack(logits)).abs().max().item())
+    return worst, len(passes)
 
 
 @pytest.mark.parametrize("grid,window,batch,cfg_scale,placeholder", [
@@ -189,7 +209,7 @@ def test_placeholder_inputs_follow_policy():
         placeholder_inputs = {}
         with torch.inference_mode():
             for rec in decode_steps(gpt, state, prefix):
-                for i, slot in enumerate(rec.slots.tolist()):
+                for i, slot in enumerate(rec.batch.slots[0].tolist()):
                     if slot >= layout.prefix_len + layout.num_cells:  # placeholder slots
                         placeholder_inputs[slot - layout.prefix_len - layout.num_cells] = rec.input_ids[0, i].item()
         grid = state.tokens[0, :25].reshape(5, 5)

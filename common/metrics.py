@@ -1,0 +1,33 @@
+"""Quality metrics that need no network: the Frechet distance between feature Gaussians (the FID
+formula, Heusel et al. 2017), feature statistics, and paired token agreement."""
+import numpy as np
+import torch
+from scipy import linalg
+
+
+def feature_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean (d,) and covariance (d, d) of (n, d) features, in float64."""
+    f = np.asarray(features, dtype=np.float64)
+    if f.ndim != 2 or f.shape[0] < 2:
+        raise ValueError(f"need (n >= 2, d) features, got shape {f.shape}")
+    return f.mean(axis=0), np.cov(f, rowvar=False)
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
+    """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)), the matrix root via scipy.linalg.sqrtm."""
+    mu1, mu2 = np.atleast_1d(mu1), np.atleast_1d(mu2)
+    sigma1, sigma2 = np.atleast_2d(sigma1), np.atleast_2d(sigma2)
+    covmean, _ = linalg.sqrtm(sigma1 @ sigma2, disp=False)
+    if not np.isfinite(covmean).all():  # singular product: regularise as the reference FID code does
+        eps = 1e-6 * np.eye(sigma1.shape[0])
+        covmean = linalg.sqrtm((sigma1 + eps) @ (sigma2 + eps))
+    covmean = covmean.real
+    diff = mu1 - mu2
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+
+
+def paired_agreement(tokens: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Per image, the fraction of tokens equal to the reference sample with the same seed."""
+    if tokens.shape != reference.shape:
+        raise ValueError(f"shapes differ: {tuple(tokens.shape)} vs {tuple(reference.shape)}")
+    return (tokens == reference).flatten(1).float().mean(dim=1)
