@@ -52,8 +52,9 @@ class DecodeConfig:
         return cols if self.window is None else min(self.window, cols)
 
 
-def add_decode_args(parser: argparse.ArgumentParser, *, cfg_scale: float, top_k: int) -> None:
-    """The decoding flags every sampling script shares; model-specific defaults are passed in."""
+def add_decode_args(parser: argparse.ArgumentParser, *, cfg_scale: float | None, top_k: int | None) -> None:
+    """The decoding flags every sampling script shares; model-specific defaults are passed in
+    (None: the script fills them from its model preset)."""
     g = parser.add_argument_group("decoding")
     g.add_argument("--window", type=int, default=16, help="ZipAR window w: row r+1 starts when row r holds w tokens")
     g.add_argument("--adaptive", action="store_true",
@@ -63,10 +64,10 @@ def add_decode_args(parser: argparse.ArgumentParser, *, cfg_scale: float, top_k:
                    help="token fed where a row's last token is not decoded yet: latest of the same row or of the row above")
     g.add_argument("--compat", choices=["official"], default=None,
                    help="reproduce the paper code: first row serial, mask that reads unwritten cache slots")
-    g.add_argument("--cfg-scale", type=float, default=cfg_scale, help="classifier-free guidance scale (> 1 enables it)")
+    g.add_argument("--cfg-scale", type=float, default=cfg_scale, help="classifier-free guidance scale (> 1 enables it); default per model")
     g.add_argument("--cfg-interval", type=float, default=-1, help="guide tokens 0..cfg_interval+1 only; -1 = all")
     g.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (applied after CFG)")
-    g.add_argument("--top-k", type=int, default=top_k, help="keep the k most likely tokens; 0 = off")
+    g.add_argument("--top-k", type=int, default=top_k, help="keep the k most likely tokens; 0 = off; default per model")
     g.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold; 1.0 = off")
 
 

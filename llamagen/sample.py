@@ -1,5 +1,6 @@
 """Sample class-conditional LlamaGen images with ZipAR on one device (like the official sample_c2i.py).
 
+With no flags it samples the committed demo model (two of each digit). With official files:
 python -m llamagen.sample --gpt-model GPT-L --gpt-ckpt c2i_L_384.pt --vq-ckpt vq_ds16_c2i.pt \
     --image-size 384 --class-labels 207 360 --window 16 --cfg-scale 2.0 --out grid.png
 """
@@ -17,19 +18,46 @@ from common.images import save_grid
 from common.sampling import image_seeds
 from common.schedule import num_passes
 from llamagen.checkpoint import build_gpt, load_gpt_weights, load_vq
+from llamagen.demo_tokenizer import IntensityTokenizer
 from llamagen.generate import generate, layout_for
 from llamagen.model import GPT_PRESETS, random_init_
+from llamagen.presets import sample_defaults
 from llamagen.vq import VQ_PRESETS, vq_config
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-# FoundationVision/LlamaGen, autoregressive/sample/sample_c2i.py: demo labels, cfg 4.0, top-k 2000
-DEMO_LABELS = [207, 360, 387, 974, 88, 979, 417, 279]
+TOKENIZERS = [*VQ_PRESETS, "demo"]
+
+
+def tokenizer_downsample(name: str) -> int:
+    return IntensityTokenizer.downsample if name == "demo" else vq_config(name).downsample
+
+
+def load_tokenizer(name: str, path: str | None):
+    """The image decoder: the demo's intensity tokenizer or a VQ model; path None = random/default."""
+    if name == "demo":
+        return IntensityTokenizer.load(path) if path is not None else IntensityTokenizer()
+    return load_vq(name, path)
+
+
+def fill_defaults(args: argparse.Namespace) -> argparse.Namespace:
+    """Flags left unset take the chosen model's defaults (llamagen.presets), so each has one source."""
+    defaults = sample_defaults(args.gpt_model)
+    for name in ("vq_model", "image_size", "cfg_scale", "top_k", "class_labels"):
+        if getattr(args, name) is None:
+            setattr(args, name, getattr(defaults, name))
+    if not args.random_init:
+        for name in ("gpt_ckpt", "vq_ckpt"):
+            if getattr(args, name) is None:
+                setattr(args, name, getattr(defaults, name))
+    if args.precision is None:
+        args.precision = "bf16" if args.device.startswith("cuda") else "fp32"
+    return args
 
 
 def check_args(args: argparse.Namespace) -> DecodeConfig:
     """Validate everything cheap before any model is built; raises ValueError/FileNotFoundError."""
     config = decode_config_from_args(args)
-    downsample = vq_config(args.vq_model).downsample
+    downsample = tokenizer_downsample(args.vq_model)
     if args.image_size <= 0 or args.image_size % downsample:
         raise ValueError(f"--image-size {args.image_size} must be a positive multiple of {downsample} ({args.vq_model})")
     num_classes = GPT_PRESETS[args.gpt_model].num_classes
@@ -50,16 +78,16 @@ def check_args(args: argparse.Namespace) -> DecodeConfig:
 def main(args: argparse.Namespace) -> dict:
     config = check_args(args)
     device = torch.device(args.device)
-    downsample = vq_config(args.vq_model).downsample
+    downsample = tokenizer_downsample(args.vq_model)
     gpt = build_gpt(args.gpt_model, args.image_size, downsample)
     if args.random_init:
         print(f"--random-init: {args.gpt_model} and {args.vq_model} have random weights (seed {args.seed}); "
               "images are noise", file=sys.stderr)
         random_init_(gpt, args.seed)
-        vq = load_vq(args.vq_model, None)
+        vq = load_tokenizer(args.vq_model, None)
     else:
         load_gpt_weights(gpt, args.gpt_ckpt, args.gpt_model)
-        vq = load_vq(args.vq_model, args.vq_ckpt)
+        vq = load_tokenizer(args.vq_model, args.vq_ckpt)
     gpt = gpt.to(device=device, dtype=PRECISIONS[args.precision]).eval()
     vq = vq.to(device)
     labels = torch.tensor(args.class_labels, device=device)
@@ -82,8 +110,14 @@ def main(args: argparse.Namespace) -> dict:
         "window": config.window_for(layout.cols),
         "compat": config.compat,
         "out": str(args.out),
+        "image_passes": result.image_passes,
         "tokens": result.tokens.tolist(),
     }
+    if config.adaptive:
+        report["adaptive"] = True
+        report["accepted_window"] = [{"mean": sum(w) / len(w), "min": min(w), "max": max(w)} if w else None
+                                     for w in result.accepted_windows]
+        report["rejections"] = result.rejections
     if args.json:
         print(json.dumps(report))
     else:
@@ -94,12 +128,16 @@ def main(args: argparse.Namespace) -> dict:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--gpt-model", choices=list(GPT_PRESETS), default="GPT-B", help="GPT preset")
-    p.add_argument("--gpt-ckpt", default=None, help="official GPT checkpoint (.pt), e.g. c2i_B_256.pt")
-    p.add_argument("--vq-model", choices=list(VQ_PRESETS), default="VQ-16", help="VQ tokenizer preset")
-    p.add_argument("--vq-ckpt", default=None, help="official VQ checkpoint, e.g. vq_ds16_c2i.pt")
-    p.add_argument("--image-size", type=int, default=384, help="image size in pixels (grid = size / downsample)")
-    p.add_argument("--class-labels", type=int, nargs="+", default=DEMO_LABELS, help="one image per label")
+    p.add_argument("--gpt-model", choices=list(GPT_PRESETS), default="demo",
+                   help="GPT preset; 'demo' is the small digits model committed in checkpoints/demo")
+    p.add_argument("--gpt-ckpt", default=None, help="GPT checkpoint (.pt), e.g. c2i_B_256.pt; demo: the committed one")
+    p.add_argument("--vq-model", choices=TOKENIZERS, default=None,
+                   help="image tokenizer; default VQ-16, or 'demo' for the demo model")
+    p.add_argument("--vq-ckpt", default=None, help="VQ checkpoint, e.g. vq_ds16_c2i.pt (demo: tokenizer.json)")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="image size in pixels (grid = size / downsample); default 384, demo 24")
+    p.add_argument("--class-labels", type=int, nargs="+", default=None,
+                   help="one image per label; default the official demo labels (demo: 0-9 twice)")
     p.add_argument("--seed", type=int, default=0, help="base seed; image i uses seed (seed, i)")
     p.add_argument("--out", default="sample_c2i.png", help="output PNG (a grid, 4 per row)")
     p.add_argument("--precision", choices=list(PRECISIONS), default=None,
@@ -107,14 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
     p.add_argument("--random-init", action="store_true", help="random weights, no checkpoints (speed and engine tests)")
     p.add_argument("--json", action="store_true", help="print one JSON object with passes, timing and tokens")
-    add_decode_args(p, cfg_scale=4.0, top_k=2000)
+    add_decode_args(p, cfg_scale=None, top_k=None)
     return p
 
 
 def cli(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.precision is None:
-        args.precision = "bf16" if args.device.startswith("cuda") else "fp32"
+    args = fill_defaults(build_parser().parse_args(argv))
     try:
         main(args)
     except (ValueError, FileNotFoundError, CheckpointError) as e:

@@ -1,0 +1,150 @@
+"""Adaptive window (paper section 3.3): exact acceptance maths, NTP parity, pass bounds, batch
+invariance with per-image schedules, the oracle over drafts, and consistent telemetry."""
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from common.config import DecodeConfig
+from common.sampling import (PURPOSE_ACCEPT, PURPOSE_RESIDUAL, PURPOSE_TOKEN, acceptance_probability, draw_key,
+                             gumbel_argmax, residual_distribution, verify_draft)
+from common.schedule import Layout, decode_pass_table, num_passes
+from llamagen.generate import generate, layout_for
+from tests.test_engine import record_decode, reference_ntp, run_oracle, tiny_gpt
+
+
+def random_dist(gen, v, zeros=0):
+    p = torch.rand(v, generator=gen, dtype=torch.float64) ** 3
+    p[:zeros] = 0  # filtered tokens (top-k / top-p) have probability 0
+    return p / p.sum()
+
+
+@pytest.mark.parametrize("v,zeros_p,zeros_q", [(2, 0, 0), (3, 0, 0), (5, 2, 0), (5, 0, 2), (6, 1, 3)])
+def test_accept_or_resample_is_exactly_the_target(v, zeros_p, zeros_q):
+    gen = torch.Generator().manual_seed(v * 10 + zeros_p)
+    for _ in range(20):
+        p = random_dist(gen, v, zeros_p)[torch.randperm(v, generator=gen)]
+        q = random_dist(gen, v, zeros_q)
+        out = torch.zeros(v, dtype=torch.float64)
+        for t in range(v):  # enumerate the draft; given it, acceptance is a coin, rejection the residual
+            if q[t] == 0:
+                continue
+            a = acceptance_probability(p, q, torch.tensor(t))
+            out[t] += q[t] * a
+            out += q[t] * (1 - a) * residual_distribution(p, q)
+        assert torch.allclose(out, p, atol=1e-12)
+
+
+def test_accept_or_resample_statistically_end_to_end():
+    v, n = 6, 60000
+    gen = torch.Generator().manual_seed(7)
+    p, q = random_dist(gen, v).float(), random_dist(gen, v, 1).float()
+    seeds = torch.tensor([11])
+    cells = torch.arange(n)[None]
+    draft = gumbel_argmax(torch.log(q).expand(1, n, v), draw_key(seeds, cells, PURPOSE_TOKEN))
+    out, accepted = verify_draft(p.expand(1, n, v), q.expand(1, n, v), draft,
+                                 draw_key(seeds, cells, PURPOSE_ACCEPT), draw_key(seeds, cells, PURPOSE_RESIDUAL))
+    counts = np.bincount(out[0].numpy(), minlength=v)
+    expected = p.double().numpy()
+    assert stats.chisquare(counts, expected / expected.sum() * n).pvalue > 1e-3
+    expected_accept = torch.minimum(p, q).sum().item()  # P(accept) = sum_x min(p, q)
+    assert abs(accepted.float().mean().item() - expected_accept) < 0.01
+
+
+@pytest.mark.parametrize("cfg_scale,top_k", [(1.0, 0), (3.0, 20)])
+def test_w_min_at_least_row_width_is_ntp(cfg_scale, top_k):
+    gpt = tiny_gpt(4)
+    labels, seeds = torch.tensor([1, 5, 7]), torch.tensor([0, 3, 9])
+    ref = reference_ntp(gpt, labels, seeds, DecodeConfig(cfg_scale=cfg_scale, top_k=top_k))
+    for w_min in (4, 6):
+        result = generate(gpt, labels, seeds, DecodeConfig(window=w_min, adaptive=True, cfg_scale=cfg_scale,
+                                                           top_k=top_k))
+        assert torch.equal(result.tokens, ref)
+        assert result.image_passes == [16, 16, 16] and result.rejections == [0, 0, 0]
+
+
+def adaptive_run(grid=6, w_min=1, batch=4, cfg_scale=2.0, placeholder="left", seed=3):
+    gpt = tiny_gpt(grid, seed=seed)
+    labels, seeds = torch.arange(batch) % 10, torch.arange(batch) * 13 + 1
+    config = DecodeConfig(window=w_min, adaptive=True, cfg_scale=cfg_scale, placeholder=placeholder)
+    return gpt, labels, seeds, config, generate(gpt, labels, seeds, config)
+
+
+@pytest.mark.parametrize("grid,w_min", [(6, 1), (6, 3), (5, 2)])
+def test_passes_between_fixed_and_ntp_and_telemetry_consistent(grid, w_min):
+    gpt, labels, seeds, config, result = adaptive_run(grid, w_min, batch=6)
+    layout = layout_for(gpt)
+    low, high = num_passes(layout, w_min), grid * grid
+    assert result.forward_passes == max(result.image_passes)
+    for b in range(6):
+        assert low <= result.image_passes[b] <= high
+        windows = result.accepted_windows[b]
+        assert all(min(w_min + 1, grid) <= w <= grid for w in windows)
+        # the accepted windows determine the pass count
+        assert int(decode_pass_table(layout, windows).max()) + 1 == result.image_passes[b]
+    assert sum(result.rejections) > 0  # the random model really rejects drafts
+
+
+def test_batch_invariance_with_different_schedules():
+    gpt, labels, seeds, config, batched = adaptive_run(6, 1, batch=4)
+    assert len(set(batched.image_passes)) > 1  # the images really follow different schedules
+    for i in range(4):
+        alone = generate(gpt, labels[i:i + 1], seeds[i:i + 1], config)
+        assert torch.equal(alone.tokens[0], batched.tokens[i])
+        assert alone.image_passes[0] == batched.image_passes[i]
+        assert alone.accepted_windows[0] == batched.accepted_windows[i]
+        assert alone.rejections[0] == batched.rejections[i]
+
+
+@pytest.mark.parametrize("grid,w_min,batch,cfg_scale,placeholder", [
+    (5, 1, 3, 2.0, "left"), (6, 2, 2, 1.0, "above"), (4, 3, 2, 3.0, "left")])
+def test_oracle_over_drafts(grid, w_min, batch, cfg_scale, placeholder):
+    gpt = tiny_gpt(grid, seed=grid + 1)
+    config = DecodeConfig(window=w_min, adaptive=True, cfg_scale=cfg_scale, placeholder=placeholder)
+    labels, seeds = torch.arange(batch), torch.arange(batch) * 5 + 2
+    with torch.inference_mode():
+        err, _ = run_oracle(gpt, layout_for(gpt), config, labels, seeds)
+    assert err <= 1e-4
+
+
+def test_oracle_over_drafts_with_end_of_row_tokens():
+    gpt = tiny_gpt(5, preset="GPT-tiny-gqa", cls_token_num=2)
+    layout = Layout(4, 5, 2, end_of_row=True)
+    config = DecodeConfig(window=1, adaptive=True, cfg_scale=2.0)
+    with torch.inference_mode():
+        err, _ = run_oracle(gpt, layout, config, torch.tensor([1, 2, 3]), torch.tensor([4, 5, 6]), torch.full((4,), 63))
+    assert err <= 1e-4
+
+
+def test_later_queries_read_only_the_accepted_opener():
+    gpt = tiny_gpt(6, seed=3)
+    config = DecodeConfig(window=1, adaptive=True)
+    labels, seeds = torch.arange(4), torch.arange(4) * 13 + 1
+    layout = layout_for(gpt)
+    with torch.inference_mode():
+        state, _, passes = record_decode(gpt, layout, config, labels, seeds)
+    sched = state.schedule
+    assert sum(sched.rejections) > 0
+    opener_row = lambda s: (s - sched.opener_base) // sched.openers_per_row  # noqa: E731
+    for b in range(4):
+        openers_written = {}  # row -> opener slots in write order
+        for per_row in passes:
+            slots, pos, _, mask, _ = per_row[b]
+            for s in slots.tolist():
+                if sched.opener_base <= s < sched.scratch:
+                    openers_written.setdefault(opener_row(s), []).append(s)
+            for i, s in enumerate(slots.tolist()):
+                if sched.opener_base <= s < sched.scratch:
+                    continue  # an opener query itself
+                seen = [t for t in mask[i].nonzero()[:, 0].tolist() if sched.opener_base <= t < sched.scratch]
+                for t in seen:  # the one it reads is the last opener of that row, i.e. the accepted one
+                    assert t == openers_written[opener_row(t)][-1]
+                    assert sched.window[b, opener_row(t) + 1] > 0
+        assert len(openers_written) > 0
+
+
+def test_adaptive_rejects_compat_and_ntp():
+    with pytest.raises(ValueError, match="adaptive"):
+        DecodeConfig(window=None, adaptive=True)
+    with pytest.raises(ValueError, match="compat"):
+        DecodeConfig(window=4, adaptive=True, compat="official")
