@@ -1,6 +1,8 @@
-"""Time NTP and ZipAR windows for a LlamaGen preset with random weights (speed does not depend on
-weight values for fixed windows). Reports passes, seconds per image, ms per pass and ratios to NTP
-measured in the same run; prints a Markdown table and optionally writes a CSV.
+"""Time NTP and ZipAR windows (fixed and adaptive) for a LlamaGen preset with random weights (speed
+does not depend on weight values for fixed windows; adaptive acceptance does, so use the demo model
+or real weights for adaptive numbers that mean something). Reports passes, seconds per image, ms per
+pass, the share of time spent outside the model's forward (engine overhead), images/s and ratios to
+NTP measured in the same run; prints a Markdown table and optionally writes a CSV.
 
 python benchmarks/latency.py --gpt-model GPT-B --image-size 384 --windows 8 12 16 --batch 1
 """
@@ -18,57 +20,91 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common.config import DecodeConfig  # noqa: E402
 from common.sampling import image_seeds  # noqa: E402
-from llamagen.checkpoint import build_gpt  # noqa: E402
+from llamagen.checkpoint import build_gpt, load_gpt_weights  # noqa: E402
 from llamagen.generate import generate  # noqa: E402
 from llamagen.model import GPT_PRESETS, random_init_  # noqa: E402
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+class TimedModel:
+    """Wraps the model and accumulates the wall time of its forward calls (synchronised on CUDA)."""
+
+    def __init__(self, model, device):
+        self.model, self.device, self.seconds = model, device, 0.0
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def _sync(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def __call__(self, *args):
+        self._sync()
+        start = time.perf_counter()
+        out = self.model(*args)
+        self._sync()
+        self.seconds += time.perf_counter() - start
+        return out
+
+
 def time_config(gpt, config, batch, repeats, device):
+    """(passes, wall times, forward times) over `repeats` runs after one warm-up."""
     labels = torch.arange(batch, device=device) % gpt.config.num_classes
     seeds = image_seeds(0, torch.arange(batch, device=device))
     generate(gpt, labels, seeds, config)  # warm-up
-    times, passes = [], 0
+    times, forward_times, passes = [], [], 0
     for _ in range(repeats):
+        timed = TimedModel(gpt, device)
         if device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        passes = generate(gpt, labels, seeds, config).forward_passes
+        result = generate(timed, labels, seeds, config)
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
-    return passes, times
+        forward_times.append(timed.seconds)
+        passes = sum(result.image_passes) / batch if config.adaptive else result.forward_passes
+    return passes, times, forward_times
 
 
 def main(args):
     device = torch.device(args.device)
     gpt = build_gpt(args.gpt_model, args.image_size, args.downsample)
-    random_init_(gpt, 0)
+    if args.gpt_ckpt:
+        load_gpt_weights(gpt, args.gpt_ckpt, args.gpt_model)
+    else:
+        random_init_(gpt, 0)
     gpt = gpt.to(device=device, dtype=PRECISIONS[args.precision]).eval()
     if args.threads:
         torch.set_num_threads(args.threads)
     rows = []
-    for window in [None] + args.windows:
-        config = DecodeConfig(window=window, cfg_scale=args.cfg_scale, top_k=args.top_k)
-        passes, times = time_config(gpt, config, args.batch, args.repeats, device)
+    settings = [(None, False)] + [(w, False) for w in args.windows] + [(w, True) for w in args.adaptive_windows]
+    for window, adaptive in settings:
+        config = DecodeConfig(window=window, adaptive=adaptive, cfg_scale=args.cfg_scale, top_k=args.top_k)
+        passes, times, forward_times = time_config(gpt, config, args.batch, args.repeats, device)
         med = statistics.median(times)
-        rows.append({"window": "NTP" if window is None else window, "passes": passes, "median_s": med,
-                     "min_s": min(times), "max_s": max(times), "s_per_image": med / args.batch,
-                     "ms_per_pass": 1000 * med / passes, "images_per_s": args.batch / med})
+        overhead = statistics.median(1 - f / t for f, t in zip(forward_times, times))
+        name = "NTP" if window is None else f"{'adaptive ' if adaptive else ''}{window}"
+        rows.append({"setting": name, "passes": passes, "median_s": med, "min_s": min(times), "max_s": max(times),
+                     "s_per_image": med / args.batch, "ms_per_pass": 1000 * med / passes,
+                     "engine_overhead": overhead, "images_per_s": args.batch / med})
     ntp = rows[0]
     for r in rows:
         r["pass_ratio"] = r["passes"] / ntp["passes"]
-        r["speedup"] = ntp["median_s"] / r["median_s"]
+        r["time_ratio"] = r["median_s"] / ntp["median_s"]
     grid = args.image_size // args.downsample
-    print(f"{args.gpt_model} random weights, {grid}x{grid} grid, batch {args.batch}, {args.precision}, "
+    weights = args.gpt_ckpt or "random weights"
+    print(f"{args.gpt_model} ({weights}), {grid}x{grid} grid, batch {args.batch}, {args.precision}, "
           f"cfg {args.cfg_scale}, {device} ({platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} threads), torch {torch.__version__}, median of {args.repeats}\n")
-    print("| window | passes | passes/NTP | s/image (median) | min-max s | ms/pass | speed-up vs NTP |")
-    print("|---|---|---|---|---|---|---|")
+    print("| setting | passes | passes/NTP | time/NTP | s/image (median) | min-max s | ms/pass | engine overhead | images/s |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['window']} | {r['passes']} | {r['pass_ratio']:.3f} | {r['s_per_image']:.2f} | "
-              f"{r['min_s']:.2f}-{r['max_s']:.2f} | {r['ms_per_pass']:.1f} | {r['speedup']:.2f}x |")
+        print(f"| {r['setting']} | {r['passes']:.1f} | {r['pass_ratio']:.3f} | {r['time_ratio']:.3f} | "
+              f"{r['s_per_image']:.3f} | {r['min_s']:.2f}-{r['max_s']:.2f} | {r['ms_per_pass']:.1f} | "
+              f"{100 * r['engine_overhead']:.1f}% | {r['images_per_s']:.2f} |")
     if args.csv:
         with open(args.csv, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -82,6 +118,8 @@ if __name__ == "__main__":
     p.add_argument("--image-size", type=int, default=384, help="image size in pixels")
     p.add_argument("--downsample", type=int, default=16, help="VQ downsample factor (16 for VQ-16)")
     p.add_argument("--windows", type=int, nargs="+", default=[8, 12, 16], help="ZipAR windows to time besides NTP")
+    p.add_argument("--adaptive-windows", type=int, nargs="*", default=[], help="adaptive w_min values to time")
+    p.add_argument("--gpt-ckpt", default=None, help="load these weights instead of random ones (e.g. the demo model)")
     p.add_argument("--batch", type=int, default=1, help="images per call")
     p.add_argument("--cfg-scale", type=float, default=2.0, help="CFG scale (> 1 doubles the model batch)")
     p.add_argument("--top-k", type=int, default=0, help="top-k (0 = off)")
