@@ -148,3 +148,18 @@ def test_adaptive_rejects_compat_and_ntp():
         DecodeConfig(window=None, adaptive=True)
     with pytest.raises(ValueError, match="compat"):
         DecodeConfig(window=4, adaptive=True, compat="official")
+
+
+def test_cli_reports_adaptive_telemetry(tmp_path, capsys):
+    import json
+
+    from llamagen.sample import cli
+
+    out = tmp_path / "g.png"
+    assert cli(["--window", "4", "--adaptive", "--class-labels", "3", "8", "--json", "--out", str(out)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["adaptive"] and out.is_file()
+    assert len(report["image_passes"]) == len(report["rejections"]) == len(report["accepted_window"]) == 2
+    assert all(num_passes(Layout(24, 24, 1), 4) <= p <= 576 for p in report["image_passes"])
+    assert report["forward_passes"] == max(report["image_passes"])
+    assert all(5 <= w["min"] <= w["mean"] <= w["max"] <= 24 for w in report["accepted_window"])
