@@ -42,6 +42,7 @@ class DecodeState:
     seeds: torch.Tensor  # (B,) int64
     tokens: torch.Tensor  # (B, cells + fixed + 1) int64: grid tokens, fixed tokens, a trash column
     cache: KVCache
+    prefix_keys: torch.Tensor | None = None  # (B_model, S) bool: False for padded condition slots
     draft_probs: torch.Tensor | None = None  # (B, V) adaptive: distribution the current draft follows
     passes_run: int = 0
 
@@ -77,10 +78,14 @@ def cfg_active(cells: torch.Tensor, cfg_interval: float) -> torch.Tensor:
 
 
 def start_decode(model: Decoder, seeds: torch.Tensor, layout: Layout, config: DecodeConfig,
-                 fixed_tokens: torch.Tensor | None = None, device=None) -> DecodeState:
+                 fixed_tokens: torch.Tensor | None = None, device=None,
+                 prefix_valid: torch.Tensor | None = None) -> DecodeState:
     """Plan the decode and allocate its token buffer and KV cache.
 
     seeds: (B,) int64, one per image. fixed_tokens: (H,) end-of-row token ids for layouts with them.
+    prefix_valid: (B_model, T) bool, per model-batch row (cond rows, then uncond rows with CFG):
+    False marks padded condition slots, which no query reads except the slot's own query (LlamaGen
+    t2i's caption mask, FoundationVision/LlamaGen autoregressive/models/generate.py).
     """
     device = torch.device(device if device is not None else seeds.device)
     batch = seeds.shape[0]
@@ -95,8 +100,14 @@ def start_decode(model: Decoder, seeds: torch.Tensor, layout: Layout, config: De
             raise ValueError(f"an end-of-row layout needs fixed_tokens of shape ({layout.rows},)")
         tokens[:, layout.num_cells:width] = fixed_tokens.to(device)
     model_batch = 2 * batch if config.uses_cfg else batch
+    prefix_keys = None
+    if prefix_valid is not None:
+        if tuple(prefix_valid.shape) != (model_batch, layout.prefix_len):
+            raise ValueError(f"prefix_valid must be ({model_batch}, {layout.prefix_len}), got {tuple(prefix_valid.shape)}")
+        prefix_keys = torch.ones(model_batch, schedule.num_slots, dtype=torch.bool, device=device)
+        prefix_keys[:, :layout.prefix_len] = prefix_valid.to(device)
     return DecodeState(layout, config, schedule, seeds.to(device), tokens,
-                       model.new_cache(model_batch, schedule.num_slots, device))
+                       model.new_cache(model_batch, schedule.num_slots, device), prefix_keys)
 
 
 def _for_model(t: torch.Tensor, cfg: bool) -> torch.Tensor:
@@ -125,6 +136,12 @@ def decode_steps(model: Decoder, state: DecodeState, prefix: torch.Tensor) -> It
             input_ids = torch.cat([input_ids, input_ids]) if cfg else input_ids
             x = model.embed_tokens(input_ids)
         mask = _for_model(pb.mask, cfg)
+        if state.prefix_keys is not None:
+            mask = mask & state.prefix_keys[:, None, :]
+            if pb.is_prefix:  # a padded condition slot's own query still reads itself
+                own = torch.zeros_like(mask)
+                own[:, torch.arange(mask.shape[1]), pb.slots[0]] = True
+                mask = mask | own
         logits = model(x, _for_model(pb.positions, cfg), _for_model(pb.slots, cfg), mask, state.cache)
         rows = _for_model(pb.sample_rows, cfg).expand(model_batch, -1)
         cells = pb.cells.expand(batch, -1)

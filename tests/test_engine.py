@@ -81,10 +81,10 @@ def test_cfg_interval_reproduces_ntp():
     assert torch.equal(generate(gpt, labels, seeds, config).tokens, reference_ntp(gpt, labels, seeds, config))
 
 
-def record_decode(gpt, layout, config, labels, seeds, fixed_tokens=None):
+def record_decode(gpt, layout, config, labels, seeds, fixed_tokens=None, prefix_valid=None):
     """Run a decode and keep, per pass, each model-batch row's queries: (slots, positions, input ids,
     mask, logits) as plain per-row tensors; inert padding queries (scratch slot) are dropped."""
-    state = start_decode(gpt, seeds, layout, config, fixed_tokens)
+    state = start_decode(gpt, seeds, layout, config, fixed_tokens, prefix_valid=prefix_valid)
     prefix = condition_prefix(gpt, labels, config)
     scratch = getattr(state.schedule, "scratch", None)
     rows = []
@@ -102,10 +102,10 @@ def record_decode(gpt, layout, config, labels, seeds, fixed_tokens=None):
     return state, prefix, rows
 
 
-def run_oracle(gpt, layout, config, labels, seeds, fixed_tokens=None):
+def run_oracle(gpt, layout, config, labels, seeds, fixed_tokens=None, prefix_valid=None):
     """Record every query of a decode and replay, per model-batch row, all of them in one uncached
     forward with the recorded visibility; return the max abs logit difference and the pass count."""
-    state, prefix, passes = record_decode(gpt, layout, config, labels, seeds, fixed_tokens)
+    state, prefix, passes = record_decode(gpt, layout, config, labels, seeds, fixed_tokens, prefix_valid)
     worst = 0.0
     for m in range(prefix.shape[0]):
         entry_of_slot = {}
@@ -236,3 +236,35 @@ def test_prefix_shape_is_checked():
     state = start_decode(gpt, torch.tensor([0]), layout_for(gpt), config)
     with pytest.raises(ValueError, match="prefix"):
         next(decode_steps(gpt, state, gpt.embed_condition(torch.tensor([1]))))
+
+
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_oracle_with_padded_condition_prefix(adaptive):
+    """Per-row condition masks (t2i captions): padded prefix slots are read by nobody but themselves,
+    different per image and branch; every logit still equals the uncached replay."""
+    gpt = tiny_gpt(4, cls_token_num=4)
+    layout = Layout(4, 4, 4)
+    config = DecodeConfig(window=1, adaptive=adaptive, cfg_scale=2.0)
+    seeds = torch.tensor([1, 2])
+    valid = torch.tensor([[False, False, True, True], [False, True, True, True],
+                          [True, True, True, True], [False, False, False, True]])
+    state = start_decode(gpt, seeds, layout, config, prefix_valid=valid)
+    prefix = gpt.embed_condition(torch.tensor([1, 2, 10, 10]))
+    with torch.inference_mode():
+        records = list(decode_steps(gpt, state, prefix))
+    for rec in records:
+        if rec.index > 0:  # no later query reads a padded slot
+            assert not rec.mask[:, :, :4][~valid[:, None, :].expand(-1, rec.mask.shape[1], -1)].any()
+        else:  # padded rows see only themselves
+            for m in range(4):
+                for i in range(4):
+                    if not valid[m, i]:
+                        assert rec.mask[m, i].nonzero()[:, 0].tolist() == [i]
+    with torch.inference_mode():
+        err, _ = run_oracle(gpt, layout, config, torch.tensor([1, 2]), seeds, prefix_valid=valid)
+    assert err <= 1e-4
+    # and padding really changes the result (the mask is not a no-op)
+    free = start_decode(gpt, seeds, layout, config)
+    with torch.inference_mode():
+        list(decode_steps(gpt, free, prefix))
+    assert not torch.equal(free.tokens, state.tokens)
