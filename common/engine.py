@@ -79,20 +79,21 @@ def cfg_active(cells: torch.Tensor, cfg_interval: float) -> torch.Tensor:
 
 def start_decode(model: Decoder, seeds: torch.Tensor, layout: Layout, config: DecodeConfig,
                  fixed_tokens: torch.Tensor | None = None, device=None,
-                 prefix_valid: torch.Tensor | None = None) -> DecodeState:
+                 prefix_valid: torch.Tensor | None = None, static_shapes: bool = False) -> DecodeState:
     """Plan the decode and allocate its token buffer and KV cache.
 
     seeds: (B,) int64, one per image. fixed_tokens: (H,) end-of-row token ids for layouts with them.
     prefix_valid: (B_model, T) bool, per model-batch row (cond rows, then uncond rows with CFG):
     False marks padded condition slots, which no query reads except the slot's own query (LlamaGen
     t2i's caption mask, FoundationVision/LlamaGen autoregressive/models/generate.py).
+    static_shapes: pad fixed-window passes to one shape (for torch.compile / CUDA graphs).
     """
     device = torch.device(device if device is not None else seeds.device)
     batch = seeds.shape[0]
     if config.adaptive:
         schedule = AdaptiveSchedule(layout, config, batch, device)
     else:
-        schedule = FixedSchedule(layout, config, batch, device)
+        schedule = FixedSchedule(layout, config, batch, device, static_shapes)
     width = token_buffer_width(layout)
     tokens = torch.zeros(batch, width + 1, dtype=torch.int64, device=device)
     if layout.end_of_row:
@@ -185,9 +186,10 @@ def _open_rows(state: DecodeState, pb: PassBatch, filtered: torch.Tensor, drawn:
 
 
 def decode(model: Decoder, prefix: torch.Tensor, seeds: torch.Tensor, layout: Layout, config: DecodeConfig,
-           fixed_tokens: torch.Tensor | None = None) -> DecodeResult:
+           fixed_tokens: torch.Tensor | None = None, prefix_valid: torch.Tensor | None = None,
+           static_shapes: bool = False) -> DecodeResult:
     """Decode to the end: (B, H, W) tokens, pass counts and, when adaptive, acceptance telemetry."""
-    state = start_decode(model, seeds, layout, config, fixed_tokens, device=prefix.device)
+    state = start_decode(model, seeds, layout, config, fixed_tokens, prefix.device, prefix_valid, static_shapes)
     for _ in decode_steps(model, state, prefix):
         pass
     grid = state.tokens[:, :layout.num_cells].reshape(-1, layout.rows, layout.cols)

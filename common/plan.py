@@ -182,23 +182,38 @@ class PassBatch:
 
 
 class FixedSchedule:
-    """A fixed-window decode: replays one precomputed Plan for every image of the batch."""
+    """A fixed-window decode: replays one precomputed Plan for every image of the batch.
 
-    def __init__(self, layout: Layout, config, batch: int, device):
+    static_shapes pads every decode pass to the plan's largest query and sample counts with inert
+    queries (a scratch slot nobody reads, the trash token column), so that a compiled model or a
+    CUDA graph sees one shape for all passes after the prefill; the tokens are unchanged.
+    """
+
+    def __init__(self, layout: Layout, config, batch: int, device, static_shapes: bool = False):
         windows = row_windows(layout, config.window_for(layout.cols), config.compat)
         self.plan = build_plan(layout, decode_pass_table(layout, windows), config.placeholder, config.compat)
         self.batch, self.next_index = batch, 0
-        self.tables = SlotTables.from_plan(self.plan, device)
-        as_t = lambda a: torch.as_tensor(a, dtype=torch.int64, device=device)[None]  # noqa: E731
+        extra = 1 if static_shapes else 0  # the scratch slot: position 0, never live
+        pad_slot = lambda a, fill: np.concatenate([a, np.full(extra, fill, dtype=np.int64)])  # noqa: E731
+        p = self.plan
+        self.tables = SlotTables.from_plan(Plan(
+            p.layout, p.passes, pad_slot(p.slot_positions, 0), pad_slot(p.vis_from, NEVER),
+            pad_slot(p.vis_until, NEVER), pad_slot(p.hide_from, NEVER), pad_slot(p.hide_until, NEVER)), device)
+        self.num_slots = p.num_slots + extra
+        decode_passes = p.passes[1:]
+        q_max = max((len(q.slots) for q in decode_passes), default=0) if static_shapes else 0
+        n_max = max((int((q.outputs >= 0).sum()) for q in decode_passes), default=0) if static_shapes else 0
+        trash = token_buffer_width(layout)
+        as_t = lambda a: torch.as_tensor(np.asarray(a, dtype=np.int64), device=device)[None]  # noqa: E731
+        fill = lambda a, n, value: np.concatenate([a, np.full(max(n - len(a), 0), value, dtype=np.int64)])  # noqa: E731
         self._passes = []
-        for q in self.plan.passes:
+        for k, q in enumerate(p.passes):
             rows = np.nonzero(q.outputs >= 0)[0]
-            self._passes.append((as_t(q.slots), as_t(q.positions), as_t(np.maximum(q.sources, 0)),
-                                 as_t(rows), as_t(q.outputs[rows])))
-
-    @property
-    def num_slots(self) -> int:
-        return self.plan.num_slots
+            cells = q.outputs[rows]
+            qn, nn = (q_max, n_max) if k > 0 else (0, 0)
+            self._passes.append((as_t(fill(q.slots, qn, p.num_slots)), as_t(fill(q.positions, qn, 0)),
+                                 as_t(fill(np.maximum(q.sources, 0), qn, 0)), as_t(fill(rows, nn, 0)),
+                                 as_t(fill(cells, nn, trash))))
 
     def next_pass(self) -> PassBatch | None:
         k = self.next_index

@@ -94,7 +94,8 @@ def main(args: argparse.Namespace) -> dict:
     seeds = image_seeds(args.seed, torch.arange(len(labels), device=device))
 
     start = time.perf_counter()
-    result = generate(gpt, labels, seeds, config)
+    model = torch.compile(gpt, dynamic=False) if args.compile else gpt
+    result = generate(model, labels, seeds, config, static_shapes=args.compile and not config.adaptive)
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
@@ -143,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=list(PRECISIONS), default=None,
                    help="GPT dtype; default bf16 on CUDA, fp32 on CPU (the VQ always runs in fp32)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
+                   help="torch.compile the GPT and pad passes to one shape (worth it on CUDA; off by default)")
     p.add_argument("--random-init", action="store_true", help="random weights, no checkpoints (speed and engine tests)")
     p.add_argument("--json", action="store_true", help="print one JSON object with passes, timing and tokens")
     add_decode_args(p, cfg_scale=None, top_k=None)

@@ -268,3 +268,20 @@ def test_oracle_with_padded_condition_prefix(adaptive):
     with torch.inference_mode():
         list(decode_steps(gpt, free, prefix))
     assert not torch.equal(free.tokens, state.tokens)
+
+
+@pytest.mark.parametrize("config", [DecodeConfig(window=2, cfg_scale=3.0, top_k=40),
+                                    DecodeConfig(window=3, compat="official"), DecodeConfig(window=None)])
+def test_static_shape_padding_gives_the_same_tokens(config):
+    gpt = tiny_gpt(5)
+    labels, seeds = torch.tensor([3, 1]), torch.tensor([10, 20])
+    layout = layout_for(gpt)
+    prefix = condition_prefix(gpt, labels, config)
+    plain = start_decode(gpt, seeds, layout, config)
+    padded = start_decode(gpt, seeds, layout, config, static_shapes=True)
+    with torch.inference_mode():
+        n_plain = sum(1 for _ in decode_steps(gpt, plain, prefix))
+        shapes = {tuple(r.batch.slots.shape) for r in decode_steps(gpt, padded, prefix) if r.index > 0}
+    assert len(shapes) == 1  # one query shape for every decode pass
+    assert padded.passes_run == n_plain
+    assert torch.equal(plain.tokens[:, :25], padded.tokens[:, :25])
