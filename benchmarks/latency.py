@@ -54,7 +54,7 @@ def time_config(gpt, config, batch, repeats, device):
     labels = torch.arange(batch, device=device) % gpt.config.num_classes
     seeds = image_seeds(0, torch.arange(batch, device=device))
     generate(gpt, labels, seeds, config)  # warm-up
-    times, forward_times, passes = [], [], 0
+    times, forward_times, passes, result = [], [], 0, None
     for _ in range(repeats):
         timed = TimedModel(gpt, device)
         if device.type == "cuda":
@@ -66,7 +66,22 @@ def time_config(gpt, config, batch, repeats, device):
         times.append(time.perf_counter() - start)
         forward_times.append(timed.seconds)
         passes = sum(result.image_passes) / batch if config.adaptive else result.forward_passes
-    return passes, times, forward_times
+    return passes, times, forward_times, result
+
+
+def mean_accepted_window(result) -> float | str:
+    """Adaptive runs: accepted window averaged over rows and images ('' for fixed windows)."""
+    if result.accepted_windows is None:
+        return ""
+    return statistics.mean(w for image in result.accepted_windows for w in image)
+
+
+def fmt(x) -> str:
+    return f"{x:.2f}" if isinstance(x, float) else str(x)
+
+
+def mean_rejections(result) -> float | str:
+    return "" if result.rejections is None else statistics.mean(result.rejections)
 
 
 def main(args):
@@ -83,13 +98,14 @@ def main(args):
     settings = [(None, False)] + [(w, False) for w in args.windows] + [(w, True) for w in args.adaptive_windows]
     for window, adaptive in settings:
         config = DecodeConfig(window=window, adaptive=adaptive, cfg_scale=args.cfg_scale, top_k=args.top_k)
-        passes, times, forward_times = time_config(gpt, config, args.batch, args.repeats, device)
+        passes, times, forward_times, result = time_config(gpt, config, args.batch, args.repeats, device)
         med = statistics.median(times)
         overhead = statistics.median(1 - f / t for f, t in zip(forward_times, times))
         name = "NTP" if window is None else f"{'adaptive ' if adaptive else ''}{window}"
         rows.append({"setting": name, "passes": passes, "median_s": med, "min_s": min(times), "max_s": max(times),
                      "s_per_image": med / args.batch, "ms_per_pass": 1000 * med / passes,
-                     "engine_overhead": overhead, "images_per_s": args.batch / med})
+                     "engine_overhead": overhead, "images_per_s": args.batch / med,
+                     "accepted_window": mean_accepted_window(result), "rejections": mean_rejections(result)})
     ntp = rows[0]
     for r in rows:
         r["pass_ratio"] = r["passes"] / ntp["passes"]
@@ -99,12 +115,14 @@ def main(args):
     print(f"{args.gpt_model} ({weights}), {grid}x{grid} grid, batch {args.batch}, {args.precision}, "
           f"cfg {args.cfg_scale}, {device} ({platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} threads), torch {torch.__version__}, median of {args.repeats}\n")
-    print("| setting | passes | passes/NTP | time/NTP | s/image (median) | min-max s | ms/pass | engine overhead | images/s |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| setting | passes | passes/NTP | time/NTP | s/image (median) | min-max s | ms/pass | engine overhead "
+          "| images/s | accepted window | rejections/image |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['setting']} | {r['passes']:.1f} | {r['pass_ratio']:.3f} | {r['time_ratio']:.3f} | "
               f"{r['s_per_image']:.3f} | {r['min_s']:.2f}-{r['max_s']:.2f} | {r['ms_per_pass']:.1f} | "
-              f"{100 * r['engine_overhead']:.1f}% | {r['images_per_s']:.2f} |")
+              f"{100 * r['engine_overhead']:.1f}% | {r['images_per_s']:.2f} | {fmt(r['accepted_window'])} | "
+              f"{fmt(r['rejections'])} |")
     if args.csv:
         with open(args.csv, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
