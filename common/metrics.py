@@ -1,5 +1,7 @@
 """Quality metrics that need no network: the Frechet distance between feature Gaussians (the FID
 formula, Heusel et al. 2017), feature statistics, and paired token agreement."""
+import warnings
+
 import numpy as np
 import torch
 from scipy import linalg
@@ -17,13 +19,21 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)), the matrix root via scipy.linalg.sqrtm."""
     mu1, mu2 = np.atleast_1d(mu1), np.atleast_1d(mu2)
     sigma1, sigma2 = np.atleast_2d(sigma1), np.atleast_2d(sigma2)
-    covmean, _ = linalg.sqrtm(sigma1 @ sigma2, disp=False)
+    covmean = _sqrtm(sigma1 @ sigma2)
     if not np.isfinite(covmean).all():  # singular product: regularise as the reference FID code does
         eps = 1e-6 * np.eye(sigma1.shape[0])
-        covmean = linalg.sqrtm((sigma1 + eps) @ (sigma2 + eps))
+        covmean = _sqrtm((sigma1 + eps) @ (sigma2 + eps))
     covmean = covmean.real
     diff = mu1 - mu2
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+
+
+def _sqrtm(m: np.ndarray) -> np.ndarray:
+    """scipy's matrix square root; quiet about near-singular input (small feature sets)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        root = linalg.sqrtm(m)
+    return root[0] if isinstance(root, tuple) else root  # older scipy returned (root, error)
 
 
 def paired_agreement(tokens: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,169 @@
+"""Quality vs forward passes on the demo model: NTP, fixed windows, adaptive windows and the paper
+code's schedule (compat="official"), all with the same labels and seeds (the CPU analogue of the
+ZipAR paper's Figure 6).
+
+Per setting: mean passes per image, reduction vs NTP, seconds, class accuracy and digits-FID under
+the demo's digit classifier, and paired agreement (fraction of tokens equal to the NTP sample of the
+same seed). Spread: the std of each metric over 5 equal groups of the samples (by index).
+
+python benchmarks/tradeoff.py --num-samples 500
+"""
+import argparse
+import csv
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from common.config import DecodeConfig  # noqa: E402
+from common.metrics import paired_agreement  # noqa: E402
+from common.sampling import image_seeds  # noqa: E402
+from llamagen.checkpoint import load_gpt_weights  # noqa: E402
+from llamagen.demo_classifier import DigitScorer  # noqa: E402
+from llamagen.demo_tokenizer import IntensityTokenizer  # noqa: E402
+from llamagen.generate import generate, layout_for  # noqa: E402
+from llamagen.model import Transformer, gpt_config  # noqa: E402
+from llamagen.presets import DEMO, DEMO_DIR  # noqa: E402
+
+GROUPS = 5
+COLUMNS = ["setting", "kind", "window", "passes_mean", "pass_reduction", "seconds", "accuracy", "accuracy_std",
+           "digits_fid", "digits_fid_std", "agreement", "agreement_std", "accepted_window", "rejections"]
+
+
+def settings(args) -> list[tuple[str, str, DecodeConfig]]:
+    common = dict(cfg_scale=args.cfg_scale)
+    out = [("NTP", "ntp", DecodeConfig(window=None, **common))]
+    out += [(f"fixed {w}", "fixed", DecodeConfig(window=w, **common)) for w in args.windows]
+    out += [(f"adaptive {w}", "adaptive", DecodeConfig(window=w, adaptive=True, **common)) for w in args.adaptive_windows]
+    out += [(f"official {w}", "official", DecodeConfig(window=w, compat="official", **common)) for w in args.compat_windows]
+    return out
+
+
+def run_setting(gpt, config, labels, seeds, batch_size):
+    tokens, passes, windows, rejections = [], [], [], []
+    start = time.perf_counter()
+    for lo in range(0, len(labels), batch_size):
+        r = generate(gpt, labels[lo:lo + batch_size], seeds[lo:lo + batch_size], config)
+        tokens.append(r.tokens)
+        passes += r.image_passes
+        if r.accepted_windows is not None:
+            windows += [w for image in r.accepted_windows for w in image]
+            rejections += r.rejections
+    return torch.cat(tokens), passes, time.perf_counter() - start, windows, rejections
+
+
+def score(scorer, tokenizer, tokens, labels, reference):
+    grey = tokenizer.codes_to_grey(tokens.flatten(1), tuple(tokens.shape[1:]))
+    whole = scorer.score(grey, labels)
+    agree = paired_agreement(tokens, reference)
+    groups = torch.arange(len(labels)).chunk(GROUPS)
+    per_group = [scorer.score(grey[g], labels[g]) for g in groups]
+    std = lambda xs: statistics.stdev(xs) if len(xs) > 1 else 0.0  # noqa: E731
+    return {"accuracy": whole["accuracy"], "accuracy_std": std([g["accuracy"] for g in per_group]),
+            "digits_fid": whole["digits_fid"], "digits_fid_std": std([g["digits_fid"] for g in per_group]),
+            "agreement": agree.mean().item(), "agreement_std": std([agree[g].mean().item() for g in groups])}
+
+
+@torch.inference_mode()
+def main(args) -> list[dict]:
+    gpt = Transformer(gpt_config("demo"), grid_size=DEMO.image_size).eval()
+    load_gpt_weights(gpt, args.gpt_ckpt, "demo")
+    tokenizer = IntensityTokenizer.load(args.tokenizer)
+    scorer = DigitScorer.load(args.classifier)
+    n = args.num_samples
+    labels = torch.arange(n) % gpt.config.num_classes
+    seeds = image_seeds(args.seed, torch.arange(n))
+    ntp_passes = layout_for(gpt).num_cells
+    rows, reference = [], None
+    for name, kind, config in settings(args):
+        tokens, passes, seconds, windows, rejections = run_setting(gpt, config, labels, seeds, args.batch_size)
+        reference = tokens if reference is None else reference  # NTP runs first
+        passes_mean = statistics.mean(passes)
+        rows.append({"setting": name, "kind": kind, "window": config.window or gpt.grid_size,
+                     "passes_mean": passes_mean, "pass_reduction": 1 - passes_mean / ntp_passes, "seconds": seconds,
+                     **score(scorer, tokenizer, tokens, labels, reference),
+                     "accepted_window": statistics.mean(windows) if windows else "",
+                     "rejections": statistics.mean(rejections) if rejections else ""})
+        print(f"{name}: {passes_mean:.1f} passes, {seconds:.1f}s", file=sys.stderr)
+    write_outputs(rows, args)
+    return rows
+
+
+def markdown(rows, args) -> str:
+    head = (f"Demo model, {args.num_samples} samples per setting (labels i % 10, seeds (seed {args.seed}, i)), "
+            f"cfg {args.cfg_scale}; spread = std over {GROUPS} groups of {args.num_samples // GROUPS}.\n\n"
+            "| setting | passes | reduction | seconds | class accuracy | digits-FID | agreement with NTP "
+            "| accepted window | rejections/image |\n|---|---|---|---|---|---|---|---|---|\n")
+    fmt = lambda x: f"{x:.2f}" if isinstance(x, float) else str(x)  # noqa: E731
+    return head + "".join(
+        f"| {r['setting']} | {r['passes_mean']:.1f} | {100 * r['pass_reduction']:.1f}% | {r['seconds']:.1f} | "
+        f"{r['accuracy']:.3f} ± {r['accuracy_std']:.3f} | {r['digits_fid']:.1f} ± {r['digits_fid_std']:.1f} | "
+        f"{r['agreement']:.3f} ± {r['agreement_std']:.3f} | {fmt(r['accepted_window'])} | {fmt(r['rejections'])} |\n"
+        for r in rows)
+
+
+def plot(rows, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for metric, ax, label in (("accuracy", axes[0], "class accuracy"), ("digits_fid", axes[1], "digits-FID")):
+        for kind, style in (("fixed", "o-"), ("adaptive", "s-"), ("official", "^--")):
+            pts = sorted((r["passes_mean"], r[metric], r[f"{metric}_std"]) for r in rows if r["kind"] == kind)
+            if pts:
+                xs, ys, es = zip(*pts)
+                ax.errorbar(xs, ys, yerr=es, fmt=style, label=kind, capsize=3)
+        for r in rows:
+            if r["kind"] == "ntp":
+                ax.errorbar([r["passes_mean"]], [r[metric]], yerr=[r[f"{metric}_std"]], fmt="k*", markersize=12,
+                            label="NTP")
+        ax.set_xlabel("forward passes per image")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[1].set_yscale("log")
+    axes[0].legend()
+    fig.suptitle("Demo model (24x24 tokens): quality vs forward passes")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def write_outputs(rows, args):
+    for path in (args.out_md, args.out_csv, args.out_png):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out_md).write_text(markdown(rows, args))
+    with open(args.out_csv, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    plot(rows, args.out_png)
+    print(markdown(rows, args))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    results = Path(__file__).resolve().parent / "results"
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--num-samples", type=int, default=500, help="images per setting (a multiple of 5)")
+    p.add_argument("--batch-size", type=int, default=100, help="images per generate call")
+    p.add_argument("--seed", type=int, default=0, help="global seed; image i uses seed (seed, i)")
+    p.add_argument("--cfg-scale", type=float, default=DEMO.cfg_scale, help="CFG scale (the demo CLI default)")
+    p.add_argument("--windows", type=int, nargs="*", default=[1, 2, 4, 8, 12, 16, 20], help="fixed windows")
+    p.add_argument("--adaptive-windows", type=int, nargs="*", default=[2, 4, 8, 12, 16], help="adaptive w_min")
+    p.add_argument("--compat-windows", type=int, nargs="*", default=[1, 2, 4, 8, 12, 16, 20],
+                   help="windows for the paper code's schedule and mask (compat='official')")
+    p.add_argument("--gpt-ckpt", default=DEMO.gpt_ckpt, help="demo GPT checkpoint")
+    p.add_argument("--tokenizer", default=DEMO.vq_ckpt, help="demo tokenizer spec")
+    p.add_argument("--classifier", default=str(DEMO_DIR / "digit_classifier.pt"), help="digit classifier")
+    p.add_argument("--out-md", default=str(results / "tradeoff.md"), help="markdown table")
+    p.add_argument("--out-csv", default=str(results / "tradeoff.csv"), help="CSV table")
+    p.add_argument("--out-png", default=str(results / "tradeoff.png"), help="plot of quality vs passes")
+    return p
+
+
+if __name__ == "__main__":
+    main(build_parser().parse_args())
