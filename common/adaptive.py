@@ -49,6 +49,7 @@ class AdaptiveSchedule:
             if r < H - 1:
                 start = self.opener_base + r * self.openers_per_row
                 pos[start:start + self.openers_per_row] = self._opener_position(r)
+        self._positions = pos
         self.slot_positions = torch.as_tensor(pos, device=device)
         self.live_from = np.full((batch, self.num_slots), NEVER, dtype=np.int64)
         self.live_until = np.full((batch, self.num_slots), NEVER, dtype=np.int64)
@@ -60,6 +61,7 @@ class AdaptiveSchedule:
         self.attempt = np.zeros(batch, dtype=np.int64)
         self.rejections = np.zeros(batch, dtype=np.int64)
         self.image_passes = np.zeros(batch, dtype=np.int64)
+        self.first_busy = np.zeros(batch, dtype=np.int64)  # rows above it are complete and fed
         self.k = 0
         self._pending = []  # (image, sampled index, row opened, window, final) of this pass's verifications
 
@@ -79,17 +81,21 @@ class AdaptiveSchedule:
         """(queries, decided) of image b in this pass, from the counts before the pass."""
         layout, W, H = self.layout, self.layout.cols, self.layout.rows
         N = layout.num_cells
-        cnt = self.count[b].copy()
+        cnt = self.count[b].tolist()
         queries, decided = [], []  # queries: (slot, pos, source); decided: (query idx, cell, kind, attempt)
 
         def query(slot, source, cell=-1, kind=DRAW, attempt=0):
             if cell >= 0:
                 decided.append((len(queries), cell, kind, attempt))
-            queries.append((slot, int(self.slot_positions[slot]), source))
+            queries.append((slot, int(self._positions[slot]), source))
             self._write(b, slot)
 
-        for r in range(H):
+        while self.first_busy[b] < H - 1 and cnt[self.first_busy[b]] == W and self.last_fed[b, self.first_busy[b]]:
+            self.first_busy[b] += 1
+        for r in range(int(self.first_busy[b]), H):
             c = cnt[r]
+            if c == 0:
+                break  # this row and those below are not open yet (its opening was handled at r - 1)
             if 1 <= c < W and (r == 0 or cnt[r - 1] >= min(c + self.window[b, r], W)):
                 query(layout.cell_position(r, c - 1), r * W + c - 1, r * W + c)
                 self.count[b, r] += 1
