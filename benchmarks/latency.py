@@ -49,18 +49,21 @@ class TimedModel:
         return out
 
 
-def time_config(gpt, config, batch, repeats, device):
-    """(passes, wall times, forward times) over `repeats` runs after one warm-up."""
+def time_config(gpt, config, batch, repeats, device, compiled=None):
+    """(passes, wall times, forward times, last result) over `repeats` runs after one warm-up.
+    compiled: a torch.compile'd gpt, run with every pass padded to one shape."""
     labels = torch.arange(batch, device=device) % gpt.config.num_classes
     seeds = image_seeds(0, torch.arange(batch, device=device))
-    generate(gpt, labels, seeds, config)  # warm-up
+    model = compiled if compiled is not None and not config.adaptive else gpt
+    static = model is compiled
+    generate(model, labels, seeds, config, static_shapes=static)  # warm-up (and compilation)
     times, forward_times, passes, result = [], [], 0, None
     for _ in range(repeats):
-        timed = TimedModel(gpt, device)
+        timed = TimedModel(model, device)
         if device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        result = generate(timed, labels, seeds, config)
+        result = generate(timed, labels, seeds, config, static_shapes=static)
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
@@ -94,11 +97,12 @@ def main(args):
     gpt = gpt.to(device=device, dtype=PRECISIONS[args.precision]).eval()
     if args.threads:
         torch.set_num_threads(args.threads)
+    compiled = torch.compile(gpt, dynamic=False) if args.compile else None
     rows = []
     settings = [(None, False)] + [(w, False) for w in args.windows] + [(w, True) for w in args.adaptive_windows]
     for window, adaptive in settings:
         config = DecodeConfig(window=window, adaptive=adaptive, cfg_scale=args.cfg_scale, top_k=args.top_k)
-        passes, times, forward_times, result = time_config(gpt, config, args.batch, args.repeats, device)
+        passes, times, forward_times, result = time_config(gpt, config, args.batch, args.repeats, device, compiled)
         med = statistics.median(times)
         overhead = statistics.median(1 - f / t for f, t in zip(forward_times, times))
         name = "NTP" if window is None else f"{'adaptive ' if adaptive else ''}{window}"
@@ -113,7 +117,7 @@ def main(args):
     grid = args.image_size // args.downsample
     weights = args.gpt_ckpt or "random weights"
     print(f"{args.gpt_model} ({weights}), {grid}x{grid} grid, batch {args.batch}, {args.precision}, "
-          f"cfg {args.cfg_scale}, {device} ({platform.processor() or platform.machine()}, "
+          f"cfg {args.cfg_scale}, compile {args.compile}, {device} ({platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} threads), torch {torch.__version__}, median of {args.repeats}\n")
     print("| setting | passes | passes/NTP | time/NTP | s/image (median) | min-max s | ms/pass | engine overhead "
           "| images/s | accepted window | rejections/image |")
@@ -145,5 +149,7 @@ if __name__ == "__main__":
     p.add_argument("--precision", choices=list(PRECISIONS), default="fp32", help="GPT dtype")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
+                   help="torch.compile the GPT and pad fixed-window passes to one shape (adaptive runs eager)")
     p.add_argument("--csv", default=None, help="also write the rows to this CSV file")
     main(p.parse_args())
