@@ -34,3 +34,45 @@ def save_png_atomic(pixels: np.ndarray, path: str | Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     Image.fromarray(pixels).save(tmp, format="PNG")
     os.replace(tmp, path)
+
+
+def to_fid_uint8(images: torch.Tensor, size: int) -> np.ndarray:
+    """(B, 3, h, w) decoder output in [-1, 1] -> (B, size, size, 3) uint8, exactly as LlamaGen's FID script.
+
+    FoundationVision/LlamaGen, autoregressive/sample/sample_c2i_ddp.py: when image_size_eval differs,
+    F.interpolate(mode="bicubic") on the float output (align_corners=False, no antialias), then
+    clamp(127.5 * x + 128, 0, 255) cast to uint8, which truncates (note + 128, not + 127.5; this
+    differs from to_uint8 above, which rounds like torchvision's save_image).
+    """
+    x = images.detach().float()
+    if x.shape[-2:] != (size, size):
+        x = torch.nn.functional.interpolate(x, size=(size, size), mode="bicubic")
+    return torch.clamp(127.5 * x + 128.0, 0, 255).permute(0, 2, 3, 1).to(torch.uint8).cpu().numpy()
+
+
+def save_png_with_text_atomic(pixels: np.ndarray, path: str | Path, text: dict[str, str]) -> None:
+    """save_png_atomic, plus PNG tEXt chunks (key -> value) that travel with the image."""
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    for key, value in text.items():
+        info.add_text(key, str(value))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    Image.fromarray(pixels).save(tmp, format="PNG", pnginfo=info)
+    os.replace(tmp, path)
+
+
+def read_png_checked(path: str | Path, size: tuple[int, int]) -> dict[str, str] | None:
+    """The tEXt chunks of a complete PNG of `size` (width, height), or None if the file is missing,
+    truncated, corrupt (PIL's verify checks every chunk's CRC up to IEND) or of another size."""
+    try:
+        with Image.open(path) as im:
+            im.verify()
+        with Image.open(path) as im:  # verify leaves the file unusable; reopen to read the header and text
+            if im.format != "PNG" or im.size != tuple(size):
+                return None
+            return dict(im.text)
+    except (OSError, SyntaxError, ValueError):
+        return None

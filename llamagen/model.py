@@ -1,7 +1,9 @@
-"""LlamaGen class-conditional GPT (FoundationVision/LlamaGen, autoregressive/models/gpt.py), inference only.
+"""LlamaGen GPT (FoundationVision/LlamaGen, autoregressive/models/gpt.py), inference only: the
+class-conditional (c2i) and the text-conditional (t2i) model.
 
 Our own module with the official state-dict keys and shapes. One forward: embeddings + positions +
-cache slots + mask + cache -> fp32 logits. The class condition is embedded by `embed_condition`.
+cache slots + mask + cache -> fp32 logits. The condition (a class id, or T5 caption features for
+t2i) is embedded by `embed_condition`; the t2i caption mask is the engine's business, not the model's.
 
 2D RoPE as the official model computes it: interleaved pairs (2m, 2m+1), the first head_dim/4
 pairs rotated by the image row, the last head_dim/4 by the column, per-axis frequencies
@@ -13,9 +15,16 @@ from dataclasses import dataclass, replace
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from common.kv_cache import KVCache, cached_attention
 from common.layers import RMSNorm, SwiGLU
+
+
+MODEL_TYPES = ("c2i", "t2i")
+# CaptionEmbedder(token_num=120) and cls_token_num=120 in FoundationVision/LlamaGen
+# autoregressive/models/gpt.py and autoregressive/sample/sample_t2i.py (t5-feature-max-len 120)
+CAPTION_TOKENS = 120
 
 
 @dataclass(frozen=True)
@@ -30,7 +39,17 @@ class GPTConfig:
     norm_eps: float = 1e-5
     num_classes: int = 1000
     vocab_size: int = 16384
-    cls_token_num: int = 1
+    cls_token_num: int = 1  # condition slots: 1 for c2i, CAPTION_TOKENS for t2i
+    model_type: str = "c2i"  # "c2i": class label; "t2i": T5 caption features
+    caption_dim: int = 2048  # t2i: caption feature size (flan-t5-xl's hidden size)
+
+    def __post_init__(self):
+        if self.model_type not in MODEL_TYPES:
+            raise ValueError(f"model_type must be one of {MODEL_TYPES}, got {self.model_type!r}")
+        if self.model_type == "t2i" and self.cls_token_num != CAPTION_TOKENS:
+            # the official CaptionEmbedder hard-codes 120 tokens (uncond_embedding rows) and the
+            # scripts pass cls_token_num=120; the left-padded caption's last token must sit at T-1
+            raise ValueError(f"t2i needs cls_token_num={CAPTION_TOKENS}, got {self.cls_token_num}")
 
     @property
     def head_dim(self) -> int:
@@ -71,6 +90,12 @@ def gpt_config(name: str, **overrides) -> GPTConfig:
     if name not in GPT_PRESETS:
         raise ValueError(f"unknown GPT preset {name!r}; valid: {', '.join(GPT_PRESETS)}")
     return replace(GPT_PRESETS[name], **overrides)
+
+
+def t2i_config(name: str, **overrides) -> GPTConfig:
+    """The text-conditional variant of a preset, as sample_t2i.py builds it (model_type='t2i',
+    cls_token_num=120; vocab_size and caption_dim keep their defaults unless overridden)."""
+    return gpt_config(name, **{"model_type": "t2i", "cls_token_num": CAPTION_TOKENS, **overrides})
 
 
 def rope_2d(positions: torch.Tensor, grid_size: int, head_dim: int, base: float, cls_token_num: int) -> torch.Tensor:
@@ -131,14 +156,52 @@ class LabelEmbedder(nn.Module):
         super().__init__()
         self.embedding_table = nn.Embedding(num_classes + 1, dim)
 
+    def forward(self, labels: torch.Tensor, token_num: int) -> torch.Tensor:
+        """(B,) class ids -> (B, token_num, D), the label repeated."""
+        return self.embedding_table(labels)[:, None].expand(-1, token_num, -1)
+
+
+class CaptionMLP(nn.Module):
+    """fc2(gelu_tanh(fc1 x)), no biases (gpt.py MLP)."""
+
+    def __init__(self, in_dim: int, dim: int):
+        super().__init__()
+        self.fc1 = nn.Linear(in_dim, dim, bias=False)
+        self.fc2 = nn.Linear(dim, dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+
+
+class CaptionEmbedder(nn.Module):
+    """T5 caption features -> condition embeddings (gpt.py CaptionEmbedder).
+
+    `uncond_embedding` (CAPTION_TOKENS, caption_dim) is the learned null caption CFG feeds to the
+    unconditional branch; a persistent buffer, so it is in the checkpoint (initialised as
+    randn / sqrt(caption_dim) like the official module, then overwritten by the loaded weights).
+    """
+
+    def __init__(self, caption_dim: int, dim: int):
+        super().__init__()
+        self.register_buffer("uncond_embedding", torch.randn(CAPTION_TOKENS, caption_dim) / caption_dim**0.5)
+        self.cap_proj = CaptionMLP(caption_dim, dim)
+
+    def forward(self, captions: torch.Tensor, token_num: int) -> torch.Tensor:
+        """(B, L, caption_dim) features -> (B, token_num, D): projected, then the first token_num rows
+        (gpt.py slices [:, :cls_token_num] after the embedder)."""
+        return self.cap_proj(captions.to(self.cap_proj.fc1.weight.dtype))[:, :token_num]
+
 
 class Transformer(nn.Module):
-    """The c2i GPT over a grid_size x grid_size token grid (grid_size fixes only the RoPE map)."""
+    """The GPT over a grid_size x grid_size token grid (grid_size fixes only the RoPE map)."""
 
     def __init__(self, cfg: GPTConfig, grid_size: int):
         super().__init__()
         self.config, self.grid_size = cfg, grid_size
-        self.cls_embedding = LabelEmbedder(cfg.num_classes, cfg.dim)
+        if cfg.model_type == "t2i":
+            self.cls_embedding = CaptionEmbedder(cfg.caption_dim, cfg.dim)
+        else:
+            self.cls_embedding = LabelEmbedder(cfg.num_classes, cfg.dim)
         self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.dim)
         self.layers = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.n_layer))
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
@@ -148,9 +211,10 @@ class Transformer(nn.Module):
     def null_class(self) -> int:
         return self.config.num_classes
 
-    def embed_condition(self, labels: torch.Tensor) -> torch.Tensor:
-        """(B,) class ids (num_classes = the null class) -> (B, cls_token_num, D)."""
-        return self.cls_embedding.embedding_table(labels)[:, None].expand(-1, self.config.cls_token_num, -1)
+    def embed_condition(self, cond: torch.Tensor) -> torch.Tensor:
+        """-> (B, cls_token_num, D). c2i: (B,) class ids (num_classes = the null class);
+        t2i: (B, CAPTION_TOKENS, caption_dim) left-padded caption features (or the null caption)."""
+        return self.cls_embedding(cond, self.config.cls_token_num)
 
     def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
         return self.tok_embeddings(ids)
@@ -173,10 +237,14 @@ class Transformer(nn.Module):
 
 def random_init_(model: nn.Module, seed: int, std: float = 0.02) -> None:
     """Seeded normal init of every linear and embedding, the output layer included (the official
-    init zeroes it, which makes every distribution uniform and hides engine errors)."""
+    init zeroes it, which makes every distribution uniform and hides engine errors); the t2i null
+    caption is redrawn too, at its official scale."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for module in model.modules():
+            if isinstance(module, CaptionEmbedder):
+                u = module.uncond_embedding
+                u.copy_((torch.randn(u.shape, generator=gen) / u.shape[-1] ** 0.5).to(u.dtype))
             if isinstance(module, (nn.Linear, nn.Embedding)):
                 w = torch.randn(module.weight.shape, generator=gen) * std
                 module.weight.copy_(w.to(module.weight.dtype))

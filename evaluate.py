@@ -1,0 +1,168 @@
+"""Score a sample .npz from sample_ddp.py: FID and Inception Score, or for the demo model digits-FID and accuracy.
+
+python evaluate.py samples/demo-...npz --digits
+python evaluate.py samples/llamagen-L-...npz VIRTUAL_imagenet256_labeled.npz
+
+ImageNet: Inception features from torch-fidelity (toshas/torch-fidelity), imported only here and only when
+asked for. Chosen over pytorch-fid and clean-fid because its `inception-v3-compat` extractor is a port of the
+TensorFlow Inception graph (weights of 2015-12-05, TF1-style bilinear resize to 299) that the ADM evaluator
+(LlamaGen's evaluations/c2i/evaluator.py) also uses, so its pool features can be compared with the reference
+batch's stored statistics; it is maintained and has no TensorFlow dependency. Its weights are read from the
+torch hub cache (or --inception-weights); nothing is downloaded. FID uses the reference's `mu`/`sigma` when the
+file has them (the ADM reference batches do), else the features of its `arr_0` images. For the paper's sFID,
+precision and recall, run the ADM evaluator on the same npz.
+
+Demo model (--digits): the pixels go back to 24x24 grey levels (block means; exact for the demo tokenizer's
+nearest upscaling) and llamagen.demo_classifier scores them against the real digits' feature statistics.
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from common.metrics import feature_stats, frechet_distance
+from llamagen.demo_classifier import DigitScorer
+from llamagen.presets import DEMO_DIR
+
+INCEPTION_WEIGHTS = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity's release v0.2.0 asset
+DIGITS_SIZE = 24  # the demo classifier's input
+
+
+class EvalError(ValueError):
+    """Something the evaluation needs is missing or malformed; the message says what."""
+
+
+def load_samples(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """(N, H, W, 3) uint8 images from arr_0, and arr_1 labels if present."""
+    path = Path(path)
+    if not path.is_file():
+        raise EvalError(f"sample file not found: {path}")
+    with np.load(path) as f:
+        if "arr_0" not in f:
+            raise EvalError(f"{path} has no arr_0 (keys: {', '.join(f.files)})")
+        images, labels = f["arr_0"], f.get("arr_1")
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        raise EvalError(f"{path}: arr_0 must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
+    return images, labels
+
+
+def digits_grey(images: np.ndarray) -> torch.Tensor:
+    """(N, H, W, 3) uint8 -> (N, 1, 24, 24) grey levels in [0, 1] (channel 0; block means)."""
+    grey = torch.from_numpy(images[..., 0]).double()[:, None]
+    return F.adaptive_avg_pool2d(grey, DIGITS_SIZE).div(255).float()  # in float64: the demo's pixel 17t gives t/15 bit-exactly
+
+
+def digits_metrics(images: np.ndarray, labels: np.ndarray | None, classifier: str | Path) -> dict:
+    """Digits-FID and class accuracy of demo samples; labels default to i % 10 (sample_ddp's classes)."""
+    if labels is None:
+        labels = np.arange(len(images)) % 10
+    scores = DigitScorer.load(classifier).score(digits_grey(images), torch.from_numpy(labels))
+    return {"num_images": len(images), **scores}
+
+
+def inception_extractor(weights: str | Path | None, device: torch.device):
+    """torch-fidelity's TF-compatible InceptionV3: uint8 (B, 3, H, W) -> ((B, 2048) pool, (B, 1008) logits)."""
+    try:
+        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+    except (ImportError, RuntimeError, OSError) as e:  # not installed; or torchvision fails to load beside this
+        # torch (RuntimeError "operator torchvision::nms does not exist", OSError for a missing shared library)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise EvalError(f"FID needs torch-fidelity and a torchvision that imports beside torch {torch.__version__} "
+                        f"(pip install torch-fidelity): {type(e).__name__}: {first}") from None
+    path = Path(weights) if weights else Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_WEIGHTS
+    if not path.is_file():
+        raise EvalError(f"Inception weights not found: {path} (torch-fidelity's {INCEPTION_WEIGHTS}; "
+                        "put it there or pass --inception-weights)")
+    model = FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"],
+                                        feature_extractor_weights_path=str(path))
+    return model.to(device).eval()
+
+
+@torch.no_grad()
+def extract(extractor, images: np.ndarray, batch_size: int, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """(N, H, W, 3) uint8 -> (N, D) pool features and (N, C) logits, in float64."""
+    pools, logits = [], []
+    for start in range(0, len(images), batch_size):
+        x = torch.from_numpy(images[start:start + batch_size]).permute(0, 3, 1, 2).to(device)  # (B, 3, H, W)
+        pool, logit = extractor(x)
+        pools.append(pool.double().cpu())
+        logits.append(logit.double().cpu())
+    return torch.cat(pools).numpy(), torch.cat(logits).numpy()
+
+
+def inception_score(logits: np.ndarray, splits: int = 10) -> tuple[float, float]:
+    """IS = exp(E_x KL(p(y|x) || p(y))) per split (Salimans et al. 2016); mean and std over splits."""
+    logp = torch.from_numpy(logits).log_softmax(-1)
+    scores = []
+    for part in torch.tensor_split(logp, splits):
+        marginal = part.exp().mean(0).log()
+        scores.append((part.exp() * (part - marginal)).sum(-1).mean().exp().item())
+    return float(np.mean(scores)), float(np.std(scores))
+
+
+def inception_metrics(images: np.ndarray, reference: str | Path, extractor, batch_size: int,
+                      device: torch.device) -> dict:
+    """FID against the reference (its stored mu/sigma if any, else its arr_0 images) and IS of the samples."""
+    reference = Path(reference)
+    if not reference.is_file():
+        raise EvalError(f"reference file not found: {reference}")
+    pool, logits = extract(extractor, images, batch_size, device)
+    mu, sigma = feature_stats(pool)
+    with np.load(reference) as ref:
+        if "mu" in ref and "sigma" in ref:
+            ref_mu, ref_sigma, ref_from = ref["mu"], ref["sigma"], "stored mu/sigma"
+        elif "arr_0" in ref:
+            ref_mu, ref_sigma = feature_stats(extract(extractor, ref["arr_0"], batch_size, device)[0])
+            ref_from = f"{len(ref['arr_0'])} images"
+        else:
+            raise EvalError(f"{reference} has neither mu/sigma nor arr_0 (keys: {', '.join(ref.files)})")
+    is_mean, is_std = inception_score(logits)
+    return {"num_images": len(images), "fid": frechet_distance(mu, sigma, ref_mu, ref_sigma),
+            "inception_score": is_mean, "inception_score_std": is_std, "reference": str(reference),
+            "reference_statistics": ref_from}
+
+
+def main(args: argparse.Namespace) -> dict:
+    images, labels = load_samples(args.samples)
+    if args.digits:
+        result = digits_metrics(images, labels, args.classifier)
+        print(f"digits-FID: {result['digits_fid']:.4f}\naccuracy: {result['accuracy']:.4f}", file=sys.stderr)
+    else:
+        if args.reference is None:
+            raise EvalError("FID needs a reference .npz (e.g. VIRTUAL_imagenet256_labeled.npz), or --digits for the demo model")
+        device = torch.device(args.device)
+        extractor = inception_extractor(args.inception_weights, device)
+        result = inception_metrics(images, args.reference, extractor, args.batch_size, device)
+        print(f"FID: {result['fid']:.4f}\nInception Score: {result['inception_score']:.4f}", file=sys.stderr)
+    print(json.dumps(result))
+    return result
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("samples", help="sample .npz (arr_0: uint8 NHWC images; arr_1: labels, optional)")
+    p.add_argument("reference", nargs="?", default=None, help="reference .npz for FID (ADM reference batch)")
+    p.add_argument("--digits", action="store_true", help="demo model: digits-FID and class accuracy instead of FID")
+    p.add_argument("--classifier", default=str(DEMO_DIR / "digit_classifier.pt"), help="demo digit classifier")
+    p.add_argument("--inception-weights", default=None,
+                   help=f"path of {INCEPTION_WEIGHTS}; default: the torch hub cache's checkpoints folder")
+    p.add_argument("--batch-size", type=int, default=64, help="images per Inception batch")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
+    return p
+
+
+def cli(argv=None) -> int:
+    try:
+        main(build_parser().parse_args(argv))
+    except (EvalError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -1,0 +1,373 @@
+"""Sample class-conditional images for FID on any number of processes, resumably and reproducibly.
+
+torchrun --nproc_per_node=8 sample_ddp.py --model llamagen-L --ckpt-dir ckpts --window 16
+python sample_ddp.py --window 8 --num-fid-samples 64        # the demo model, one process
+
+Follows DiT's sample_ddp.py (global index -> file name, rank-0 npz, barriers) and LlamaGen's
+autoregressive/sample/sample_c2i_ddp.py (folder name, pixel conversion, npz layout), with three changes:
+- The image set is a function of the arguments only. Image i has class i % num_classes and seed
+  image_seeds(global_seed, i); rank r takes i = r, r + world, r + 2 world, ... The engine's randomness is
+  counter-based, so image i is the same PNG for any world size and batch size on one device type. (The
+  official script draws random classes per batch and seeds global_seed * world_size + rank.)
+- Resumable. PNGs are written atomically; a re-run skips images already complete (PIL verify) and redoes
+  missing or damaged ones. args.json in the run folder records the arguments that define the image set
+  (not N, batch size or world size: re-running with a larger N extends a run); a folder holding another
+  image set is refused unless --overwrite, which deletes it first.
+- Reported. Each PNG carries its label, seed and forward passes in tEXt chunks (so resumed images are
+  counted too); rank 0 writes summary.json beside the PNGs and the npz (arr_0: uint8 NHWC images, the
+  ADM evaluator's input; arr_1: labels, as guided-diffusion's image_sample.py saves them).
+"""
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from PIL import Image
+from tqdm import tqdm
+
+from common.checkpoint import CheckpointError
+from common.config import DecodeConfig, add_decode_args, decode_config_from_args
+from common.images import read_png_checked, save_png_with_text_atomic, to_fid_uint8
+from common.sampling import image_seeds
+from common.schedule import num_passes
+from llamagen.checkpoint import build_gpt, load_gpt_weights
+from llamagen.generate import generate, layout_for
+from llamagen.model import random_init_
+from llamagen.presets import FID_PRESETS, fid_preset
+from llamagen.sample import PRECISIONS, load_tokenizer, tokenizer_downsample
+
+STOPPED_EXIT_CODE = 3  # --stop-after: the exit status of a run that was cut short on purpose
+
+
+def dist_env() -> tuple[int, int, int]:
+    """(rank, world size, local rank) as torchrun sets them; (0, 1, 0) under plain python."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def fill_defaults(args: argparse.Namespace) -> argparse.Namespace:
+    """Flags left unset take the --model preset's values (llamagen.presets.FID_PRESETS)."""
+    preset = fid_preset(args.model)
+    for flag, value in (("cfg_scale", preset.cfg_scale), ("top_k", preset.top_k),
+                        ("image_size_eval", preset.image_size_eval)):
+        if getattr(args, flag) is None:
+            setattr(args, flag, value)
+    if args.precision is None:
+        args.precision = "bf16" if args.device.startswith("cuda") else "fp32"
+    if not args.random_init:
+        ckpt_dir = args.ckpt_dir or preset.ckpt_dir
+        if args.gpt_ckpt is None and ckpt_dir is not None:
+            args.gpt_ckpt = str(Path(ckpt_dir) / preset.gpt_file)
+        if args.vq_ckpt is None and ckpt_dir is not None:
+            args.vq_ckpt = str(Path(ckpt_dir) / preset.vq_file)
+    return args
+
+
+def check_args(args: argparse.Namespace, world_size: int) -> DecodeConfig:
+    """Everything cheap, before a process group or model exists; every rank reaches the same verdict."""
+    preset = fid_preset(args.model)
+    config = decode_config_from_args(args)
+    if args.num_fid_samples < 1 or args.per_proc_batch_size < 1:
+        raise ValueError("--num-fid-samples and --per-proc-batch-size must be >= 1")
+    if world_size > args.num_fid_samples:
+        raise ValueError(f"{world_size} processes for {args.num_fid_samples} images: "
+                         "use at most as many processes as --num-fid-samples")
+    if args.image_size_eval < 1:
+        raise ValueError(f"--image-size-eval must be >= 1, got {args.image_size_eval}")
+    image_seeds(args.global_seed, torch.zeros(1))  # raises for a seed out of range
+    if not args.random_init:
+        if args.gpt_ckpt is None or args.vq_ckpt is None:
+            raise ValueError(f"--model {args.model}: pass --ckpt-dir holding {preset.gpt_file} and {preset.vq_file}, "
+                             "or --gpt-ckpt and --vq-ckpt, or --random-init")
+        for flag, path in (("--gpt-ckpt", args.gpt_ckpt), ("--vq-ckpt", args.vq_ckpt)):
+            if not Path(path).is_file():
+                raise FileNotFoundError(f"{flag}: checkpoint file not found: {path}")
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda, but CUDA is not available")
+    if args.precision == "fp16" and device.type == "cpu":
+        raise ValueError("--precision fp16 is not supported on CPU; use fp32 or bf16")
+    return config
+
+
+def run_name(args: argparse.Namespace, config: DecodeConfig) -> str:
+    """The run folder's name: the official pattern, with the ZipAR settings in it."""
+    decoding = "ntp" if config.window is None else f"{'adaptive-' if config.adaptive else ''}w{config.window}"
+    decoding += "".join(f"-{x}" for x in (config.compat, None if config.placeholder == "left" else config.placeholder)
+                        if x)
+    cfg = f"{config.cfg_scale}" + ("" if config.cfg_interval == -1 else f"-interval-{config.cfg_interval}")
+    return (f"{args.model}-size-{fid_preset(args.model).image_size}-size-{args.image_size_eval}-{decoding}-"
+            f"topk-{config.top_k}-topp-{config.top_p}-temperature-{config.temperature}-cfg-{cfg}-"
+            f"{args.precision}-seed-{args.global_seed}")
+
+
+def image_set(args: argparse.Namespace, config: DecodeConfig) -> dict:
+    """The arguments that decide the pixels of image i (not N, batch size or world size)."""
+    def weights(path):  # name and size: moving the folder keeps the run, another file does not
+        return None if args.random_init else {"name": Path(path).name, "bytes": Path(path).stat().st_size}
+    return {"model": args.model, "gpt_ckpt": weights(args.gpt_ckpt), "vq_ckpt": weights(args.vq_ckpt),
+            "random_init": args.random_init, "image_size_eval": args.image_size_eval, "decoding": asdict(config),
+            "global_seed": args.global_seed, "precision": args.precision,
+            "device_type": torch.device(args.device).type, "compile": args.compile}
+
+
+def check_run_dir(run_dir: Path, key: dict, overwrite: bool) -> None:
+    """Refuse a folder holding another image set (unless overwrite); make sure we can write there."""
+    meta = run_dir / "args.json"
+    if not overwrite and meta.is_file():
+        try:
+            stored = json.loads(meta.read_text())["image_set"]
+        except (ValueError, KeyError) as e:
+            raise ValueError(f"{meta} is unreadable ({e}); pass --overwrite to start the run afresh") from None
+        differ = [k for k in key if stored.get(k) != key[k]]
+        if differ:
+            raise ValueError(f"{run_dir} holds a run with other arguments (differ: {', '.join(differ)}); "
+                             "use another --sample-dir, or --overwrite to delete it")
+    elif not overwrite and any(run_dir.glob("[0-9]*.png")):
+        raise ValueError(f"{run_dir} holds PNGs but no args.json (not a run of this script); "
+                         "use another --sample-dir, or --overwrite to delete them")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=run_dir, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        raise ValueError(f"cannot write to the sample dir {run_dir}: {e.strerror or e}") from None
+
+
+def start_run_dir(run_dir: Path, npz: Path, args: argparse.Namespace, key: dict) -> None:
+    """Rank 0, after every rank's checks: clear the folder for --overwrite, then record the arguments."""
+    if args.overwrite:
+        for path in [*run_dir.glob("[0-9]*.png"), *run_dir.glob(".*.png.tmp"), run_dir / "summary.json", npz]:
+            path.unlink(missing_ok=True)
+    write_json_atomic(run_dir / "args.json", {"image_set": key, "args": vars(args)})
+
+
+def write_json_atomic(path: Path, obj: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def png_path(run_dir: Path, i: int) -> Path:
+    return run_dir / f"{i:06d}.png"
+
+
+def is_complete(run_dir: Path, i: int, size: int) -> bool:
+    text = read_png_checked(png_path(run_dir, i), (size, size))
+    return text is not None and "forward_passes" in text
+
+
+def image_text(label: int, seed: int, result, j: int) -> dict[str, str]:
+    """What travels in image j's PNG: how it was made and what it cost."""
+    text = {"label": str(label), "seed": str(seed), "forward_passes": str(result.image_passes[j])}
+    if result.accepted_windows is not None:
+        text["accepted_windows"] = json.dumps(result.accepted_windows[j])
+        text["rejections"] = str(result.rejections[j])
+    return text
+
+
+def build_npz(run_dir: Path, npz: Path, n: int, size: int) -> list[dict[str, str]]:
+    """Rank 0: images 0..n-1 into npz (arr_0 (n, size, size, 3) uint8, arr_1 (n,) labels); their tEXt."""
+    pixels = np.empty((n, size, size, 3), dtype=np.uint8)
+    texts = []
+    for i in range(n):
+        with Image.open(png_path(run_dir, i)) as im:
+            pixels[i] = np.asarray(im.convert("RGB"))
+            texts.append(dict(im.text))
+    labels = np.array([int(t["label"]) for t in texts], dtype=np.int64)
+    tmp = npz.with_name(f".{npz.stem}.tmp.npz")
+    np.savez(tmp, arr_0=pixels, arr_1=labels)
+    os.replace(tmp, npz)
+    return texts
+
+
+def stats(values: list[float]) -> dict:
+    return {"mean": float(np.mean(values)), "min": float(np.min(values)), "max": float(np.max(values))}
+
+
+def summarize(args, config: DecodeConfig, gpt, texts: list[dict], per_rank: list[dict], wall: float,
+              device: torch.device, npz: Path) -> dict:
+    layout = layout_for(gpt)
+    generated = sum(r["generated"] for r in per_rank)
+    summary = {
+        "model": args.model, "gpt_model": fid_preset(args.model).gpt_model,
+        "vq_model": fid_preset(args.model).vq_model, "num_images": len(texts),
+        "grid": [layout.rows, layout.cols], "image_size_eval": args.image_size_eval,
+        "decoding": {**asdict(config), "effective_window": config.window_for(layout.cols)},
+        "forward_passes": stats([int(t["forward_passes"]) for t in texts]),
+        "ntp_forward_passes": num_passes(layout, layout.cols),
+        "adaptive": None,
+        "images_generated": generated, "images_resumed": len(texts) - generated,
+        "wall_seconds": round(wall, 3), "images_per_second": round(generated / wall, 3) if generated else None,
+        "per_rank_seconds": [round(r["seconds"], 3) for r in per_rank],
+        "world_size": len(per_rank), "device": str(device), "torch_version": torch.__version__,
+        "npz": str(npz), "args": vars(args),
+    }
+    if config.adaptive:
+        windows = [w for t in texts for w in json.loads(t["accepted_windows"])]
+        summary["adaptive"] = {"mean_accepted_window": float(np.mean(windows)) if windows else None,
+                               "mean_rejections": float(np.mean([int(t["rejections"]) for t in texts]))}
+    return summary
+
+
+def evaluate_command(args, npz: Path) -> str:
+    if args.model == "demo":
+        return f"python evaluate.py {npz} --digits"
+    return (f"python evaluate.py {npz} VIRTUAL_imagenet256_labeled.npz   "
+            f"(or the ADM evaluator: python evaluations/c2i/evaluator.py VIRTUAL_imagenet256_labeled.npz {npz})")
+
+
+def load_models(args, device: torch.device):
+    preset = fid_preset(args.model)
+    gpt = build_gpt(preset.gpt_model, preset.image_size, tokenizer_downsample(preset.vq_model))
+    if args.random_init:
+        random_init_(gpt, args.global_seed)
+        torch.manual_seed(args.global_seed)  # the VQ's default init: the same weights on every rank
+        vq = load_tokenizer(preset.vq_model, None)
+    else:
+        load_gpt_weights(gpt, args.gpt_ckpt, preset.gpt_model)
+        vq = load_tokenizer(preset.vq_model, args.vq_ckpt)
+    return gpt.to(device=device, dtype=PRECISIONS[args.precision]).eval(), vq.to(device).eval()
+
+
+def barrier(distributed: bool, device: torch.device) -> None:
+    if distributed and device.type == "cuda":
+        dist.barrier(device_ids=[device.index])
+    elif distributed:
+        dist.barrier()
+
+
+def main(args: argparse.Namespace) -> dict | None:
+    rank, world, local_rank = dist_env()
+    config = check_args(args, world)
+    run_dir = Path(args.sample_dir) / run_name(args, config)
+    npz = run_dir.with_name(run_dir.name + ".npz")
+    key = image_set(args, config)
+    check_run_dir(run_dir, key, args.overwrite)
+
+    device = torch.device(args.device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank)
+    distributed = "WORLD_SIZE" in os.environ
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if distributed:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    try:
+        return run(args, config, rank, world, device, distributed, run_dir, npz, key)
+    finally:
+        if distributed:
+            dist.destroy_process_group()
+
+
+def run(args, config, rank, world, device, distributed, run_dir, npz, key) -> dict | None:
+    if rank == 0:
+        start_run_dir(run_dir, npz, args, key)
+    gpt, vq = load_models(args, device)
+    model = torch.compile(gpt, dynamic=False) if args.compile else gpt
+    layout, num_classes, size = layout_for(gpt), gpt.config.num_classes, args.image_size_eval
+    barrier(distributed, device)  # the folder is ready
+
+    todo = [i for i in range(rank, args.num_fid_samples, world) if not is_complete(run_dir, i, size)]
+    if rank == 0:
+        if args.random_init:
+            print(f"--random-init: {args.model} has random weights (seed {args.global_seed}); images are noise",
+                  file=sys.stderr)
+        print(f"{args.model}: {args.num_fid_samples} images in {run_dir} on {world} process(es); "
+              f"rank 0 has {len(todo)} to make", file=sys.stderr)
+    barrier(distributed, device)
+    wall_start = start = time.perf_counter()
+    bar = tqdm(total=len(todo), desc="rank 0", unit="img", disable=rank != 0, file=sys.stderr)
+    written, passes = 0, []
+    for b in range(0, len(todo), args.per_proc_batch_size):
+        idx = torch.tensor(todo[b:b + args.per_proc_batch_size])
+        labels, seeds = idx % num_classes, image_seeds(args.global_seed, idx)
+        result = generate(model, labels.to(device), seeds.to(device), config,
+                          static_shapes=args.compile and not config.adaptive)
+        with torch.inference_mode():
+            images = vq.decode_code(result.tokens.flatten(1), (layout.rows, layout.cols))  # (B, 3, h, w)
+        pixels = to_fid_uint8(images, size)  # (B, size, size, 3)
+        for j, i in enumerate(idx.tolist()):
+            save_png_with_text_atomic(pixels[j], png_path(run_dir, i),
+                                      image_text(int(labels[j]), int(seeds[j]), result, j))
+            written += 1
+            if args.stop_after is not None and written >= args.stop_after:
+                print(f"rank {rank}: stopped after {written} images (--stop-after test hook)", file=sys.stderr)
+                os._exit(STOPPED_EXIT_CODE)  # like a kill: no clean-up, no barrier
+        passes += result.image_passes
+        bar.update(len(idx))
+        bar.set_postfix(passes=f"{np.mean(passes):.1f}")
+    bar.close()
+    seconds = time.perf_counter() - start
+    mine = {"rank": rank, "seconds": seconds, "generated": written}
+    per_rank = [None] * world
+    if distributed:
+        dist.all_gather_object(per_rank, mine)
+    else:
+        per_rank = [mine]
+    wall = time.perf_counter() - wall_start
+
+    summary = None
+    if rank == 0:
+        texts = build_npz(run_dir, npz, args.num_fid_samples, size)
+        summary = summarize(args, config, gpt, texts, per_rank, wall, device, npz)
+        write_json_atomic(run_dir / "summary.json", summary)
+        fp = summary["forward_passes"]
+        rate = summary["images_per_second"]
+        print(f"{len(texts)} images ({summary['images_generated']} made now, "
+              f"{rate if rate is not None else '-'} images/s on {world} process(es)); forward passes per image "
+              f"mean {fp['mean']:.1f} (NTP {summary['ntp_forward_passes']})\n"
+              f"npz: {npz}\nsummary: {run_dir / 'summary.json'}\nevaluate: {evaluate_command(args, npz)}",
+              file=sys.stderr)
+    barrier(distributed, device)  # the npz exists before any rank returns
+    return summary
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="demo", metavar="NAME",
+                   help=f"preset: GPT, tokenizer, sizes, default cfg/top-k; one of {', '.join(FID_PRESETS)}")
+    p.add_argument("--gpt-ckpt", default=None, help="GPT checkpoint; default --ckpt-dir/<official name>")
+    p.add_argument("--vq-ckpt", default=None, help="VQ checkpoint (demo: tokenizer.json); default --ckpt-dir/<official name>")
+    p.add_argument("--ckpt-dir", default=None,
+                   help="folder with the official files (c2i_L_384.pt, vq_ds16_c2i.pt, ...); demo: checkpoints/demo")
+    p.add_argument("--random-init", action="store_true", help="random weights, no checkpoints (tests, speed)")
+    p.add_argument("--precision", choices=list(PRECISIONS), default=None,
+                   help="GPT dtype; default bf16 on CUDA, fp32 on CPU (the VQ runs in fp32)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="torch device type; 'cuda' means cuda:LOCAL_RANK under torchrun")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
+                   help="torch.compile the GPT and pad passes to one shape (worth it on CUDA)")
+    p.add_argument("--num-fid-samples", type=int, default=50_000, help="number of images N (indices 0..N-1)")
+    p.add_argument("--per-proc-batch-size", type=int, default=32, help="images per forward batch on each process")
+    p.add_argument("--global-seed", type=int, default=0, help="image i uses seed (global seed, i)")
+    p.add_argument("--image-size-eval", type=int, default=None,
+                   help="size of the saved images (bicubic resize as the official script); default per model")
+    p.add_argument("--sample-dir", default="samples", help="parent folder of the run folder and its npz")
+    p.add_argument("--overwrite", action="store_true",
+                   help="delete a run with other arguments found in the run folder instead of refusing")
+    p.add_argument("--stop-after", type=int, default=None, metavar="K",
+                   help=f"test hook: each process exits ({STOPPED_EXIT_CODE}) after writing K images, like a kill")
+    add_decode_args(p, cfg_scale=None, top_k=None)
+    return p
+
+
+def cli(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        fill_defaults(args)
+        main(args)
+    except (ValueError, FileNotFoundError, CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

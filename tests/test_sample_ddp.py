@@ -1,0 +1,249 @@
+"""sample_ddp.py and evaluate.py on the demo model, on CPU: the same PNG bytes for 1 and 2 processes and any
+batch size, resume after a kill, summary.json against llamagen.generate, refusals and one-line errors."""
+import json
+import os
+import socket
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import evaluate
+import sample_ddp
+from common.config import DecodeConfig
+from common.images import to_fid_uint8
+from common.sampling import image_seeds
+from llamagen.checkpoint import load_gpt_weights
+from llamagen.demo_classifier import DigitScorer
+from llamagen.demo_tokenizer import IntensityTokenizer
+from llamagen.generate import generate
+from llamagen.model import Transformer, gpt_config
+from llamagen.presets import DEMO, DEMO_DIR, FID_PRESETS, fid_preset
+
+ROOT = Path(__file__).resolve().parents[1]
+N = 12
+RUN_ARGS = ["--window", "8", "--num-fid-samples", str(N)]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # the demo model is tiny: more threads only contend
+ENV.pop("WORLD_SIZE", None)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(args: list[str], nproc: int = 1, timeout: float = 60) -> subprocess.CompletedProcess:
+    torchrun = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
+                f"--master_port={free_port()}"] if nproc > 1 else [sys.executable]
+    return subprocess.run([*torchrun, "sample_ddp.py", *args], cwd=ROOT, env=ENV, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+def run_dir(sample_dir: Path) -> Path:
+    (folder,) = [p for p in sample_dir.iterdir() if p.is_dir()]
+    return folder
+
+
+def npz_of(folder: Path) -> Path:
+    return folder.with_name(folder.name + ".npz")
+
+
+def pngs(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.glob("*.png"))}
+
+
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory) -> Path:
+    """One process, batch 3: the reference run."""
+    out = tmp_path_factory.mktemp("single")
+    proc = launch([*RUN_ARGS, "--per-proc-batch-size", "3", "--sample-dir", str(out)])
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def demo_gpt():
+    gpt = Transformer(gpt_config("demo"), grid_size=DEMO.image_size).eval()
+    load_gpt_weights(gpt, DEMO.gpt_ckpt, "demo")
+    return gpt
+
+
+def test_two_processes_give_the_same_bytes_as_one(single, tmp_path):
+    proc = launch([*RUN_ARGS, "--per-proc-batch-size", "4", "--sample-dir", str(tmp_path)], nproc=2)
+    assert proc.returncode == 0, proc.stderr
+    ref, got = pngs(run_dir(single)), pngs(run_dir(tmp_path))
+    assert list(ref) == [f"{i:06d}.png" for i in range(N)] and got == ref
+    npz = npz_of(run_dir(tmp_path))
+    assert f"npz: {npz}" in proc.stderr and f"python evaluate.py {npz} --digits" in proc.stderr
+    with np.load(npz) as f, np.load(npz_of(run_dir(single))) as g:
+        assert f["arr_0"].shape == (N, 96, 96, 3) and f["arr_0"].dtype == np.uint8
+        assert np.array_equal(f["arr_0"], g["arr_0"]) and f["arr_1"].tolist() == [i % 10 for i in range(N)]
+    summary = json.loads((run_dir(tmp_path) / "summary.json").read_text())
+    assert summary["world_size"] == 2 and len(summary["per_rank_seconds"]) == 2
+    assert summary["images_generated"] == N and summary["args"]["per_proc_batch_size"] == 4
+
+
+def test_summary_and_digits_match_llamagen_generate(single, demo_gpt, one_thread):
+    labels, seeds = torch.arange(N) % 10, image_seeds(0, torch.arange(N))
+    result = generate(demo_gpt, labels, seeds, DecodeConfig(window=8, cfg_scale=2.0))
+    summary = json.loads((run_dir(single) / "summary.json").read_text())
+    assert summary["forward_passes"] == {"mean": 208.0, "min": 208.0, "max": 208.0}
+    assert set(result.image_passes) == {208} and summary["ntp_forward_passes"] == 24 * 24
+    assert summary["num_images"] == N and summary["world_size"] == 1 and summary["adaptive"] is None
+    assert summary["decoding"]["window"] == 8 and summary["decoding"]["cfg_scale"] == 2.0
+    for key in ("wall_seconds", "images_per_second", "per_rank_seconds", "device", "torch_version", "args"):
+        assert summary[key] is not None
+    # the npz holds exactly the generated tokens: the digits scores from pixels equal those from tokens
+    grey = IntensityTokenizer().codes_to_grey(result.tokens.flatten(1), (24, 24))
+    direct = DigitScorer.load(DEMO_DIR / "digit_classifier.pt").score(grey, labels)
+    images, npz_labels = evaluate.load_samples(npz_of(run_dir(single)))
+    assert torch.equal(evaluate.digits_grey(images), grey)
+    scores = evaluate.digits_metrics(images, npz_labels, DEMO_DIR / "digit_classifier.pt")
+    assert scores["accuracy"] == direct["accuracy"] and scores["digits_fid"] == pytest.approx(direct["digits_fid"])
+
+
+def test_resume_after_kill_redoes_only_missing_and_corrupt(single, tmp_path):
+    args = [*RUN_ARGS, "--per-proc-batch-size", "4", "--sample-dir", str(tmp_path)]
+    killed = launch([*args, "--stop-after", "6"])
+    assert killed.returncode == sample_ddp.STOPPED_EXIT_CODE, killed.stderr
+    folder = run_dir(tmp_path)
+    assert len(list(folder.glob("*.png"))) == 6 and not npz_of(folder).exists()
+    truncated = folder / "000002.png"
+    truncated.write_bytes(truncated.read_bytes()[:200])  # a damaged file that looks finished by name
+    kept = {p.name: p.stat().st_mtime_ns for p in folder.glob("*.png") if p != truncated}
+    resumed = launch(args)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "rank 0 has 7 to make" in resumed.stderr
+    assert pngs(folder) == pngs(run_dir(single))  # exactly N, none corrupt, the same bytes
+    assert {name: (folder / name).stat().st_mtime_ns for name in kept} == kept  # complete ones untouched
+    assert not list(folder.glob(".*tmp*"))
+    summary = json.loads((folder / "summary.json").read_text())
+    assert (summary["images_generated"], summary["images_resumed"]) == (7, 5)
+    assert summary["forward_passes"]["mean"] == 208.0
+
+
+def run_inline(args: list[str], capsys) -> tuple[int, list[str]]:
+    code = sample_ddp.cli(args)
+    return code, capsys.readouterr().err.strip().splitlines()
+
+
+def test_adaptive_summary_matches_generate(tmp_path, demo_gpt, one_thread, capsys, monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    code, err = run_inline(["--window", "8", "--adaptive", "--num-fid-samples", "5", "--per-proc-batch-size", "2",
+                            "--sample-dir", str(tmp_path)], capsys)
+    assert code == 0, err
+    labels, seeds = torch.arange(5) % 10, image_seeds(0, torch.arange(5))
+    result = generate(demo_gpt, labels, seeds, DecodeConfig(window=8, adaptive=True, cfg_scale=2.0))
+    summary = json.loads((run_dir(tmp_path) / "summary.json").read_text())
+    passes = result.image_passes
+    assert summary["forward_passes"] == {"mean": np.mean(passes), "min": min(passes), "max": max(passes)}
+    windows = [w for ws in result.accepted_windows for w in ws]
+    assert summary["adaptive"]["mean_accepted_window"] == pytest.approx(np.mean(windows))
+    assert summary["adaptive"]["mean_rejections"] == pytest.approx(np.mean(result.rejections))
+    assert "adaptive-w8" in run_dir(tmp_path).name
+
+
+def test_other_arguments_are_refused_unless_overwrite(tmp_path, one_thread, capsys, monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    args = ["--window", "8", "--num-fid-samples", "2", "--sample-dir", str(tmp_path)]
+    assert run_inline(args, capsys)[0] == 0
+    folder = run_dir(tmp_path)
+    code, err = run_inline([*args, "--random-init"], capsys)
+    assert code == 2 and len(err) == 1 and "holds a run with other arguments (differ: gpt_ckpt, vq_ckpt, random_init)" in err[0]
+    assert run_inline(args, capsys)[0] == 0  # the same arguments resume
+    code, err = run_inline([*args, "--random-init", "--overwrite"], capsys)
+    assert code == 0 and json.loads((folder / "args.json").read_text())["image_set"]["random_init"] is True
+    (folder / "args.json").unlink()  # PNGs without a record of how they were made
+    code, err = run_inline(args, capsys)
+    assert code == 2 and len(err) == 1 and "no args.json" in err[0]
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--model", "llamagen-XS"], "unknown --model 'llamagen-XS'; valid: demo, llamagen-B, llamagen-L"),
+    (["--gpt-ckpt", "missing.pt"], "--gpt-ckpt: checkpoint file not found: missing.pt"),
+    (["--model", "llamagen-L"], "--model llamagen-L: pass --ckpt-dir holding c2i_L_384.pt and vq_ds16_c2i.pt"),
+    (["--ckpt-dir", "nowhere"], "checkpoint file not found: nowhere/gpt_demo.pt"),
+    (["--sample-dir", "FILE/sub"], "cannot write to the sample dir"),
+])
+def test_errors_are_one_line(extra, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    (tmp_path / "FILE").write_text("a file where a folder should be")
+    extra = [str(tmp_path / x) if x.startswith("FILE") else x for x in extra]
+    code, err = run_inline(["--num-fid-samples", "2", "--sample-dir", str(tmp_path / "s"), *extra], capsys)
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and message in err[0]
+
+
+def test_more_processes_than_images_fail_on_every_rank_without_hanging(tmp_path):
+    proc = launch(["--num-fid-samples", "1", "--sample-dir", str(tmp_path)], nproc=2, timeout=60)
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == ["error: 2 processes for 1 images: use at most as many processes as --num-fid-samples"] * 2
+
+
+def test_presets():
+    assert [FID_PRESETS[f"llamagen-{s}"].cfg_scale for s in ("B", "L", "XL", "XXL", "3B")] == [2.0, 2.0, 1.75, 1.75, 1.65]
+    xl = fid_preset("llamagen-XL")
+    assert (xl.gpt_model, xl.vq_model, xl.image_size, xl.image_size_eval, xl.top_k) == ("GPT-XL", "VQ-16", 384, 256, 0)
+    assert (xl.gpt_file, xl.vq_file) == ("c2i_XL_384.pt", "vq_ds16_c2i.pt")
+    assert fid_preset("demo").cfg_scale == DEMO.cfg_scale
+    with pytest.raises(ValueError, match="valid: demo, llamagen-B"):
+        fid_preset("GPT-L")
+
+
+def test_fid_pixels_follow_the_official_conversion():
+    images = torch.rand(2, 3, 12, 12, generator=torch.Generator().manual_seed(0)) * 2.2 - 1.1
+    expected = torch.clamp(127.5 * F.interpolate(images, size=(8, 8), mode="bicubic") + 128, 0, 255)
+    assert np.array_equal(to_fid_uint8(images, 8), expected.permute(0, 2, 3, 1).to(torch.uint8).numpy())
+    # clamp(127.5 x + 128, 0, 255), truncated: -1 -> 0.5 -> 0, 0 -> 128, 1 -> 255.5 -> 255
+    line = torch.tensor([-1.0, -0.999, 0.0, 0.5, 1.0, 1.2]).reshape(1, 1, 1, 6).expand(1, 3, 6, 6)
+    assert to_fid_uint8(line, 6)[0, 0, :, 0].tolist() == [0, 0, 128, 191, 255, 255]
+
+
+def test_inception_fid_needs_library_and_weights(tmp_path, monkeypatch, capsys):
+    samples = tmp_path / "s.npz"
+    np.savez(samples, arr_0=np.zeros((2, 8, 8, 3), np.uint8))
+    monkeypatch.setitem(sys.modules, "torch_fidelity", None)  # import fails, as without the library
+    assert evaluate.cli([str(samples), str(samples), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "FID needs torch-fidelity" in err[0]
+    fake = types.ModuleType("torch_fidelity.feature_extractor_inceptionv3")
+    fake.FeatureExtractorInceptionV3 = object
+    monkeypatch.setitem(sys.modules, "torch_fidelity", types.ModuleType("torch_fidelity"))
+    monkeypatch.setitem(sys.modules, "torch_fidelity.feature_extractor_inceptionv3", fake)
+    assert evaluate.cli([str(samples), str(samples), "--inception-weights", str(tmp_path / "w.pth")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"Inception weights not found: {tmp_path / 'w.pth'}" in err[0]
+
+
+def test_inception_metrics_with_a_stand_in_extractor(tmp_path):
+    """The FID/IS plumbing, with a fixed random projection standing in for Inception."""
+    proj = torch.randn(3 * 8 * 8, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+
+    def extractor(x):  # uint8 (B, 3, 8, 8) -> (B, 6) features, (B, 6) logits
+        f = x.double().flatten(1) / 255 @ proj
+        return f, f
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (40, 8, 8, 3), dtype=np.uint8)
+    ref = tmp_path / "ref.npz"
+    np.savez(ref, arr_0=images)
+    same = evaluate.inception_metrics(images, ref, extractor, 16, torch.device("cpu"))
+    assert abs(same["fid"]) < 1e-6 and same["reference_statistics"] == "40 images"
+    np.savez(ref, arr_0=images[:1], mu=np.full(6, 5.0), sigma=np.eye(6))
+    stored = evaluate.inception_metrics(images, ref, extractor, 16, torch.device("cpu"))
+    assert stored["reference_statistics"] == "stored mu/sigma" and stored["fid"] > 1
+    assert 1.0 <= stored["inception_score"] <= 6.0
