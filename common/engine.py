@@ -43,6 +43,7 @@ class DecodeState:
     tokens: torch.Tensor  # (B, cells + fixed + 1) int64: grid tokens, fixed tokens, a trash column
     cache: KVCache
     prefix_keys: torch.Tensor | None = None  # (B_model, S) bool: False for padded condition slots
+    position_shift: torch.Tensor | None = None  # (B_model,) int64: subtracted from every position of that row
     draft_probs: torch.Tensor | None = None  # (B, V) adaptive: distribution the current draft follows
     passes_run: int = 0
 
@@ -79,7 +80,8 @@ def cfg_active(cells: torch.Tensor, cfg_interval: float) -> torch.Tensor:
 
 def start_decode(model: Decoder, seeds: torch.Tensor, layout: Layout, config: DecodeConfig,
                  fixed_tokens: torch.Tensor | None = None, device=None,
-                 prefix_valid: torch.Tensor | None = None, static_shapes: bool = False) -> DecodeState:
+                 prefix_valid: torch.Tensor | None = None, static_shapes: bool = False,
+                 position_shift: torch.Tensor | None = None) -> DecodeState:
     """Plan the decode and allocate its token buffer and KV cache.
 
     seeds: (B,) int64, one per image. fixed_tokens: (H,) end-of-row token ids for layouts with them.
@@ -87,6 +89,10 @@ def start_decode(model: Decoder, seeds: torch.Tensor, layout: Layout, config: De
     False marks padded condition slots, which no query reads except the slot's own query (LlamaGen
     t2i's caption mask, FoundationVision/LlamaGen autoregressive/models/generate.py).
     static_shapes: pad fixed-window passes to one shape (for torch.compile / CUDA graphs).
+    position_shift: (B_model,) int64, subtracted from the RoPE position of every query of that row
+    (clamped at 0): a row whose prefix is left-padded by p slots passes p, so its real tokens sit at
+    positions 0, 1, ... as in an unpadded run (Lumina-mGPT / Emu3 prompts of different lengths,
+    CFG branches with their own prefix). Slots, masks and the schedule are unchanged.
     """
     device = torch.device(device if device is not None else seeds.device)
     batch = seeds.shape[0]
@@ -107,8 +113,12 @@ def start_decode(model: Decoder, seeds: torch.Tensor, layout: Layout, config: De
             raise ValueError(f"prefix_valid must be ({model_batch}, {layout.prefix_len}), got {tuple(prefix_valid.shape)}")
         prefix_keys = torch.ones(model_batch, schedule.num_slots, dtype=torch.bool, device=device)
         prefix_keys[:, :layout.prefix_len] = prefix_valid.to(device)
+    if position_shift is not None:
+        if tuple(position_shift.shape) != (model_batch,):
+            raise ValueError(f"position_shift must be ({model_batch},), got {tuple(position_shift.shape)}")
+        position_shift = position_shift.to(device=device, dtype=torch.int64)
     return DecodeState(layout, config, schedule, seeds.to(device), tokens,
-                       model.new_cache(model_batch, schedule.num_slots, device), prefix_keys)
+                       model.new_cache(model_batch, schedule.num_slots, device), prefix_keys, position_shift)
 
 
 def _for_model(t: torch.Tensor, cfg: bool) -> torch.Tensor:
@@ -143,7 +153,10 @@ def decode_steps(model: Decoder, state: DecodeState, prefix: torch.Tensor) -> It
                 own = torch.zeros_like(mask)
                 own[:, torch.arange(mask.shape[1]), pb.slots[0]] = True
                 mask = mask | own
-        logits = model(x, _for_model(pb.positions, cfg), _for_model(pb.slots, cfg), mask, state.cache)
+        positions = _for_model(pb.positions, cfg)
+        if state.position_shift is not None:
+            positions = (positions - state.position_shift[:, None]).clamp(min=0)
+        logits = model(x, positions, _for_model(pb.slots, cfg), mask, state.cache)
         rows = _for_model(pb.sample_rows, cfg).expand(model_batch, -1)
         cells = pb.cells.expand(batch, -1)
         chosen = logits.gather(1, rows[..., None].expand(-1, -1, logits.shape[-1]))  # (B_model, n, V)
@@ -187,9 +200,10 @@ def _open_rows(state: DecodeState, pb: PassBatch, filtered: torch.Tensor, drawn:
 
 def decode(model: Decoder, prefix: torch.Tensor, seeds: torch.Tensor, layout: Layout, config: DecodeConfig,
            fixed_tokens: torch.Tensor | None = None, prefix_valid: torch.Tensor | None = None,
-           static_shapes: bool = False) -> DecodeResult:
+           static_shapes: bool = False, position_shift: torch.Tensor | None = None) -> DecodeResult:
     """Decode to the end: (B, H, W) tokens, pass counts and, when adaptive, acceptance telemetry."""
-    state = start_decode(model, seeds, layout, config, fixed_tokens, prefix.device, prefix_valid, static_shapes)
+    state = start_decode(model, seeds, layout, config, fixed_tokens, prefix.device, prefix_valid, static_shapes,
+                         position_shift)
     for _ in decode_steps(model, state, prefix):
         pass
     grid = state.tokens[:, :layout.num_cells].reshape(-1, layout.rows, layout.cols)

@@ -285,3 +285,37 @@ def test_static_shape_padding_gives_the_same_tokens(config):
     assert len(shapes) == 1  # one query shape for every decode pass
     assert padded.passes_run == n_plain
     assert torch.equal(plain.tokens[:, :25], padded.tokens[:, :25])
+
+
+class PositionSpy(CountingModel):
+    """Records the positions each forward receives."""
+
+    def __init__(self, model):
+        super().__init__(model)
+        self.seen = []
+
+    def __call__(self, x, positions, *rest):
+        self.seen.append(positions.expand(x.shape[0], -1).clone())
+        return super().__call__(x, positions, *rest)
+
+
+def test_position_shift_moves_each_rows_positions():
+    """Left-padded prompts of different lengths: row m's queries run at (plan position - shift[m]),
+    clamped at 0, in every pass; with CFG the uncond rows get their own shift."""
+    gpt = tiny_gpt(4, cls_token_num=4)
+    layout, config = Layout(4, 4, 4), DecodeConfig(window=2, cfg_scale=2.0)
+    seeds, shift = torch.tensor([1, 2]), torch.tensor([0, 2, 3, 1])
+    valid = torch.arange(4)[None, :] >= shift[:, None]
+    prefix = gpt.embed_condition(torch.tensor([1, 2, 10, 10]))
+    plain, spy_plain = start_decode(gpt, seeds, layout, config, prefix_valid=valid), PositionSpy(gpt)
+    shifted = start_decode(gpt, seeds, layout, config, prefix_valid=valid, position_shift=shift)
+    spy = PositionSpy(gpt)
+    with torch.inference_mode():
+        list(decode_steps(spy_plain, plain, prefix))
+        list(decode_steps(spy, shifted, prefix))
+    assert len(spy.seen) == len(spy_plain.seen) == (4 - 1) * 2 + 4
+    for ours, base in zip(spy.seen, spy_plain.seen):
+        assert torch.equal(ours, (base - shift[:, None]).clamp(min=0))
+    assert spy.seen[-1].min() > 0
+    with pytest.raises(ValueError, match="position_shift"):
+        start_decode(gpt, seeds, layout, config, position_shift=torch.tensor([0, 1]))
