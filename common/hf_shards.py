@@ -1,0 +1,88 @@
+"""Loading Hugging Face safetensors folders (one file or shards through model.safetensors.index.json)
+into a model tensor by tensor, so a 7B/8B model never has a second full copy in host RAM.
+
+`empty_model` builds the module on the meta device and allocates it once in the target dtype;
+`load_shards` then copies each stored tensor into its parameter (casting to the model's dtype) and
+requires the exact key set: an unknown, missing or mis-shaped key is a CheckpointError naming it.
+"""
+import json
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from common.checkpoint import CheckpointError
+
+INDEX_NAME = "model.safetensors.index.json"
+SINGLE_NAME = "model.safetensors"
+
+
+def shard_files(folder: str | Path, what: str) -> dict[str, list[str]]:
+    """{shard path: [stored keys]} from the index, or the single model.safetensors; files checked to exist."""
+    from safetensors import safe_open
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{what}: model folder not found: {folder}")
+    index = folder / INDEX_NAME
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError) as e:
+            raise CheckpointError(f"{what}: {index} is not a safetensors index ({type(e).__name__}: {e})") from None
+        shards: dict[str, list[str]] = {}
+        for key, name in weight_map.items():
+            shards.setdefault(str(folder / name), []).append(key)
+    elif (folder / SINGLE_NAME).is_file():
+        with safe_open(str(folder / SINGLE_NAME), framework="pt") as f:
+            shards = {str(folder / SINGLE_NAME): list(f.keys())}
+    else:
+        raise FileNotFoundError(f"{what}: {folder} has neither {INDEX_NAME} nor {SINGLE_NAME}")
+    for path in shards:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{what}: shard {path} listed in {INDEX_NAME} is missing")
+    return shards
+
+
+def empty_model(factory: Callable[[], nn.Module], dtype: torch.dtype, device) -> nn.Module:
+    """The module allocated once, uninitialised, in `dtype` on `device` (weights must be loaded next)."""
+    with torch.device("meta"):
+        model = factory()
+    return model.to(dtype).to_empty(device=device)
+
+
+def load_shards(model: nn.Module, folder: str | Path, what: str,
+                rename: Callable[[str], str] = lambda key: key,
+                adapt: Callable[[str, torch.Tensor, torch.Size], torch.Tensor] | None = None) -> None:
+    """Copy every stored tensor into model's parameter `rename(stored key)`, shard by shard.
+
+    adapt(name, tensor, expected shape) may reshape a stored tensor whose layout legitimately differs
+    (it returns the tensor unchanged otherwise); the shape is checked after it.
+    """
+    from safetensors import safe_open
+    params = dict(model.state_dict(keep_vars=True))
+    loaded: set[str] = set()
+    for path, keys in shard_files(folder, what).items():
+        with safe_open(path, framework="pt") as f:
+            stored = set(f.keys())
+            for key in keys:
+                if key not in stored:
+                    raise CheckpointError(f"{what}: {path} lacks key {key!r} that the index assigns to it")
+                name = rename(key)
+                if name not in params:
+                    raise CheckpointError(f"{what}: {path} has unexpected key {key!r} (as {name!r}): wrong config?")
+                tensor = f.get_tensor(key)
+                target = params[name]
+                if adapt is not None:
+                    tensor = adapt(name, tensor, target.shape)
+                if tuple(tensor.shape) != tuple(target.shape):
+                    raise CheckpointError(f"{what}: key {key!r} has shape {tuple(tensor.shape)}, expected "
+                                          f"{tuple(target.shape)}: wrong config?")
+                with torch.no_grad():
+                    target.copy_(tensor)
+                loaded.add(name)
+                del tensor
+    missing = [name for name in params if name not in loaded]
+    if missing:
+        raise CheckpointError(f"{what}: {folder} is missing key {missing[0]!r} ({len(missing)} missing of "
+                              f"{len(params)}): wrong config or incomplete download?")

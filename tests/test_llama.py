@@ -1,0 +1,74 @@
+"""The shared Llama-style decoder (common/llama.py) and the sharded safetensors loader (common/hf_shards.py)."""
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from common.checkpoint import CheckpointError
+from common.hf_shards import empty_model, load_shards
+from common.llama import LlamaConfig, LlamaDecoder, random_init_
+
+TINY = LlamaConfig(vocab_size=100, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_hidden=96, rope_theta=1e6)
+
+
+def causal_logits(model, ids):
+    L = ids.shape[1]
+    mask = torch.ones(L, L, dtype=torch.bool).tril()[None]
+    return model(model.embed_tokens(ids), torch.arange(L)[None], torch.arange(L), mask,
+                 model.new_cache(ids.shape[0], L, "cpu"))
+
+
+def test_matches_transformers_llama_with_gqa():
+    from transformers import LlamaConfig as HFConfig, LlamaForCausalLM
+    ours = LlamaDecoder(TINY).eval()
+    random_init_(ours, 0, std=0.1)
+    ref = LlamaForCausalLM(HFConfig(vocab_size=100, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                    num_key_value_heads=2, intermediate_size=96, rope_theta=1e6, rms_norm_eps=1e-5,
+                                    tie_word_embeddings=False)).eval()
+    ref.load_state_dict(ours.state_dict(), strict=True)
+    ids = torch.randint(0, 100, (2, 11), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert (causal_logits(ours, ids) - ref(ids).logits).abs().max() <= 1e-4
+
+
+def write_shards(state, folder, split=2):
+    keys = sorted(state)
+    weight_map = {}
+    for i in range(split):
+        part = {k: state[k].contiguous() for k in keys[i::split]}
+        name = f"model-{i + 1:05d}-of-{split:05d}.safetensors"
+        save_file(part, str(folder / name))
+        weight_map.update({k: name for k in part})
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+
+
+def test_sharded_load_round_trip_in_bf16(tmp_path):
+    src = LlamaDecoder(TINY)
+    random_init_(src, 3)
+    write_shards(src.state_dict(), tmp_path)
+    model = empty_model(lambda: LlamaDecoder(TINY), torch.bfloat16, "cpu")
+    load_shards(model, tmp_path, "tiny")
+    for key, value in src.state_dict().items():
+        assert model.state_dict()[key].dtype == torch.bfloat16
+        assert torch.equal(model.state_dict()[key], value.to(torch.bfloat16))
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda s: s.pop("model.norm.weight"), "missing key 'model.norm.weight'"),
+    (lambda s: s.update({"model.extra.weight": torch.zeros(1)}), "unexpected key 'model.extra.weight'"),
+    (lambda s: s.update({"lm_head.weight": torch.zeros(3, 64)}), "'lm_head.weight' has shape"),
+])
+def test_load_errors_name_the_key(tmp_path, damage, message):
+    state = LlamaDecoder(TINY).state_dict()
+    damage(state)
+    write_shards(state, tmp_path)
+    with pytest.raises(CheckpointError, match=message):
+        load_shards(empty_model(lambda: LlamaDecoder(TINY), torch.float32, "cpu"), tmp_path, "tiny")
+
+
+def test_missing_shard_is_named(tmp_path):
+    write_shards(LlamaDecoder(TINY).state_dict(), tmp_path)
+    (tmp_path / "model-00002-of-00002.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="model-00002-of-00002.safetensors"):
+        load_shards(LlamaDecoder(TINY), tmp_path, "tiny")
