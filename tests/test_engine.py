@@ -10,6 +10,7 @@ from common.sampling import PURPOSE_TOKEN, draw_key, filter_logits, guide, gumbe
 from common.schedule import Layout
 from llamagen.generate import condition_prefix, generate, layout_for
 from llamagen.model import Transformer, gpt_config, random_init_
+from tests.oracle import full_forward, oracle_error, record_passes
 
 
 def tiny_gpt(grid, seed=0, preset="GPT-tiny", **overrides):
@@ -30,12 +31,6 @@ class CountingModel:
     def __call__(self, *args):
         self.calls += 1
         return self.model(*args)
-
-
-def full_forward(gpt, x, positions, mask):
-    """One uncached forward: every entry in its own slot of a fresh cache, with an explicit (E, E) mask."""
-    slots = torch.arange(x.shape[1])
-    return gpt(x, positions, slots, mask, gpt.new_cache(x.shape[0], x.shape[1], "cpu"))
 
 
 @torch.inference_mode()
@@ -82,53 +77,16 @@ def test_cfg_interval_reproduces_ntp():
 
 
 def record_decode(gpt, layout, config, labels, seeds, fixed_tokens=None, prefix_valid=None):
-    """Run a decode and keep, per pass, each model-batch row's queries: (slots, positions, input ids,
-    mask, logits) as plain per-row tensors; inert padding queries (scratch slot) are dropped."""
-    state = start_decode(gpt, seeds, layout, config, fixed_tokens, prefix_valid=prefix_valid)
+    """tests.oracle.record_passes with LlamaGen's class-condition prefix: (state, prefix, passes)."""
     prefix = condition_prefix(gpt, labels, config)
-    scratch = getattr(state.schedule, "scratch", None)
-    rows = []
-    for rec in decode_steps(gpt, state, prefix):
-        per_row = []
-        for m in range(rec.logits.shape[0]):
-            b = m % len(seeds)
-            pick = lambda t, i: t[min(i, t.shape[0] - 1)]  # noqa: E731  shared tensors have leading dim 1
-            slots = pick(rec.batch.slots, b)
-            keep = slots != scratch if scratch is not None else torch.ones_like(slots, dtype=torch.bool)
-            per_row.append((slots[keep].clone(), pick(rec.batch.positions, b)[keep].clone(),
-                            rec.input_ids[m][keep].clone(), pick(rec.mask, m)[keep].clone(),
-                            rec.logits[m][keep].clone()))
-        rows.append(per_row)
-    return state, prefix, rows
+    state, passes = record_passes(gpt, layout, config, prefix, seeds, fixed_tokens, prefix_valid)
+    return state, prefix, passes
 
 
 def run_oracle(gpt, layout, config, labels, seeds, fixed_tokens=None, prefix_valid=None):
-    """Record every query of a decode and replay, per model-batch row, all of them in one uncached
-    forward with the recorded visibility; return the max abs logit difference and the pass count."""
+    """Invariant (b) (tests.oracle) on a class-conditional decode: (max abs logit error, passes)."""
     state, prefix, passes = record_decode(gpt, layout, config, labels, seeds, fixed_tokens, prefix_valid)
-    worst = 0.0
-    for m in range(prefix.shape[0]):
-        entry_of_slot = {}
-        embeddings, positions, visible_slots, logits = [], [], [], []
-        for k, per_row in enumerate(passes):
-            slots, pos, ids, mask, lg = per_row[m]
-            x = prefix[m, slots] if k == 0 else gpt.embed_tokens(ids)
-            for i, s in enumerate(slots.tolist()):
-                assert s not in entry_of_slot, f"slot {s} written twice"
-                entry_of_slot[s] = len(positions)
-                embeddings.append(x[i])
-                positions.append(int(pos[i]))
-                visible_slots.append(mask[i].nonzero()[:, 0].tolist())
-                logits.append(lg[i])
-        E = len(positions)
-        oracle_mask = torch.zeros(E, E, dtype=torch.bool)
-        for e, slots in enumerate(visible_slots):
-            # a query may only read slots that some earlier-or-same-pass query wrote (KeyError otherwise)
-            oracle_mask[e, [entry_of_slot[s] for s in slots]] = True
-            assert oracle_mask[e, e]
-        replay = full_forward(gpt, torch.stack(embeddings)[None], torch.tensor(positions), oracle_mask)[0]
-        worst = max(worst, (replay - torch.stack(logits)).abs().max().item())
-    return worst, len(passes)
+    return oracle_error(gpt, prefix, passes), len(passes)
 
 
 @pytest.mark.parametrize("grid,window,batch,cfg_scale,placeholder", [
