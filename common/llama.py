@@ -149,15 +149,21 @@ class LlamaDecoder(nn.Module):
         return KVCache(c.n_layers, batch, c.n_kv_heads, num_slots, c.head_dim,
                        self.model.embed_tokens.weight.dtype, device)
 
-    def forward(self, x: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor, mask: torch.Tensor,
-                cache: KVCache) -> torch.Tensor:
-        """x (B, Q, D) at positions (B | 1, Q), written to cache slots (Q,) or (B, Q); mask (B | 1, Q, S)."""
+    def hidden_states(self, x: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor, mask: torch.Tensor,
+                      cache: KVCache) -> torch.Tensor:
+        """x (B, Q, D) at positions (B | 1, Q), written to cache slots (Q,) or (B, Q); mask (B | 1, Q, S)
+        -> (B, Q, D) final-normed states (lm_head input)."""
         positions = positions if positions.dim() == 2 else positions[None]
         cos, sin = rope_1d(positions, self.config.head_dim, self.config.rope_theta)
         h = x
         for i, block in enumerate(self.model.layers):
             h = block(h, cos, sin, slots, mask, cache, i)
-        return self.lm_head(self.model.norm(h)).float()
+        return self.model.norm(h)
+
+    def forward(self, x: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor, mask: torch.Tensor,
+                cache: KVCache) -> torch.Tensor:
+        """fp32 logits (B, Q, V) over the whole vocabulary."""
+        return self.lm_head(self.hidden_states(x, positions, slots, mask, cache)).float()
 
 
 def random_init_(model: LlamaDecoder, seed: int, std: float = 0.02) -> None:

@@ -72,3 +72,24 @@ def test_missing_shard_is_named(tmp_path):
     (tmp_path / "model-00002-of-00002.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="model-00002-of-00002.safetensors"):
         load_shards(LlamaDecoder(TINY), tmp_path, "tiny")
+
+
+def test_image_vocab_decoder_is_the_full_model_restricted_to_image_ids():
+    from common.image_vocab import ImageVocabDecoder
+    model = LlamaDecoder(TINY).eval()
+    random_init_(model, 5, std=0.1)
+    image_ids, eol = torch.tensor([40, 41, 42, 43, 44, 90]), torch.tensor([7])
+    coded = ImageVocabDecoder(model, image_ids, eol)
+    codes = torch.tensor([[0, 5, coded.fixed_code(0), 2]])
+    assert torch.equal(coded.to_vocab(codes), torch.tensor([[40, 90, 7, 42]]))
+    L = codes.shape[1]
+    args = (torch.arange(L)[None], torch.arange(L), torch.ones(L, L, dtype=torch.bool).tril()[None])
+    with torch.no_grad():
+        full = model(model.embed_tokens(coded.to_vocab(codes)), *args, model.new_cache(1, L, "cpu"))
+        ours = coded(coded.embed_tokens(codes), *args, coded.new_cache(1, L, "cpu"))
+    assert ours.shape == (1, L, 6)
+    assert (ours - full[..., image_ids]).abs().max() <= 1e-5
+    with pytest.raises(ValueError, match="distinct"):
+        ImageVocabDecoder(model, image_ids, torch.tensor([40]))
+    with pytest.raises(ValueError, match=r"\[0, 100\)"):
+        ImageVocabDecoder(model, image_ids, torch.tensor([100]))
