@@ -2,7 +2,8 @@
 
 Preallocated per decode (zeros), written by slot index (gpt-fast's `k_cache[:, :, pos] = k`); the
 engine decides slots and masks, a layer only writes its keys/values and reads the whole cache.
-It is the only state a decode holds besides the engine's own DecodeState.
+It is the only state a decode holds besides the engine's own DecodeState. `recorder` is None
+except while common.attention.record_attention runs a decode (opt-in attention-map recording).
 """
 import torch
 import torch.nn.functional as F
@@ -14,6 +15,7 @@ class KVCache:
         shape = (batch, num_kv_heads, num_slots, head_dim)
         self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
         self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
+        self.recorder = None  # callable(layer, q, keys, mask, slots) while attention is recorded
 
     @property
     def num_slots(self) -> int:
@@ -36,5 +38,7 @@ def cached_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: K
         keys[rows, :, slots] = k.transpose(1, 2).to(keys.dtype)  # (B, Q, Hkv, D) at [b, :, slots[b]]
         values[rows, :, slots] = v.transpose(1, 2).to(values.dtype)
     attn_mask = mask[:, None] if mask.dim() == 3 else mask
+    if cache.recorder is not None:
+        cache.recorder(layer, q, keys, attn_mask, slots)
     return F.scaled_dot_product_attention(q, keys, values, attn_mask=attn_mask,
                                           enable_gqa=keys.shape[1] != q.shape[1])
