@@ -133,14 +133,22 @@ def window_needed(probs: np.ndarray, layout: Layout, coverage: float = 0.95,
     cells keep `coverage` of the attention the generating query puts on
     scope="previous_row": row r-1 (visible: columns < c+w);
     scope="earlier_rows": all rows above (row r-k visible: columns < c+k*w).
-    Row 0 has no row above: 0. A query with no mass in scope needs only w = 1. The window is a
+    Row 0 has no row above: 0. A query with no mass in scope needs only w = 1. The generating query's
+    own slot is not counted (at column 0 it is the previous row's last cell). The window is a
     relative measure: uniform attention on the previous row needs w = ceil(coverage*W) - c."""
     if not 0 < coverage <= 1:
         raise ValueError(f"coverage must be in (0, 1], got {coverage}")
     if scope not in ("previous_row", "earlier_rows"):
         raise ValueError(f"scope must be 'previous_row' or 'earlier_rows', got {scope!r}")
     H, W = layout.rows, layout.cols
-    att = _grid_attention(probs, layout)
+    att = _grid_attention(probs, layout).copy()
+    # the query's own token is fed to it, never waited for: at column 0 (no end-of-row token) the
+    # generating query sits on the previous row's last cell, whose mass must not demand window W
+    gen, cells = generating_slots(layout), cell_slots(layout)
+    for r in range(1, H):
+        own = np.argwhere(cells == gen[r, 0])
+        if len(own):
+            att[r, 0, own[0][0], own[0][1]] = 0
     need = np.zeros((H, W), dtype=np.int64)
     cols = np.arange(W)
     for r in range(1, H):

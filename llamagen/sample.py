@@ -75,21 +75,28 @@ def check_args(args: argparse.Namespace) -> DecodeConfig:
     return config
 
 
+def load_models(gpt_model: str, vq_model: str, image_size: int, gpt_ckpt: str | None, vq_ckpt: str | None,
+                device: torch.device, precision: str = "fp32", random_init_seed: int | None = None):
+    """(gpt, image decoder) ready for inference; random_init_seed given: random weights, no files read.
+    Shared by this CLI and the notebooks."""
+    gpt = build_gpt(gpt_model, image_size, tokenizer_downsample(vq_model))
+    if random_init_seed is not None:
+        random_init_(gpt, random_init_seed)
+        vq = load_tokenizer(vq_model, None)
+    else:
+        load_gpt_weights(gpt, gpt_ckpt, gpt_model)
+        vq = load_tokenizer(vq_model, vq_ckpt)
+    return gpt.to(device=device, dtype=PRECISIONS[precision]).eval(), vq.to(device)
+
+
 def main(args: argparse.Namespace) -> dict:
     config = check_args(args)
     device = torch.device(args.device)
-    downsample = tokenizer_downsample(args.vq_model)
-    gpt = build_gpt(args.gpt_model, args.image_size, downsample)
     if args.random_init:
         print(f"--random-init: {args.gpt_model} and {args.vq_model} have random weights (seed {args.seed}); "
               "images are noise", file=sys.stderr)
-        random_init_(gpt, args.seed)
-        vq = load_tokenizer(args.vq_model, None)
-    else:
-        load_gpt_weights(gpt, args.gpt_ckpt, args.gpt_model)
-        vq = load_tokenizer(args.vq_model, args.vq_ckpt)
-    gpt = gpt.to(device=device, dtype=PRECISIONS[args.precision]).eval()
-    vq = vq.to(device)
+    gpt, vq = load_models(args.gpt_model, args.vq_model, args.image_size, args.gpt_ckpt, args.vq_ckpt, device,
+                          args.precision, args.seed if args.random_init else None)
     labels = torch.tensor(args.class_labels, device=device)
     seeds = image_seeds(args.seed, torch.arange(len(labels), device=device))
 
