@@ -18,13 +18,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common.config import DecodeConfig  # noqa: E402
+from common.config import PRECISIONS, DecodeConfig  # noqa: E402
 from common.sampling import image_seeds  # noqa: E402
 from llamagen.checkpoint import build_gpt, load_gpt_weights  # noqa: E402
 from llamagen.generate import generate  # noqa: E402
 from llamagen.model import GPT_PRESETS, random_init_  # noqa: E402
 
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class TimedModel:

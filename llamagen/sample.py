@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from common.checkpoint import CheckpointError
-from common.config import DecodeConfig, add_decode_args, decode_config_from_args
+from common.config import PRECISIONS, DecodeConfig, add_decode_args, decode_config_from_args
 from common.images import save_grid
 from common.sampling import image_seeds
 from common.schedule import num_passes
@@ -24,7 +24,6 @@ from llamagen.model import GPT_PRESETS, random_init_
 from llamagen.presets import sample_defaults
 from llamagen.vq import VQ_PRESETS, vq_config
 
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 TOKENIZERS = [*VQ_PRESETS, "demo"]
 
 
