@@ -56,6 +56,7 @@ class DecodeConfig:
         """The window the schedule uses on a grid of `cols` columns (NTP is w = W)."""
         return cols if self.window is None else min(self.window, cols)
 
+
 def add_decode_args(parser: argparse.ArgumentParser, *, cfg_scale: float | None, top_k: int | None) -> None:
     """The decoding flags every sampling script shares; model-specific defaults are passed in
     (None: the script fills them from its model preset)."""
@@ -73,6 +74,7 @@ def add_decode_args(parser: argparse.ArgumentParser, *, cfg_scale: float | None,
     g.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (applied after CFG)")
     g.add_argument("--top-k", type=int, default=top_k, help="keep the k most likely tokens; 0 = off; default per model")
     g.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold; 1.0 = off")
+
 
 def decode_config_from_args(args: argparse.Namespace) -> DecodeConfig:
     """The one place scripts and notebooks turn parsed flags into a DecodeConfig."""
