@@ -1,12 +1,14 @@
-"""Sample class-conditional images for FID on any number of processes, resumably and reproducibly.
+"""Sample images for FID on any number of processes, resumably and reproducibly.
 
 torchrun --nproc_per_node=8 sample_ddp.py --model llamagen-L --ckpt-dir ckpts --window 16
+torchrun --nproc_per_node=8 sample_ddp.py --model lumina-mgpt-768 --model-path Lumina-mGPT-7B-768 \
+    --vqgan-dir ckpts/chameleon/tokenizer --prompts coco30k.txt --window 14 --num-fid-samples 30000
 python sample_ddp.py --window 8 --num-fid-samples 64        # the demo model, one process
 
 Follows DiT's sample_ddp.py (global index -> file name, rank-0 npz, barriers) and LlamaGen's
 autoregressive/sample/sample_c2i_ddp.py (folder name, pixel conversion, npz layout), with three changes:
-- The image set is a function of the arguments only. Image i has class i % num_classes and seed
-  image_seeds(global_seed, i); rank r takes i = r, r + world, r + 2 world, ... The engine's randomness is
+- The image set is a function of the arguments only. Image i has class i % num_classes (text-to-image
+  presets: prompt i % N of --prompts, one per line) and seed image_seeds(global_seed, i); rank r takes i = r, r + world, r + 2 world, ... The engine's randomness is
   counter-based, so image i is the same PNG for any world size and batch size on one device type. (The
   official script draws random classes per batch and seeds global_seed * world_size + rank.)
 - Resumable. PNGs are written atomically; a re-run skips images already complete (PIL verify) and redoes
@@ -15,15 +17,16 @@ autoregressive/sample/sample_c2i_ddp.py (folder name, pixel conversion, npz layo
   image set is refused unless --overwrite, which deletes it first.
 - Reported. Each PNG carries its label, seed and forward passes in tEXt chunks (so resumed images are
   counted too); rank 0 writes summary.json beside the PNGs and the npz (arr_0: uint8 NHWC images, the
-  ADM evaluator's input; arr_1: labels, as guided-diffusion's image_sample.py saves them).
+  ADM evaluator's input; arr_1: labels, as guided-diffusion's image_sample.py saves them, or prompt indices).
 """
 import argparse
+import hashlib
 import json
 import os
 import sys
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,17 +36,46 @@ from PIL import Image
 from tqdm import tqdm
 
 from common.checkpoint import CheckpointError
-from common.config import DecodeConfig, add_decode_args, decode_config_from_args
+from common.config import PRECISIONS, DecodeConfig, add_decode_args, decode_config_from_args
 from common.images import read_png_checked, save_png_with_text_atomic, to_fid_uint8
 from common.sampling import image_seeds
-from common.schedule import num_passes
+from common.schedule import Layout, num_passes
 from llamagen.checkpoint import build_gpt, load_gpt_weights
 from llamagen.generate import generate, layout_for
 from llamagen.model import random_init_
-from llamagen.presets import FID_PRESETS, fid_preset
-from llamagen.sample import PRECISIONS, load_tokenizer, tokenizer_downsample
+from llamagen.presets import FID_PRESETS, FIDPreset
+from llamagen.sample import load_tokenizer, tokenizer_downsample
 
 STOPPED_EXIT_CODE = 3  # --stop-after: the exit status of a run that was cut short on purpose
+
+
+@dataclass(frozen=True)
+class PromptPreset:
+    """What --model NAME samples for a text-to-image model: image i has prompt i % N of --prompts."""
+
+    family: str  # "lumina_mgpt" or "emu3": the folder whose load_pipeline builds it
+    size: tuple[tuple[str, object], ...]  # the pipeline's generate() size arguments
+    cfg_scale: float
+    top_k: int
+    image_size_eval: int  # square PNGs, bicubic resize (256: the usual COCO-FID input)
+    checkpoint: str  # the Hugging Face folder --model-path should hold
+
+
+PROMPT_PRESETS: dict[str, PromptPreset] = {
+    # cfg 3.0 / top-k 2000: Lumina-mGPT's inference defaults; top-k 2048: Emu3/image_generation.py
+    **{f"lumina-mgpt-{r}": PromptPreset("lumina_mgpt", (("width", r), ("height", r)), 3.0, 2000, 256,
+                                        f"Alpha-VLLM/Lumina-mGPT-7B-{r}") for r in (512, 768, 1024)},
+    "emu3-gen": PromptPreset("emu3", (("ratio", "1:1"),), 3.0, 2048, 256, "BAAI/Emu3-Gen"),
+}
+ALL_PRESETS = [*FID_PRESETS, *PROMPT_PRESETS]
+
+
+def preset_of(name: str) -> FIDPreset | PromptPreset:
+    if name in FID_PRESETS:
+        return FID_PRESETS[name]
+    if name in PROMPT_PRESETS:
+        return PROMPT_PRESETS[name]
+    raise ValueError(f"unknown --model {name!r}; valid: {', '.join(ALL_PRESETS)}")
 
 
 def dist_env() -> tuple[int, int, int]:
@@ -52,15 +84,15 @@ def dist_env() -> tuple[int, int, int]:
 
 
 def fill_defaults(args: argparse.Namespace) -> argparse.Namespace:
-    """Flags left unset take the --model preset's values (llamagen.presets.FID_PRESETS)."""
-    preset = fid_preset(args.model)
+    """Flags left unset take the --model preset's values (llamagen.presets.FID_PRESETS, PROMPT_PRESETS)."""
+    preset = preset_of(args.model)
     for flag, value in (("cfg_scale", preset.cfg_scale), ("top_k", preset.top_k),
                         ("image_size_eval", preset.image_size_eval)):
         if getattr(args, flag) is None:
             setattr(args, flag, value)
     if args.precision is None:
         args.precision = "bf16" if args.device.startswith("cuda") else "fp32"
-    if not args.random_init:
+    if isinstance(preset, FIDPreset) and not args.random_init:
         ckpt_dir = args.ckpt_dir or preset.ckpt_dir
         if args.gpt_ckpt is None and ckpt_dir is not None:
             args.gpt_ckpt = str(Path(ckpt_dir) / preset.gpt_file)
@@ -71,7 +103,7 @@ def fill_defaults(args: argparse.Namespace) -> argparse.Namespace:
 
 def check_args(args: argparse.Namespace, world_size: int) -> DecodeConfig:
     """Everything cheap, before a process group or model exists; every rank reaches the same verdict."""
-    preset = fid_preset(args.model)
+    preset = preset_of(args.model)
     config = decode_config_from_args(args)
     if args.num_fid_samples < 1 or args.per_proc_batch_size < 1:
         raise ValueError("--num-fid-samples and --per-proc-batch-size must be >= 1")
@@ -81,7 +113,12 @@ def check_args(args: argparse.Namespace, world_size: int) -> DecodeConfig:
     if args.image_size_eval < 1:
         raise ValueError(f"--image-size-eval must be >= 1, got {args.image_size_eval}")
     image_seeds(args.global_seed, torch.zeros(1))  # raises for a seed out of range
-    if not args.random_init:
+    if isinstance(preset, PromptPreset):
+        check_prompt_args(args, preset)
+    elif args.prompts is not None:
+        raise ValueError(f"--prompts is for the text-to-image presets ({', '.join(PROMPT_PRESETS)}); "
+                         f"--model {args.model} is class-conditional")
+    elif not args.random_init:
         if args.gpt_ckpt is None or args.vq_ckpt is None:
             raise ValueError(f"--model {args.model}: pass --ckpt-dir holding {preset.gpt_file} and {preset.vq_file}, "
                              "or --gpt-ckpt and --vq-ckpt, or --random-init")
@@ -96,13 +133,47 @@ def check_args(args: argparse.Namespace, world_size: int) -> DecodeConfig:
     return config
 
 
+def read_prompts(path: str) -> list[str]:
+    """One prompt per non-empty line."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"--prompts: file not found: {path}")
+    prompts = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not prompts:
+        raise ValueError(f"--prompts {path} holds no prompt (one per line expected)")
+    return prompts
+
+
+def check_prompt_args(args: argparse.Namespace, preset: PromptPreset) -> None:
+    if args.prompts is None:
+        raise ValueError(f"--model {args.model} is text-to-image: pass --prompts FILE (one prompt per line)")
+    read_prompts(args.prompts)
+    if args.gpt_ckpt or args.vq_ckpt or args.ckpt_dir:
+        raise ValueError(f"--model {args.model}: use --model-path (and --vq-path, --tokenizer-path), "
+                         "not the LlamaGen --gpt-ckpt/--vq-ckpt/--ckpt-dir")
+    if not args.random_init:
+        if args.model_path is None:
+            raise ValueError(f"--model {args.model}: pass --model-path (a {preset.checkpoint} folder), or --random-init")
+        for flag, path in (("--model-path", args.model_path), ("--vq-path", args.vq_path),
+                           ("--tokenizer-path", args.tokenizer_path)):
+            if path is not None and not Path(path).is_dir():
+                raise FileNotFoundError(f"{flag}: folder not found: {path}")
+
+
+def size_tag(args: argparse.Namespace) -> str:
+    preset = preset_of(args.model)
+    if isinstance(preset, FIDPreset):
+        return str(preset.image_size)
+    return "x".join(str(v) for _, v in preset.size).replace(":", "_")
+
+
 def run_name(args: argparse.Namespace, config: DecodeConfig) -> str:
     """The run folder's name: the official pattern, with the ZipAR settings in it."""
     decoding = "ntp" if config.window is None else f"{'adaptive-' if config.adaptive else ''}w{config.window}"
     decoding += "".join(f"-{x}" for x in (config.compat, None if config.placeholder == "left" else config.placeholder)
                         if x)
     cfg = f"{config.cfg_scale}" + ("" if config.cfg_interval == -1 else f"-interval-{config.cfg_interval}")
-    return (f"{args.model}-size-{fid_preset(args.model).image_size}-size-{args.image_size_eval}-{decoding}-"
+    arch = f"-{args.random_init_config}" if args.random_init and args.random_init_config != "full" else ""
+    return (f"{args.model}{arch}-size-{size_tag(args)}-size-{args.image_size_eval}-{decoding}-"
             f"topk-{config.top_k}-topp-{config.top_p}-temperature-{config.temperature}-cfg-{cfg}-"
             f"{args.precision}-seed-{args.global_seed}")
 
@@ -110,11 +181,20 @@ def run_name(args: argparse.Namespace, config: DecodeConfig) -> str:
 def image_set(args: argparse.Namespace, config: DecodeConfig) -> dict:
     """The arguments that decide the pixels of image i (not N, batch size or world size)."""
     def weights(path):  # name and size: moving the folder keeps the run, another file does not
-        return None if args.random_init else {"name": Path(path).name, "bytes": Path(path).stat().st_size}
-    return {"model": args.model, "gpt_ckpt": weights(args.gpt_ckpt), "vq_ckpt": weights(args.vq_ckpt),
-            "random_init": args.random_init, "image_size_eval": args.image_size_eval, "decoding": asdict(config),
-            "global_seed": args.global_seed, "precision": args.precision,
-            "device_type": torch.device(args.device).type, "compile": args.compile}
+        if args.random_init or path is None:
+            return None
+        path = Path(path)
+        files = sorted(path.glob("*.safetensors")) + sorted(path.glob("*.ckpt")) if path.is_dir() else [path]
+        return {"name": path.name, "bytes": sum(f.stat().st_size for f in files)}
+    key = {"model": args.model, "gpt_ckpt": weights(args.gpt_ckpt), "vq_ckpt": weights(args.vq_ckpt),
+           "random_init": args.random_init, "image_size_eval": args.image_size_eval, "decoding": asdict(config),
+           "global_seed": args.global_seed, "precision": args.precision,
+           "device_type": torch.device(args.device).type, "compile": args.compile}
+    if args.prompts is not None:  # the prompt list decides the images; its file name does not
+        key.update(prompts_sha256=hashlib.sha256("\n".join(read_prompts(args.prompts)).encode()).hexdigest(),
+                   model_path=weights(args.model_path), vq_path=weights(args.vq_path),
+                   random_init_config=args.random_init_config if args.random_init else None)
+    return key
 
 
 def check_run_dir(run_dir: Path, key: dict, overwrite: bool) -> None:
@@ -163,9 +243,11 @@ def is_complete(run_dir: Path, i: int, size: int) -> bool:
     return text is not None and "forward_passes" in text
 
 
-def image_text(label: int, seed: int, result, j: int) -> dict[str, str]:
-    """What travels in image j's PNG: how it was made and what it cost."""
+def image_text(label: int, seed: int, result, j: int, prompt: str | None = None) -> dict[str, str]:
+    """What travels in image j's PNG: how it was made and what it cost (label: class, or prompt index)."""
     text = {"label": str(label), "seed": str(seed), "forward_passes": str(result.image_passes[j])}
+    if prompt is not None:
+        text["prompt"] = prompt
     if result.accepted_windows is not None:
         text["accepted_windows"] = json.dumps(result.accepted_windows[j])
         text["rejections"] = str(result.rejections[j])
@@ -191,17 +273,17 @@ def stats(values: list[float]) -> dict:
     return {"mean": float(np.mean(values)), "min": float(np.min(values)), "max": float(np.max(values))}
 
 
-def summarize(args, config: DecodeConfig, gpt, texts: list[dict], per_rank: list[dict], wall: float,
+def summarize(args, config: DecodeConfig, sampler, texts: list[dict], per_rank: list[dict], wall: float,
               device: torch.device, npz: Path) -> dict:
-    layout = layout_for(gpt)
+    rows, cols = sampler.grid
     generated = sum(r["generated"] for r in per_rank)
     summary = {
-        "model": args.model, "gpt_model": fid_preset(args.model).gpt_model,
-        "vq_model": fid_preset(args.model).vq_model, "num_images": len(texts),
-        "grid": [layout.rows, layout.cols], "image_size_eval": args.image_size_eval,
-        "decoding": {**asdict(config), "effective_window": config.window_for(layout.cols)},
+        "model": args.model, "preset": asdict(preset_of(args.model)), "num_images": len(texts),
+        "grid": [rows, cols], "image_size_eval": args.image_size_eval,
+        "decoding": {**asdict(config), "effective_window": config.window_for(cols)},
         "forward_passes": stats([int(t["forward_passes"]) for t in texts]),
-        "ntp_forward_passes": num_passes(layout, layout.cols),
+        "ntp_forward_passes": sampler.ntp_passes,  # the engine's NTP (end-of-row tokens ride along)
+        "ntp_forward_passes_official": getattr(sampler, "ntp_passes_official", sampler.ntp_passes),
         "adaptive": None,
         "images_generated": generated, "images_resumed": len(texts) - generated,
         "wall_seconds": round(wall, 3), "images_per_second": round(generated / wall, 3) if generated else None,
@@ -219,21 +301,82 @@ def summarize(args, config: DecodeConfig, gpt, texts: list[dict], per_rank: list
 def evaluate_command(args, npz: Path) -> str:
     if args.model == "demo":
         return f"python evaluate.py {npz} --digits"
+    if args.model in PROMPT_PRESETS:
+        return f"python evaluate.py {npz} REFERENCE_IMAGES.npz   (e.g. the COCO images of your prompts)"
     return (f"python evaluate.py {npz} VIRTUAL_imagenet256_labeled.npz   "
             f"(or the ADM evaluator: python evaluations/c2i/evaluator.py VIRTUAL_imagenet256_labeled.npz {npz})")
 
 
-def load_models(args, device: torch.device):
-    preset = fid_preset(args.model)
-    gpt = build_gpt(preset.gpt_model, preset.image_size, tokenizer_downsample(preset.vq_model))
-    if args.random_init:
-        random_init_(gpt, args.global_seed)
-        torch.manual_seed(args.global_seed)  # the VQ's default init: the same weights on every rank
-        vq = load_tokenizer(preset.vq_model, None)
-    else:
-        load_gpt_weights(gpt, args.gpt_ckpt, preset.gpt_model)
-        vq = load_tokenizer(preset.vq_model, args.vq_ckpt)
-    return gpt.to(device=device, dtype=PRECISIONS[args.precision]).eval(), vq.to(device).eval()
+class ClassImages:
+    """LlamaGen class-to-image: image i has class i % num_classes."""
+
+    def __init__(self, args, device: torch.device):
+        preset = FID_PRESETS[args.model]
+        gpt = build_gpt(preset.gpt_model, preset.image_size, tokenizer_downsample(preset.vq_model))
+        if args.random_init:
+            random_init_(gpt, args.global_seed)
+            torch.manual_seed(args.global_seed)  # the VQ's default init: the same weights on every rank
+            vq = load_tokenizer(preset.vq_model, None)
+        else:
+            load_gpt_weights(gpt, args.gpt_ckpt, preset.gpt_model)
+            vq = load_tokenizer(preset.vq_model, args.vq_ckpt)
+        self.gpt = gpt.to(device=device, dtype=PRECISIONS[args.precision]).eval()
+        self.vq = vq.to(device).eval()
+        self.model = torch.compile(self.gpt, dynamic=False) if args.compile else self.gpt
+        self.compiled = args.compile
+        layout = layout_for(self.gpt)
+        self.grid, self.ntp_passes = (layout.rows, layout.cols), num_passes(layout, layout.cols)
+
+    def labels(self, idx: torch.Tensor) -> torch.Tensor:
+        return idx % self.gpt.config.num_classes
+
+    def prompt(self, label: int) -> None:
+        return None
+
+    def make(self, idx: torch.Tensor, seeds: torch.Tensor, config: DecodeConfig):
+        """-> ((B, 3, h, w) images in [-1, 1], DecodeResult)."""
+        result = generate(self.model, self.labels(idx).to(seeds.device), seeds, config,
+                          static_shapes=self.compiled and not config.adaptive)
+        with torch.inference_mode():
+            return self.vq.decode_code(result.tokens.flatten(1), self.grid), result
+
+
+class PromptImages:
+    """Text-to-image (Lumina-mGPT, Emu3): image i has prompt i % N of --prompts."""
+
+    def __init__(self, args, device: torch.device):
+        preset = PROMPT_PRESETS[args.model]
+        self.prompts = read_prompts(args.prompts)
+        self.size = dict(preset.size)
+        dtype = PRECISIONS[args.precision]
+        config_name = args.random_init_config
+        if preset.family == "emu3":
+            from emu3.pipeline import load_pipeline, ntp_passes_official
+            config_name = "8B" if config_name == "full" else config_name
+            self.pipeline = load_pipeline(args.model_path, args.vq_path, args.tokenizer_path, config_name, device,
+                                          dtype, args.random_init, args.global_seed)
+        else:
+            from lumina_mgpt.generate import load_pipeline, ntp_passes_official
+            config_name = "7B" if config_name == "full" else config_name
+            self.pipeline = load_pipeline(args.model_path, args.vq_path, args.tokenizer_path, config_name,
+                                          self.size["height"], device, dtype, args.random_init, args.global_seed)
+        rows, cols = self.grid = self.pipeline.grid(**self.size)
+        self.ntp_passes = num_passes(Layout(rows, cols, 1, end_of_row=True), cols)
+        self.ntp_passes_official = ntp_passes_official(rows, cols)
+
+    def labels(self, idx: torch.Tensor) -> torch.Tensor:
+        return idx % len(self.prompts)
+
+    def prompt(self, label: int) -> str:
+        return self.prompts[label]
+
+    def make(self, idx: torch.Tensor, seeds: torch.Tensor, config: DecodeConfig):
+        prompts = [self.prompts[j] for j in self.labels(idx).tolist()]
+        return self.pipeline.generate(prompts, seeds, config, **self.size)
+
+
+def load_sampler(args, device: torch.device) -> ClassImages | PromptImages:
+    return PromptImages(args, device) if args.model in PROMPT_PRESETS else ClassImages(args, device)
 
 
 def barrier(distributed: bool, device: torch.device) -> None:
@@ -269,9 +412,8 @@ def main(args: argparse.Namespace) -> dict | None:
 def run(args, config, rank, world, device, distributed, run_dir, npz, key) -> dict | None:
     if rank == 0:
         start_run_dir(run_dir, npz, args, key)
-    gpt, vq = load_models(args, device)
-    model = torch.compile(gpt, dynamic=False) if args.compile else gpt
-    layout, num_classes, size = layout_for(gpt), gpt.config.num_classes, args.image_size_eval
+    sampler = load_sampler(args, device)
+    size = args.image_size_eval
     barrier(distributed, device)  # the folder is ready
 
     todo = [i for i in range(rank, args.num_fid_samples, world) if not is_complete(run_dir, i, size)]
@@ -287,15 +429,13 @@ def run(args, config, rank, world, device, distributed, run_dir, npz, key) -> di
     written, passes = 0, []
     for b in range(0, len(todo), args.per_proc_batch_size):
         idx = torch.tensor(todo[b:b + args.per_proc_batch_size])
-        labels, seeds = idx % num_classes, image_seeds(args.global_seed, idx)
-        result = generate(model, labels.to(device), seeds.to(device), config,
-                          static_shapes=args.compile and not config.adaptive)
-        with torch.inference_mode():
-            images = vq.decode_code(result.tokens.flatten(1), (layout.rows, layout.cols))  # (B, 3, h, w)
+        labels, seeds = sampler.labels(idx), image_seeds(args.global_seed, idx)
+        images, result = sampler.make(idx, seeds.to(device), config)  # (B, 3, h, w)
         pixels = to_fid_uint8(images, size)  # (B, size, size, 3)
         for j, i in enumerate(idx.tolist()):
+            label = int(labels[j])
             save_png_with_text_atomic(pixels[j], png_path(run_dir, i),
-                                      image_text(int(labels[j]), int(seeds[j]), result, j))
+                                      image_text(label, int(seeds[j]), result, j, sampler.prompt(label)))
             written += 1
             if args.stop_after is not None and written >= args.stop_after:
                 print(f"rank {rank}: stopped after {written} images (--stop-after test hook)", file=sys.stderr)
@@ -316,7 +456,7 @@ def run(args, config, rank, world, device, distributed, run_dir, npz, key) -> di
     summary = None
     if rank == 0:
         texts = build_npz(run_dir, npz, args.num_fid_samples, size)
-        summary = summarize(args, config, gpt, texts, per_rank, wall, device, npz)
+        summary = summarize(args, config, sampler, texts, per_rank, wall, device, npz)
         write_json_atomic(run_dir / "summary.json", summary)
         fp = summary["forward_passes"]
         rate = summary["images_per_second"]
@@ -332,7 +472,16 @@ def run(args, config, rank, world, device, distributed, run_dir, npz, key) -> di
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="demo", metavar="NAME",
-                   help=f"preset: GPT, tokenizer, sizes, default cfg/top-k; one of {', '.join(FID_PRESETS)}")
+                   help=f"preset: model, tokenizer, sizes, default cfg/top-k; one of {', '.join(ALL_PRESETS)}")
+    p.add_argument("--prompts", default=None, metavar="FILE",
+                   help="text-to-image presets: one prompt per line; image i uses prompt i mod N")
+    p.add_argument("--model-path", default=None, help="text-to-image: the Hugging Face model folder")
+    p.add_argument("--vq-path", "--vqgan-dir", dest="vq_path", default=None,
+                   help="text-to-image: the image tokenizer folder (Lumina: vqgan.yaml + vqgan.ckpt; "
+                        "Emu3: Emu3-VisionTokenizer)")
+    p.add_argument("--tokenizer-path", default=None, help="text-to-image: the text tokenizer folder")
+    p.add_argument("--random-init-config", choices=["full", "tiny"], default="full",
+                   help="text-to-image with --random-init: the real architecture, or a tiny one (tests)")
     p.add_argument("--gpt-ckpt", default=None, help="GPT checkpoint; default --ckpt-dir/<official name>")
     p.add_argument("--vq-ckpt", default=None, help="VQ checkpoint (demo: tokenizer.json); default --ckpt-dir/<official name>")
     p.add_argument("--ckpt-dir", default=None,
