@@ -53,8 +53,12 @@ def empty_model(factory: Callable[[], nn.Module], dtype: torch.dtype, device) ->
 
 def load_shards(model: nn.Module, folder: str | Path, what: str,
                 rename: Callable[[str], str] = lambda key: key,
-                adapt: Callable[[str, torch.Tensor, torch.Size], torch.Tensor] | None = None) -> None:
+                adapt: Callable[[str, torch.Tensor, torch.Size], torch.Tensor] | None = None,
+                skip: Callable[[str], bool] = lambda key: False) -> None:
     """Copy every stored tensor into model's parameter `rename(stored key)`, shard by shard.
+
+    skip(stored key): drop that key by name, unread (another model's weights in the same folder, a
+    tokenizer's encoder side); callers say why where they pass it.
 
     adapt(name, tensor, expected shape) may reshape a stored tensor whose layout legitimately differs
     (it returns the tensor unchanged otherwise); the shape is checked after it.
@@ -66,6 +70,8 @@ def load_shards(model: nn.Module, folder: str | Path, what: str,
         with safe_open(path, framework="pt") as f:
             stored = set(f.keys())
             for key in keys:
+                if skip(key):
+                    continue
                 if key not in stored:
                     raise CheckpointError(f"{what}: {path} lacks key {key!r} that the index assigns to it")
                 name = rename(key)

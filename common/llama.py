@@ -168,11 +168,14 @@ class LlamaDecoder(nn.Module):
 
 def random_init_(model: LlamaDecoder, seed: int, std: float = 0.02) -> None:
     """Seeded normal weights for every linear and embedding (lm_head included, so distributions are
-    peaked), and non-trivial qk-norm affine parameters, so tests exercise every weight."""
+    peaked), non-trivial qk-norm affine parameters, so tests exercise every weight, and unit RMSNorm
+    weights: every parameter is set, so a model from common.hf_shards.empty_model is safe to use."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for module in model.modules():
-            if isinstance(module, (nn.Linear, nn.Embedding)):
+            if isinstance(module, RMSNorm):
+                module.weight.fill_(1.0)
+            elif isinstance(module, (nn.Linear, nn.Embedding)):
                 module.weight.copy_((torch.randn(module.weight.shape, generator=gen) * std).to(module.weight.dtype))
             elif isinstance(module, HeadNorm):
                 module.weight.copy_(1 + 0.1 * torch.randn(module.weight.shape, generator=gen))
