@@ -4,7 +4,6 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import save_file
 
 from common.checkpoint import CheckpointError
 from common.llama import LlamaDecoder, random_init_
