@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.taming import AttnBlock, Downsample, ResnetBlock, Upsample, norm, swish
+
 # Size of the usage-tracking buffer in the official VectorQuantizer. It is fixed at 65536
 # regardless of codebook_size (LlamaGen tokenizer/tokenizer_image/vq_model.py,
 # `register_buffer("codebook_used", ...zeros(65536))`); kept only so strict loading works.
@@ -60,78 +62,7 @@ def vq_config(name: str) -> VQConfig:
 
 
 # ----------------------------------------------------------------------------- building blocks
-
-
-def _norm(channels: int) -> nn.GroupNorm:
-    # LlamaGen `Normalize(norm_type='group')`: GroupNorm(32 groups, eps=1e-6, affine).
-    return nn.GroupNorm(num_groups=32, num_channels=channels, eps=1e-6, affine=True)
-
-
-def _swish(x: torch.Tensor) -> torch.Tensor:
-    return x * torch.sigmoid(x)
-
-
-class ResnetBlock(nn.Module):
-    """norm1 -> swish -> conv1(3x3) -> norm2 -> swish -> conv2(3x3), plus (1x1-projected) skip."""
-
-    def __init__(self, in_ch: int, out_ch: int):
-        super().__init__()
-        self.norm1 = _norm(in_ch)
-        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
-        self.norm2 = _norm(out_ch)
-        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
-        # Upstream only ever uses the 1x1 `nin_shortcut` (never a 3x3 conv_shortcut).
-        self.nin_shortcut = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, in, H, W) -> (B, out, H, W)
-        h = self.conv1(_swish(self.norm1(x)))
-        h = self.conv2(_swish(self.norm2(h)))  # dropout_p=0 upstream, so omitted
-        skip = x if self.nin_shortcut is None else self.nin_shortcut(x)
-        return skip + h
-
-
-class AttnBlock(nn.Module):
-    """Single-head self-attention over the H*W positions with 1x1-conv q/k/v/proj_out."""
-
-    def __init__(self, ch: int):
-        super().__init__()
-        self.norm = _norm(ch)
-        self.q = nn.Conv2d(ch, ch, 1)
-        self.k = nn.Conv2d(ch, ch, 1)
-        self.v = nn.Conv2d(ch, ch, 1)
-        self.proj_out = nn.Conv2d(ch, ch, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> same
-        b, c, hh, ww = x.shape
-        h = self.norm(x)
-        # (B, C, H, W) -> (B, 1, H*W, C): one head whose dim is the full channel count.
-        q, k, v = (t(h).reshape(b, 1, c, hh * ww).transpose(-1, -2) for t in (self.q, self.k, self.v))
-        # softmax(q k^T * C^-0.5) v; SDPA's default scale is 1/sqrt(last dim) = C^-0.5.
-        out = F.scaled_dot_product_attention(q, k, v)
-        out = out.transpose(-1, -2).reshape(b, c, hh, ww)
-        return x + self.proj_out(out)
-
-
-class Downsample(nn.Module):
-    """Asymmetric zero pad (left 0, right 1, top 0, bottom 1) then 3x3 stride-2 conv: H -> H/2."""
-
-    def __init__(self, ch: int):
-        super().__init__()
-        self.conv = nn.Conv2d(ch, ch, 3, stride=2, padding=0)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.pad(x, (0, 1, 0, 1), mode="constant", value=0.0))
-
-
-class Upsample(nn.Module):
-    """Nearest-neighbour x2 then 3x3 conv: H -> 2H."""
-
-    def __init__(self, ch: int):
-        super().__init__()
-        self.conv = nn.Conv2d(ch, ch, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+# ResnetBlock, AttnBlock, Downsample, Upsample: common/taming.py (shared with Chameleon's VQGAN)
 
 
 class _Level(nn.Module):
@@ -186,7 +117,7 @@ class Encoder(nn.Module):
         )
         top = cfg.ch * cfg.ch_mult[-1]
         self.mid = _mid(top)
-        self.norm_out = _norm(top)
+        self.norm_out = norm(top)
         self.conv_out = nn.Conv2d(top, cfg.z_channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -194,7 +125,7 @@ class Encoder(nn.Module):
         for level in self.conv_blocks:
             h = level(h)
         h = self.mid(h)
-        return self.conv_out(_swish(self.norm_out(h)))
+        return self.conv_out(swish(self.norm_out(h)))
 
 
 class Decoder(nn.Module):
@@ -216,14 +147,14 @@ class Decoder(nn.Module):
             )
             in_ch = out_ch
         self.conv_blocks = nn.ModuleList(levels)
-        self.norm_out = _norm(in_ch)
+        self.norm_out = norm(in_ch)
         self.conv_out = nn.Conv2d(in_ch, 3, 3, padding=1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = self.mid(self.conv_in(z))
         for level in self.conv_blocks:
             h = level(h)
-        return self.conv_out(_swish(self.norm_out(h)))
+        return self.conv_out(swish(self.norm_out(h)))
 
 
 class VectorQuantizer(nn.Module):

@@ -13,7 +13,7 @@ from emu3.config import PRESETS, VisionConfig
 from emu3.vision_decoder import VisionDecoder, random_init_vision_, to_uint8_official
 
 TINY = PRESETS["tiny"].vision
-KEYS_TSV = Path(__file__).resolve().parents[2] / "shared/reference/keys/emu3_visionvq.tsv"
+KEYS_TSV = Path(__file__).resolve().parent / "data" / "keys" / "emu3_visionvq.tsv"  # copy of ../shared/reference/keys
 
 
 def tiny_decoder(seed=0, config=TINY):
