@@ -38,6 +38,7 @@ from tqdm import tqdm
 from common.checkpoint import CheckpointError
 from common.config import PRECISIONS, DecodeConfig, add_decode_args, decode_config_from_args
 from common.images import read_png_checked, save_png_with_text_atomic, to_fid_uint8
+from common.prompts import read_prompt_file
 from common.sampling import image_seeds
 from common.schedule import Layout, num_passes
 from llamagen.checkpoint import build_gpt, load_gpt_weights
@@ -133,20 +134,10 @@ def check_args(args: argparse.Namespace, world_size: int) -> DecodeConfig:
     return config
 
 
-def read_prompts(path: str) -> list[str]:
-    """One prompt per non-empty line."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"--prompts: file not found: {path}")
-    prompts = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
-    if not prompts:
-        raise ValueError(f"--prompts {path} holds no prompt (one per line expected)")
-    return prompts
-
-
 def check_prompt_args(args: argparse.Namespace, preset: PromptPreset) -> None:
     if args.prompts is None:
         raise ValueError(f"--model {args.model} is text-to-image: pass --prompts FILE (one prompt per line)")
-    read_prompts(args.prompts)
+    read_prompt_file(args.prompts)
     if args.gpt_ckpt or args.vq_ckpt or args.ckpt_dir:
         raise ValueError(f"--model {args.model}: use --model-path (and --vq-path, --tokenizer-path), "
                          "not the LlamaGen --gpt-ckpt/--vq-ckpt/--ckpt-dir")
@@ -191,7 +182,7 @@ def image_set(args: argparse.Namespace, config: DecodeConfig) -> dict:
            "global_seed": args.global_seed, "precision": args.precision,
            "device_type": torch.device(args.device).type, "compile": args.compile}
     if args.prompts is not None:  # the prompt list decides the images; its file name does not
-        key.update(prompts_sha256=hashlib.sha256("\n".join(read_prompts(args.prompts)).encode()).hexdigest(),
+        key.update(prompts_sha256=hashlib.sha256("\n".join(read_prompt_file(args.prompts)).encode()).hexdigest(),
                    model_path=weights(args.model_path), vq_path=weights(args.vq_path),
                    random_init_config=args.random_init_config if args.random_init else None)
     return key
@@ -346,7 +337,7 @@ class PromptImages:
 
     def __init__(self, args, device: torch.device):
         preset = PROMPT_PRESETS[args.model]
-        self.prompts = read_prompts(args.prompts)
+        self.prompts = read_prompt_file(args.prompts)
         self.size = dict(preset.size)
         dtype = PRECISIONS[args.precision]
         config_name = args.random_init_config

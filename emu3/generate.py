@@ -18,6 +18,7 @@ import torch
 from common.checkpoint import CheckpointError
 from common.config import PRECISIONS, DecodeConfig, add_decode_args, decode_config_from_args
 from common.images import save_png_atomic
+from common.prompts import read_prompt_file
 from common.sampling import image_seeds
 from common.schedule import num_passes
 from emu3.config import PRESETS
@@ -26,12 +27,7 @@ from emu3.prompt import parse_ratio, prompt_ids
 from emu3.vision_decoder import to_uint8_official
 
 def read_prompts(args: argparse.Namespace) -> list[str]:
-    prompts = list(args.prompt or [])
-    if args.prompts:
-        path = Path(args.prompts)
-        if not path.is_file():
-            raise FileNotFoundError(f"--prompts: file not found: {path}")
-        prompts += [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    prompts = list(args.prompt or []) + (read_prompt_file(args.prompts) if args.prompts else [])
     if not prompts:
         raise ValueError("pass --prompt TEXT (repeatable) or --prompts FILE (one prompt per line)")
     return prompts

@@ -26,6 +26,7 @@ from common.engine import DecodeResult, DecodeState, decode, start_decode
 from common.hf_shards import empty_model
 from common.image_vocab import ImageVocabDecoder
 from common.llama import LlamaDecoder, random_init_
+from common.prompts import left_pad
 from common.schedule import Layout
 from emu3.checkpoint import HF, detect_layout, load_text_model, load_vision_decoder
 from emu3.config import (IMAGE_AREA_GEN, Emu3Config, emu3_config, read_config_json, text_config_from_json,
@@ -79,13 +80,8 @@ class Emu3Pipeline:
         rows_ids = [prompt_ids(self.tokenizer, p, rows, cols) for p in prompts]
         if config.uses_cfg:
             rows_ids += [prompt_ids(self.tokenizer, NEGATIVE_PROMPT, rows, cols, positive=False)] * len(prompts)
-        lengths = [len(r) for r in rows_ids]
-        T = max(lengths)
-        device = self.model.lm_head.weight.device
-        ids = torch.tensor([[self.ids.pad] * (T - len(r)) + r for r in rows_ids], device=device)  # (B_model, T)
-        shift = torch.tensor([T - n for n in lengths], device=device)
-        valid = torch.arange(T, device=device)[None, :] >= shift[:, None]
-        return Prefix(self.model.embed_tokens(ids), valid, shift, lengths)
+        ids, valid, shift = left_pad(rows_ids, self.ids.pad, self.model.lm_head.weight.device)  # (B_model, T)
+        return Prefix(self.model.embed_tokens(ids), valid, shift, [len(r) for r in rows_ids])
 
     def inputs(self, prompts: list[str], config: DecodeConfig, ratio: str) -> tuple[Prefix, Layout]:
         """The engine's inputs for a batch of prompts: left-padded prefix (with masks and shifts) and layout."""
