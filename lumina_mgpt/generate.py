@@ -1,0 +1,142 @@
+"""Generate Lumina-mGPT images with ZipAR on one device (the official generate_examples/generate.py, on our engine).
+
+python -m lumina_mgpt.generate --model-path Lumina-mGPT-7B-768 --vqgan-dir ckpts/chameleon/tokenizer \
+    --prompt "a corgi wearing sunglasses on a beach" --width 768 --height 768 --window 14 --out out/ --json
+Any resolution checkpoint (--resolution 512/768/1024, default: the smallest one trained on the size)
+and every size it was trained on (lumina_mgpt.prompt.crop_sizes: 73 at 768, e.g. 1024x576).
+Speed runs without files: --random-init --config 7B (or tiny on a CPU). Defaults: CFG 3.0 (the official
+branch that starts at BOI), image top-k 2000, temperature 1, top-p 1 (inference_solver.py).
+"""
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from common.checkpoint import CheckpointError
+from common.config import PRECISIONS, DecodeConfig, add_decode_args, decode_config_from_args
+from common.images import save_png_atomic
+from common.prompts import read_prompt_file
+from common.sampling import image_seeds
+from common.schedule import Layout, num_passes
+from lumina_mgpt.config import PRESETS
+from lumina_mgpt.pipeline import RESOLUTIONS, LuminaPipeline, load_pipeline, ntp_passes_official  # noqa: F401 (API)
+from lumina_mgpt.prompt import check_size, crop_sizes
+from lumina_mgpt.vqgan import to_uint8_official
+
+
+def read_prompts(args: argparse.Namespace) -> list[str]:
+    prompts = list(args.prompt or []) + (read_prompt_file(args.prompts) if args.prompts else [])
+    if not prompts:
+        raise ValueError("pass --prompt TEXT (repeatable) or --prompts FILE (one prompt per line)")
+    return prompts
+
+
+def resolution_for(args: argparse.Namespace) -> int:
+    if args.resolution is not None:
+        return args.resolution
+    fits = [r for r in RESOLUTIONS if (args.width, args.height) in crop_sizes(r)]
+    return fits[0] if fits else RESOLUTIONS[-1]  # no fit: check_size names the nearest sizes
+
+
+def check_args(args: argparse.Namespace) -> tuple[DecodeConfig, list[str]]:
+    """Validate everything cheap before any model is built; raises ValueError/FileNotFoundError."""
+    config = decode_config_from_args(args)
+    prompts = read_prompts(args)
+    check_size(args.width, args.height, resolution_for(args))
+    if not args.random_init:
+        if args.model_path is None or args.vqgan_dir is None:
+            raise ValueError("pass --model-path and --vqgan-dir, or --random-init to run without files")
+        for flag, path in (("--model-path", args.model_path), ("--vqgan-dir", args.vqgan_dir)):
+            if not Path(path).is_dir():
+                raise FileNotFoundError(f"{flag}: folder not found: {path}")
+    if args.precision == "fp16" and args.device == "cpu":
+        raise ValueError("--precision fp16 is not supported on CPU; use fp32 or bf16")
+    return config, prompts
+
+
+def main(args: argparse.Namespace) -> dict:
+    config, prompts = check_args(args)
+    device = torch.device(args.device)
+    if args.random_init:
+        print(f"--random-init: Lumina-mGPT {args.config} with random weights (seed {args.seed}); images are noise",
+              file=sys.stderr)
+    pipe: LuminaPipeline = load_pipeline(args.model_path, args.vqgan_dir, args.tokenizer_path, args.config,
+                                         resolution_for(args), device, PRECISIONS[args.precision], args.random_init,
+                                         args.seed)
+    rows, cols = pipe.grid(args.width, args.height)
+    seeds = image_seeds(args.seed, torch.arange(len(prompts), device=device))
+
+    start = time.perf_counter()
+    result = pipe.decode_tokens(prompts, seeds, config, args.width, args.height)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    images = pipe.vq.decode(result.tokens)
+    out = Path(args.out)
+    files = []
+    for i, pixels in enumerate(to_uint8_official(images)):
+        files.append(str(out / f"{i:04d}.png"))
+        save_png_atomic(pixels, files[-1])
+    report = {
+        "forward_passes": result.forward_passes,
+        "ntp_passes": num_passes(Layout(rows, cols, 1, end_of_row=True), cols),
+        "ntp_passes_official": ntp_passes_official(rows, cols),
+        "seconds": round(seconds, 4),
+        "grid": [rows, cols],
+        "window": config.window_for(cols),
+        "image_passes": result.image_passes,
+        "files": files,
+    }
+    if config.adaptive:
+        report["accepted_window"] = [sum(w) / len(w) if w else None for w in result.accepted_windows]
+        report["rejections"] = result.rejections
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"{result.forward_passes} forward passes (NTP: {report['ntp_passes']} engine, "
+              f"{report['ntp_passes_official']} official) in {seconds:.2f}s on a {rows}x{cols} grid; "
+              f"saved {len(files)} images to {out}", file=sys.stderr)
+    return report
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model-path", default=None, help="Alpha-VLLM/Lumina-mGPT-7B-{512,768,768-Omni,1024} folder")
+    p.add_argument("--vqgan-dir", default=None, help="Meta's chameleon tokenizer folder with vqgan.yaml and vqgan.ckpt")
+    p.add_argument("--tokenizer-path", default=None,
+                   help="tokenizer.json or its folder (default --model-path; only the -768 repo ships it)")
+    p.add_argument("--prompt", action="append", default=None, help="a text prompt; repeat for several images")
+    p.add_argument("--prompts", default=None, help="text file, one prompt per line (added after --prompt)")
+    p.add_argument("--width", type=int, default=768, help="image width in pixels (a size the checkpoint supports)")
+    p.add_argument("--height", type=int, default=768, help="image height in pixels")
+    p.add_argument("--resolution", type=int, choices=RESOLUTIONS, default=None,
+                   help="the checkpoint's training size; default: the smallest one trained on --width x --height")
+    p.add_argument("--seed", type=int, default=0, help="base seed; image i uses seed (seed, i)")
+    p.add_argument("--out", default="lumina_out", help="output folder; image i is written as {i:04d}.png")
+    p.add_argument("--precision", choices=list(PRECISIONS), default=None,
+                   help="decoder dtype; default bf16 on CUDA, fp32 on CPU (the VQGAN runs in fp32)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
+    p.add_argument("--random-init", action="store_true", help="random weights for --config, no files")
+    p.add_argument("--config", choices=list(PRESETS), default="7B", help="model preset for --random-init")
+    p.add_argument("--json", action="store_true", help="print one JSON object with passes, timing and files")
+    add_decode_args(p, cfg_scale=3.0, top_k=2000)  # inference_solver.py create_logits_processor defaults
+    return p
+
+
+def cli(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.precision is None:
+        args.precision = "bf16" if args.device.startswith("cuda") else "fp32"
+    try:
+        main(args)
+    except (ValueError, FileNotFoundError, CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

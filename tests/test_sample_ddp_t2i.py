@@ -1,0 +1,66 @@
+"""sample_ddp.py with the text-to-image presets (tiny random Emu3/Lumina-mGPT): image i uses prompt i mod N,
+the same bytes for 1 and 2 processes and any batch (batch mates have prompts of other lengths), the prompt
+in each PNG, one-line errors."""
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import sample_ddp
+from tests.test_sample_ddp import launch, npz_of, pngs, run_dir
+
+PROMPTS = ["a red cube", "a cat sitting on a striped mat, photograph, soft light", "", "x"]
+
+
+@pytest.fixture
+def prompts(tmp_path):
+    path = tmp_path / "prompts.txt"
+    path.write_text("\n".join(PROMPTS) + "\n")
+    return path
+
+
+def t2i_args(model, prompts, sample_dir, batch):
+    return ["--model", model, "--random-init", "--random-init-config", "tiny", "--prompts", str(prompts),
+            "--window", "2", "--num-fid-samples", "5", "--per-proc-batch-size", str(batch),
+            "--image-size-eval", "32", "--sample-dir", str(sample_dir)]
+
+
+@pytest.mark.parametrize("model", ["emu3-gen", "lumina-mgpt-512"])
+def test_prompt_presets_are_reproducible_across_processes_and_batches(model, prompts, tmp_path):
+    one = launch(t2i_args(model, prompts, tmp_path / "one", 3), timeout=120)
+    assert one.returncode == 0, one.stderr
+    two = launch(t2i_args(model, prompts, tmp_path / "two", 1), nproc=2, timeout=120)
+    assert two.returncode == 0, two.stderr
+    a, b = run_dir(tmp_path / "one"), run_dir(tmp_path / "two")
+    assert pngs(a) == pngs(b) and len(pngs(a)) == 5
+    kept = [p for p in PROMPTS if p]  # blank lines are not prompts
+    for i in range(5):
+        with Image.open(a / f"{i:06d}.png") as im:
+            assert im.text["prompt"] == kept[i % 3] and im.text["label"] == str(i % 3)
+    assert np.load(npz_of(a))["arr_1"].tolist() == [0, 1, 2, 0, 1]
+    summary = json.loads((a / "summary.json").read_text())
+    rows, cols = summary["grid"]
+    assert summary["ntp_forward_passes"] == rows * cols
+    assert summary["forward_passes"]["max"] == (rows - 1) * 2 + cols
+    assert summary["ntp_forward_passes_official"] > rows * cols
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--model", "emu3-gen", "--random-init"], "pass --prompts FILE"),
+    (["--model", "emu3-gen"], "pass --model-path"),
+    (["--model", "emu3-gen", "--prompts", "PROMPTS", "--model-path", "NOPE"], "--model-path: folder not found"),
+    (["--model", "lumina-mgpt-768", "--prompts", "PROMPTS", "--gpt-ckpt", "x.pt"], "not the LlamaGen"),
+    (["--model", "demo", "--prompts", "PROMPTS"], "class-conditional"),
+    (["--model", "emu3-gen", "--prompts", "EMPTY", "--random-init"], "holds no prompt"),
+])
+def test_prompt_errors_are_one_line(extra, message, prompts, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    (tmp_path / "empty.txt").write_text("\n \n")
+    if "--prompts" not in extra and "--random-init" not in extra:
+        extra = [*extra, "--prompts", "PROMPTS"]
+    extra = [str(prompts) if x == "PROMPTS" else str(tmp_path / "empty.txt") if x == "EMPTY" else
+             str(tmp_path / x) if x == "NOPE" else x for x in extra]
+    code = sample_ddp.cli(["--num-fid-samples", "2", "--sample-dir", str(tmp_path / "s"), *extra])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
