@@ -35,7 +35,7 @@ import torch.distributed as dist
 from PIL import Image
 from tqdm import tqdm
 
-from common.checkpoint import CheckpointError
+from common.cli import default_precision, run_main
 from common.config import PRECISIONS, DecodeConfig, add_decode_args, decode_config_from_args
 from common.images import read_png_checked, save_png_with_text_atomic, to_fid_uint8
 from common.prompts import read_prompt_file
@@ -92,7 +92,7 @@ def fill_defaults(args: argparse.Namespace) -> argparse.Namespace:
         if getattr(args, flag) is None:
             setattr(args, flag, value)
     if args.precision is None:
-        args.precision = "bf16" if args.device.startswith("cuda") else "fp32"
+        args.precision = default_precision(args.device)
     if isinstance(preset, FIDPreset) and not args.random_init:
         ckpt_dir = args.ckpt_dir or preset.ckpt_dir
         if args.gpt_ckpt is None and ckpt_dir is not None:
@@ -499,14 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cli(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        fill_defaults(args)
-        main(args)
-    except (ValueError, FileNotFoundError, CheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_main(lambda args: main(fill_defaults(args)), build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,14 @@ def read_prompt_file(path: str | Path, flag: str = "--prompts") -> list[str]:
     return prompts
 
 
+def collect_prompts(prompt: list[str] | None, prompts_file: str | None) -> list[str]:
+    """--prompt TEXT (repeatable), then the lines of --prompts FILE; at least one."""
+    prompts = list(prompt or []) + (read_prompt_file(prompts_file) if prompts_file else [])
+    if not prompts:
+        raise ValueError("pass --prompt TEXT (repeatable) or --prompts FILE (one prompt per line)")
+    return prompts
+
+
 def left_pad(rows: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """-> (ids (B_model, T), valid (B_model, T) bool, shift (B_model,) int64 pad count per row)."""
     if not rows or not all(rows):

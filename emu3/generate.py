@@ -15,10 +15,10 @@ from pathlib import Path
 
 import torch
 
-from common.checkpoint import CheckpointError
+from common.cli import default_precision, run_main
 from common.config import PRECISIONS, DecodeConfig, add_decode_args, decode_config_from_args
 from common.images import save_png_atomic
-from common.prompts import read_prompt_file
+from common.prompts import collect_prompts
 from common.sampling import image_seeds
 from common.schedule import num_passes
 from emu3.config import PRESETS
@@ -26,17 +26,10 @@ from emu3.pipeline import Emu3Pipeline, layout_for, load_pipeline, ntp_passes_of
 from emu3.prompt import parse_ratio, prompt_ids
 from emu3.vision_decoder import to_uint8_official
 
-def read_prompts(args: argparse.Namespace) -> list[str]:
-    prompts = list(args.prompt or []) + (read_prompt_file(args.prompts) if args.prompts else [])
-    if not prompts:
-        raise ValueError("pass --prompt TEXT (repeatable) or --prompts FILE (one prompt per line)")
-    return prompts
-
-
 def check_args(args: argparse.Namespace) -> tuple[DecodeConfig, list[str]]:
     """Validate everything cheap before any model is built; raises ValueError/FileNotFoundError."""
     config = decode_config_from_args(args)
-    prompts = read_prompts(args)
+    prompts = collect_prompts(args.prompt, args.prompts)
     parse_ratio(args.ratio)  # the grid itself needs the model's image area
     if not args.random_init:
         if args.model_path is None:
@@ -125,13 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
 def cli(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.precision is None:
-        args.precision = "bf16" if args.device.startswith("cuda") else "fp32"
-    try:
-        main(args)
-    except (ValueError, FileNotFoundError, CheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+        args.precision = default_precision(args.device)
+    return run_main(main, args)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from common.checkpoint import CheckpointError
+from common.cli import default_precision, run_main
 from common.config import PRECISIONS, DecodeConfig, add_decode_args, decode_config_from_args
 from common.images import save_grid
 from common.sampling import image_seeds
@@ -49,7 +49,7 @@ def fill_defaults(args: argparse.Namespace) -> argparse.Namespace:
             if getattr(args, name) is None:
                 setattr(args, name, getattr(defaults, name))
     if args.precision is None:
-        args.precision = "bf16" if args.device.startswith("cuda") else "fp32"
+        args.precision = default_precision(args.device)
     return args
 
 
@@ -159,13 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cli(argv=None) -> int:
-    args = fill_defaults(build_parser().parse_args(argv))
-    try:
-        main(args)
-    except (ValueError, FileNotFoundError, CheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_main(main, fill_defaults(build_parser().parse_args(argv)))
 
 
 if __name__ == "__main__":

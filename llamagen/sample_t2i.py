@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from common.checkpoint import CheckpointError
+from common.cli import default_precision, run_main
 from common.config import DecodeConfig, add_decode_args, decode_config_from_args
 from common.images import save_grid
 from common.sampling import image_seeds
@@ -175,13 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
 def cli(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.precision is None:
-        args.precision = "bf16" if args.device.startswith("cuda") else "fp32"
-    try:
-        main(args)
-    except (ValueError, FileNotFoundError, CheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+        args.precision = default_precision(args.device)
+    return run_main(main, args)
 
 
 if __name__ == "__main__":

@@ -15,23 +15,16 @@ from pathlib import Path
 
 import torch
 
-from common.checkpoint import CheckpointError
+from common.cli import default_precision, run_main
 from common.config import PRECISIONS, DecodeConfig, add_decode_args, decode_config_from_args
 from common.images import save_png_atomic
-from common.prompts import read_prompt_file
+from common.prompts import collect_prompts
 from common.sampling import image_seeds
 from common.schedule import Layout, num_passes
 from lumina_mgpt.config import PRESETS
 from lumina_mgpt.pipeline import RESOLUTIONS, LuminaPipeline, load_pipeline, ntp_passes_official  # noqa: F401 (API)
 from lumina_mgpt.prompt import check_size, crop_sizes
 from lumina_mgpt.vqgan import to_uint8_official
-
-
-def read_prompts(args: argparse.Namespace) -> list[str]:
-    prompts = list(args.prompt or []) + (read_prompt_file(args.prompts) if args.prompts else [])
-    if not prompts:
-        raise ValueError("pass --prompt TEXT (repeatable) or --prompts FILE (one prompt per line)")
-    return prompts
 
 
 def resolution_for(args: argparse.Namespace) -> int:
@@ -44,7 +37,7 @@ def resolution_for(args: argparse.Namespace) -> int:
 def check_args(args: argparse.Namespace) -> tuple[DecodeConfig, list[str]]:
     """Validate everything cheap before any model is built; raises ValueError/FileNotFoundError."""
     config = decode_config_from_args(args)
-    prompts = read_prompts(args)
+    prompts = collect_prompts(args.prompt, args.prompts)
     check_size(args.width, args.height, resolution_for(args))
     if not args.random_init:
         if args.model_path is None or args.vqgan_dir is None:
@@ -129,13 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
 def cli(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.precision is None:
-        args.precision = "bf16" if args.device.startswith("cuda") else "fp32"
-    try:
-        main(args)
-    except (ValueError, FileNotFoundError, CheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+        args.precision = default_precision(args.device)
+    return run_main(main, args)
 
 
 if __name__ == "__main__":
