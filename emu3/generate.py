@@ -8,19 +8,17 @@ Defaults follow image_generation.py: CFG 3.0 with its negative prompt, top-k 204
 The pipeline API (load_pipeline, Emu3Pipeline.generate) lives in emu3/pipeline.py.
 """
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-from common.cli import default_precision, run_main
+from common.cli import default_precision, end_of_row_report, print_report, run_main
 from common.config import PRECISIONS, DecodeConfig, add_decode_args, decode_config_from_args
 from common.images import save_png_atomic
 from common.prompts import collect_prompts
 from common.sampling import image_seeds
-from common.schedule import num_passes
 from emu3.config import PRESETS
 from emu3.pipeline import Emu3Pipeline, layout_for, load_pipeline, ntp_passes_official  # noqa: F401 (API)
 from emu3.prompt import parse_ratio, prompt_ids
@@ -66,29 +64,9 @@ def main(args: argparse.Namespace) -> dict:
     for i, pixels in enumerate(to_uint8_official(images).numpy()):
         files.append(str(out / f"{i:04d}.png"))
         save_png_atomic(pixels, files[-1])
-    layout = layout_for(1, rows, cols)  # pass counts do not depend on the prefix length
-    report = {
-        "forward_passes": result.forward_passes,
-        "ntp_passes": num_passes(layout, cols),
-        "ntp_passes_official": ntp_passes_official(rows, cols),
-        "seconds": round(seconds, 4),
-        "grid": [rows, cols],
-        "window": config.window_for(cols),
-        "image_passes": result.image_passes,
-        "prompt_tokens": [len(prompt_ids(pipe.tokenizer, p, rows, cols)) for p in prompts],
-        "files": files,
-    }
-    if config.adaptive:
-        report["adaptive"] = True
-        report["accepted_window"] = [{"mean": sum(w) / len(w), "min": min(w), "max": max(w)} if w else None
-                                     for w in result.accepted_windows]
-        report["rejections"] = result.rejections
-    if args.json:
-        print(json.dumps(report))
-    else:
-        print(f"{result.forward_passes} forward passes (NTP: {report['ntp_passes']} engine, "
-              f"{report['ntp_passes_official']} official) in {seconds:.2f}s on a {rows}x{cols} grid; "
-              f"saved {len(files)} images to {out}", file=sys.stderr)
+    report = end_of_row_report(result, config, rows, cols, ntp_passes_official(rows, cols), seconds, files)
+    report["prompt_tokens"] = [len(prompt_ids(pipe.tokenizer, p, rows, cols)) for p in prompts]
+    print_report(report, args.json, out)
     return report
 
 

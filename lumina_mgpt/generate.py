@@ -8,19 +8,17 @@ Speed runs without files: --random-init --config 7B (or tiny on a CPU). Defaults
 branch that starts at BOI), image top-k 2000, temperature 1, top-p 1 (inference_solver.py).
 """
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-from common.cli import default_precision, run_main
+from common.cli import default_precision, end_of_row_report, print_report, run_main
 from common.config import PRECISIONS, DecodeConfig, add_decode_args, decode_config_from_args
 from common.images import save_png_atomic
 from common.prompts import collect_prompts
 from common.sampling import image_seeds
-from common.schedule import Layout, num_passes
 from lumina_mgpt.config import PRESETS
 from lumina_mgpt.pipeline import RESOLUTIONS, LuminaPipeline, load_pipeline, ntp_passes_official  # noqa: F401 (API)
 from lumina_mgpt.prompt import check_size, crop_sizes
@@ -73,25 +71,8 @@ def main(args: argparse.Namespace) -> dict:
     for i, pixels in enumerate(to_uint8_official(images)):
         files.append(str(out / f"{i:04d}.png"))
         save_png_atomic(pixels, files[-1])
-    report = {
-        "forward_passes": result.forward_passes,
-        "ntp_passes": num_passes(Layout(rows, cols, 1, end_of_row=True), cols),
-        "ntp_passes_official": ntp_passes_official(rows, cols),
-        "seconds": round(seconds, 4),
-        "grid": [rows, cols],
-        "window": config.window_for(cols),
-        "image_passes": result.image_passes,
-        "files": files,
-    }
-    if config.adaptive:
-        report["accepted_window"] = [sum(w) / len(w) if w else None for w in result.accepted_windows]
-        report["rejections"] = result.rejections
-    if args.json:
-        print(json.dumps(report))
-    else:
-        print(f"{result.forward_passes} forward passes (NTP: {report['ntp_passes']} engine, "
-              f"{report['ntp_passes_official']} official) in {seconds:.2f}s on a {rows}x{cols} grid; "
-              f"saved {len(files)} images to {out}", file=sys.stderr)
+    report = end_of_row_report(result, config, rows, cols, ntp_passes_official(rows, cols), seconds, files)
+    print_report(report, args.json, out)
     return report
 
 
