@@ -42,12 +42,19 @@ def config_from_json(cfg: dict, qk_norm_heads: int = 1) -> LlamaConfig:
     """ChameleonConfig fields -> LlamaConfig; qk_norm_heads: 1 (Lumina files) or n_heads (transformers)."""
     if cfg.get("swin_norm"):
         raise CheckpointError("Lumina-mGPT: swin_norm=true (the 34B layout) is not supported; the 7B models use pre-norm")
+    # transformers <= 4.x (Lumina's files, 4.43.3) write rope_theta / rope_scaling at the top level,
+    # transformers >= 5 inside rope_parameters; the checkpoints use plain RoPE (no scaling, no position cap)
+    rope = cfg.get("rope_parameters") or {}
+    scaling = cfg.get("rope_scaling") or (rope if rope.get("rope_type", "default") != "default" else None)
+    if scaling:
+        raise CheckpointError(f"Lumina-mGPT: rope scaling {scaling} is not supported (the checkpoints use plain RoPE)")
+    theta = cfg.get("rope_theta", rope.get("rope_theta", 10000.0))
     try:
         heads = int(cfg["num_attention_heads"])
         return LlamaConfig(vocab_size=int(cfg["vocab_size"]), dim=int(cfg["hidden_size"]),
                            n_layers=int(cfg["num_hidden_layers"]), n_heads=heads,
                            n_kv_heads=int(cfg.get("num_key_value_heads") or heads),
-                           ffn_hidden=int(cfg["intermediate_size"]), rope_theta=float(cfg.get("rope_theta", 10000.0)),
+                           ffn_hidden=int(cfg["intermediate_size"]), rope_theta=float(theta),
                            norm_eps=float(cfg.get("rms_norm_eps", 1e-5)), qk_norm_heads=qk_norm_heads)
     except KeyError as e:
         raise CheckpointError(f"Lumina-mGPT: config.json lacks {e.args[0]!r}") from None

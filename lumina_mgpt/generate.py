@@ -21,7 +21,7 @@ from common.prompts import collect_prompts
 from common.sampling import image_seeds
 from lumina_mgpt.config import PRESETS
 from lumina_mgpt.pipeline import RESOLUTIONS, LuminaPipeline, load_pipeline, ntp_passes_official  # noqa: F401 (API)
-from lumina_mgpt.prompt import check_size, crop_sizes
+from lumina_mgpt.prompt import check_size, crop_sizes, nearest_sizes
 from lumina_mgpt.vqgan import to_uint8_official
 
 
@@ -29,7 +29,12 @@ def resolution_for(args: argparse.Namespace) -> int:
     if args.resolution is not None:
         return args.resolution
     fits = [r for r in RESOLUTIONS if (args.width, args.height) in crop_sizes(r)]
-    return fits[0] if fits else RESOLUTIONS[-1]  # no fit: check_size names the nearest sizes
+    if not fits:
+        near = {r: nearest_sizes(args.width, args.height, r, 2) for r in RESOLUTIONS}
+        raise ValueError(f"{args.width}x{args.height} is not a size of any Lumina-mGPT checkpoint (sides multiples "
+                         f"of 32, area <= R^2, ratio <= 4 for R = {'/'.join(map(str, RESOLUTIONS))}); nearest: "
+                         + ", ".join(f"{r} px {sizes}" for r, sizes in near.items()))
+    return fits[0]
 
 
 def check_args(args: argparse.Namespace) -> tuple[DecodeConfig, list[str]]:
@@ -97,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", choices=list(PRESETS), default="7B", help="model preset for --random-init")
     p.add_argument("--json", action="store_true", help="print one JSON object with passes, timing and files")
     add_decode_args(p, cfg_scale=3.0, top_k=2000)  # inference_solver.py create_logits_processor defaults
+    # the official generate_examples/generate.py flag; without it argparse would reject the prefix --cfg as
+    # ambiguous (--cfg-scale, --cfg-interval). An exact option string wins over prefix matching.
+    p.add_argument("--cfg", dest="cfg_scale", type=float, default=argparse.SUPPRESS, help="alias of --cfg-scale")
     return p
 
 

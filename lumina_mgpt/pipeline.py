@@ -25,7 +25,7 @@ from common.hf_shards import empty_model
 from common.llama import LlamaDecoder, random_init_
 from common.prompts import left_pad
 from common.schedule import Layout
-from lumina_mgpt.checkpoint import load_model
+from lumina_mgpt.checkpoint import load_model, vocabulary_from_config
 from lumina_mgpt.config import TINY_CODES, lumina_config
 from lumina_mgpt.prompt import (SpecialIds, check_size, image_header, image_id_map, load_tokenizer, prompt_ids,
                                 special_ids, stand_in_tokenizer)
@@ -132,6 +132,12 @@ def load_pipeline(model_path: str | None, vq_path: str | None, tokenizer_path: s
         raise ValueError("pass --model-path and --vqgan-dir, or --random-init to run without files")
     tokenizer = load_tokenizer(tokenizer_path or model_path)
     ids = special_ids(tokenizer)
+    # the 512/1024 repos ship no tokenizer, but their config.json's vocabulary_map names every id: a
+    # tokenizer taken from elsewhere must place the image tokens exactly there
+    vocab_map = vocabulary_from_config(model_path)
+    if vocab_map is not None and not torch.equal(image_id_map(vocab_map), image_id_map(tokenizer.get_vocab())):
+        raise ValueError(f"the tokenizer's IMGIMG ids differ from the vocabulary_map in {model_path}/config.json: "
+                         "not this checkpoint's tokenizer")
     vq = load_vqgan(vq_path, device)
     model = load_model(model_path, dtype, device)
     if model.config.vocab_size < tokenizer.get_vocab_size():

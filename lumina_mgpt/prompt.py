@@ -9,6 +9,7 @@ then rows of codes each followed by EOL (`<reserved08799>`), then EOI (`<eoss>`)
 vocabulary names `IMGIMG<digits as letters A..J>Z`; their codebook index is read from the name.
 Every id comes from the tokenizer by name, none is assumed.
 """
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,10 +126,17 @@ def crop_sizes(target: int, max_ratio: float = 4.0) -> list[tuple[int, int]]:
     return sizes
 
 
+def nearest_sizes(width: int, height: int, target: int, count: int = 3) -> list[tuple[int, int]]:
+    """The supported sizes closest in aspect ratio (log scale), then in area, to width x height."""
+    want = math.log(max(width, 1) / max(height, 1))
+    return sorted(crop_sizes(target), key=lambda s: (round(abs(math.log(s[0] / s[1]) - want), 2),
+                                                     abs(s[0] * s[1] - width * height)))[:count]
+
+
 def check_size(width: int, height: int, target: int) -> tuple[int, int]:
     """-> (rows, cols) of the token grid; raises for sizes the checkpoint was not trained on."""
     if (width, height) not in crop_sizes(target):
-        near = sorted(crop_sizes(target), key=lambda s: abs(s[0] / s[1] - width / max(height, 1)))[:3]
+        near = nearest_sizes(width, height, target)
         raise ValueError(f"{width}x{height} is not a size of the {target}-px checkpoint "
                          f"(sides multiples of {PATCH}, area <= {target}^2, ratio <= 4); nearest: {near}")
     return height // 16, width // 16

@@ -2,6 +2,7 @@
 folder loading, NTP parity with an independent uncached loop, the oracle with prompts of different
 lengths and the BOI-started CFG branch, pass counts, batch invariance, the CLI."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +26,16 @@ from tests.test_llama import write_shards
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = ["a cat", "a red cube on the mat photo of a dog in blue"]
 SIZE = (64, 64)  # with a 64-px "checkpoint" size list: a 4x4 grid
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models on a shared 2-core machine: two spinning OpenMP threads under load made single tests
+    take 30+ s instead of 1 s."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -226,7 +237,9 @@ def test_cli_random_init_tiny(tmp_path):
     cmd = [sys.executable, "-m", "lumina_mgpt.generate", "--random-init", "--config", "tiny", "--prompt", "a cat",
            "--prompt", "a red cube on a mat", "--width", "256", "--height", "1024", "--window", "3", "--json",
            "--out", str(tmp_path)]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    # one OpenMP thread: on a shared 2-core machine two spinning threads made this run 30-90 s instead of 3 s
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["grid"] == [64, 16]
@@ -235,5 +248,5 @@ def test_cli_random_init_tiny(tmp_path):
     assert len(report["files"]) == 2 and all(Path(f).is_file() for f in report["files"])
     bad = subprocess.run([sys.executable, "-m", "lumina_mgpt.generate", "--random-init", "--config", "tiny",
                           "--prompt", "x", "--width", "500", "--height", "512", "--out", str(tmp_path)], cwd=ROOT,
-                         capture_output=True, text=True, timeout=60)
+                         capture_output=True, text=True, timeout=60, env=env)
     assert bad.returncode == 2 and bad.stderr.startswith("error: 500x512 is not a size")

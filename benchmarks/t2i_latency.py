@@ -1,0 +1,141 @@
+"""Time NTP and ZipAR windows for the text-to-image families (Lumina-mGPT, Emu3-Gen) at their real token
+grids and vocabularies, with random weights and a decoder of chosen size (--dims; --full for the 7B/8B
+shape). Times decoding only (tokens, not the image decoder). NTP is measured on a sample of
+--ntp-sample passes and extrapolated to the full pass count: every pass attends over the same static
+cache of all slots, so its cost does not grow along the sequence (the measured passes say so: see
+ms/pass). Prints a Markdown table; --out writes it to a file.
+
+python benchmarks/t2i_latency.py --family emu3 --windows 5 7 10
+python benchmarks/t2i_latency.py --family lumina --windows 11 14 17 20 --batch 1
+"""
+import argparse
+import dataclasses
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.latency import TimedModel  # noqa: E402
+from common.config import PRECISIONS, DecodeConfig  # noqa: E402
+from common.engine import decode_steps  # noqa: E402
+from common.hf_shards import empty_model  # noqa: E402
+from common.llama import LlamaDecoder, random_init_  # noqa: E402
+from common.sampling import image_seeds  # noqa: E402
+
+PROMPT = "a photo of a red fox sitting in fresh snow at dawn, soft light, high detail"
+
+
+def build(args, device):
+    """(pipeline, size arguments of generate, full-size decoder config)."""
+    dtype = PRECISIONS[args.precision]
+    if args.family == "emu3":
+        from emu3.config import Emu3Config, emu3_config
+        from emu3.pipeline import Emu3Pipeline
+        from emu3.prompt import special_ids, stand_in_tokenizer
+        base = emu3_config("tiny" if args.tiny else "8B")
+        text = base.text if args.full or args.tiny else dataclasses.replace(base.text, **args.dims)
+        model = empty_model(lambda: LlamaDecoder(text), dtype, device)
+        random_init_(model, 0)
+        tok = stand_in_tokenizer(base.vision.codebook_size, base.text_tokens)
+        config = Emu3Config(text, base.vision, base.image_area, base.text_tokens)
+        pipe = Emu3Pipeline(config, model, None, tok, special_ids(tok, base.vision.codebook_size))
+        return pipe, {"ratio": "1:1"}, text
+    from lumina_mgpt.config import lumina_config
+    from lumina_mgpt.pipeline import LuminaPipeline
+    from lumina_mgpt.prompt import special_ids, stand_in_tokenizer
+    from lumina_mgpt.vqgan import random_vqgan
+    base = lumina_config("tiny" if args.tiny else "7B")
+    text = base if args.full or args.tiny else dataclasses.replace(base, **args.dims)
+    model = empty_model(lambda: LlamaDecoder(text), dtype, device)
+    random_init_(model, 0)
+    vq = random_vqgan(0, "tiny" if args.tiny else "chameleon")
+    tok = stand_in_tokenizer(vq.config.n_embed, text.vocab_size)
+    size = 64 if args.tiny else 768
+    pipe = LuminaPipeline(model, vq, tok, special_ids(tok), resolution=size)
+    return pipe, {"width": size, "height": size}, text
+
+
+def timed_decode(pipe, prompts, seeds, config, size, device, max_passes=None):
+    """(passes run, wall seconds, forward seconds, seconds of the prefill pass); max_passes: stop early."""
+    coded = pipe.coded
+    pipe.coded = timed = TimedModel(coded, device)
+    try:
+        state, prefix = pipe.start(prompts, seeds, config, **size)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        prefill = 0.0
+        with torch.inference_mode():
+            for record in decode_steps(timed, state, prefix):
+                if record.index == 0:
+                    if device.type == "cuda":
+                        torch.cuda.synchronize()
+                    prefill = time.perf_counter() - start
+                if max_passes is not None and record.index + 1 >= max_passes:
+                    break
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return state.passes_run, time.perf_counter() - start, timed.seconds, prefill
+    finally:
+        pipe.coded = coded
+
+
+def main(args) -> str:
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    pipe, size, text = build(args, device)
+    rows, cols = pipe.grid(*size.values())
+    prompts = [PROMPT] * args.batch
+    seeds = image_seeds(0, torch.arange(args.batch, device=device))
+    cfg = dict(cfg_scale=3.0, top_k=args.top_k)
+    timed_decode(pipe, prompts, seeds, DecodeConfig(window=args.windows[0], **cfg), size, device, max_passes=8)  # warm-up
+    ntp_total = rows * cols
+    n, wall, fwd, prefill = timed_decode(pipe, prompts, seeds, DecodeConfig(window=None, **cfg), size, device,
+                                         args.ntp_sample)
+    ntp_seconds = prefill + (wall - prefill) / (n - 1) * (ntp_total - 1)  # the prefill pass, then the rest
+    lines = [f"{args.family}: decoder dim {text.dim}, {text.n_layers} layers, {text.n_heads} heads "
+             f"({text.n_kv_heads} kv), vocab {text.vocab_size}; {rows}x{cols} grid, batch {args.batch}, CFG 3.0 "
+             f"(model batch {2 * args.batch}), {args.precision}, {device.type} ({platform.processor() or platform.machine()}, "
+             f"{torch.get_num_threads()} threads), torch {torch.__version__}", "",
+             "| setting | passes | passes/NTP | seconds | time/NTP | ms/pass | engine overhead |", "|---|---|---|---|---|---|---|",
+             f"| NTP (sampled {n} passes) | {ntp_total} | 1.000 | {ntp_seconds:.1f} (extrapolated) | 1.000 | "
+             f"{1000 * (wall - prefill) / (n - 1):.1f} | {1 - fwd / wall:.1%} |"]
+    for w in args.windows:
+        n, wall, fwd, _ = timed_decode(pipe, prompts, seeds, DecodeConfig(window=w, **cfg), size, device)
+        lines.append(f"| w={w} | {n} | {n / ntp_total:.3f} | {wall:.1f} | {wall / ntp_seconds:.3f} | "
+                     f"{1000 * wall / n:.1f} | {1 - fwd / wall:.1%} |")
+    table = "\n".join(lines)
+    print(table)
+    if args.out:
+        Path(args.out).write_text(table + "\n")
+    return table
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--family", choices=["emu3", "lumina"], required=True, help="model family")
+    p.add_argument("--windows", type=int, nargs="+", required=True, help="ZipAR windows to time")
+    p.add_argument("--batch", type=int, default=1, help="images per decode")
+    p.add_argument("--ntp-sample", type=int, default=200, help="NTP passes to time (>= 2; extrapolated to the grid)")
+    p.add_argument("--dim", type=int, default=768, help="decoder width (ignored with --full)")
+    p.add_argument("--layers", type=int, default=12, help="decoder layers (ignored with --full)")
+    p.add_argument("--heads", type=int, default=12, help="attention heads (ignored with --full)")
+    p.add_argument("--kv-heads", type=int, default=None, help="key/value heads (default: heads)")
+    p.add_argument("--full", action="store_true", help="the real 7B / 8B decoder shape (needs a GPU)")
+    p.add_argument("--tiny", action="store_true", help="the tiny test config and grid (tests)")
+    p.add_argument("--top-k", type=int, default=2000, help="top-k")
+    p.add_argument("--precision", choices=list(PRECISIONS), default="fp32", help="decoder dtype")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
+    p.add_argument("--out", default=None, help="write the Markdown table here")
+    return p
+
+
+if __name__ == "__main__":
+    a = build_parser().parse_args()
+    a.dims = dict(dim=a.dim, n_layers=a.layers, n_heads=a.heads, n_kv_heads=a.kv_heads or a.heads,
+                  ffn_hidden=int(a.dim * 8 / 3) // 64 * 64)
+    main(a)
