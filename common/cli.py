@@ -22,7 +22,8 @@ def run_main(main: Callable, args) -> int:
     try:
         main(args)
     except USER_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
+        sys.stderr.write(f"error: {e}\n")  # one write: lines of concurrent ranks never interleave
+        sys.stderr.flush()
         return 2
     return 0
 

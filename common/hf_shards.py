@@ -18,6 +18,17 @@ INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
 
 
+def read_config_json(folder: str | Path, what: str) -> dict:
+    """A Hugging Face folder's config.json."""
+    path = Path(folder) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{what}: {path} not found")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{what}: {path} is not JSON: {e}") from None
+
+
 def shard_files(folder: str | Path, what: str) -> dict[str, list[str]]:
     """{shard path: [stored keys]} from the index, or the single model.safetensors; files checked to exist."""
     from safetensors import safe_open

@@ -5,9 +5,7 @@ Values from BAAI/Emu3-Gen config.json and BAAI/Emu3-VisionTokenizer config.json 
 ../shared/reference/emu3.md sections 1.1 and 5.1); the converted -hf config nests them as `text_config`
 and `vq_config` with renamed vision fields (transformers models/emu3/configuration_emu3.py).
 """
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
 from common.checkpoint import CheckpointError
 from common.llama import LlamaConfig
@@ -78,16 +76,6 @@ def emu3_config(name: str) -> Emu3Config:
     if name not in PRESETS:
         raise ValueError(f"unknown Emu3 config {name!r}; valid: {sorted(PRESETS)}")
     return PRESETS[name]
-
-
-def read_config_json(folder: str | Path, what: str) -> dict:
-    path = Path(folder) / "config.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{what}: {path} not found")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{what}: {path} is not JSON: {e}") from None
 
 
 def text_config_from_json(cfg: dict) -> LlamaConfig:

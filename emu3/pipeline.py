@@ -23,13 +23,13 @@ import torch
 
 from common.config import DecodeConfig
 from common.engine import DecodeResult, DecodeState, decode, start_decode
-from common.hf_shards import empty_model
+from common.hf_shards import empty_model, read_config_json
 from common.image_vocab import ImageVocabDecoder
 from common.llama import LlamaDecoder, random_init_
 from common.prompts import left_pad
 from common.schedule import Layout
 from emu3.checkpoint import HF, detect_layout, load_text_model, load_vision_decoder
-from emu3.config import (IMAGE_AREA_GEN, Emu3Config, emu3_config, read_config_json, text_config_from_json,
+from emu3.config import (IMAGE_AREA_GEN, Emu3Config, emu3_config, text_config_from_json,
                          vision_config_from_json)
 from emu3.prompt import (NEGATIVE_PROMPT, SpecialIds, generation_size, load_tokenizer, prompt_ids, special_ids,
                          stand_in_tokenizer)

@@ -11,9 +11,9 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from common.hf_shards import empty_model, load_shards, shard_files
+from common.hf_shards import empty_model, load_shards, read_config_json, shard_files
 from common.llama import LlamaDecoder
-from lumina_mgpt.config import config_from_json, read_config_json
+from lumina_mgpt.config import config_from_json
 
 QK_NORM_KEY = "model.layers.0.self_attn.q_norm.weight"
 # transformers' ChameleonForConditionalGeneration.save_pretrained also writes its VQ encoder under
@@ -30,7 +30,7 @@ def stored_qk_norm_heads(folder: str | Path) -> int:
 
 
 def load_model(folder: str | Path, dtype: torch.dtype, device) -> LlamaDecoder:
-    config = config_from_json(read_config_json(folder), qk_norm_heads=stored_qk_norm_heads(folder))
+    config = config_from_json(read_config_json(folder, "Lumina-mGPT"), qk_norm_heads=stored_qk_norm_heads(folder))
     model = empty_model(lambda: LlamaDecoder(config), dtype, device)
     load_shards(model, folder, "Lumina-mGPT", skip=lambda key: key.startswith(SKIPPED_PREFIX))
     return model.eval()
@@ -38,7 +38,7 @@ def load_model(folder: str | Path, dtype: torch.dtype, device) -> LlamaDecoder:
 
 def vocabulary_from_config(folder: str | Path) -> dict[str, int] | None:
     """config.json's `vocabulary_map` (name -> id), when present."""
-    vocab = read_config_json(folder).get("vocabulary_map")
+    vocab = read_config_json(folder, "Lumina-mGPT").get("vocabulary_map")
     return dict(vocab) if isinstance(vocab, dict) else None
 
 

@@ -5,8 +5,6 @@ checkpoint's config.json (ChameleonConfig fields): hidden 4096, 32 layers, 32 he
 11008, vocab 65536, RoPE theta 1e4, RMSNorm 1e-5, qk-norm LayerNorm over head_dim stored [1, 128]
 (model_parallel_size 1), no biases, untied lm_head. The decoder is common.llama.LlamaDecoder.
 """
-import json
-from pathlib import Path
 
 from common.checkpoint import CheckpointError
 from common.llama import LlamaConfig
@@ -26,16 +24,6 @@ def lumina_config(name: str) -> LlamaConfig:
     if name not in PRESETS:
         raise ValueError(f"unknown Lumina-mGPT config {name!r}; valid: {', '.join(PRESETS)}")
     return PRESETS[name]
-
-
-def read_config_json(folder: str | Path) -> dict:
-    path = Path(folder) / "config.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"Lumina-mGPT: config.json not found in {folder}")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"Lumina-mGPT: {path} is not JSON: {e}") from None
 
 
 def config_from_json(cfg: dict, qk_norm_heads: int = 1) -> LlamaConfig:

@@ -29,15 +29,6 @@ T = CAPTION_TOKENS
 CAPTION_DIM = 32
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: intra-op threads only add overhead (and stall badly on a busy 2-core machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_t2i(grid, seed=0):
     return tiny_gpt(grid, seed=seed, model_type="t2i", cls_token_num=T, caption_dim=CAPTION_DIM)
 

@@ -6,7 +6,6 @@ import json
 import random
 
 import pytest
-import torch
 from tokenizers import Tokenizer
 
 from lumina_mgpt.generate import load_pipeline
@@ -16,15 +15,6 @@ from tests.test_lumina_vqgan import checkpoint_state, write_vqgan
 
 SIZE = (1024, 256)  # a 512-px checkpoint size: 16 rows x 64 columns of tokens
 PROMPTS = ["a cat", "a red cube on the mat photo of a dog in blue"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine: two OpenMP threads under load are many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def write_pipeline_files(pipe, root, vocabulary_map=None):

@@ -23,15 +23,6 @@ from tests.test_lumina_pipeline import PROMPTS, SIZE, write_folder
 from tests.test_lumina_vqgan import write_vqgan
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine: OpenMP spinning with 2 threads is ~50x slower under load."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     """(random-init tiny pipeline, model dir, vqgan dir, tokenizer dir) holding the same weights."""

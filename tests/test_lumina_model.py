@@ -18,15 +18,6 @@ from lumina_mgpt.config import PRESETS, config_from_json
 from tests.test_lumina_pipeline import TINY, hf_chameleon, to_transformers
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine: OpenMP spinning with 2 threads is ~50x slower under load."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def causal_mask(q_from: int, q_to: int, slots: int) -> torch.Tensor:
     """(1, Q, S): query at slot i (q_from <= i < q_to) sees slots 0..i."""
     return (torch.arange(slots)[None, :] <= torch.arange(q_from, q_to)[:, None])[None]

@@ -28,16 +28,6 @@ PROMPTS = ["a cat", "a red cube on the mat photo of a dog in blue"]
 SIZE = (64, 64)  # with a 64-px "checkpoint" size list: a 4x4 grid
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine: two spinning OpenMP threads under load made single tests
-    take 30+ s instead of 1 s."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def pipe() -> LuminaPipeline:
     p = load_pipeline(None, None, None, "tiny", 512, random_init=True, seed=0)

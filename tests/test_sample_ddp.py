@@ -58,14 +58,6 @@ def pngs(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.glob("*.png"))}
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def single(tmp_path_factory) -> Path:
     """One process, batch 3: the reference run."""
@@ -97,7 +89,7 @@ def test_two_processes_give_the_same_bytes_as_one(single, tmp_path):
     assert summary["images_generated"] == N and summary["args"]["per_proc_batch_size"] == 4
 
 
-def test_summary_and_digits_match_llamagen_generate(single, demo_gpt, one_thread):
+def test_summary_and_digits_match_llamagen_generate(single, demo_gpt):
     labels, seeds = torch.arange(N) % 10, image_seeds(0, torch.arange(N))
     result = generate(demo_gpt, labels, seeds, DecodeConfig(window=8, cfg_scale=2.0))
     summary = json.loads((run_dir(single) / "summary.json").read_text())
@@ -141,7 +133,7 @@ def run_inline(args: list[str], capsys) -> tuple[int, list[str]]:
     return code, capsys.readouterr().err.strip().splitlines()
 
 
-def test_adaptive_summary_matches_generate(tmp_path, demo_gpt, one_thread, capsys, monkeypatch):
+def test_adaptive_summary_matches_generate(tmp_path, demo_gpt, capsys, monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     code, err = run_inline(["--window", "8", "--adaptive", "--num-fid-samples", "5", "--per-proc-batch-size", "2",
                             "--sample-dir", str(tmp_path)], capsys)
@@ -157,7 +149,7 @@ def test_adaptive_summary_matches_generate(tmp_path, demo_gpt, one_thread, capsy
     assert "adaptive-w8" in run_dir(tmp_path).name
 
 
-def test_other_arguments_are_refused_unless_overwrite(tmp_path, one_thread, capsys, monkeypatch):
+def test_other_arguments_are_refused_unless_overwrite(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     args = ["--window", "8", "--num-fid-samples", "2", "--sample-dir", str(tmp_path)]
     assert run_inline(args, capsys)[0] == 0
