@@ -93,3 +93,18 @@ def test_image_vocab_decoder_is_the_full_model_restricted_to_image_ids():
         ImageVocabDecoder(model, image_ids, torch.tensor([40]))
     with pytest.raises(ValueError, match=r"\[0, 100\)"):
         ImageVocabDecoder(model, image_ids, torch.tensor([100]))
+
+
+def test_image_vocab_decoder_with_contiguous_ids_uses_a_view_of_the_head():
+    from common.image_vocab import ImageVocabDecoder
+    model = LlamaDecoder(TINY).eval()
+    random_init_(model, 6, std=0.1)
+    coded = ImageVocabDecoder(model, torch.arange(50, 60), torch.tensor([3]))
+    assert coded.image_head.data_ptr() == model.lm_head.weight[50].data_ptr()  # no copy
+    codes = torch.tensor([[1, 9, coded.fixed_code(0), 4]])
+    L = codes.shape[1]
+    args = (torch.arange(L)[None], torch.arange(L), torch.ones(L, L, dtype=torch.bool).tril()[None])
+    with torch.no_grad():
+        full = model(model.embed_tokens(coded.to_vocab(codes)), *args, model.new_cache(1, L, "cpu"))
+        ours = coded(coded.embed_tokens(codes), *args, coded.new_cache(1, L, "cpu"))
+    assert (ours - full[..., 50:60]).abs().max() <= 1e-5
