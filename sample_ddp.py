@@ -38,6 +38,7 @@ from tqdm import tqdm
 from common.cli import default_precision, run_main
 from common.config import PRECISIONS, DecodeConfig, add_decode_args, decode_config_from_args
 from common.images import read_png_checked, save_png_with_text_atomic, to_fid_uint8
+from common.placeholder import DEFAULT_POLICY
 from common.prompts import read_prompt_file
 from common.sampling import image_seeds
 from common.schedule import Layout, num_passes
@@ -160,8 +161,8 @@ def size_tag(args: argparse.Namespace) -> str:
 def run_name(args: argparse.Namespace, config: DecodeConfig) -> str:
     """The run folder's name: the official pattern, with the ZipAR settings in it."""
     decoding = "ntp" if config.window is None else f"{'adaptive-' if config.adaptive else ''}w{config.window}"
-    decoding += "".join(f"-{x}" for x in (config.compat, None if config.placeholder == "left" else config.placeholder)
-                        if x)
+    placeholder = None if config.placeholder == DEFAULT_POLICY else config.placeholder.replace(":", "_")
+    decoding += "".join(f"-{x}" for x in (config.compat, placeholder) if x)
     cfg = f"{config.cfg_scale}" + ("" if config.cfg_interval == -1 else f"-interval-{config.cfg_interval}")
     arch = f"-{args.random_init_config}" if args.random_init and args.random_init_config != "full" else ""
     return (f"{args.model}{arch}-size-{size_tag(args)}-size-{args.image_size_eval}-{decoding}-"

@@ -1,6 +1,6 @@
-"""Quality vs forward passes on the demo model: NTP, fixed windows, adaptive windows and the paper
-code's schedule (compat="official"), all with the same labels and seeds (the CPU analogue of the
-ZipAR paper's Figure 6).
+"""Quality vs forward passes on the demo model: NTP, fixed and adaptive windows with every row-opening
+placeholder policy (common/placeholder.py), and the paper code's schedule (compat="official"), all
+with the same labels and seeds (the CPU analogue of the ZipAR paper's Figure 6).
 
 Per setting: mean passes per image, reduction vs NTP, seconds, class accuracy and digits-FID under
 the demo's digit classifier, and paired agreement (fraction of tokens equal to the NTP sample of the
@@ -30,15 +30,16 @@ from llamagen.model import Transformer, gpt_config  # noqa: E402
 from llamagen.presets import DEMO, DEMO_DIR  # noqa: E402
 
 GROUPS = 5
-COLUMNS = ["setting", "kind", "window", "passes_mean", "pass_reduction", "seconds", "accuracy", "accuracy_std",
+COLUMNS = ["setting", "kind", "placeholder", "window", "passes_mean", "pass_reduction", "seconds", "accuracy", "accuracy_std",
            "digits_fid", "digits_fid_std", "agreement", "agreement_std", "accepted_window", "rejections"]
 
 
 def settings(args) -> list[tuple[str, str, DecodeConfig]]:
-    common = dict(cfg_scale=args.cfg_scale)
+    common = dict(cfg_scale=args.cfg_scale, temperature=args.temperature)
     out = [("NTP", "ntp", DecodeConfig(window=None, **common))]
-    out += [(f"fixed {w}", "fixed", DecodeConfig(window=w, **common)) for w in args.windows]
-    out += [(f"adaptive {w}", "adaptive", DecodeConfig(window=w, adaptive=True, **common)) for w in args.adaptive_windows]
+    for kind, windows in (("fixed", args.windows), ("adaptive", args.adaptive_windows)):
+        out += [(f"{kind} {w} {p}", kind, DecodeConfig(window=w, adaptive=kind == "adaptive", placeholder=p, **common))
+                for p in args.placeholders for w in windows]
     out += [(f"official {w}", "official", DecodeConfig(window=w, compat="official", **common)) for w in args.compat_windows]
     return out
 
@@ -70,6 +71,7 @@ def score(scorer, tokenizer, tokens, labels, reference):
 
 @torch.inference_mode()
 def main(args) -> list[dict]:
+    torch.set_num_threads(args.threads)
     gpt = Transformer(gpt_config("demo"), grid_size=DEMO.image_size).eval()
     load_gpt_weights(gpt, args.gpt_ckpt, "demo")
     tokenizer = IntensityTokenizer.load(args.tokenizer)
@@ -83,7 +85,8 @@ def main(args) -> list[dict]:
         tokens, passes, seconds, windows, rejections = run_setting(gpt, config, labels, seeds, args.batch_size)
         reference = tokens if reference is None else reference  # NTP runs first
         passes_mean = statistics.mean(passes)
-        rows.append({"setting": name, "kind": kind, "window": config.window or gpt.grid_size,
+        rows.append({"setting": name, "kind": kind, "placeholder": "" if kind == "ntp" else config.placeholder,
+                     "window": config.window or gpt.grid_size,
                      "passes_mean": passes_mean, "pass_reduction": 1 - passes_mean / ntp_passes, "seconds": seconds,
                      **score(scorer, tokenizer, tokens, labels, reference),
                      "accepted_window": statistics.mean(windows) if windows else "",
@@ -95,7 +98,8 @@ def main(args) -> list[dict]:
 
 def markdown(rows, args) -> str:
     head = (f"Demo model, {args.num_samples} samples per setting (labels i % 10, seeds (seed {args.seed}, i)), "
-            f"cfg {args.cfg_scale}; spread = std over {GROUPS} groups of {args.num_samples // GROUPS}.\n\n"
+            f"cfg {args.cfg_scale}, temperature {args.temperature}; spread = std over {GROUPS} groups of "
+            f"{args.num_samples // GROUPS}. official = compat='official' (placeholder above).\n\n"
             "| setting | passes | reduction | seconds | class accuracy | digits-FID | agreement with NTP "
             "| accepted window | rejections/image |\n|---|---|---|---|---|---|---|---|---|\n")
     fmt = lambda x: f"{x:.2f}" if isinstance(x, float) else str(x)  # noqa: E731
@@ -112,13 +116,18 @@ def plot(rows, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+    colors = {"above": "tab:blue", "left": "tab:red", "mean": "tab:green"}
+    curves = sorted({(r["kind"], r["placeholder"]) for r in rows if r["kind"] != "ntp"})
     for metric, ax, label in (("accuracy", axes[0], "class accuracy"), ("digits_fid", axes[1], "digits-FID")):
-        for kind, style in (("fixed", "o-"), ("adaptive", "s-"), ("official", "^--")):
-            pts = sorted((r["passes_mean"], r[metric], r[f"{metric}_std"]) for r in rows if r["kind"] == kind)
-            if pts:
-                xs, ys, es = zip(*pts)
-                ax.errorbar(xs, ys, yerr=es, fmt=style, label=kind, capsize=3)
+        for kind, policy in curves:
+            pts = sorted((r["passes_mean"], r[metric], r[f"{metric}_std"]) for r in rows
+                         if (r["kind"], r["placeholder"]) == (kind, policy))
+            xs, ys, es = zip(*pts)
+            style = {"fixed": "o-", "adaptive": "s--", "official": "^:"}[kind]
+            color = "black" if kind == "official" else colors.get(policy, "tab:purple")
+            name = "official (above)" if kind == "official" else f"{kind} {policy}"
+            ax.errorbar(xs, ys, yerr=es, fmt=style, color=color, label=name, capsize=3, markersize=4)
         for r in rows:
             if r["kind"] == "ntp":
                 ax.errorbar([r["passes_mean"]], [r[metric]], yerr=[r[f"{metric}_std"]], fmt="k*", markersize=12,
@@ -127,8 +136,8 @@ def plot(rows, path):
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     axes[1].set_yscale("log")
-    axes[0].legend()
-    fig.suptitle("Demo model (24x24 tokens): quality vs forward passes")
+    axes[1].legend(fontsize=7, ncol=2)
+    fig.suptitle("Demo model (24x24 tokens): quality vs forward passes, by window kind and placeholder")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
@@ -151,7 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-samples", type=int, default=500, help="images per setting (a multiple of 5)")
     p.add_argument("--batch-size", type=int, default=100, help="images per generate call")
     p.add_argument("--seed", type=int, default=0, help="global seed; image i uses seed (seed, i)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (1: timings that hold up when the machine is shared)")
     p.add_argument("--cfg-scale", type=float, default=DEMO.cfg_scale, help="CFG scale (the demo CLI default)")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    # token:0 is the demo's background: 38% of the training digits' tokens, 97.6% of their last column
+    p.add_argument("--placeholders", nargs="*", default=["above", "left", "mean", "token:0"],
+                   help="row-opening placeholder policies for fixed and adaptive windows (common/placeholder.py)")
     p.add_argument("--windows", type=int, nargs="*", default=[1, 2, 4, 8, 12, 16, 20], help="fixed windows")
     p.add_argument("--adaptive-windows", type=int, nargs="*", default=[2, 4, 8, 12, 16], help="adaptive w_min")
     p.add_argument("--compat-windows", type=int, nargs="*", default=[1, 2, 4, 8, 12, 16, 20],

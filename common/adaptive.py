@@ -26,7 +26,8 @@ This scheduler is host-side bookkeeping; the engine runs the passes it emits.
 import numpy as np
 import torch
 
-from common.plan import DRAFT, DRAW, NEVER, PAD, VERIFY, PassBatch, token_buffer_width
+from common.placeholder import placeholder_source
+from common.plan import DRAFT, DRAW, NEVER, PAD, VERIFY, PassBatch, placeholder_column, token_buffer_width
 from common.schedule import Layout
 
 
@@ -68,11 +69,6 @@ class AdaptiveSchedule:
     def _opener_position(self, r: int) -> int:
         W = self.layout.cols
         return self.layout.cell_position(r, W if self.layout.end_of_row else W - 1)
-
-    def _placeholder_source(self, b: int, r: int) -> int:
-        W = self.layout.cols
-        row = r - 1 if self.policy == "above" and r >= 1 else r
-        return row * W + int(self.count[b, row]) - 1
 
     def _write(self, b: int, slot: int) -> None:
         self.live_from[b, slot] = self.k
@@ -117,7 +113,9 @@ class AdaptiveSchedule:
                     complete_unfed = False
                 else:
                     slot = self.opener_base + r * self.openers_per_row + j
-                    source = N + r if layout.end_of_row else self._placeholder_source(b, r)
+                    # cnt: the counts before this pass, so the stand-in is a token decided earlier
+                    source = N + r if layout.end_of_row else placeholder_source(
+                        self.policy, r, cnt, W, placeholder_column(layout))
                     self.openers[b, r] += 1
                 query(slot, source, (r + 1) * W, kind, int(self.attempt[b]))
                 if kind == DRAW:

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 import torch
 
-from common.plan import PLACEHOLDER_POLICIES
+from common.placeholder import DEFAULT_POLICY, POLICIES, check_policy
 
 # --precision choices of every script: the model dtype
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -16,7 +16,7 @@ class DecodeConfig:
 
     window: int | None = None
     adaptive: bool = False  # window is then w_min: row openings are drafted and verified (section 3.3)
-    placeholder: str = "left"  # how a row opens before the last token of the row above exists
+    placeholder: str = DEFAULT_POLICY  # what a row's opening query is fed (common.placeholder)
     compat: str | None = None  # "official": the paper code's schedule and mask
     cfg_scale: float = 1.0  # > 1 runs an unconditional branch (LlamaGen semantics)
     cfg_interval: float = -1  # -1: guide every token; else tokens 0 .. cfg_interval + 1
@@ -31,12 +31,11 @@ class DecodeConfig:
             raise ValueError("adaptive decoding needs a minimum window (window=w_min), not next-token prediction")
         if self.adaptive and self.compat is not None:
             raise ValueError("compat='official' has fixed windows only; drop adaptive or compat")
-        if self.placeholder not in PLACEHOLDER_POLICIES:
-            raise ValueError(f"placeholder must be one of {PLACEHOLDER_POLICIES}, got {self.placeholder!r}")
+        check_policy(self.placeholder)
         if self.compat not in (None, "official"):
             raise ValueError(f"compat must be None or 'official', got {self.compat!r}")
-        if self.compat == "official" and self.placeholder != "left":
-            raise ValueError("compat='official' uses the paper code's placeholder, 'left'")
+        if self.compat == "official" and self.placeholder != "above":
+            raise ValueError("compat='official' feeds the released code's placeholder, 'above'; drop --placeholder")
         if self.temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
         if self.top_k < 0:
@@ -65,15 +64,25 @@ def add_decode_args(parser: argparse.ArgumentParser, *, cfg_scale: float | None,
     g.add_argument("--adaptive", action="store_true",
                    help="adaptive window (paper section 3.3): --window is w_min; row openings drafted and verified")
     g.add_argument("--ntp", action="store_true", help="plain next-token prediction (ignores --window)")
-    g.add_argument("--placeholder", choices=PLACEHOLDER_POLICIES, default="left",
-                   help="token fed where a row's last token is not decoded yet: latest of the same row or of the row above")
+    g.add_argument("--placeholder", type=_placeholder_arg, default=DEFAULT_POLICY, metavar="|".join(POLICIES),
+                   help="token fed to row r+1's opening query while (r, W-1) is not decoded yet: above = the latest "
+                        "token of row r-1 (the paper code's choice; default), left = the latest token of row r, "
+                        "token:<id> = a fixed code, mean = the mean token embedding (common/placeholder.py)")
     g.add_argument("--compat", choices=["official"], default=None,
-                   help="reproduce the paper code: first row serial, mask that reads unwritten cache slots")
+                   help="reproduce the paper's released LlamaGen code: first row serial, placeholder 'above', a mask "
+                        "that reads unwritten (zero) cache slots; windows 1 .. W-1")
     g.add_argument("--cfg-scale", type=float, default=cfg_scale, help="classifier-free guidance scale (> 1 enables it); default per model")
     g.add_argument("--cfg-interval", type=float, default=-1, help="guide tokens 0..cfg_interval+1 only; -1 = all")
     g.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (applied after CFG)")
     g.add_argument("--top-k", type=int, default=top_k, help="keep the k most likely tokens; 0 = off; default per model")
     g.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold; 1.0 = off")
+
+
+def _placeholder_arg(value: str) -> str:
+    try:
+        return check_policy(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def decode_config_from_args(args: argparse.Namespace) -> DecodeConfig:

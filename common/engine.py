@@ -15,7 +15,8 @@ import torch
 from common.adaptive import AdaptiveSchedule
 from common.config import DecodeConfig
 from common.kv_cache import KVCache
-from common.plan import DRAFT, VERIFY, FixedSchedule, PassBatch, token_buffer_width
+from common.placeholder import MEAN_INPUT, fixed_token, mean_embedding
+from common.plan import DRAFT, VERIFY, FixedSchedule, PassBatch, placeholder_column, token_buffer_width
 from common.sampling import (PURPOSE_ACCEPT, PURPOSE_RESIDUAL, PURPOSE_TOKEN, draw_key, filter_logits, guide,
                              gumbel_argmax, verify_draft)
 from common.schedule import Layout
@@ -40,11 +41,12 @@ class DecodeState:
     config: DecodeConfig
     schedule: FixedSchedule | AdaptiveSchedule
     seeds: torch.Tensor  # (B,) int64
-    tokens: torch.Tensor  # (B, cells + fixed + 1) int64: grid tokens, fixed tokens, a trash column
+    tokens: torch.Tensor  # (B, width + 1) int64: grid tokens, fixed tokens, placeholder code, trash column
     cache: KVCache
     prefix_keys: torch.Tensor | None = None  # (B_model, S) bool: False for padded condition slots
     position_shift: torch.Tensor | None = None  # (B_model,) int64: subtracted from every position of that row
     draft_probs: torch.Tensor | None = None  # (B, V) adaptive: distribution the current draft follows
+    mean_input: torch.Tensor | None = None  # (D,) placeholder "mean": set after the prefix pass
     passes_run: int = 0
 
 
@@ -105,7 +107,9 @@ def start_decode(model: Decoder, seeds: torch.Tensor, layout: Layout, config: De
     if layout.end_of_row:
         if fixed_tokens is None or tuple(fixed_tokens.shape) != (layout.rows,):
             raise ValueError(f"an end-of-row layout needs fixed_tokens of shape ({layout.rows},)")
-        tokens[:, layout.num_cells:width] = fixed_tokens.to(device)
+        tokens[:, layout.num_cells:layout.num_cells + layout.rows] = fixed_tokens.to(device)
+    if (code := fixed_token(config.placeholder)) is not None:
+        tokens[:, placeholder_column(layout)] = code
     model_batch = 2 * batch if config.uses_cfg else batch
     prefix_keys = None
     if prefix_valid is not None:
@@ -146,6 +150,10 @@ def decode_steps(model: Decoder, state: DecodeState, prefix: torch.Tensor) -> It
             input_ids = state.tokens.gather(1, pb.sources.expand(batch, -1))
             input_ids = torch.cat([input_ids, input_ids]) if cfg else input_ids
             x = model.embed_tokens(input_ids)
+            if state.mean_input is not None:  # placeholder "mean": its column is fed the mean embedding
+                is_mean = _for_model(pb.sources == placeholder_column(layout), cfg).expand_as(input_ids)
+                x = torch.where(is_mean[..., None], state.mean_input.to(x.dtype), x)
+                input_ids = input_ids.masked_fill(is_mean, MEAN_INPUT)
         mask = _for_model(pb.mask, cfg)
         if state.prefix_keys is not None:
             mask = mask & state.prefix_keys[:, None, :]
@@ -157,6 +165,8 @@ def decode_steps(model: Decoder, state: DecodeState, prefix: torch.Tensor) -> It
         if state.position_shift is not None:
             positions = (positions - state.position_shift[:, None]).clamp(min=0)
         logits = model(x, positions, _for_model(pb.slots, cfg), mask, state.cache)
+        if pb.is_prefix:
+            _check_placeholder(model, state, logits.shape[-1], prefix.device)
         rows = _for_model(pb.sample_rows, cfg).expand(model_batch, -1)
         cells = pb.cells.expand(batch, -1)
         chosen = logits.gather(1, rows[..., None].expand(-1, -1, logits.shape[-1]))  # (B_model, n, V)
@@ -173,6 +183,17 @@ def decode_steps(model: Decoder, state: DecodeState, prefix: torch.Tensor) -> It
         if accepted is not None:
             state.schedule.observe(accepted.cpu().numpy())  # the one sync adaptive decoding needs
         yield record
+
+
+def _check_placeholder(model: Decoder, state: DecodeState, num_codes: int, device) -> None:
+    """Once the code count is known (the prefix pass's logits): check a "token:<id>" code, and
+    compute the "mean" placeholder's embedding over the codes the model samples."""
+    policy = state.config.placeholder
+    code = fixed_token(policy)
+    if code is not None and code >= num_codes:
+        raise ValueError(f"placeholder {policy!r}: the model samples codes 0..{num_codes - 1}")
+    if policy == "mean" and not state.layout.end_of_row:
+        state.mean_input = mean_embedding(model.embed_tokens, num_codes, device)
 
 
 def _open_rows(state: DecodeState, pb: PassBatch, filtered: torch.Tensor, drawn: torch.Tensor,

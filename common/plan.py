@@ -8,26 +8,25 @@ Slots (= cache indices):
   T + r*stride + c                grid cell (r, c); c == W is row r's end-of-row token (if any)
   T + H*stride + r                placeholder that stands for cell (r, W-1) (layouts without
                                   end-of-row tokens only), with the position of (r, W-1)
+A regular slot's position is its index, whether or not it is ever written.
 
 Rows without an end-of-row token (LlamaGen): cell (r+1, 0) is predicted by the query at the
-position of (r, W-1). If that cell is not decoded yet when row r+1 opens, a placeholder token is
-fed there in a slot of its own: policy "left" feeds the latest decoded token of row r (as the
-paper's code does), "above" the latest decoded token of row r-1 (its last column once that row is
-complete; row 0 falls back to "left"). The real token is fed in the pass after it is decoded; from
-that pass on, queries see the real entry and stop seeing the placeholder. No slot is ever written
-twice, so every logit equals an uncached forward over the entries the query saw.
+position of (r, W-1). If that cell is not decoded yet when row r+1 opens, a placeholder
+(common.placeholder) is fed there in a slot of its own. The real token is fed in the pass after it
+is decoded; from that pass on, queries see the real entry and stop seeing the placeholder. No slot
+is ever written twice, so every logit equals an uncached forward over the entries the query saw.
 """
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from common.placeholder import placeholder_source
 from common.schedule import Layout, decode_pass_table, row_windows
 
 NEVER = np.iinfo(np.int64).max // 2
 PAD, DRAW, DRAFT, VERIFY = 0, 1, 2, 3  # kinds of decided queries (DRAFT/VERIFY: adaptive row openings)
 PREFIX_SOURCE = -1  # the query's input is the condition embedding at its slot
-PLACEHOLDER_POLICIES = ("left", "above")
 
 
 @dataclass(frozen=True)
@@ -59,33 +58,31 @@ class Plan:
         return len(self.passes)
 
 
-def token_buffer_width(layout: Layout) -> int:
-    """Columns of the engine's token buffer: the grid cells, then one end-of-row token per row."""
+def placeholder_column(layout: Layout) -> int:
+    """Token-buffer column holding the "token:<id>" placeholder code (or marking "mean")."""
     return layout.num_cells + (layout.rows if layout.end_of_row else 0)
 
 
-def _placeholder_source(table: np.ndarray, r: int, k: int, policy: str) -> int:
-    """Grid cell fed as the placeholder for (r, W-1) in pass k (when row r+1 opens)."""
-    W = table.shape[1]
-    row = r - 1 if policy == "above" and r >= 1 else r
-    latest = int(np.nonzero(table[row] < k)[0].max())
-    return row * W + latest
+def token_buffer_width(layout: Layout) -> int:
+    """Columns of the engine's token buffer: the grid cells, one end-of-row token per row (if any),
+    the placeholder column. The column after them is the trash column padding writes."""
+    return placeholder_column(layout) + 1
 
 
-def build_plan(layout: Layout, table: np.ndarray, placeholder: str = "left", compat: str | None = None) -> Plan:
+def build_plan(layout: Layout, table: np.ndarray, placeholder: str = "above", compat: str | None = None) -> Plan:
     """Turn a pass table (see common.schedule.decode_pass_table) into per-pass queries and slot tables."""
-    if placeholder not in PLACEHOLDER_POLICIES:
-        raise ValueError(f"placeholder must be one of {PLACEHOLDER_POLICIES}, got {placeholder!r}")
     H, W, T = layout.rows, layout.cols, layout.prefix_len
     N = layout.num_cells
-    num_slots = T + H * layout.row_stride + (0 if layout.end_of_row else H)
+    num_regular = T + H * layout.row_stride
+    num_slots = num_regular + (0 if layout.end_of_row else H)
     pos = np.zeros(num_slots, dtype=np.int64)
+    pos[:num_regular] = np.arange(num_regular)  # also for slots never written (the last cell's)
     written = np.full(num_slots, NEVER, dtype=np.int64)
     retired = np.full(num_slots, NEVER, dtype=np.int64)
     hide_from = np.full(num_slots, NEVER, dtype=np.int64)
     hide_until = np.full(num_slots, NEVER, dtype=np.int64)
     regular = np.ones(num_slots, dtype=bool)
-    regular[T + H * layout.row_stride:] = False  # placeholder slots
+    regular[num_regular:] = False  # placeholder slots
     events = []  # (pass, slot, source, output)
 
     def query(k, slot, position, source, output):
@@ -109,8 +106,10 @@ def build_plan(layout: Layout, table: np.ndarray, placeholder: str = "left", com
         elif opens >= real_fed:
             query(opens, last, last, r * W + W - 1, (r + 1) * W)
         else:
-            ph = T + H * layout.row_stride + r
-            query(opens, ph, last, _placeholder_source(table, r, opens, placeholder), (r + 1) * W)
+            ph = num_regular + r
+            decided = (table < opens).sum(axis=1)  # tokens of each row decided before the opening pass
+            source = placeholder_source(placeholder, r, decided, W, placeholder_column(layout))
+            query(opens, ph, last, source, (r + 1) * W)
             query(real_fed, last, last, r * W + W - 1, -1)
             retired[ph] = real_fed
             hide_from[last], hide_until[last] = opens, real_fed

@@ -6,9 +6,14 @@ every cell the rule allows, so the number of passes is the critical path of the 
 prefill pass that yields cell (0, 0): (H-1)*w + W. Row 0 is not special; plain next-token
 prediction is the same schedule with w = W.
 
-`compat="official"` reproduces the paper code (ThisisBillhe/ZipAR,
-LlamaGen-ZipAR/autoregressive/models/generate_zipar.py): row 0 is decoded whole before row 1
-starts, i.e. the window of the 0 -> 1 transition is W, giving 2W + (H-2)*w passes.
+`compat="official"` reproduces the paper's released LlamaGen code (ThisisBillhe/ZipAR,
+LlamaGen-ZipAR/autoregressive/models/generate_zipar.py; tests/test_compat_official.py compares
+tokens and forward calls with outputs of that code): row 0 is decoded whole before row 1 starts,
+i.e. the window of the 0 -> 1 transition is W, giving 2W + (H-2)*w passes. Running it shows which
+windows it supports: 2 <= w < W. At w = 1 it fails an assertion; we extend its rule to w = 1 (the
+same schedule rule and visibility). At w = W it copies row r-1's latest token into cell (r+1, 0)
+instead of sampling it, and above W it raises IndexError; compat refuses w >= W. It exists for
+LlamaGen's layout only (no end-of-row tokens).
 """
 from dataclasses import dataclass
 
@@ -53,6 +58,11 @@ def row_windows(layout: Layout, window: int, compat: str | None = None) -> list[
         raise ValueError(f"window must be >= 1, got {window}")
     if compat not in (None, "official"):
         raise ValueError(f"compat must be None or 'official', got {compat!r}")
+    if compat == "official" and layout.end_of_row:
+        raise ValueError("compat='official' reproduces the released LlamaGen code; it has no end-of-row layout")
+    if compat == "official" and window >= layout.cols:
+        raise ValueError(f"compat='official' needs window < W = {layout.cols} (the released code copies a token "
+                         f"instead of sampling it at w = W and fails above), got {window}")
     w = min(window, layout.cols)
     windows = [w] * (layout.rows - 1)
     if compat == "official" and windows:

@@ -1,9 +1,16 @@
-"""Invariant (b) for any model fitting common.engine.Decoder: record every query of a decode, then
-replay, per model-batch row, all of them in one uncached forward with the recorded visibility; every
-logit the engine produced must equal the replay's."""
+"""Invariants (b) and (e) for any model fitting common.engine.Decoder.
+
+(b) record every query of a decode, then replay, per model-batch row, all of them in one uncached
+forward with the recorded visibility; every logit the engine produced must equal the replay's.
+(e) every query is fed a token decided in an earlier pass and never changed afterwards, or a fixed
+end-of-row token, or a placeholder that the policy defines without a decided token. The replay
+cannot see (e): it replays whatever was fed. `record_passes` checks (e) on every decode it records.
+"""
 import torch
 
 from common.engine import decode_steps, start_decode
+from common.placeholder import MEAN_INPUT, fixed_token, needs_decided_token
+from common.plan import placeholder_column
 
 
 def full_forward(model, x, positions, mask):
@@ -18,8 +25,9 @@ def record_passes(model, layout, config, prefix, seeds, fixed_tokens=None, prefi
     state = start_decode(model, seeds, layout, config, fixed_tokens, prefix.device, prefix_valid,
                          position_shift=position_shift)
     scratch = getattr(state.schedule, "scratch", None)
-    rows = []
+    rows, records = [], []
     for rec in decode_steps(model, state, prefix):
+        records.append(rec)
         per_row = []
         for m in range(rec.logits.shape[0]):
             b = m % len(seeds)
@@ -32,7 +40,52 @@ def record_passes(model, layout, config, prefix, seeds, fixed_tokens=None, prefi
             per_row.append((slots[keep].clone(), positions[keep].clone(), rec.input_ids[m][keep].clone(),
                             pick(rec.mask, m)[keep].clone(), rec.logits[m][keep].clone()))
         rows.append(per_row)
+    bad = fed_token_violations(state, records)
+    assert not bad, f"{len(bad)} queries fed tokens that were not decided earlier, e.g. {bad[:3]}"
     return state, rows
+
+
+def fed_token_violations(state, records) -> list[str]:
+    """Invariant (e) over the PassRecords of a finished decode (descriptions of each violation)."""
+    layout, policy = state.layout, state.config.placeholder
+    N, B = layout.num_cells, state.seeds.shape[0]
+    eol = range(N, N + layout.rows) if layout.end_of_row else range(0)
+    last_write = torch.full((B, N), -1, dtype=torch.int64)  # the pass that last set each cell
+    for rec in records:
+        for b, row in enumerate(rec.batch.cells.expand(B, -1).tolist()):
+            for c in row:
+                if c < N:
+                    last_write[b, c] = rec.index
+    bad = []
+    for rec in records:
+        if rec.batch.is_prefix:
+            continue
+        for b, row in enumerate(rec.batch.sources.expand(B, -1).tolist()):
+            for q, s in enumerate(row):
+                fed, where = int(rec.input_ids[b, q]), f"pass {rec.index}, image {b}, query {q}, source {s}"
+                if s < N:
+                    if not 0 <= last_write[b, s] < rec.index:
+                        bad.append(f"{where}: cell last decided in pass {int(last_write[b, s])}")
+                    elif fed != int(state.tokens[b, s]):
+                        bad.append(f"{where}: fed {fed}, the cell's token is {int(state.tokens[b, s])}")
+                elif s in eol:
+                    if fed != int(state.tokens[b, s]):
+                        bad.append(f"{where}: fed {fed} for the fixed end-of-row token")
+                elif s == placeholder_column(layout) and not needs_decided_token(policy):
+                    expected = MEAN_INPUT if policy == "mean" else fixed_token(policy)
+                    if fed != expected:
+                        bad.append(f"{where}: fed {fed} for placeholder {policy!r}")
+                else:
+                    bad.append(f"{where}: not a cell, a fixed token or a policy placeholder")
+    return bad
+
+
+def replay_embeddings(model, ids, num_codes):
+    """Input embeddings of recorded ids; MEAN_INPUT (placeholder "mean") is the plain mean of the
+    embedding table over the num_codes sampled codes, computed here independently of the engine."""
+    mean = model.embed_tokens(torch.arange(num_codes)[None])[0].float().mean(0)
+    x = model.embed_tokens(ids.clamp(min=0)[None])[0]
+    return torch.where((ids == MEAN_INPUT)[:, None], mean.to(x.dtype), x)
 
 
 def oracle_error(model, prefix, passes) -> float:
@@ -41,22 +94,23 @@ def oracle_error(model, prefix, passes) -> float:
     worst = 0.0
     for m in range(prefix.shape[0]):
         entry_of_slot = {}
-        embeddings, positions, visible_slots, logits = [], [], [], []
+        embeddings, positions, visible_entries, logits = [], [], [], []
         for k, per_row in enumerate(passes):
             slots, pos, ids, mask, lg = per_row[m]
-            x = prefix[m, slots] if k == 0 else model.embed_tokens(ids)
+            x = prefix[m, slots] if k == 0 else replay_embeddings(model, ids, lg.shape[-1])
             for i, s in enumerate(slots.tolist()):
                 assert s not in entry_of_slot, f"slot {s} written twice"
-                entry_of_slot[s] = len(positions)
+                entry_of_slot[s] = len(positions) + i
+            for i in range(len(slots)):
+                # a query may only read slots written in its own or an earlier pass (KeyError otherwise)
+                visible_entries.append([entry_of_slot[s] for s in mask[i].nonzero()[:, 0].tolist()])
                 embeddings.append(x[i])
                 positions.append(int(pos[i]))
-                visible_slots.append(mask[i].nonzero()[:, 0].tolist())
                 logits.append(lg[i])
         E = len(positions)
         oracle_mask = torch.zeros(E, E, dtype=torch.bool)
-        for e, slots in enumerate(visible_slots):
-            # a query may only read slots that some earlier-or-same-pass query wrote (KeyError otherwise)
-            oracle_mask[e, [entry_of_slot[s] for s in slots]] = True
+        for e, entries in enumerate(visible_entries):
+            oracle_mask[e, entries] = True
             assert oracle_mask[e, e]
         replay = full_forward(model, torch.stack(embeddings)[None], torch.tensor(positions), oracle_mask)[0]
         worst = max(worst, (replay - torch.stack(logits)).abs().max().item())

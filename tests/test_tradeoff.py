@@ -11,15 +11,18 @@ import tradeoff  # noqa: E402
 def test_tradeoff_benchmark_smoke(tmp_path):
     args = tradeoff.build_parser().parse_args([
         "--num-samples", "10", "--batch-size", "10", "--windows", "24", "2", "--adaptive-windows", "4",
-        "--compat-windows", "2", "--out-md", str(tmp_path / "t.md"), "--out-csv", str(tmp_path / "t.csv"),
+        "--compat-windows", "2", "--placeholders", "above", "mean", "--out-md", str(tmp_path / "t.md"), "--out-csv", str(tmp_path / "t.csv"),
         "--out-png", str(tmp_path / "t.png")])
     tradeoff.main(args)
     rows = list(csv.DictReader((tmp_path / "t.csv").open()))
     assert list(rows[0]) == tradeoff.COLUMNS
-    assert [r["setting"] for r in rows] == ["NTP", "fixed 24", "fixed 2", "adaptive 4", "official 2"]
+    assert [r["setting"] for r in rows] == ["NTP", "fixed 24 above", "fixed 2 above", "fixed 24 mean", "fixed 2 mean",
+                                            "adaptive 4 above", "adaptive 4 mean", "official 2"]
     by = {r["setting"]: r for r in rows}
-    assert float(by["fixed 24"]["agreement"]) == 1.0  # w >= W is NTP, token for token
-    assert float(by["fixed 2"]["passes_mean"]) == 23 * 2 + 24
+    for policy in ("above", "mean"):
+        assert float(by[f"fixed 24 {policy}"]["agreement"]) == 1.0  # w >= W is NTP, token for token
+        assert float(by[f"fixed 2 {policy}"]["passes_mean"]) == 23 * 2 + 24
+        assert float(by[f"fixed 2 {policy}"]["agreement"]) < 1.0
+    assert by["fixed 2 mean"]["placeholder"] == "mean" and by["NTP"]["placeholder"] == ""
     assert float(by["official 2"]["passes_mean"]) == 2 * 24 + 22 * 2
-    assert float(by["fixed 2"]["agreement"]) < 1.0
-    assert (tmp_path / "t.png").stat().st_size > 0 and (tmp_path / "t.md").read_text().count("\n") >= 7
+    assert (tmp_path / "t.png").stat().st_size > 0 and (tmp_path / "t.md").read_text().count("\n") >= 10

@@ -1,0 +1,105 @@
+"""CFG-scale and temperature sweeps on the demo model for NTP and adaptive ZipAR (the CPU analogue of
+the ZipAR paper's Tables 4-5): does ZipAR move the best sampling setting?
+
+Two one-dimensional sweeps around the demo default (cfg 2.0, temperature 1.0): cfg scales at
+temperature 1.0, then temperatures at cfg 2.0; same labels and seeds as benchmarks/tradeoff.py.
+
+python benchmarks/sampling_sweep.py --num-samples 500
+"""
+import argparse
+import csv
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import tradeoff  # noqa: E402
+from common.config import DecodeConfig  # noqa: E402
+from common.sampling import image_seeds  # noqa: E402
+from llamagen.checkpoint import load_gpt_weights  # noqa: E402
+from llamagen.demo_classifier import DigitScorer  # noqa: E402
+from llamagen.demo_tokenizer import IntensityTokenizer  # noqa: E402
+from llamagen.model import Transformer, gpt_config  # noqa: E402
+from llamagen.presets import DEMO  # noqa: E402
+
+COLUMNS = ["method", "cfg_scale", "temperature", "passes_mean", "accuracy", "accuracy_std", "digits_fid",
+           "digits_fid_std", "agreement", "agreement_std"]
+
+
+def grid(args) -> list[tuple[float, float]]:
+    points = [(c, 1.0) for c in args.cfg_scales] + [(args.base_cfg, t) for t in args.temperatures]
+    return list(dict.fromkeys(points))  # the shared (base cfg, 1.0) point once
+
+
+@torch.inference_mode()
+def main(args) -> list[dict]:
+    torch.set_num_threads(args.threads)
+    gpt = Transformer(gpt_config("demo"), grid_size=DEMO.image_size).eval()
+    load_gpt_weights(gpt, args.gpt_ckpt, "demo")
+    tokenizer, scorer = IntensityTokenizer.load(args.tokenizer), DigitScorer.load(args.classifier)
+    n = args.num_samples
+    labels, seeds = torch.arange(n) % gpt.config.num_classes, image_seeds(args.seed, torch.arange(n))
+    rows = []
+    for cfg_scale, temperature in grid(args):
+        sampling = dict(cfg_scale=cfg_scale, temperature=temperature)
+        reference = None
+        for method, config in (("NTP", DecodeConfig(window=None, **sampling)),
+                               (f"adaptive {args.w_min}", DecodeConfig(window=args.w_min, adaptive=True, **sampling))):
+            tokens, passes, _, _, _ = tradeoff.run_setting(gpt, config, labels, seeds, args.batch_size)
+            reference = tokens if reference is None else reference  # agreement with NTP at the same setting
+            rows.append({"method": method, "cfg_scale": cfg_scale, "temperature": temperature,
+                         "passes_mean": statistics.mean(passes),
+                         **tradeoff.score(scorer, tokenizer, tokens, labels, reference)})
+            print(f"{method} cfg {cfg_scale} T {temperature}: {rows[-1]['digits_fid']:.1f}", file=sys.stderr)
+    write(rows, args)
+    return rows
+
+
+def markdown(rows, args) -> str:
+    head = (f"Demo model, {args.num_samples} samples per setting; spread = std over {tradeoff.GROUPS} groups. "
+            "Agreement: tokens equal to NTP's at the same setting and seed.\n\n"
+            "| method | cfg | temperature | passes | class accuracy | digits-FID | agreement with NTP |\n"
+            "|---|---|---|---|---|---|---|\n")
+    return head + "".join(
+        f"| {r['method']} | {r['cfg_scale']} | {r['temperature']} | {r['passes_mean']:.1f} | "
+        f"{r['accuracy']:.3f} ± {r['accuracy_std']:.3f} | {r['digits_fid']:.1f} ± {r['digits_fid_std']:.1f} | "
+        f"{r['agreement']:.3f} |\n" for r in rows)
+
+
+def write(rows, args):
+    Path(args.out_md).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out_md).write_text(markdown(rows, args))
+    with open(args.out_csv, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    print(markdown(rows, args))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    results = Path(__file__).resolve().parent / "results"
+    base = tradeoff.build_parser()
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--num-samples", type=int, default=500, help="images per setting (a multiple of 5)")
+    p.add_argument("--batch-size", type=int, default=100, help="images per generate call")
+    p.add_argument("--seed", type=int, default=0, help="global seed; image i uses seed (seed, i)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (1: timings that hold up when the machine is shared)")
+    p.add_argument("--w-min", type=int, default=8, help="adaptive ZipAR's minimum window")
+    p.add_argument("--cfg-scales", type=float, nargs="*", default=[1.5, 2.0, 3.0, 4.0, 6.0], help="at temperature 1")
+    p.add_argument("--base-cfg", type=float, default=2.0, help="cfg scale of the temperature sweep")
+    p.add_argument("--temperatures", type=float, nargs="*", default=[0.7, 0.85, 1.0], help="at --base-cfg")
+    for flag in ("--gpt-ckpt", "--tokenizer", "--classifier"):
+        action = next(a for a in base._actions if flag in a.option_strings)
+        p.add_argument(flag, default=action.default, help=action.help)
+    p.add_argument("--out-md", default=str(results / "sampling_sweep.md"), help="markdown table")
+    p.add_argument("--out-csv", default=str(results / "sampling_sweep.csv"), help="CSV table")
+    return p
+
+
+if __name__ == "__main__":
+    main(build_parser().parse_args())

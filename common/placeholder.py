@@ -1,0 +1,71 @@
+"""The row-opening placeholder: what a row's opening query is fed when the token it would normally
+read, the last column of the row above, is not decoded yet (layouts without end-of-row tokens).
+
+Cell (r+1, 0) is predicted by the query at the position of (r, W-1). When row r+1 opens before
+(r, W-1) exists, that query is fed a stand-in, chosen by a policy:
+  "above"       the latest decoded token of row r-1 (its last column once that row is complete;
+                row 0 falls back to "left"). This is what the paper's released code feeds
+                (ThisisBillhe/ZipAR, LlamaGen-ZipAR/autoregressive/models/generate_zipar.py: the
+                appended `input_ids[:, last_token_in_above_row_idx]`), and the default.
+  "left"        the latest decoded token of row r.
+  "token:<id>"  a fixed code, e.g. a model's background or most frequent code.
+  "mean"        the mean of the token-embedding table over the codes the model samples, fed as the
+                input embedding: a model-agnostic "unknown" input.
+The first two read decided tokens only: the counts passed in are those decided before the opening
+pass. The last two need no decided token; the engine feeds them from the placeholder column of its
+token buffer. This module is the one place the rule lives; fixed and adaptive schedules both call
+`placeholder_source`.
+"""
+import torch
+
+POLICIES = ("above", "left", "mean", "token:<id>")
+DEFAULT_POLICY = "above"
+MEAN_INPUT = -2  # recorded input id of a query fed the mean embedding
+
+
+def check_policy(policy: str) -> str:
+    """Validate a policy string; returns it unchanged."""
+    if policy in ("above", "left", "mean"):
+        return policy
+    if policy.startswith("token:"):
+        value = policy[len("token:"):]
+        if value.isdigit():
+            return policy
+    raise ValueError(f"placeholder must be one of {', '.join(POLICIES)} (<id> a non-negative integer), got {policy!r}")
+
+
+def fixed_token(policy: str) -> int | None:
+    """The code a "token:<id>" policy feeds; None for the other policies."""
+    return int(policy[len("token:"):]) if policy.startswith("token:") else None
+
+
+def needs_decided_token(policy: str) -> bool:
+    return policy in ("above", "left")
+
+
+def placeholder_source(policy: str, row: int, decided: list[int] | tuple[int, ...], cols: int,
+                       placeholder_column: int) -> int:
+    """Token-buffer column fed to the opening query of row `row` + 1 (standing for (row, W-1)).
+
+    decided[r]: tokens of row r decided before the opening pass (only rows `row` - 1 and `row` are
+    read). placeholder_column: the buffer column holding a "token:<id>" code or marking "mean".
+    """
+    if not needs_decided_token(policy):
+        return placeholder_column
+    source_row = row - 1 if policy == "above" and row >= 1 else row
+    count = int(decided[source_row])
+    if count < 1:
+        raise AssertionError(f"row {source_row} has no decided token to stand in for ({row}, {cols - 1})")
+    return source_row * cols + count - 1
+
+
+def mean_embedding(embed_tokens, num_codes: int, device, chunk: int = 4096) -> torch.Tensor:
+    """(D,) mean of embed_tokens over codes [0, num_codes), accumulated in fp32 in chunks (a 32k x 4k
+    table is never materialised at once), returned in the embedding dtype."""
+    total, dtype = None, None
+    for lo in range(0, num_codes, chunk):
+        e = embed_tokens(torch.arange(lo, min(lo + chunk, num_codes), device=device)[None])[0]
+        dtype = e.dtype
+        part = e.float().sum(0)
+        total = part if total is None else total + part
+    return (total / num_codes).to(dtype)
