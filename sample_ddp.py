@@ -11,8 +11,9 @@ autoregressive/sample/sample_c2i_ddp.py (folder name, pixel conversion, npz layo
   presets: prompt i % N of --prompts, one per line) and seed image_seeds(global_seed, i); rank r takes i = r, r + world, r + 2 world, ... The engine's randomness is
   counter-based, so image i is the same PNG for any world size and batch size on one device type. (The
   official script draws random classes per batch and seeds global_seed * world_size + rank.)
-- Resumable. PNGs are written atomically; a re-run skips images already complete (PIL verify) and redoes
-  missing or damaged ones. args.json in the run folder records the arguments that define the image set
+- Resumable. PNGs are written atomically; a re-run skips images already complete (PIL verify, and the tEXt
+  label, prompt and seed those of the index: metadata_matches) and redoes missing, damaged or mismatching
+  ones (a PNG of another index). args.json in the run folder records the arguments that define the image set
   (not N, batch size or world size: re-running with a larger N extends a run); a folder holding another
   image set is refused unless --overwrite, which deletes it first.
 - Reported. Each PNG carries its label, seed and forward passes in tEXt chunks (so resumed images are
@@ -35,7 +36,7 @@ import torch.distributed as dist
 from PIL import Image
 from tqdm import tqdm
 
-from common.cli import default_precision, run_main
+from common.cli import check_device, check_precision, default_precision, run_main
 from common.config import PRECISIONS, DecodeConfig, add_decode_args, decode_config_from_args
 from common.images import read_png_checked, save_png_with_text_atomic, to_fid_uint8
 from common.placeholder import DEFAULT_POLICY
@@ -116,6 +117,8 @@ def check_args(args: argparse.Namespace, world_size: int) -> DecodeConfig:
         raise ValueError(f"--image-size-eval must be >= 1, got {args.image_size_eval}")
     image_seeds(args.global_seed, torch.zeros(1))  # raises for a seed out of range
     if isinstance(preset, PromptPreset):
+        if args.compile:  # the text-to-image pipelines run eagerly; a silently ignored flag would enter the run key
+            raise ValueError(f"--compile is not supported for the text-to-image presets ({args.model}); drop it")
         check_prompt_args(args, preset)
     elif args.prompts is not None:
         raise ValueError(f"--prompts is for the text-to-image presets ({', '.join(PROMPT_PRESETS)}); "
@@ -127,11 +130,7 @@ def check_args(args: argparse.Namespace, world_size: int) -> DecodeConfig:
         for flag, path in (("--gpt-ckpt", args.gpt_ckpt), ("--vq-ckpt", args.vq_ckpt)):
             if not Path(path).is_file():
                 raise FileNotFoundError(f"{flag}: checkpoint file not found: {path}")
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda, but CUDA is not available")
-    if args.precision == "fp16" and device.type == "cpu":
-        raise ValueError("--precision fp16 is not supported on CPU; use fp32 or bf16")
+    check_precision(args.precision, check_device(args.device))
     return config
 
 
@@ -230,31 +229,67 @@ def png_path(run_dir: Path, i: int) -> Path:
     return run_dir / f"{i:06d}.png"
 
 
-def is_complete(run_dir: Path, i: int, size: int) -> bool:
+IDENTITY_KEYS = ("label", "seed", "prompt")  # the tEXt that an image's index decides
+
+
+def index_text(sampler, global_seed: int, idx: torch.Tensor) -> list[dict[str, str]]:
+    """The identity tEXt of images idx, from the index rule alone: label (class i % num_classes, or prompt
+    index i % N), seed image_seeds(global_seed, i), and the prompt itself for the text-to-image presets."""
+    labels, seeds = sampler.labels(idx).tolist(), image_seeds(global_seed, idx).tolist()
+    texts = []
+    for label, seed in zip(labels, seeds):
+        prompt = sampler.prompt(label)
+        texts.append({"label": str(label), "seed": str(seed), **({} if prompt is None else {"prompt": prompt})})
+    return texts
+
+
+def metadata_matches(text: dict[str, str], expected: dict[str, str]) -> bool:
+    """Whether a PNG's tEXt says it is the image of the index that `expected` (index_text) describes.
+
+    The rule: its label, seed and prompt entries equal exactly what this run writes for that index (a class
+    image has no prompt entry). Anything else, e.g. a valid PNG copied over from another index or made by
+    another prompt list, is not that image: resume redoes it, like a damaged one, and build_npz refuses it.
+    """
+    return all(text.get(key) == expected.get(key) for key in IDENTITY_KEYS)
+
+
+def existing_state(run_dir: Path, i: int, size: int, expected: dict[str, str]) -> str:
+    """Image i on disk: "complete" (kept on resume), "mismatch" (a valid PNG of another index: redone) or
+    "damaged" (missing, truncated, corrupt, of another size or without forward passes: redone)."""
     text = read_png_checked(png_path(run_dir, i), (size, size))
-    return text is not None and "forward_passes" in text
+    if text is None or "forward_passes" not in text:
+        return "damaged"
+    return "complete" if metadata_matches(text, expected) else "mismatch"
 
 
-def image_text(label: int, seed: int, result, j: int, prompt: str | None = None) -> dict[str, str]:
-    """What travels in image j's PNG: how it was made and what it cost (label: class, or prompt index)."""
-    text = {"label": str(label), "seed": str(seed), "forward_passes": str(result.image_passes[j])}
-    if prompt is not None:
-        text["prompt"] = prompt
+def image_text(identity: dict[str, str], result, j: int) -> dict[str, str]:
+    """What travels in image j's PNG: which image it is (index_text: label, seed, prompt) and what it cost."""
+    text = {"label": identity["label"], "seed": identity["seed"], "forward_passes": str(result.image_passes[j])}
+    if "prompt" in identity:  # after forward_passes: the chunk order (and bytes) of earlier runs
+        text["prompt"] = identity["prompt"]
     if result.accepted_windows is not None:
         text["accepted_windows"] = json.dumps(result.accepted_windows[j])
         text["rejections"] = str(result.rejections[j])
     return text
 
 
-def build_npz(run_dir: Path, npz: Path, n: int, size: int) -> list[dict[str, str]]:
-    """Rank 0: images 0..n-1 into npz (arr_0 (n, size, size, 3) uint8, arr_1 (n,) labels); their tEXt."""
+def build_npz(run_dir: Path, npz: Path, expected: list[dict[str, str]], size: int) -> list[dict[str, str]]:
+    """Rank 0: images 0..n-1 into npz (arr_0 (n, size, size, 3) uint8, arr_1 (n,) labels); their tEXt.
+
+    expected: index_text of images 0..n-1. The labels come from it (the index rule), and every PNG's tEXt
+    must match it (metadata_matches): a PNG of another index raises instead of entering the npz."""
+    n = len(expected)
     pixels = np.empty((n, size, size, 3), dtype=np.uint8)
     texts = []
     for i in range(n):
         with Image.open(png_path(run_dir, i)) as im:
             pixels[i] = np.asarray(im.convert("RGB"))
             texts.append(dict(im.text))
-    labels = np.array([int(t["label"]) for t in texts], dtype=np.int64)
+        if not metadata_matches(texts[i], expected[i]):
+            got = {k: texts[i][k] for k in IDENTITY_KEYS if k in texts[i]}
+            raise RuntimeError(f"{png_path(run_dir, i)} is not image {i}: its metadata {got} does not match "
+                               f"{expected[i]}; re-run to redo it")
+    labels = np.array([int(t["label"]) for t in expected], dtype=np.int64)
     tmp = npz.with_name(f".{npz.stem}.tmp.npz")
     np.savez(tmp, arr_0=pixels, arr_1=labels)
     os.replace(tmp, npz)
@@ -408,26 +443,32 @@ def run(args, config, rank, world, device, distributed, run_dir, npz, key) -> di
     size = args.image_size_eval
     barrier(distributed, device)  # the folder is ready
 
-    todo = [i for i in range(rank, args.num_fid_samples, world) if not is_complete(run_dir, i, size)]
+    mine_idx = torch.arange(rank, args.num_fid_samples, world)
+    states = [existing_state(run_dir, i, size, t)
+              for i, t in zip(mine_idx.tolist(), index_text(sampler, args.global_seed, mine_idx))]
+    todo = [i for i, state in zip(mine_idx.tolist(), states) if state != "complete"]
+    mismatched = [states.count("mismatch")] * world
+    if distributed:
+        dist.all_gather_object(mismatched, mismatched[rank])
     if rank == 0:
         if args.random_init:
             print(f"--random-init: {args.model} has random weights (seed {args.global_seed}); images are noise",
                   file=sys.stderr)
         print(f"{args.model}: {args.num_fid_samples} images in {run_dir} on {world} process(es); "
               f"rank 0 has {len(todo)} to make", file=sys.stderr)
+        print(f"{sum(mismatched)} existing image(s) redone: their metadata did not match their index "
+              "(label or prompt, seed)", file=sys.stderr)
     barrier(distributed, device)
     wall_start = start = time.perf_counter()
     bar = tqdm(total=len(todo), desc="rank 0", unit="img", disable=rank != 0, file=sys.stderr)
     written, passes = 0, []
     for b in range(0, len(todo), args.per_proc_batch_size):
         idx = torch.tensor(todo[b:b + args.per_proc_batch_size])
-        labels, seeds = sampler.labels(idx), image_seeds(args.global_seed, idx)
+        seeds, identities = image_seeds(args.global_seed, idx), index_text(sampler, args.global_seed, idx)
         images, result = sampler.make(idx, seeds.to(device), config)  # (B, 3, h, w)
         pixels = to_fid_uint8(images, size)  # (B, size, size, 3)
         for j, i in enumerate(idx.tolist()):
-            label = int(labels[j])
-            save_png_with_text_atomic(pixels[j], png_path(run_dir, i),
-                                      image_text(label, int(seeds[j]), result, j, sampler.prompt(label)))
+            save_png_with_text_atomic(pixels[j], png_path(run_dir, i), image_text(identities[j], result, j))
             written += 1
             if args.stop_after is not None and written >= args.stop_after:
                 print(f"rank {rank}: stopped after {written} images (--stop-after test hook)", file=sys.stderr)
@@ -447,7 +488,8 @@ def run(args, config, rank, world, device, distributed, run_dir, npz, key) -> di
 
     summary = None
     if rank == 0:
-        texts = build_npz(run_dir, npz, args.num_fid_samples, size)
+        expected = index_text(sampler, args.global_seed, torch.arange(args.num_fid_samples))
+        texts = build_npz(run_dir, npz, expected, size)
         summary = summarize(args, config, sampler, texts, per_rank, wall, device, npz)
         write_json_atomic(run_dir / "summary.json", summary)
         fp = summary["forward_passes"]

@@ -82,20 +82,12 @@ def write(rows, args):
 
 def build_parser() -> argparse.ArgumentParser:
     results = Path(__file__).resolve().parent / "results"
-    base = tradeoff.build_parser()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--num-samples", type=int, default=500, help="images per setting (a multiple of 5)")
-    p.add_argument("--batch-size", type=int, default=100, help="images per generate call")
-    p.add_argument("--seed", type=int, default=0, help="global seed; image i uses seed (seed, i)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads (1: timings that hold up when the machine is shared)")
+    tradeoff.add_run_args(p)
     p.add_argument("--w-min", type=int, default=8, help="adaptive ZipAR's minimum window")
     p.add_argument("--cfg-scales", type=float, nargs="*", default=[1.5, 2.0, 3.0, 4.0, 6.0], help="at temperature 1")
     p.add_argument("--base-cfg", type=float, default=2.0, help="cfg scale of the temperature sweep")
     p.add_argument("--temperatures", type=float, nargs="*", default=[0.7, 0.85, 1.0], help="at --base-cfg")
-    for flag in ("--gpt-ckpt", "--tokenizer", "--classifier"):
-        action = next(a for a in base._actions if flag in a.option_strings)
-        p.add_argument(flag, default=action.default, help=action.help)
     p.add_argument("--out-md", default=str(results / "sampling_sweep.md"), help="markdown table")
     p.add_argument("--out-csv", default=str(results / "sampling_sweep.csv"), help="CSV table")
     return p

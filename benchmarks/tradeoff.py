@@ -154,26 +154,31 @@ def write_outputs(rows, args):
     print(markdown(rows, args))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    results = Path(__file__).resolve().parent / "results"
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_run_args(p: argparse.ArgumentParser) -> None:
+    """Flags every demo-model quality benchmark shares: samples, seeds, threads and the demo's files."""
     p.add_argument("--num-samples", type=int, default=500, help="images per setting (a multiple of 5)")
     p.add_argument("--batch-size", type=int, default=100, help="images per generate call")
     p.add_argument("--seed", type=int, default=0, help="global seed; image i uses seed (seed, i)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (1: timings that hold up when the machine is shared)")
+    p.add_argument("--gpt-ckpt", default=DEMO.gpt_ckpt, help="demo GPT checkpoint")
+    p.add_argument("--tokenizer", default=DEMO.vq_ckpt, help="demo tokenizer spec")
+    p.add_argument("--classifier", default=str(DEMO_DIR / "digit_classifier.pt"), help="digit classifier")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    results = Path(__file__).resolve().parent / "results"
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_run_args(p)
     p.add_argument("--cfg-scale", type=float, default=DEMO.cfg_scale, help="CFG scale (the demo CLI default)")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
     # token:0 is the demo's background: 38% of the training digits' tokens, 97.6% of their last column
     p.add_argument("--placeholders", nargs="*", default=["above", "left", "mean", "token:0"],
                    help="row-opening placeholder policies for fixed and adaptive windows (common/placeholder.py)")
-    p.add_argument("--windows", type=int, nargs="*", default=[1, 2, 4, 8, 12, 16, 20], help="fixed windows")
-    p.add_argument("--adaptive-windows", type=int, nargs="*", default=[2, 4, 8, 12, 16], help="adaptive w_min")
-    p.add_argument("--compat-windows", type=int, nargs="*", default=[1, 2, 4, 8, 12, 16, 20],
+    p.add_argument("--windows", type=int, nargs="*", default=[2, 4, 8, 16], help="fixed windows")
+    p.add_argument("--adaptive-windows", type=int, nargs="*", default=[4, 8, 16], help="adaptive w_min")
+    p.add_argument("--compat-windows", type=int, nargs="*", default=[2, 4, 8, 16],
                    help="windows for the paper code's schedule and mask (compat='official')")
-    p.add_argument("--gpt-ckpt", default=DEMO.gpt_ckpt, help="demo GPT checkpoint")
-    p.add_argument("--tokenizer", default=DEMO.vq_ckpt, help="demo tokenizer spec")
-    p.add_argument("--classifier", default=str(DEMO_DIR / "digit_classifier.pt"), help="digit classifier")
     p.add_argument("--out-md", default=str(results / "tradeoff.md"), help="markdown table")
     p.add_argument("--out-csv", default=str(results / "tradeoff.csv"), help="CSV table")
     p.add_argument("--out-png", default=str(results / "tradeoff.png"), help="plot of quality vs passes")

@@ -4,8 +4,14 @@
 allow-listed because LlamaGen's training scripts pickle their args next to the weights
 (FoundationVision/LlamaGen, autoregressive/train/train_c2i.py). Loads are strict: a missing,
 unexpected or mis-shaped key is an error that names what was loaded, the file and the first key.
+A file that is empty, not a checkpoint at all, or pickles objects a safe load refuses gets its own one-line
+message; for the last, `python -m common.convert FILE --trust-pickle` is the knowing way out.
 """
 import argparse
+import pickle
+import re
+import shlex
+import zipfile
 from pathlib import Path
 
 import torch
@@ -16,19 +22,53 @@ class CheckpointError(ValueError):
     """A checkpoint file that cannot be used as asked."""
 
 
+def checkpoint_format(path: Path, what: str) -> str:
+    """'zip', 'pickle' or 'safetensors', from the first bytes. torch.load's own errors for an empty or a text
+    file are misleading (with mmap it blames `_use_new_zipfile_serialization`), so those are named here."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if not head:
+        raise CheckpointError(f"{what}: {path} is empty (0 bytes), not a checkpoint")
+    if head.startswith(b"PK\x03\x04") or zipfile.is_zipfile(path):  # torch.save's zip (the magic alone: truncated)
+        return "zip"
+    if head[0] == 0x80:  # pickle's PROTO opcode: torch.save(..., _use_new_zipfile_serialization=False)
+        return "pickle"
+    # safetensors: an 8-byte little-endian header length, then the JSON header. By name too, so that a damaged
+    # one gets safetensors' own error, which says what is wrong.
+    if head[8:9] == b"{" and 8 + int.from_bytes(head[:8], "little") <= path.stat().st_size:
+        return "safetensors"
+    if path.suffix == ".safetensors":
+        return "safetensors"
+    raise CheckpointError(f"{what}: {path} is not a torch checkpoint (a .pt/.pth zip archive or .safetensors)")
+
+
 def read_checkpoint(path: str | Path, what: str) -> dict:
     """Load a .pt/.pth/.safetensors file onto the CPU without running code."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{what}: checkpoint file not found: {path}")
+    kind = checkpoint_format(path, what)
     try:
-        if path.suffix == ".safetensors":
+        if kind == "safetensors":
             from safetensors.torch import load_file
             return load_file(str(path))
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as e:  # truncated, corrupt or not a checkpoint at all
+        with torch.serialization.safe_globals([argparse.Namespace]):  # mmap needs the zip format
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=kind == "zip")
+    except Exception as e:
+        if isinstance(e, pickle.UnpicklingError) and "weights only load failed" in str(e).lower():
+            raise CheckpointError(_pickled_objects(path, what, str(e))) from None
+        # truncated or corrupt
         raise CheckpointError(f"{what}: cannot read checkpoint {path}: {type(e).__name__}: {e}") from None
+
+
+def _pickled_objects(path: Path, what: str, reason: str) -> str:
+    """Objects beyond tensors (a Lightning .ckpt's hyper-parameters, a config class): unpickling them can run
+    code, so the way out is a one-off conversion to safetensors that the user chooses knowingly."""
+    found = re.search(r"GLOBAL (\S+)", reason)  # the first refused class, as torch names it
+    return (f"{what}: {path} holds pickled Python objects{f' ({found[1]})' if found else ''} that a safe load "
+            f"(torch.load weights_only=True) refuses; if it comes from a source you trust, run "
+            f"`python -m common.convert {shlex.quote(str(path))} --trust-pickle`, which writes "
+            f"{path.with_suffix('.safetensors')} next to it, and pass that file instead")
 
 
 def unwrap_state_dict(ckpt: dict, containers: tuple[str, ...], what: str, path) -> dict:

@@ -1,11 +1,17 @@
-"""What every command-line script shares: the default model precision and the one-line error exit."""
+"""What every command-line script shares: the checks of device, precision and output paths made
+before any model is built, the default model precision, and the one-line error exit."""
 import json
 import sys
+import tempfile
+from pathlib import Path
 from typing import Callable
+
+import torch
 
 from common.checkpoint import CheckpointError
 from common.config import DecodeConfig
 from common.engine import DecodeResult
+from common.images import IMAGE_FORMATS
 from common.schedule import Layout, num_passes
 
 # bad input a user can fix: reported as one line, exit status 2 (no traceback)
@@ -15,6 +21,71 @@ USER_ERRORS = (ValueError, FileNotFoundError, CheckpointError)
 def default_precision(device: str) -> str:
     """bf16 on CUDA, fp32 elsewhere (CPU bf16 matmuls are slow and fp16 is unsupported there)."""
     return "bf16" if device.startswith("cuda") else "fp32"
+
+
+def check_device(name: str) -> torch.device:
+    """--device as a torch.device that this torch build can use; ValueError otherwise."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"--device {name!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        build = "a CPU-only torch build" if torch.version.cuda is None else "no visible CUDA device"
+        raise ValueError(f"--device {name}, but CUDA is not available here ({build}, torch {torch.__version__}); "
+                         "use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {name}, but only {torch.cuda.device_count()} CUDA device(s) are visible")
+    if device.type not in ("cpu", "cuda", "mps", "xpu"):
+        raise ValueError(f"--device {name}: the {device.type!r} backend is not supported; use cpu or cuda")
+    return device
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    if precision == "fp16" and device.type == "cpu":
+        raise ValueError("--precision fp16 is not supported on CPU; use fp32 or bf16")
+
+
+def check_output_file(path: str | Path, flag: str = "--out") -> Path:
+    """An image file we can write, checked before the work: a known suffix, not a folder, its folder
+    writable."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{flag} {path} is a folder; give an image file name, e.g. {path / 'samples.png'}")
+    if path.suffix.lower() not in IMAGE_FORMATS:
+        raise ValueError(f"{flag} {path}: the file name must end in {', '.join(IMAGE_FORMATS)} (the format written)")
+    _check_writable_dir(path.parent, flag, path)
+    return path
+
+
+def check_output_dir(path: str | Path, flag: str = "--out") -> Path:
+    """A folder we can write images into (made when the images are saved), checked before the work."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{flag} {path} is an existing file; give a folder (images are written as 0000.png, ...)")
+    _check_writable_dir(path, flag, path)
+    return path
+
+
+def _check_writable_dir(folder: Path, flag: str, given: Path) -> None:
+    """The folder, or its nearest existing ancestor (nothing is created before the work), takes a file."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"{flag} {given}: {existing} is a file, not a folder")
+    try:
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        raise ValueError(f"{flag} {given}: cannot write to {existing}: {e.strerror or e}") from None
+
+
+def note_window(config: DecodeConfig, cols: int) -> None:
+    """Say on stderr when a window at least the row width makes the run plain next-token prediction."""
+    if config.window is not None and config.window >= cols:
+        print(f"note: --window {config.window} >= the row width {cols}: this is plain next-token prediction "
+              f"({'adaptive openings are never drafted' if config.adaptive else 'same tokens as --ntp'})",
+              file=sys.stderr)
 
 
 def run_main(main: Callable, args) -> int:

@@ -87,6 +87,9 @@ def _placeholder_arg(value: str) -> str:
 
 def decode_config_from_args(args: argparse.Namespace) -> DecodeConfig:
     """The one place scripts and notebooks turn parsed flags into a DecodeConfig."""
+    if args.ntp and args.adaptive:
+        raise ValueError("--ntp and --adaptive exclude each other: --ntp is plain next-token prediction, "
+                         "--adaptive an adaptive ZipAR window (with --window as w_min)")
     return DecodeConfig(
         window=None if args.ntp else args.window, adaptive=args.adaptive and not args.ntp,
         placeholder=args.placeholder, compat=args.compat,

@@ -7,6 +7,10 @@ import torch
 from PIL import Image
 
 
+# formats written by file suffix; an unlisted suffix gets PNG
+IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
+
+
 def to_uint8(images: torch.Tensor) -> np.ndarray:
     """(B, 3, H, W) in [-1, 1] -> (B, H, W, 3) uint8, rounding like torchvision's save_image."""
     x = (images.detach().float().clamp(-1, 1) + 1) / 2
@@ -28,12 +32,17 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int = 4, padding: in
 
 
 def save_png_atomic(pixels: np.ndarray, path: str | Path) -> None:
-    """Write to a temporary name and rename, so a killed run never leaves a half-written PNG."""
+    """Write to a temporary name and rename, so a killed run never leaves a half-written image. The
+    format follows the suffix (IMAGE_FORMATS); a failed write leaves no temporary file behind."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(pixels).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    fmt = IMAGE_FORMATS.get(path.suffix.lower(), "PNG")
+    try:
+        Image.fromarray(pixels).save(tmp, format=fmt)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def to_fid_uint8(images: torch.Tensor, size: int) -> np.ndarray:

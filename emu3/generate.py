@@ -14,7 +14,8 @@ from pathlib import Path
 
 import torch
 
-from common.cli import default_precision, end_of_row_report, print_report, run_main
+from common.cli import (check_device, check_output_dir, check_precision, default_precision, end_of_row_report,
+                        note_window, print_report, run_main)
 from common.config import PRECISIONS, DecodeConfig, add_decode_args, decode_config_from_args
 from common.images import save_png_atomic
 from common.prompts import collect_prompts
@@ -36,8 +37,8 @@ def check_args(args: argparse.Namespace) -> tuple[DecodeConfig, list[str]]:
                            ("--tokenizer-path", args.tokenizer_path)):
             if path is not None and not Path(path).is_dir():
                 raise FileNotFoundError(f"{flag}: folder not found: {path}")
-    if args.precision == "fp16" and args.device == "cpu":
-        raise ValueError("--precision fp16 is not supported on CPU; use fp32 or bf16")
+    check_precision(args.precision, check_device(args.device))
+    check_output_dir(args.out)
     return config, prompts
 
 
@@ -53,6 +54,7 @@ def main(args: argparse.Namespace) -> dict:
     seeds = image_seeds(args.seed, torch.arange(len(prompts), device=device))
 
     start = time.perf_counter()
+    note_window(config, cols)
     result = pipe.decode_tokens(prompts, seeds, config, args.ratio)
     if device.type == "cuda":
         torch.cuda.synchronize()

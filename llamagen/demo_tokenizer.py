@@ -47,7 +47,19 @@ class IntensityTokenizer(nn.Module):
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"demo tokenizer file not found: {path}")
-        spec = json.loads(path.read_text())
-        if spec.get("type") != "intensity":
-            raise ValueError(f"{path}: not an intensity tokenizer spec: {spec}")
-        return cls(spec["levels"], spec["pixel_scale"])
+
+        def not_a_spec(reason: str) -> ValueError:  # e.g. a .pt checkpoint passed as --vq-ckpt
+            return ValueError(f"{path} is not a demo tokenizer spec (a JSON file like "
+                              f"checkpoints/demo/tokenizer.json): {reason}")
+        try:
+            spec = json.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise not_a_spec("binary, not UTF-8 text") from None
+        except json.JSONDecodeError as e:
+            raise not_a_spec(f"not JSON ({e})") from None
+        if not isinstance(spec, dict) or spec.get("type") != "intensity":
+            raise not_a_spec(f'not {{"type": "intensity", ...}}: {str(spec)[:80]}')
+        try:
+            return cls(int(spec["levels"]), int(spec["pixel_scale"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise not_a_spec(f"bad or missing levels/pixel_scale ({type(e).__name__}: {e})") from None

@@ -30,6 +30,15 @@ OFFICIAL_DEMO = SampleDefaults(vq_model="VQ-16", image_size=384, cfg_scale=4.0, 
                                class_labels=IMAGENET_DEMO_LABELS)
 
 
+# image sizes the released class-conditional checkpoints are trained at (FoundationVision/LlamaGen,
+# autoregressive/sample/sample_c2i.py: --image-size choices 256, 384, 512); the demo at its 24x24 grid
+OFFICIAL_IMAGE_SIZES = (256, 384, 512)
+
+
+def trained_image_sizes(gpt_model: str) -> tuple[int, ...]:
+    return (DEMO.image_size,) if gpt_model == "demo" else OFFICIAL_IMAGE_SIZES
+
+
 def sample_defaults(gpt_model: str) -> SampleDefaults:
     return DEMO if gpt_model == "demo" else OFFICIAL_DEMO
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from common.cli import default_precision, run_main
+from common.cli import check_device, check_output_file, check_precision, default_precision, note_window, run_main
 from common.config import PRECISIONS, DecodeConfig, add_decode_args, decode_config_from_args
 from common.images import save_grid
 from common.sampling import image_seeds
@@ -21,7 +21,7 @@ from llamagen.checkpoint import build_gpt, load_gpt_weights, load_vq
 from llamagen.demo_tokenizer import IntensityTokenizer
 from llamagen.generate import generate, layout_for
 from llamagen.model import GPT_PRESETS, random_init_
-from llamagen.presets import sample_defaults
+from llamagen.presets import sample_defaults, trained_image_sizes
 from llamagen.vq import VQ_PRESETS, vq_config
 
 TOKENIZERS = [*VQ_PRESETS, "demo"]
@@ -59,6 +59,11 @@ def check_args(args: argparse.Namespace) -> DecodeConfig:
     downsample = tokenizer_downsample(args.vq_model)
     if args.image_size <= 0 or args.image_size % downsample:
         raise ValueError(f"--image-size {args.image_size} must be a positive multiple of {downsample} ({args.vq_model})")
+    sizes = trained_image_sizes(args.gpt_model)
+    if not args.random_init and args.image_size not in sizes:
+        raise ValueError(f"--image-size {args.image_size}: {args.gpt_model} checkpoints are trained at "
+                         f"{' or '.join(map(str, sizes))} px; another size gives a grid the model never saw "
+                         "(--random-init takes any size)")
     num_classes = GPT_PRESETS[args.gpt_model].num_classes
     bad = [c for c in args.class_labels if not 0 <= c < num_classes]
     if bad:
@@ -69,8 +74,8 @@ def check_args(args: argparse.Namespace) -> DecodeConfig:
         for flag, path in (("--gpt-ckpt", args.gpt_ckpt), ("--vq-ckpt", args.vq_ckpt)):
             if not Path(path).is_file():
                 raise FileNotFoundError(f"{flag}: checkpoint file not found: {path}")
-    if args.precision == "fp16" and args.device == "cpu":
-        raise ValueError("--precision fp16 is not supported on CPU; use fp32 or bf16")
+    check_precision(args.precision, check_device(args.device))
+    check_output_file(args.out)
     return config
 
 
@@ -101,6 +106,7 @@ def main(args: argparse.Namespace) -> dict:
 
     start = time.perf_counter()
     model = torch.compile(gpt, dynamic=False) if args.compile else gpt
+    note_window(config, gpt.grid_size)
     result = generate(model, labels, seeds, config, static_shapes=args.compile and not config.adaptive)
     if device.type == "cuda":
         torch.cuda.synchronize()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from common.cli import default_precision, run_main
+from common.cli import check_device, check_output_file, check_precision, default_precision, note_window, run_main
 from common.config import DecodeConfig, add_decode_args, decode_config_from_args
 from common.images import save_grid
 from common.sampling import image_seeds
@@ -64,8 +64,8 @@ def check_args(args: argparse.Namespace) -> DecodeConfig:
         for flag, path in (("--gpt-ckpt", args.gpt_ckpt), ("--vq-ckpt", args.vq_ckpt)):
             if not Path(path).is_file():
                 raise FileNotFoundError(f"{flag}: checkpoint file not found: {path}")
-    if args.precision == "fp16" and args.device == "cpu":
-        raise ValueError("--precision fp16 is not supported on CPU; use fp32 or bf16")
+    check_precision(args.precision, check_device(args.device))
+    check_output_file(args.out)
     return config
 
 
@@ -105,6 +105,7 @@ def main(args: argparse.Namespace) -> dict:
 
     start = time.perf_counter()
     model = torch.compile(gpt, dynamic=False) if args.compile else gpt
+    note_window(config, grid)
     result = generate(model, features, mask, seeds, config, static_shapes=args.compile and not config.adaptive)
     if device.type == "cuda":
         torch.cuda.synchronize()

@@ -14,14 +14,15 @@ from pathlib import Path
 
 import torch
 
-from common.cli import default_precision, end_of_row_report, print_report, run_main
+from common.cli import (check_device, check_output_dir, check_precision, default_precision, end_of_row_report,
+                        note_window, print_report, run_main)
 from common.config import PRECISIONS, DecodeConfig, add_decode_args, decode_config_from_args
 from common.images import save_png_atomic
 from common.prompts import collect_prompts
 from common.sampling import image_seeds
 from lumina_mgpt.config import PRESETS
 from lumina_mgpt.pipeline import RESOLUTIONS, LuminaPipeline, load_pipeline, ntp_passes_official  # noqa: F401 (API)
-from lumina_mgpt.prompt import check_size, crop_sizes, nearest_sizes
+from lumina_mgpt.prompt import check_size, crop_sizes, nearest_sizes, size_rule
 from lumina_mgpt.vqgan import to_uint8_official
 
 
@@ -31,8 +32,8 @@ def resolution_for(args: argparse.Namespace) -> int:
     fits = [r for r in RESOLUTIONS if (args.width, args.height) in crop_sizes(r)]
     if not fits:
         near = {r: nearest_sizes(args.width, args.height, r, 2) for r in RESOLUTIONS}
-        raise ValueError(f"{args.width}x{args.height} is not a size of any Lumina-mGPT checkpoint (sides multiples "
-                         f"of 32, area <= R^2, ratio <= 4 for R = {'/'.join(map(str, RESOLUTIONS))}); nearest: "
+        rules = "; ".join(f"{r} px: {size_rule(r)}" for r in RESOLUTIONS)
+        raise ValueError(f"{args.width}x{args.height} is not a size of any Lumina-mGPT checkpoint ({rules}); nearest: "
                          + ", ".join(f"{r} px {sizes}" for r, sizes in near.items()))
     return fits[0]
 
@@ -48,8 +49,8 @@ def check_args(args: argparse.Namespace) -> tuple[DecodeConfig, list[str]]:
         for flag, path in (("--model-path", args.model_path), ("--vqgan-dir", args.vqgan_dir)):
             if not Path(path).is_dir():
                 raise FileNotFoundError(f"{flag}: folder not found: {path}")
-    if args.precision == "fp16" and args.device == "cpu":
-        raise ValueError("--precision fp16 is not supported on CPU; use fp32 or bf16")
+    check_precision(args.precision, check_device(args.device))
+    check_output_dir(args.out)
     return config, prompts
 
 
@@ -66,6 +67,7 @@ def main(args: argparse.Namespace) -> dict:
     seeds = image_seeds(args.seed, torch.arange(len(prompts), device=device))
 
     start = time.perf_counter()
+    note_window(config, cols)
     result = pipe.decode_tokens(prompts, seeds, config, args.width, args.height)
     if device.type == "cuda":
         torch.cuda.synchronize()

@@ -133,10 +133,18 @@ def nearest_sizes(width: int, height: int, target: int, count: int = 3) -> list[
                                                      abs(s[0] * s[1] - width * height)))[:count]
 
 
+def size_rule(target: int) -> str:
+    """The rule crop_sizes enumerates, in words: its walk visits exactly the (wp, hp) patch counts with
+    wp*hp <= P < (wp+1)*(hp+1), P = (target/32)^2 (tested against the enumeration)."""
+    p = (target // PATCH) ** 2
+    return (f"width = wp*{PATCH}, height = hp*{PATCH} px with wp*hp <= {p} < (wp+1)*(hp+1) "
+            f"and aspect ratio <= 4")
+
+
 def check_size(width: int, height: int, target: int) -> tuple[int, int]:
     """-> (rows, cols) of the token grid; raises for sizes the checkpoint was not trained on."""
     if (width, height) not in crop_sizes(target):
         near = nearest_sizes(width, height, target)
-        raise ValueError(f"{width}x{height} is not a size of the {target}-px checkpoint "
-                         f"(sides multiples of {PATCH}, area <= {target}^2, ratio <= 4); nearest: {near}")
+        raise ValueError(f"{width}x{height} is not a size of the {target}-px checkpoint ({size_rule(target)}); "
+                         f"nearest: {near}")
     return height // 16, width // 16

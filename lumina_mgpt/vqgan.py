@@ -132,13 +132,15 @@ class ChameleonVQGAN(nn.Module):
 
 
 def load_vqgan(vqgan_dir: str | Path, device="cpu") -> ChameleonVQGAN:
-    """vqgan.yaml + vqgan.ckpt (Meta's chameleon/tokenizer folder; weights under "state_dict"), strict
-    on every decoder key; encoder and loss keys dropped by name."""
+    """vqgan.yaml + vqgan.ckpt or its converted vqgan.safetensors (Meta's chameleon/tokenizer folder;
+    weights under "state_dict"), strict on every decoder key; encoder and loss keys dropped by name."""
     folder = Path(vqgan_dir)
     if not folder.is_dir():
         raise FileNotFoundError(f"--vqgan-dir: folder not found: {folder}")
     model = ChameleonVQGAN(config_from_yaml(folder / "vqgan.yaml"))
-    path = folder / "vqgan.ckpt"
+    # vqgan.safetensors: what `python -m common.convert vqgan.ckpt --trust-pickle` writes, for a
+    # vqgan.ckpt that a safe load refuses
+    path = folder / "vqgan.safetensors" if (folder / "vqgan.safetensors").is_file() else folder / "vqgan.ckpt"
     ckpt = read_checkpoint(path, "Chameleon VQGAN")
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else ckpt
     if not isinstance(state, dict):

@@ -137,3 +137,21 @@ def test_random_vqgan_is_seeded():
     a, b, c = random_vqgan(1), random_vqgan(1), random_vqgan(2)
     assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())
     assert not torch.equal(a.quantize.embedding.weight, c.quantize.embedding.weight)
+
+
+def test_pickled_lightning_checkpoint_has_a_way_out(tmp_path):
+    """A vqgan.ckpt holding objects a safe load refuses names the converter; after converting, the
+    folder loads from vqgan.safetensors with the same weights."""
+    import types
+
+    from common.convert import cli as convert_cli
+
+    model = randomized(4)
+    write_vqgan(tmp_path / "vq", checkpoint_state(model))
+    ckpt = tmp_path / "vq" / "vqgan.ckpt"
+    torch.save({"state_dict": checkpoint_state(model), "hparams": types.SimpleNamespace(lr=1e-4)}, ckpt)
+    with pytest.raises(CheckpointError, match="common.convert .*--trust-pickle"):
+        load_vqgan(tmp_path / "vq")
+    assert convert_cli([str(ckpt), "--trust-pickle"]) == 0
+    codes = torch.randint(0, TINY.n_embed, (1, 2, 2))
+    assert torch.equal(load_vqgan(tmp_path / "vq").decode(codes), model.decode(codes))

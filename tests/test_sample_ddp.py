@@ -38,7 +38,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(args: list[str], nproc: int = 1, timeout: float = 60) -> subprocess.CompletedProcess:
+def launch(args: list[str], nproc: int = 1, timeout: float = 600) -> subprocess.CompletedProcess:
     torchrun = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
                 f"--master_port={free_port()}"] if nproc > 1 else [sys.executable]
     return subprocess.run([*torchrun, "sample_ddp.py", *args], cwd=ROOT, env=ENV, capture_output=True, text=True,
@@ -126,6 +126,30 @@ def test_resume_after_kill_redoes_only_missing_and_corrupt(single, tmp_path):
     summary = json.loads((folder / "summary.json").read_text())
     assert (summary["images_generated"], summary["images_resumed"]) == (7, 5)
     assert summary["forward_passes"]["mean"] == 208.0
+
+
+def test_resume_redoes_a_png_copied_from_another_index(single, tmp_path):
+    """A valid PNG of another index (another label, or the same label and another seed) is redone on resume."""
+    args = [*RUN_ARGS, "--per-proc-batch-size", "4", "--sample-dir", str(tmp_path)]
+    first = launch(args)
+    assert first.returncode == 0, first.stderr
+    folder = run_dir(tmp_path)
+    num_classes = gpt_config("demo").num_classes
+    assert 10 % num_classes == 0 < N - 10  # image 10 has image 0's label, but not its seed
+    for i in (1, 10):  # image 1: another label; image 10: the same label, another seed
+        (folder / f"{i:06d}.png").write_bytes((folder / "000000.png").read_bytes())
+    kept = {p.name: p.stat().st_mtime_ns for p in folder.glob("*.png") if p.name not in ("000001.png", "000010.png")}
+    resumed = launch(args)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "rank 0 has 2 to make" in resumed.stderr
+    assert "2 existing image(s) redone: their metadata did not match their index" in resumed.stderr
+    assert pngs(folder) == pngs(run_dir(single))  # image 1 and 10 redone, byte for byte
+    assert {name: (folder / name).stat().st_mtime_ns for name in kept} == kept
+    with np.load(npz_of(folder)) as f, np.load(npz_of(run_dir(single))) as g:
+        assert f["arr_1"].tolist() == [i % num_classes for i in range(N)]
+        assert np.array_equal(f["arr_0"], g["arr_0"])
+    summary = json.loads((folder / "summary.json").read_text())
+    assert (summary["images_generated"], summary["images_resumed"]) == (2, N - 2)
 
 
 def run_inline(args: list[str], capsys) -> tuple[int, list[str]]:

@@ -53,6 +53,7 @@ def test_prompt_presets_are_reproducible_across_processes_and_batches(model, pro
     (["--model", "lumina-mgpt-768", "--prompts", "PROMPTS", "--gpt-ckpt", "x.pt"], "not the LlamaGen"),
     (["--model", "demo", "--prompts", "PROMPTS"], "class-conditional"),
     (["--model", "emu3-gen", "--prompts", "EMPTY", "--random-init"], "holds no prompt"),
+    (["--model", "lumina-mgpt-512", "--random-init", "--compile"], "--compile is not supported"),
 ])
 def test_prompt_errors_are_one_line(extra, message, prompts, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)

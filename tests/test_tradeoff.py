@@ -26,3 +26,18 @@ def test_tradeoff_benchmark_smoke(tmp_path):
     assert by["fixed 2 mean"]["placeholder"] == "mean" and by["NTP"]["placeholder"] == ""
     assert float(by["official 2"]["passes_mean"]) == 2 * 24 + 22 * 2
     assert (tmp_path / "t.png").stat().st_size > 0 and (tmp_path / "t.md").read_text().count("\n") >= 10
+
+
+def test_sampling_sweep_smoke(tmp_path):
+    import sampling_sweep
+
+    args = sampling_sweep.build_parser().parse_args([
+        "--num-samples", "10", "--batch-size", "10", "--cfg-scales", "2.0", "3.0", "--temperatures", "0.7", "1.0",
+        "--out-md", str(tmp_path / "s.md"), "--out-csv", str(tmp_path / "s.csv")])
+    sampling_sweep.main(args)
+    rows = list(csv.DictReader((tmp_path / "s.csv").open()))
+    # (2, 1) is shared by both sweeps and run once; NTP then adaptive at each point
+    assert [(r["method"], float(r["cfg_scale"]), float(r["temperature"])) for r in rows] == [
+        (m, c, t) for c, t in ((2.0, 1.0), (3.0, 1.0), (2.0, 0.7)) for m in ("NTP", "adaptive 8")]
+    assert all(float(r["agreement"]) == 1.0 for r in rows if r["method"] == "NTP")
+    assert all(float(r["passes_mean"]) < 576 for r in rows if r["method"] != "NTP")

@@ -1,0 +1,108 @@
+"""Bad command-line input is a one-line error with exit status 2, raised before the expensive work:
+device, precision, output paths, conflicting flags, image sizes a checkpoint was not trained at; and
+a window wide enough to be NTP is said on stderr."""
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from emu3.generate import cli as emu3_cli
+from llamagen.sample import cli as sample_cli
+from lumina_mgpt.generate import cli as lumina_cli
+from lumina_mgpt.prompt import PATCH, check_size, crop_sizes
+
+ONE_DIGIT = ["--class-labels", "3"]
+
+
+def error_of(cli, argv, capsys) -> str:
+    assert cli(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    return err
+
+
+@pytest.mark.parametrize("size", [100, 16, 48])
+def test_demo_refuses_image_sizes_it_was_not_trained_at(size, tmp_path, capsys):
+    err = error_of(sample_cli, ["--image-size", str(size), "--out", str(tmp_path / "x.png")], capsys)
+    assert f"--image-size {size}" in err and "trained at 24" in err
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_official_presets_refuse_untrained_sizes(tmp_path, capsys):
+    ckpt = tmp_path / "c2i_B_256.pt"
+    ckpt.write_bytes(b"")  # the size check comes before any file is read
+    err = error_of(sample_cli, ["--gpt-model", "GPT-B", "--gpt-ckpt", str(ckpt), "--vq-ckpt", str(ckpt),
+                                "--image-size", "320", "--out", str(tmp_path / "x.png")], capsys)
+    assert "256 or 384 or 512" in err
+
+
+@pytest.mark.parametrize("out,needle", [
+    ("folder", "is a folder"),
+    ("x.gif", "must end in .png, .jpg, .jpeg"),
+    ("/proc/zipar-test/x.png", "cannot write to /proc"),
+])
+def test_sample_output_path_checked_before_sampling(out, needle, tmp_path, capsys):
+    path = tmp_path / out if not out.startswith("/") else out
+    if out == "folder":
+        (tmp_path / "folder").mkdir()
+    err = error_of(sample_cli, [*ONE_DIGIT, "--out", str(path)], capsys)
+    assert needle in err
+    assert not list(tmp_path.rglob("*.tmp")) and not list(tmp_path.rglob(".*tmp"))
+
+
+def test_sample_writes_the_format_its_suffix_names(tmp_path, capsys):
+    out = tmp_path / "digit.jpg"
+    assert sample_cli([*ONE_DIGIT, "--window", "8", "--out", str(out)]) == 0
+    assert out.read_bytes()[:3] == b"\xff\xd8\xff"  # JPEG magic, not PNG bytes under a .jpg name
+    with Image.open(out) as im:
+        assert im.format == "JPEG"
+
+
+@pytest.mark.parametrize("device,needle", [("foo", "is not a torch device"), ("cuda", "CUDA is not available")])
+def test_bad_device_is_one_line(device, needle, tmp_path, capsys):
+    if device == "cuda" and torch.cuda.is_available():
+        device = "cuda:999"
+        needle = "CUDA device(s) are visible"
+    for cli, out in ((sample_cli, tmp_path / "x.png"), (emu3_cli, tmp_path / "emu3")):
+        argv = [*ONE_DIGIT] if cli is sample_cli else ["--random-init", "--config", "tiny", "--prompt", "a cat"]
+        assert needle in error_of(cli, [*argv, "--device", device, "--out", str(out)], capsys)
+
+
+def test_ntp_and_adaptive_exclude_each_other(tmp_path, capsys):
+    err = error_of(sample_cli, [*ONE_DIGIT, "--ntp", "--adaptive", "--out", str(tmp_path / "x.png")], capsys)
+    assert "--ntp and --adaptive" in err
+
+
+def test_window_past_the_row_width_is_said_to_be_ntp(tmp_path, capsys):
+    assert sample_cli([*ONE_DIGIT, "--window", "1000", "--json", "--out", str(tmp_path / "x.png")]) == 0
+    captured = capsys.readouterr()
+    assert "--window 1000 >= the row width 24: this is plain next-token prediction" in captured.err
+    assert json.loads(captured.out)["forward_passes"] == 576
+
+
+@pytest.mark.parametrize("cli,argv", [
+    (emu3_cli, ["--random-init", "--config", "tiny", "--prompt", "a cat", "--ratio", "5:3"]),
+    (lumina_cli, ["--random-init", "--config", "tiny", "--prompt", "a cat", "--width", "512", "--height", "512"]),
+])
+def test_text_to_image_out_must_be_a_folder(cli, argv, tmp_path, capsys):
+    existing = tmp_path / "taken"
+    existing.write_text("not a folder")
+    assert "is an existing file" in error_of(cli, [*argv, "--out", str(existing)], capsys)
+    assert existing.read_text() == "not a folder"
+
+
+def test_lumina_size_error_states_the_rule_it_applies(capsys):
+    # 1024x512 has sides that are multiples of 32, area <= 768^2 and ratio 2, yet is not a trained size
+    with pytest.raises(ValueError) as e:
+        check_size(1024, 512, 768)
+    assert "wp*hp <= 576 < (wp+1)*(hp+1)" in str(e.value) and "multiples" not in str(e.value)
+
+
+@pytest.mark.parametrize("target", [512, 768, 1024])
+def test_the_stated_size_rule_is_the_crop_list(target):
+    """The rule in the error message describes exactly the sizes crop_sizes enumerates."""
+    p = (target // PATCH) ** 2
+    by_rule = {(wp * PATCH, hp * PATCH) for wp in range(1, p + 1) for hp in range(1, p + 1)
+               if wp * hp <= p < (wp + 1) * (hp + 1) and max(wp, hp) <= 4 * min(wp, hp)}
+    assert by_rule == set(crop_sizes(target))
