@@ -10,7 +10,7 @@ from common.sampling import (PURPOSE_ACCEPT, PURPOSE_RESIDUAL, PURPOSE_TOKEN, ac
                              gumbel_argmax, residual_distribution, verify_draft)
 from common.schedule import Layout, decode_pass_table, num_passes
 from llamagen.generate import generate, layout_for
-from tests.test_engine import record_decode, reference_ntp, run_oracle, tiny_gpt
+from tests.helpers.llamagen import record_decode, reference_ntp, run_oracle, tiny_gpt
 
 
 def random_dist(gen, v, zeros=0):

@@ -13,7 +13,7 @@ from common.engine import decode, start_decode
 from common.llama import LlamaConfig, LlamaDecoder, random_init_
 from common.schedule import Layout
 from llamagen.generate import condition_prefix, layout_for
-from tests.test_engine import tiny_gpt
+from tests.helpers.llamagen import tiny_gpt
 
 LAYOUT = Layout(rows=4, cols=5, prefix_len=2)
 

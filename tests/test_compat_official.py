@@ -13,7 +13,7 @@ from common.config import DecodeConfig
 from llamagen.generate import generate
 from llamagen.model import GPTConfig, Transformer
 from tests.data.make_official_golden import key_weights
-from tests.test_engine import CountingModel
+from tests.helpers.llamagen import CountingModel
 
 GOLDEN = json.loads((Path(__file__).parent / "data" / "official_golden.json").read_text())
 

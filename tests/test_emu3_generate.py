@@ -20,8 +20,8 @@ from common.schedule import num_passes
 from emu3.generate import cli
 from emu3.pipeline import Emu3Pipeline, layout_for, load_pipeline, ntp_passes_official
 from emu3.prompt import NEGATIVE_PROMPT, prompt_ids
+from tests.helpers.llamagen import CountingModel
 from tests.oracle import full_forward, oracle_error, record_passes
-from tests.test_engine import CountingModel
 
 PROMPTS = ["a fox", "a very long prompt about a red fox in the snow at dawn"]
 RATIO = "4:3"  # tiny image area: a 3x5 grid

@@ -10,7 +10,7 @@ from common.llama import LlamaDecoder, random_init_
 from emu3.checkpoint import detect_layout, load_text_model, load_vision_decoder
 from emu3.config import PRESETS, text_config_from_json, vision_config_from_json
 from emu3.vision_decoder import VisionDecoder
-from tests.test_llama import write_shards
+from tests.helpers.files import write_shards
 
 TINY = PRESETS["tiny"]
 

@@ -1,13 +1,11 @@
 """The shared Llama-style decoder (common/llama.py) and the sharded safetensors loader (common/hf_shards.py)."""
-import json
-
 import pytest
 import torch
-from safetensors.torch import save_file
 
 from common.checkpoint import CheckpointError
 from common.hf_shards import empty_model, load_shards
 from common.llama import LlamaConfig, LlamaDecoder, random_init_
+from tests.helpers.files import write_shards
 
 TINY = LlamaConfig(vocab_size=100, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_hidden=96, rope_theta=1e6)
 
@@ -30,17 +28,6 @@ def test_matches_transformers_llama_with_gqa():
     ids = torch.randint(0, 100, (2, 11), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         assert (causal_logits(ours, ids) - ref(ids).logits).abs().max() <= 1e-4
-
-
-def write_shards(state, folder, split=2):
-    keys = sorted(state)
-    weight_map = {}
-    for i in range(split):
-        part = {k: state[k].contiguous() for k in keys[i::split]}
-        name = f"model-{i + 1:05d}-of-{split:05d}.safetensors"
-        save_file(part, str(folder / name))
-        weight_map.update({k: name for k in part})
-    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
 
 
 def test_sharded_load_round_trip_in_bf16(tmp_path):

@@ -22,8 +22,9 @@ from llamagen.generate import layout_for
 from llamagen.generate_t2i import caption_prefix, generate
 from llamagen.model import CAPTION_TOKENS, GPTConfig, Transformer, gpt_config, t2i_config
 from llamagen.sample_t2i import cli
+from tests.helpers.llamagen import CountingModel, tiny_gpt
 from tests.official_keys import official_keys
-from tests.test_engine import CountingModel, full_forward, tiny_gpt
+from tests.oracle import full_forward
 
 T = CAPTION_TOKENS
 CAPTION_DIM = 32
@@ -154,7 +155,7 @@ def test_full_window_reproduces_ntp_with_captions(cfg_scale, top_k):
 
 def replay_error(gpt, layout, config, prefix, prefix_valid, seeds):
     """Record every query of a decode and replay each model-batch row in one uncached forward with
-    the recorded visibility (tests/test_engine.run_oracle with a given prefix); also check that no
+    the recorded visibility (tests/helpers/llamagen.run_oracle with a given prefix); also check that no
     query but a padded slot's own reads it. Returns (max abs logit difference, passes)."""
     state = start_decode(gpt, seeds, layout, config, prefix_valid=prefix_valid)
     scratch = getattr(state.schedule, "scratch", None)

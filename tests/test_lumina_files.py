@@ -10,8 +10,7 @@ from tokenizers import Tokenizer
 
 from lumina_mgpt.generate import load_pipeline
 from lumina_mgpt.prompt import image_id_map, image_token_name, stand_in_tokenizer
-from tests.test_llama import write_shards
-from tests.test_lumina_vqgan import checkpoint_state, write_vqgan
+from tests.helpers.files import checkpoint_state, write_shards, write_vqgan
 
 SIZE = (1024, 256)  # a 512-px checkpoint size: 16 rows x 64 columns of tokens
 PROMPTS = ["a cat", "a red cube on the mat photo of a dog in blue"]

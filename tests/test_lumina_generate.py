@@ -19,8 +19,8 @@ from lumina_mgpt.generate import cli, load_pipeline, ntp_passes_official
 from lumina_mgpt.pipeline import LuminaPipeline
 from lumina_mgpt.prompt import stand_in_tokenizer
 from lumina_mgpt.vqgan import random_vqgan
-from tests.test_lumina_pipeline import PROMPTS, SIZE, write_folder
-from tests.test_lumina_vqgan import write_vqgan
+from tests.helpers.files import write_folder, write_vqgan
+from tests.helpers.lumina import PROMPTS, SIZE
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from common.checkpoint import CheckpointError
 from common.llama import LlamaConfig, LlamaDecoder, random_init_
 from common.sampling import filter_logits, guide
 from lumina_mgpt.config import PRESETS, config_from_json
-from tests.test_lumina_pipeline import TINY, hf_chameleon, to_transformers
+from tests.helpers.lumina import TINY, hf_chameleon, to_transformers
 
 
 def causal_mask(q_from: int, q_to: int, slots: int) -> torch.Tensor:

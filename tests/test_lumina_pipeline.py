@@ -19,13 +19,12 @@ from common.schedule import Layout, num_passes
 from lumina_mgpt.checkpoint import load_model
 from lumina_mgpt.pipeline import LuminaPipeline, load_pipeline, ntp_passes_official
 from lumina_mgpt.prompt import image_header, prompt_ids
+from tests.helpers.files import write_folder
+from tests.helpers.llamagen import CountingModel
+from tests.helpers.lumina import PROMPTS, SIZE, TINY, hf_chameleon, to_transformers
 from tests.oracle import full_forward, oracle_error, record_passes
-from tests.test_engine import CountingModel
-from tests.test_llama import write_shards
 
 ROOT = Path(__file__).resolve().parents[1]
-PROMPTS = ["a cat", "a red cube on the mat photo of a dog in blue"]
-SIZE = (64, 64)  # with a 64-px "checkpoint" size list: a 4x4 grid
 
 
 @pytest.fixture(scope="module")
@@ -36,28 +35,6 @@ def pipe() -> LuminaPipeline:
 
 
 # ------------------------------------------------------------------ decoder parity and loading
-
-TINY = LlamaConfig(vocab_size=120, dim=64, n_layers=2, n_heads=4, n_kv_heads=4, ffn_hidden=96, qk_norm_heads=1)
-
-
-def hf_chameleon():
-    from transformers import ChameleonConfig, ChameleonModel
-    config = ChameleonConfig(vocab_size=120, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                             num_key_value_heads=4, intermediate_size=96, rms_norm_eps=1e-5,
-                             vocabulary_map={"<s>": 0},
-                             vq_config={"embed_dim": 8, "num_embeddings": 16, "base_channels": 32,
-                                        "channel_multiplier": [1], "num_res_blocks": 1, "latent_channels": 8})
-    return ChameleonModel(config).eval()
-
-
-def to_transformers(state):
-    """Lumina's [1, head_dim] qk-norm parameters -> transformers' [n_heads, head_dim]; `model.` prefix off."""
-    out = {}
-    for k, v in state.items():
-        if k.startswith("model."):
-            out[k[len("model."):]] = v.expand(4, -1).clone() if "_norm." in k and "self_attn" in k else v
-    return out
-
 
 @pytest.mark.parametrize("heads", [1, 4])
 def test_decoder_matches_transformers_chameleon(heads):
@@ -79,20 +56,6 @@ def test_decoder_matches_transformers_chameleon(heads):
         moved = ours(ours.embed_tokens(ids), torch.arange(L)[None], torch.arange(L),
                      torch.ones(L, L, dtype=torch.bool).tril()[None], ours.new_cache(2, L, "cpu"))
     assert (moved - got).abs().max() > 1e-3
-
-
-def write_folder(folder, model, extra=None, drop=None):
-    folder.mkdir(exist_ok=True)
-    state = dict(model.state_dict())
-    state.update(extra or {})
-    for key in drop or []:
-        state.pop(key)
-    write_shards(state, folder)
-    c = model.config
-    (folder / "config.json").write_text(json.dumps({
-        "model_type": "chameleon", "vocab_size": c.vocab_size, "hidden_size": c.dim, "num_hidden_layers": c.n_layers,
-        "num_attention_heads": c.n_heads, "num_key_value_heads": c.n_kv_heads, "intermediate_size": c.ffn_hidden,
-        "rope_theta": c.rope_theta, "rms_norm_eps": c.norm_eps, "swin_norm": False}))
 
 
 @pytest.mark.parametrize("heads", [1, 4])

@@ -3,11 +3,11 @@ functional re-derivation of the fact sheet's decode path, strict loading, the of
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
 
 from common.checkpoint import CheckpointError
 from lumina_mgpt.vqgan import (VQGAN_PRESETS, ChameleonVQGAN, config_from_yaml, load_vqgan, random_vqgan,
                                to_uint8_official)
+from tests.helpers.files import checkpoint_state, write_vqgan
 from tests.official_keys import KEYS_DIR
 
 TINY = VQGAN_PRESETS["tiny"]
@@ -77,24 +77,6 @@ def test_decode_equals_the_independent_derivation():
         ref = reference_decode(model.state_dict(), TINY, codes)
     assert (out - ref).abs().max() <= 1e-4
     assert out.std() > 0.01  # not a degenerate constant image
-
-
-def write_vqgan(folder, state, cfg=TINY):
-    folder.mkdir(exist_ok=True)
-    params = {"embed_dim": cfg.embed_dim, "n_embed": cfg.n_embed, "ckpt_path": "unused",
-              "lossconfig": {"target": "unused"},
-              "ddconfig": {"double_z": False, "z_channels": cfg.z_channels, "resolution": 512, "in_channels": 3,
-                           "out_ch": 3, "ch": cfg.ch, "ch_mult": list(cfg.ch_mult),
-                           "num_res_blocks": cfg.num_res_blocks, "attn_resolutions": [], "dropout": 0.0}}
-    (folder / "vqgan.yaml").write_text(yaml.safe_dump({"model": {"target": "VQModel", "params": params}}))
-    torch.save({"state_dict": state}, folder / "vqgan.ckpt")
-
-
-def checkpoint_state(model):
-    """What Meta's checkpoint holds: our keys plus encoder-side and loss keys that decoding drops."""
-    return {**model.state_dict(), "encoder.conv_in.weight": torch.zeros(4, 3, 3, 3),
-            "quant_conv.weight": torch.zeros(4, 4, 1, 1), "quant_conv.bias": torch.zeros(4),
-            "loss.discriminator.main.0.weight": torch.zeros(2)}
 
 
 def test_load_round_trip(tmp_path):

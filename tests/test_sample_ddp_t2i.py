@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 import sample_ddp
-from tests.test_sample_ddp import launch, npz_of, pngs, run_dir
+from tests.helpers.sample_ddp import launch, npz_of, pngs, run_dir
 
 PROMPTS = ["a red cube", "a cat sitting on a striped mat, photograph, soft light", "", "x"]
 
