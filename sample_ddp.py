@@ -36,7 +36,7 @@ import torch.distributed as dist
 from PIL import Image
 from tqdm import tqdm
 
-from common.cli import check_device, check_precision, default_precision, run_main
+from common.cli import add_runtime_args, check_runtime, run_main
 from common.config import PRECISIONS, DecodeConfig, add_decode_args, decode_config_from_args
 from common.images import read_png_checked, save_png_with_text_atomic, to_fid_uint8
 from common.placeholder import DEFAULT_POLICY
@@ -93,8 +93,6 @@ def fill_defaults(args: argparse.Namespace) -> argparse.Namespace:
                         ("image_size_eval", preset.image_size_eval)):
         if getattr(args, flag) is None:
             setattr(args, flag, value)
-    if args.precision is None:
-        args.precision = default_precision(args.device)
     if isinstance(preset, FIDPreset) and not args.random_init:
         ckpt_dir = args.ckpt_dir or preset.ckpt_dir
         if args.gpt_ckpt is None and ckpt_dir is not None:
@@ -130,7 +128,7 @@ def check_args(args: argparse.Namespace, world_size: int) -> DecodeConfig:
         for flag, path in (("--gpt-ckpt", args.gpt_ckpt), ("--vq-ckpt", args.vq_ckpt)):
             if not Path(path).is_file():
                 raise FileNotFoundError(f"{flag}: checkpoint file not found: {path}")
-    check_precision(args.precision, check_device(args.device))
+    check_runtime(args)
     return config
 
 
@@ -521,10 +519,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt-dir", default=None,
                    help="folder with the official files (c2i_L_384.pt, vq_ds16_c2i.pt, ...); demo: checkpoints/demo")
     p.add_argument("--random-init", action="store_true", help="random weights, no checkpoints (tests, speed)")
-    p.add_argument("--precision", choices=list(PRECISIONS), default=None,
-                   help="GPT dtype; default bf16 on CUDA, fp32 on CPU (the VQ runs in fp32)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                   help="torch device type; 'cuda' means cuda:LOCAL_RANK under torchrun")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
                    help="torch.compile the GPT and pad passes to one shape (worth it on CUDA)")
     p.add_argument("--num-fid-samples", type=int, default=50_000, help="number of images N (indices 0..N-1)")
@@ -537,6 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="delete a run with other arguments found in the run folder instead of refusing")
     p.add_argument("--stop-after", type=int, default=None, metavar="K",
                    help=f"test hook: each process exits ({STOPPED_EXIT_CODE}) after writing K images, like a kill")
+    add_runtime_args(p, "the GPT")
     add_decode_args(p, cfg_scale=None, top_k=None)
     return p
 

@@ -1,21 +1,59 @@
 """What every command-line script shares: the checks of device, precision and output paths made
 before any model is built, the default model precision, and the one-line error exit."""
+import argparse
 import json
+import os
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
 import torch
 
 from common.checkpoint import CheckpointError
-from common.config import DecodeConfig
+from common.config import PRECISIONS, DecodeConfig
 from common.engine import DecodeResult
 from common.images import IMAGE_FORMATS
 from common.schedule import Layout, num_passes
 
 # bad input a user can fix: reported as one line, exit status 2 (no traceback)
 USER_ERRORS = (ValueError, FileNotFoundError, CheckpointError)
+
+
+def add_runtime_args(p: argparse.ArgumentParser, model: str = "the model") -> None:
+    """--device, --precision, --quiet and --threads: declared here once for every script."""
+    g = p.add_argument_group("runtime")
+    g.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="torch device (cpu, cuda, cuda:N); under torchrun 'cuda' means cuda:LOCAL_RANK")
+    g.add_argument("--precision", choices=list(PRECISIONS), default=None,
+                   help=f"dtype of {model}; default bf16 on CUDA, fp32 on CPU (image decoders run in fp32)")
+    g.add_argument("--quiet", action="store_true", help="no progress bar on stderr (--json implies it)")
+    g.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads; default: this host's cores shared by its ranks (all of them for one "
+                        "process, cores / LOCAL_WORLD_SIZE under torchrun)")
+
+
+def default_threads() -> int:
+    """The host's usable cores, split between the processes torchrun starts on it (LOCAL_WORLD_SIZE):
+    ranks that each spin all cores' worth of threads fight over them."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+
+
+def check_runtime(args: argparse.Namespace) -> torch.device:
+    """Check --device and --precision (filling its default), fill --threads and set torch's thread
+    count (called from each script's main, not at import). Returns the device."""
+    device = check_device(args.device)
+    if args.precision is None:
+        args.precision = default_precision(args.device)
+    check_precision(args.precision, device)
+    if args.threads is None:
+        args.threads = default_threads()
+    if args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    torch.set_num_threads(args.threads)
+    return device
 
 
 def default_precision(device: str) -> str:
@@ -78,6 +116,24 @@ def _check_writable_dir(folder: Path, flag: str, given: Path) -> None:
             pass
     except OSError as e:
         raise ValueError(f"{flag} {given}: cannot write to {existing}: {e.strerror or e}") from None
+
+
+@contextmanager
+def pass_progress(config: DecodeConfig, rows: int, cols: int, quiet: bool):
+    """A tqdm bar over forward passes on stderr; yields the engine's on_pass callback (None when quiet).
+    Total: the schedule's pass count (adaptive windows: NTP's, an upper bound)."""
+    if quiet:
+        yield None
+        return
+    from tqdm import tqdm
+
+    window = cols if config.adaptive else config.window_for(cols)
+    bar = tqdm(total=num_passes(Layout(rows, cols, 1), window, config.compat), desc="decoding", unit="pass",
+               file=sys.stderr, leave=False)
+    try:
+        yield lambda record: bar.update()
+    finally:
+        bar.close()
 
 
 def note_window(config: DecodeConfig, cols: int) -> None:

@@ -8,7 +8,7 @@ query in one call and scatter the tokens. Fixed windows need no host-device sync
 the loop; adaptive windows read back one small tensor of acceptance flags per pass.
 """
 from dataclasses import dataclass
-from typing import Iterator, Protocol
+from typing import Callable, Iterator, Protocol
 
 import torch
 
@@ -221,12 +221,15 @@ def _open_rows(state: DecodeState, pb: PassBatch, filtered: torch.Tensor, drawn:
 
 def decode(model: Decoder, prefix: torch.Tensor, seeds: torch.Tensor, layout: Layout, config: DecodeConfig,
            fixed_tokens: torch.Tensor | None = None, prefix_valid: torch.Tensor | None = None,
-           static_shapes: bool = False, position_shift: torch.Tensor | None = None) -> DecodeResult:
-    """Decode to the end: (B, H, W) tokens, pass counts and, when adaptive, acceptance telemetry."""
+           static_shapes: bool = False, position_shift: torch.Tensor | None = None,
+           on_pass: Callable[[PassRecord], None] | None = None) -> DecodeResult:
+    """Decode to the end: (B, H, W) tokens, pass counts and, when adaptive, acceptance telemetry.
+    on_pass, if given, is called with each pass's record (progress bars)."""
     state = start_decode(model, seeds, layout, config, fixed_tokens, prefix.device, prefix_valid, static_shapes,
                          position_shift)
-    for _ in decode_steps(model, state, prefix):
-        pass
+    for record in decode_steps(model, state, prefix):
+        if on_pass is not None:
+            on_pass(record)
     grid = state.tokens[:, :layout.num_cells].reshape(-1, layout.rows, layout.cols)
     report = state.schedule.report()
     return DecodeResult(grid, state.passes_run, report["image_passes"], report.get("accepted_windows"),

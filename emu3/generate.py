@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from common.cli import (check_device, check_output_dir, check_precision, default_precision, end_of_row_report,
-                        note_window, print_report, run_main)
+from common.cli import (add_runtime_args, check_output_dir, check_runtime, end_of_row_report,
+                        note_window, pass_progress, print_report, run_main)
 from common.config import PRECISIONS, DecodeConfig, add_decode_args, decode_config_from_args
 from common.images import save_png_atomic
 from common.prompts import collect_prompts
@@ -37,7 +37,7 @@ def check_args(args: argparse.Namespace) -> tuple[DecodeConfig, list[str]]:
                            ("--tokenizer-path", args.tokenizer_path)):
             if path is not None and not Path(path).is_dir():
                 raise FileNotFoundError(f"{flag}: folder not found: {path}")
-    check_precision(args.precision, check_device(args.device))
+    check_runtime(args)
     check_output_dir(args.out)
     return config, prompts
 
@@ -55,7 +55,8 @@ def main(args: argparse.Namespace) -> dict:
 
     start = time.perf_counter()
     note_window(config, cols)
-    result = pipe.decode_tokens(prompts, seeds, config, args.ratio)
+    with pass_progress(config, rows, cols, args.quiet or args.json) as on_pass:
+        result = pipe.decode_tokens(prompts, seeds, config, args.ratio, on_pass=on_pass)
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
@@ -85,20 +86,16 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "(1:1 -> 90x90 tokens, 720x720 px for Emu3-Gen)")
     p.add_argument("--seed", type=int, default=0, help="base seed; image i uses seed (seed, i)")
     p.add_argument("--out", default="emu3_out", help="output folder; image i is written as {i:04d}.png")
-    p.add_argument("--precision", choices=list(PRECISIONS), default=None,
-                   help="text model dtype; default bf16 on CUDA, fp32 on CPU (the vision decoder runs in fp32)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
     p.add_argument("--random-init", action="store_true", help="random weights for --config, no files")
     p.add_argument("--config", choices=list(PRESETS), default="8B", help="model preset for --random-init")
     p.add_argument("--json", action="store_true", help="print one JSON object with passes, timing and files")
+    add_runtime_args(p, "the text model")
     add_decode_args(p, cfg_scale=3.0, top_k=2048)  # Emu3/image_generation.py: guidance 3.0, top_k 2048
     return p
 
 
 def cli(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    if args.precision is None:
-        args.precision = default_precision(args.device)
     return run_main(main, args)
 
 

@@ -103,14 +103,14 @@ class Emu3Pipeline:
 
     @torch.inference_mode()
     def decode_tokens(self, prompts: list[str], seeds: torch.Tensor, config: DecodeConfig, ratio: str,
-                      static_shapes: bool = False) -> DecodeResult:
+                      static_shapes: bool = False, on_pass=None) -> DecodeResult:
         """prompts (B), seeds (B,) -> (B, H, W) codes and pass counts. static_shapes: one query shape for
         every pass (torch.compile); the same tokens."""
         if len(prompts) != seeds.shape[0]:
             raise ValueError(f"{len(prompts)} prompts but {seeds.shape[0]} seeds")
         p, layout = self.inputs(prompts, config, ratio)
         return decode(self.coded, p.embeddings, seeds, layout, config, self.eol_row(layout.rows),
-                      prefix_valid=p.valid, static_shapes=static_shapes, position_shift=p.shift)
+                      prefix_valid=p.valid, static_shapes=static_shapes, position_shift=p.shift, on_pass=on_pass)
 
     @torch.inference_mode()
     def generate(self, prompts: list[str], seeds: torch.Tensor, config: DecodeConfig, ratio: str

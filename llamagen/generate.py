@@ -23,11 +23,12 @@ def condition_prefix(gpt: Transformer, labels: torch.Tensor, config: DecodeConfi
 
 @torch.inference_mode()
 def generate(gpt: Transformer, labels: torch.Tensor, seeds: torch.Tensor, config: DecodeConfig,
-             static_shapes: bool = False) -> DecodeResult:
+             static_shapes: bool = False, on_pass=None) -> DecodeResult:
     """labels, seeds: (B,) -> (B, H, W) tokens and the forward-pass count. static_shapes pads the
-    passes to one shape (for a torch.compile'd model); the tokens are the same."""
+    passes to one shape (for a torch.compile'd model); the tokens are the same. on_pass: see
+    common.engine.decode."""
     return decode(gpt, condition_prefix(gpt, labels, config), seeds, layout_for(gpt), config,
-                  static_shapes=static_shapes)
+                  static_shapes=static_shapes, on_pass=on_pass)
 
 
 def start(gpt: Transformer, labels: torch.Tensor, seeds: torch.Tensor, config: DecodeConfig):

@@ -36,11 +36,12 @@ def caption_prefix(gpt: Transformer, captions: torch.Tensor, valid: torch.Tensor
 
 @torch.inference_mode()
 def generate(gpt: Transformer, captions: torch.Tensor, valid: torch.Tensor, seeds: torch.Tensor,
-             config: DecodeConfig, static_shapes: bool = False) -> DecodeResult:
-    """captions (B, T, caption_dim), valid (B, T), seeds (B,) -> (B, H, W) tokens and pass counts."""
+             config: DecodeConfig, static_shapes: bool = False, on_pass=None) -> DecodeResult:
+    """captions (B, T, caption_dim), valid (B, T), seeds (B,) -> (B, H, W) tokens and pass counts.
+    on_pass: see common.engine.decode."""
     prefix, prefix_valid = caption_prefix(gpt, captions, valid, config)
     return decode(gpt, prefix, seeds, layout_for(gpt), config, prefix_valid=prefix_valid,
-                  static_shapes=static_shapes)
+                  static_shapes=static_shapes, on_pass=on_pass)
 
 
 def start(gpt: Transformer, captions: torch.Tensor, valid: torch.Tensor, seeds: torch.Tensor,

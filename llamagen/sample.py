@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from common.cli import check_device, check_output_file, check_precision, default_precision, note_window, run_main
+from common.cli import add_runtime_args, check_output_file, check_runtime, note_window, pass_progress, run_main
 from common.config import PRECISIONS, DecodeConfig, add_decode_args, decode_config_from_args
 from common.images import save_grid
 from common.sampling import image_seeds
@@ -48,8 +48,6 @@ def fill_defaults(args: argparse.Namespace) -> argparse.Namespace:
         for name in ("gpt_ckpt", "vq_ckpt"):
             if getattr(args, name) is None:
                 setattr(args, name, getattr(defaults, name))
-    if args.precision is None:
-        args.precision = default_precision(args.device)
     return args
 
 
@@ -74,7 +72,7 @@ def check_args(args: argparse.Namespace) -> DecodeConfig:
         for flag, path in (("--gpt-ckpt", args.gpt_ckpt), ("--vq-ckpt", args.vq_ckpt)):
             if not Path(path).is_file():
                 raise FileNotFoundError(f"{flag}: checkpoint file not found: {path}")
-    check_precision(args.precision, check_device(args.device))
+    check_runtime(args)
     check_output_file(args.out)
     return config
 
@@ -107,7 +105,9 @@ def main(args: argparse.Namespace) -> dict:
     start = time.perf_counter()
     model = torch.compile(gpt, dynamic=False) if args.compile else gpt
     note_window(config, gpt.grid_size)
-    result = generate(model, labels, seeds, config, static_shapes=args.compile and not config.adaptive)
+    with pass_progress(config, gpt.grid_size, gpt.grid_size, args.quiet or args.json) as on_pass:
+        result = generate(model, labels, seeds, config, static_shapes=args.compile and not config.adaptive,
+                          on_pass=on_pass)
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
@@ -153,13 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one image per label; default the official demo labels (demo: 0-9 twice)")
     p.add_argument("--seed", type=int, default=0, help="base seed; image i uses seed (seed, i)")
     p.add_argument("--out", default="sample_c2i.png", help="output PNG (a grid, 4 per row)")
-    p.add_argument("--precision", choices=list(PRECISIONS), default=None,
-                   help="GPT dtype; default bf16 on CUDA, fp32 on CPU (the VQ always runs in fp32)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
                    help="torch.compile the GPT and pad passes to one shape (worth it on CUDA; off by default)")
     p.add_argument("--random-init", action="store_true", help="random weights, no checkpoints (speed and engine tests)")
     p.add_argument("--json", action="store_true", help="print one JSON object with passes, timing and tokens")
+    add_runtime_args(p, "the GPT")
     add_decode_args(p, cfg_scale=None, top_k=None)
     return p
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from common.cli import check_device, check_output_file, check_precision, default_precision, note_window, run_main
+from common.cli import add_runtime_args, check_output_file, check_runtime, note_window, pass_progress, run_main
 from common.config import DecodeConfig, add_decode_args, decode_config_from_args
 from common.images import save_grid
 from common.sampling import image_seeds
@@ -64,7 +64,7 @@ def check_args(args: argparse.Namespace) -> DecodeConfig:
         for flag, path in (("--gpt-ckpt", args.gpt_ckpt), ("--vq-ckpt", args.vq_ckpt)):
             if not Path(path).is_file():
                 raise FileNotFoundError(f"{flag}: checkpoint file not found: {path}")
-    check_precision(args.precision, check_device(args.device))
+    check_runtime(args)
     check_output_file(args.out)
     return config
 
@@ -106,7 +106,9 @@ def main(args: argparse.Namespace) -> dict:
     start = time.perf_counter()
     model = torch.compile(gpt, dynamic=False) if args.compile else gpt
     note_window(config, grid)
-    result = generate(model, features, mask, seeds, config, static_shapes=args.compile and not config.adaptive)
+    with pass_progress(config, grid, grid, args.quiet or args.json) as on_pass:
+        result = generate(model, features, mask, seeds, config, static_shapes=args.compile and not config.adaptive,
+                          on_pass=on_pass)
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
@@ -162,21 +164,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="image size in pixels (grid = size / downsample): 512 for stage 2, 256 for stage 1")
     p.add_argument("--seed", type=int, default=0, help="base seed; image i uses seed (seed, i)")
     p.add_argument("--out", default="sample_t2i.png", help="output PNG (a grid, 4 per row)")
-    p.add_argument("--precision", choices=list(PRECISIONS), default=None,
-                   help="GPT and T5 dtype; default bf16 on CUDA, fp32 on CPU (the VQ always runs in fp32)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
                    help="torch.compile the GPT and pad passes to one shape (worth it on CUDA; off by default)")
     p.add_argument("--random-init", action="store_true", help="random GPT and VQ weights, no checkpoints")
     p.add_argument("--json", action="store_true", help="print one JSON object with passes, timing and tokens")
+    add_runtime_args(p, "the GPT")
     add_decode_args(p, cfg_scale=7.5, top_k=1000)  # sample_t2i.py: --cfg-scale 7.5, --top-k 1000
     return p
 
 
 def cli(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    if args.precision is None:
-        args.precision = default_precision(args.device)
     return run_main(main, args)
 
 

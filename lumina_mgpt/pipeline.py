@@ -85,13 +85,13 @@ class LuminaPipeline:
 
     @torch.inference_mode()
     def decode_tokens(self, prompts: list[str], seeds: torch.Tensor, config: DecodeConfig, width: int, height: int,
-                      static_shapes: bool = False) -> DecodeResult:
+                      static_shapes: bool = False, on_pass=None) -> DecodeResult:
         """prompts (B), seeds (B,) -> (B, H, W) codes and pass counts."""
         if len(prompts) != seeds.shape[0]:
             raise ValueError(f"{len(prompts)} prompts but {seeds.shape[0]} seeds")
         prefix, valid, shift, layout = self.inputs(prompts, config, width, height)
         return decode(self.coded, prefix, seeds, layout, config, self.eol_row(layout.rows), prefix_valid=valid,
-                      static_shapes=static_shapes, position_shift=shift)
+                      static_shapes=static_shapes, position_shift=shift, on_pass=on_pass)
 
     @torch.inference_mode()
     def generate(self, prompts: list[str], seeds: torch.Tensor, config: DecodeConfig, width: int, height: int

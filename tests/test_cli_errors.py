@@ -1,6 +1,6 @@
 """Bad command-line input is a one-line error with exit status 2, raised before the expensive work:
 device, precision, output paths, conflicting flags, image sizes a checkpoint was not trained at; and
-a window wide enough to be NTP is said on stderr."""
+a window wide enough to be NTP is said on stderr; --threads, and the progress bar over passes."""
 import json
 
 import pytest
@@ -106,3 +106,25 @@ def test_the_stated_size_rule_is_the_crop_list(target):
     by_rule = {(wp * PATCH, hp * PATCH) for wp in range(1, p + 1) for hp in range(1, p + 1)
                if wp * hp <= p < (wp + 1) * (hp + 1) and max(wp, hp) <= 4 * min(wp, hp)}
     assert by_rule == set(crop_sizes(target))
+
+
+def test_threads_flag_and_default(tmp_path, capsys, monkeypatch):
+    from common import cli as common_cli
+
+    assert "--threads must be >= 1" in error_of(sample_cli, [*ONE_DIGIT, "--threads", "0",
+                                                             "--out", str(tmp_path / "x.png")], capsys)
+    monkeypatch.undo()  # the real default: the host's cores split between torchrun's local ranks
+    monkeypatch.setattr(common_cli.os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert common_cli.default_threads() == 2
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "16")
+    assert common_cli.default_threads() == 1
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    assert common_cli.default_threads() == 8
+
+
+@pytest.mark.parametrize("flags,shown", [([], True), (["--quiet"], False), (["--json"], False)])
+def test_progress_bar_over_passes_on_stderr(flags, shown, tmp_path, capsys):
+    assert sample_cli([*ONE_DIGIT, "--window", "8", *flags, "--out", str(tmp_path / "x.png")]) == 0
+    err = capsys.readouterr().err
+    assert ("/208" in err and "pass" in err) == shown  # fixed window 8 on 24x24: 208 passes
