@@ -62,6 +62,7 @@ class PromptPreset:
     top_k: int
     image_size_eval: int  # square PNGs, bicubic resize (256: the usual COCO-FID input)
     checkpoint: str  # the Hugging Face folder --model-path should hold
+    temperature: float = 1.0
 
 
 PROMPT_PRESETS: dict[str, PromptPreset] = {
@@ -90,7 +91,7 @@ def fill_defaults(args: argparse.Namespace) -> argparse.Namespace:
     """Flags left unset take the --model preset's values (llamagen.presets.FID_PRESETS, PROMPT_PRESETS)."""
     preset = preset_of(args.model)
     for flag, value in (("cfg_scale", preset.cfg_scale), ("top_k", preset.top_k),
-                        ("image_size_eval", preset.image_size_eval)):
+                        ("temperature", preset.temperature), ("image_size_eval", preset.image_size_eval)):
         if getattr(args, flag) is None:
             setattr(args, flag, value)
     if isinstance(preset, FIDPreset) and not args.random_init:
@@ -532,7 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stop-after", type=int, default=None, metavar="K",
                    help=f"test hook: each process exits ({STOPPED_EXIT_CODE}) after writing K images, like a kill")
     add_runtime_args(p, "the GPT")
-    add_decode_args(p, cfg_scale=None, top_k=None)
+    add_decode_args(p, cfg_scale=None, top_k=None, temperature=None)
     return p
 
 

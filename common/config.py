@@ -56,7 +56,8 @@ class DecodeConfig:
         return cols if self.window is None else min(self.window, cols)
 
 
-def add_decode_args(parser: argparse.ArgumentParser, *, cfg_scale: float | None, top_k: int | None) -> None:
+def add_decode_args(parser: argparse.ArgumentParser, *, cfg_scale: float | None, top_k: int | None,
+                    temperature: float | None = 1.0) -> None:
     """The decoding flags every sampling script shares; model-specific defaults are passed in
     (None: the script fills them from its model preset)."""
     g = parser.add_argument_group("decoding")
@@ -73,7 +74,8 @@ def add_decode_args(parser: argparse.ArgumentParser, *, cfg_scale: float | None,
                         "that reads unwritten (zero) cache slots; windows 1 .. W-1")
     g.add_argument("--cfg-scale", type=float, default=cfg_scale, help="classifier-free guidance scale (> 1 enables it); default per model")
     g.add_argument("--cfg-interval", type=float, default=-1, help="guide tokens 0..cfg_interval+1 only; -1 = all")
-    g.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (applied after CFG)")
+    g.add_argument("--temperature", type=float, default=temperature,
+                   help="sampling temperature (applied after CFG); default per model")
     g.add_argument("--top-k", type=int, default=top_k, help="keep the k most likely tokens; 0 = off; default per model")
     g.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold; 1.0 = off")
 

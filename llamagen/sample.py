@@ -41,7 +41,7 @@ def load_tokenizer(name: str, path: str | None):
 def fill_defaults(args: argparse.Namespace) -> argparse.Namespace:
     """Flags left unset take the chosen model's defaults (llamagen.presets), so each has one source."""
     defaults = sample_defaults(args.gpt_model)
-    for name in ("vq_model", "image_size", "cfg_scale", "top_k", "class_labels"):
+    for name in ("vq_model", "image_size", "cfg_scale", "top_k", "temperature", "class_labels"):
         if getattr(args, name) is None:
             setattr(args, name, getattr(defaults, name))
     if not args.random_init:
@@ -158,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--random-init", action="store_true", help="random weights, no checkpoints (speed and engine tests)")
     p.add_argument("--json", action="store_true", help="print one JSON object with passes, timing and tokens")
     add_runtime_args(p, "the GPT")
-    add_decode_args(p, cfg_scale=None, top_k=None)
+    add_decode_args(p, cfg_scale=None, top_k=None, temperature=None)
     return p
 
 

@@ -60,7 +60,7 @@ def test_two_processes_give_the_same_bytes_as_one(single, tmp_path):
 
 def test_summary_and_digits_match_llamagen_generate(single, demo_gpt):
     labels, seeds = torch.arange(N) % 10, image_seeds(0, torch.arange(N))
-    result = generate(demo_gpt, labels, seeds, DecodeConfig(window=8, cfg_scale=2.0))
+    result = generate(demo_gpt, labels, seeds, DecodeConfig(window=8, cfg_scale=2.0, temperature=DEMO.temperature))
     summary = json.loads((run_dir(single) / "summary.json").read_text())
     assert summary["forward_passes"] == {"mean": 208.0, "min": 208.0, "max": 208.0}
     assert set(result.image_passes) == {208} and summary["ntp_forward_passes"] == 24 * 24
@@ -132,7 +132,7 @@ def test_adaptive_summary_matches_generate(tmp_path, demo_gpt, capsys, monkeypat
                             "--sample-dir", str(tmp_path)], capsys)
     assert code == 0, err
     labels, seeds = torch.arange(5) % 10, image_seeds(0, torch.arange(5))
-    result = generate(demo_gpt, labels, seeds, DecodeConfig(window=8, adaptive=True, cfg_scale=2.0))
+    result = generate(demo_gpt, labels, seeds, DecodeConfig(window=8, adaptive=True, cfg_scale=2.0, temperature=DEMO.temperature))
     summary = json.loads((run_dir(tmp_path) / "summary.json").read_text())
     passes = result.image_passes
     assert summary["forward_passes"] == {"mean": np.mean(passes), "min": min(passes), "max": max(passes)}
