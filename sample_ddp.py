@@ -11,11 +11,11 @@ autoregressive/sample/sample_c2i_ddp.py (folder name, pixel conversion, npz layo
   presets: prompt i % N of --prompts, one per line) and seed image_seeds(global_seed, i); rank r takes i = r, r + world, r + 2 world, ... The engine's randomness is
   counter-based, so image i is the same PNG for any world size and batch size on one device type. (The
   official script draws random classes per batch and seeds global_seed * world_size + rank.)
-- Resumable. PNGs are written atomically; a re-run skips images already complete (PIL verify, and the tEXt
-  label, prompt and seed those of the index: metadata_matches) and redoes missing, damaged or mismatching
-  ones (a PNG of another index). args.json in the run folder records the arguments that define the image set
-  (not N, batch size or world size: re-running with a larger N extends a run); a folder holding another
-  image set is refused unless --overwrite, which deletes it first.
+- Resumable. PNGs are written atomically; a re-run skips images already complete (PIL verify, and the
+  tEXt label, prompt and seed those of the index: common/run_folder.py's metadata_matches) and redoes
+  missing, damaged or mismatching ones (a PNG of another index). args.json in the run folder records the
+  arguments that define the image set (not N, batch size or world size: re-running with a larger N
+  extends a run); a folder holding another image set is refused unless --overwrite, which deletes it.
 - Reported. Each PNG carries its label, seed and forward passes in tEXt chunks (so resumed images are
   counted too); rank 0 writes summary.json beside the PNGs and the npz (arr_0: uint8 NHWC images, the
   ADM evaluator's input; arr_1: labels, as guided-diffusion's image_sample.py saves them, or prompt indices).
@@ -25,7 +25,6 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,14 +32,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from PIL import Image
 from tqdm import tqdm
 
 from common.cli import add_runtime_args, check_runtime, run_main
 from common.config import PRECISIONS, DecodeConfig, add_decode_args, decode_config_from_args
-from common.images import read_png_checked, save_png_with_text_atomic, to_fid_uint8
+from common.images import save_png_with_text_atomic, to_fid_uint8
 from common.placeholder import DEFAULT_POLICY
 from common.prompts import read_prompt_file
+from common.run_folder import build_npz, check_run_dir, existing_state, image_text, png_path, write_json_atomic
 from common.sampling import image_seeds
 from common.schedule import Layout, num_passes
 from llamagen.checkpoint import build_gpt, load_gpt_weights
@@ -187,48 +186,12 @@ def image_set(args: argparse.Namespace, config: DecodeConfig) -> dict:
     return key
 
 
-def check_run_dir(run_dir: Path, key: dict, overwrite: bool) -> None:
-    """Refuse a folder holding another image set (unless overwrite); make sure we can write there."""
-    meta = run_dir / "args.json"
-    if not overwrite and meta.is_file():
-        try:
-            stored = json.loads(meta.read_text())["image_set"]
-        except (ValueError, KeyError) as e:
-            raise ValueError(f"{meta} is unreadable ({e}); pass --overwrite to start the run afresh") from None
-        differ = [k for k in key if stored.get(k) != key[k]]
-        if differ:
-            raise ValueError(f"{run_dir} holds a run with other arguments (differ: {', '.join(differ)}); "
-                             "use another --sample-dir, or --overwrite to delete it")
-    elif not overwrite and any(run_dir.glob("[0-9]*.png")):
-        raise ValueError(f"{run_dir} holds PNGs but no args.json (not a run of this script); "
-                         "use another --sample-dir, or --overwrite to delete them")
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=run_dir, prefix=".write-test-"):
-            pass
-    except OSError as e:
-        raise ValueError(f"cannot write to the sample dir {run_dir}: {e.strerror or e}") from None
-
-
 def start_run_dir(run_dir: Path, npz: Path, args: argparse.Namespace, key: dict) -> None:
     """Rank 0, after every rank's checks: clear the folder for --overwrite, then record the arguments."""
     if args.overwrite:
         for path in [*run_dir.glob("[0-9]*.png"), *run_dir.glob(".*.png.tmp"), run_dir / "summary.json", npz]:
             path.unlink(missing_ok=True)
     write_json_atomic(run_dir / "args.json", {"image_set": key, "args": vars(args)})
-
-
-def write_json_atomic(path: Path, obj: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1) + "\n")
-    os.replace(tmp, path)
-
-
-def png_path(run_dir: Path, i: int) -> Path:
-    return run_dir / f"{i:06d}.png"
-
-
-IDENTITY_KEYS = ("label", "seed", "prompt")  # the tEXt that an image's index decides
 
 
 def index_text(sampler, global_seed: int, idx: torch.Tensor) -> list[dict[str, str]]:
@@ -239,59 +202,6 @@ def index_text(sampler, global_seed: int, idx: torch.Tensor) -> list[dict[str, s
     for label, seed in zip(labels, seeds):
         prompt = sampler.prompt(label)
         texts.append({"label": str(label), "seed": str(seed), **({} if prompt is None else {"prompt": prompt})})
-    return texts
-
-
-def metadata_matches(text: dict[str, str], expected: dict[str, str]) -> bool:
-    """Whether a PNG's tEXt says it is the image of the index that `expected` (index_text) describes.
-
-    The rule: its label, seed and prompt entries equal exactly what this run writes for that index (a class
-    image has no prompt entry). Anything else, e.g. a valid PNG copied over from another index or made by
-    another prompt list, is not that image: resume redoes it, like a damaged one, and build_npz refuses it.
-    """
-    return all(text.get(key) == expected.get(key) for key in IDENTITY_KEYS)
-
-
-def existing_state(run_dir: Path, i: int, size: int, expected: dict[str, str]) -> str:
-    """Image i on disk: "complete" (kept on resume), "mismatch" (a valid PNG of another index: redone) or
-    "damaged" (missing, truncated, corrupt, of another size or without forward passes: redone)."""
-    text = read_png_checked(png_path(run_dir, i), (size, size))
-    if text is None or "forward_passes" not in text:
-        return "damaged"
-    return "complete" if metadata_matches(text, expected) else "mismatch"
-
-
-def image_text(identity: dict[str, str], result, j: int) -> dict[str, str]:
-    """What travels in image j's PNG: which image it is (index_text: label, seed, prompt) and what it cost."""
-    text = {"label": identity["label"], "seed": identity["seed"], "forward_passes": str(result.image_passes[j])}
-    if "prompt" in identity:  # after forward_passes: the chunk order (and bytes) of earlier runs
-        text["prompt"] = identity["prompt"]
-    if result.accepted_windows is not None:
-        text["accepted_windows"] = json.dumps(result.accepted_windows[j])
-        text["rejections"] = str(result.rejections[j])
-    return text
-
-
-def build_npz(run_dir: Path, npz: Path, expected: list[dict[str, str]], size: int) -> list[dict[str, str]]:
-    """Rank 0: images 0..n-1 into npz (arr_0 (n, size, size, 3) uint8, arr_1 (n,) labels); their tEXt.
-
-    expected: index_text of images 0..n-1. The labels come from it (the index rule), and every PNG's tEXt
-    must match it (metadata_matches): a PNG of another index raises instead of entering the npz."""
-    n = len(expected)
-    pixels = np.empty((n, size, size, 3), dtype=np.uint8)
-    texts = []
-    for i in range(n):
-        with Image.open(png_path(run_dir, i)) as im:
-            pixels[i] = np.asarray(im.convert("RGB"))
-            texts.append(dict(im.text))
-        if not metadata_matches(texts[i], expected[i]):
-            got = {k: texts[i][k] for k in IDENTITY_KEYS if k in texts[i]}
-            raise RuntimeError(f"{png_path(run_dir, i)} is not image {i}: its metadata {got} does not match "
-                               f"{expected[i]}; re-run to redo it")
-    labels = np.array([int(t["label"]) for t in expected], dtype=np.int64)
-    tmp = npz.with_name(f".{npz.stem}.tmp.npz")
-    np.savez(tmp, arr_0=pixels, arr_1=labels)
-    os.replace(tmp, npz)
     return texts
 
 
@@ -455,8 +365,9 @@ def run(args, config, rank, world, device, distributed, run_dir, npz, key) -> di
                   file=sys.stderr)
         print(f"{args.model}: {args.num_fid_samples} images in {run_dir} on {world} process(es); "
               f"rank 0 has {len(todo)} to make", file=sys.stderr)
-        print(f"{sum(mismatched)} existing image(s) redone: their metadata did not match their index "
-              "(label or prompt, seed)", file=sys.stderr)
+        if sum(mismatched):
+            print(f"{sum(mismatched)} existing image(s) redone: their metadata did not match their index "
+                  "(label or prompt, seed)", file=sys.stderr)
     barrier(distributed, device)
     wall_start = start = time.perf_counter()
     bar = tqdm(total=len(todo), desc="rank 0", unit="img", disable=rank != 0, file=sys.stderr)
