@@ -43,19 +43,20 @@ def needs_decided_token(policy: str) -> bool:
     return policy in ("above", "left")
 
 
-def placeholder_source(policy: str, row: int, decided: list[int] | tuple[int, ...], cols: int,
-                       placeholder_column: int) -> int:
+def placeholder_source(policy: str, row: torch.Tensor, decided: torch.Tensor, cols: int,
+                       placeholder_column: int) -> torch.Tensor:
     """Token-buffer column fed to the opening query of row `row` + 1 (standing for (row, W-1)).
 
-    decided[r]: tokens of row r decided before the opening pass (only rows `row` - 1 and `row` are
-    read). placeholder_column: the buffer column holding a "token:<id>" code or marking "mean".
+    row: (B, R) int64 row indices; decided: (B, H) tokens of each row decided before the opening
+    pass (only rows `row` - 1 and `row` are read). placeholder_column: the buffer column holding a
+    "token:<id>" code or marking "mean". Entries whose row has no decided token are meaningless
+    (the scheduler opens a row only after the row above holds >= 1 token).
     """
     if not needs_decided_token(policy):
-        return placeholder_column
-    source_row = row - 1 if policy == "above" and row >= 1 else row
-    count = int(decided[source_row])
-    if count < 1:
-        raise AssertionError(f"row {source_row} has no decided token to stand in for ({row}, {cols - 1})")
+        return torch.full_like(row, placeholder_column)
+    # "above" reads row-1; row 0 has no row above and falls back to "left"
+    source_row = torch.where(row >= 1, row - 1, row) if policy == "above" else row
+    count = decided.gather(1, source_row)
     return source_row * cols + count - 1
 
 

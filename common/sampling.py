@@ -5,11 +5,16 @@ guided = uncond + scale * (cond - uncond) on fp32 logits; then divide by max(tem
 then top-k and top-p filtering as in HF transformers v3.2 `top_k_top_p_filtering` (the token that
 crosses top_p is kept, the top-1 always survives); then sample from the softmax.
 
-Randomness is counter-based: the noise for a draw is an integer hash of (image seed, grid position,
-purpose, attempt, vocabulary index), never the state of a generator. Sampling is Gumbel-max:
-argmax(logits + G) with G = -log(-log(U)) is an exact sample of softmax(logits). Hence an image
-depends only on its seed and settings, not on batch size, batch position, process count or the
-order in which the schedule visits cells; ZipAR and NTP draws for the same cell are paired.
+Randomness is counter-based: the uniform for a draw is an integer hash of (image seed, grid position,
+purpose, attempt), never the state of a generator. A token is drawn by inverse-CDF sampling: with
+one uniform u per query, the token is the first index whose cumulative probability exceeds u (the
+cumulative sum in float64). That is an exact sample of the distribution, needs one random number
+per query instead of one per vocabulary entry (Gumbel-max over a counter-based hash hashes every
+entry: ~140 integer ops per entry and pass), and is a few elementwise ops and one cumulative sum
+on any device. Hence an image depends only on its seed and settings, not on batch size, batch
+position, process count or the order in which the schedule visits cells; ZipAR and NTP draws for
+the same cell are paired (same u: the draws agree wherever the two distributions' CDFs put u in
+the same token).
 """
 import torch
 
@@ -45,18 +50,23 @@ def draw_key(seeds: torch.Tensor, positions: torch.Tensor, purpose: int, attempt
     return _fmix32(h ^ ((attempt * 0x2545F491) & MASK32))
 
 
-def uniforms(keys: torch.Tensor, size: int) -> torch.Tensor:
-    """keys (...,) -> (..., size) float32 uniforms in (0, 1), one per index of the last axis."""
-    idx = torch.arange(size, device=keys.device, dtype=torch.int64)
-    h = _fmix32(_fmix32(keys[..., None] ^ idx) ^ 0x27D4EB2F)
-    # 23 random bits + 0.5 is exact in float32, so u is never 0 or 1
-    return ((h >> 9).to(torch.float32) + 0.5) * (1.0 / (1 << 23))
+def key_uniform(keys: torch.Tensor) -> torch.Tensor:
+    """keys (...,) in [0, 2**32) -> float64 uniforms in (0, 1): (key + 1/2) / 2**32, never 0 or 1."""
+    return (keys.to(torch.float64) + 0.5) * (1.0 / 2**32)
 
 
-def gumbel_argmax(logits: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-    """Sample from softmax(logits) over the last axis with noise fixed by keys (logits.shape[:-1])."""
-    u = uniforms(keys, logits.shape[-1])
-    return torch.argmax(logits - torch.log(-torch.log(u)), dim=-1)
+def sample_probs(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Inverse-CDF draw from probs (..., V) (unnormalised is fine) with uniforms u (...,): the number
+    of cumulative sums <= u * total. A zero-probability entry never wins (its cumulative sum equals
+    its predecessor's), and u < 1 keeps the index below V."""
+    cdf = probs.to(torch.float64).cumsum(-1)
+    threshold = u * cdf[..., -1:].squeeze(-1)
+    return (cdf <= threshold[..., None]).sum(-1)
+
+
+def sample_logits(logits: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """Sample from softmax(logits) over the last axis with the uniform fixed by keys (logits.shape[:-1])."""
+    return sample_probs(torch.softmax(logits.float(), dim=-1), key_uniform(keys))
 
 
 def guide(cond: torch.Tensor, uncond: torch.Tensor, scale: float, active: torch.Tensor | None = None) -> torch.Tensor:
@@ -109,9 +119,8 @@ def verify_draft(p: torch.Tensor, q: torch.Tensor, draft: torch.Tensor, accept_k
     because sum_y (p - q)^+ = 1 - sum_y min(p, q). The uniform and the resample are counter-based draws
     (accept_keys, residual_keys). Returns (token, accepted), both shaped like draft.
     """
-    u = uniforms(accept_keys, 1)[..., 0]
-    accepted = u < acceptance_probability(p, q, draft)
-    resampled = gumbel_argmax(torch.log(residual_distribution(p, q)), residual_keys)
+    accepted = key_uniform(accept_keys) < acceptance_probability(p, q, draft)
+    resampled = sample_probs(residual_distribution(p, q), key_uniform(residual_keys))
     return torch.where(accepted, draft, resampled), accepted
 
 

@@ -1,7 +1,7 @@
 """ZipAR decoding schedule: which grid cells each forward pass decodes (paper section 3.2).
 
-Pure functions of the token layout and the window. The rule: cell (r, c) may be decoded once
-(r, c-1) is decoded and row r-1 holds at least min(c + w, W) decoded tokens. Every pass decodes
+Pure functions of the token layout and the window. The rule (`window_allows`): cell (r, c) may be
+decoded once (r, c-1) is decoded and row r-1 holds at least min(c + w, W) decoded tokens. Every pass decodes
 every cell the rule allows, so the number of passes is the critical path of the rule, counting the
 prefill pass that yields cell (0, 0): (H-1)*w + W. Row 0 is not special; plain next-token
 prediction is the same schedule with w = W.
@@ -70,23 +70,34 @@ def row_windows(layout: Layout, window: int, compat: str | None = None) -> list[
     return windows
 
 
-def decode_pass_table(layout: Layout, windows: list[int]) -> np.ndarray:
-    """(H, W) int array: the pass in which each cell is sampled (pass 0 is the prefill).
+def window_allows(count_above, col, window, cols):
+    """The window rule, the one place it is written: (r, col) may be decoded once row r-1 holds
+    min(col + window, W) tokens, i.e. col + window of them or all W. Elementwise on ints, numpy
+    arrays and torch tensors; every schedule (fixed, adaptive, compat, the pass table) calls it."""
+    return (count_above >= col + window) | (count_above >= cols)
 
-    windows[r] is the window with which row r+1 follows row r.
+
+def decode_pass_table(layout: Layout, windows: list[int]) -> np.ndarray:
+    """(H, W) int array: the pass in which each cell is decided (pass 0 is the prefill).
+
+    windows[r] is the window with which row r+1 follows row r. Greedy, as the decoder runs: every
+    pass decides every cell the window rule allows given the cells decided before it.
     """
     H, W = layout.rows, layout.cols
     if len(windows) != H - 1:
         raise ValueError(f"need {H - 1} row windows, got {len(windows)}")
+    window = np.array([W] + list(windows), dtype=np.int64)  # row 0 has no row above
+    rows = np.arange(H)
     table = np.zeros((H, W), dtype=np.int64)
-    table[0] = np.arange(W)
-    for r in range(1, H):
-        w = windows[r - 1]
-        for c in range(W):
-            # the cell above-right that must be decoded: column min(c + w, W) - 1 of row r-1
-            ready_above = table[r - 1, min(c + w, W) - 1] + 1
-            ready_left = table[r, c - 1] + 1 if c > 0 else 0
-            table[r, c] = max(ready_above, ready_left)
+    count = np.zeros(H, dtype=np.int64)
+    count[0] = 1  # (0, 0) comes from the prefill
+    k = 0
+    while count.min() < W:
+        k += 1
+        above = np.concatenate([[W], count[:-1]])
+        step = (count < W) & window_allows(above, count, window, W)
+        table[rows[step], count[step]] = k
+        count += step
     return table
 
 

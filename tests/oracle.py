@@ -8,9 +8,9 @@ cannot see (e): it replays whatever was fed. `record_passes` checks (e) on every
 """
 import torch
 
+from common.condition import as_condition
 from common.engine import decode_steps, start_decode
 from common.placeholder import MEAN_INPUT, fixed_token, needs_decided_token
-from common.plan import placeholder_column
 
 
 def full_forward(model, x, positions, mask):
@@ -19,21 +19,21 @@ def full_forward(model, x, positions, mask):
     return model(x, positions, slots, mask, model.new_cache(x.shape[0], x.shape[1], "cpu"))
 
 
-def record_passes(model, layout, config, prefix, seeds, fixed_tokens=None, prefix_valid=None, position_shift=None):
+def record_passes(model, layout, config, condition, seeds, fixed_tokens=None):
     """Run a decode and keep, per pass, each model-batch row's queries: (slots, positions the model saw,
     input ids, mask, logits) as plain per-row tensors; inert padding queries (scratch slot) are dropped."""
-    state = start_decode(model, seeds, layout, config, fixed_tokens, prefix.device, prefix_valid,
-                         position_shift=position_shift)
-    scratch = getattr(state.schedule, "scratch", None)
+    state = start_decode(model, condition, seeds, layout, config, fixed_tokens)
+    scratch = state.scheduler.scratch
+    position_shift = state.condition.position_shift
     rows, records = [], []
-    for rec in decode_steps(model, state, prefix):
+    for rec in decode_steps(model, state):
         records.append(rec)
         per_row = []
         for m in range(rec.logits.shape[0]):
             b = m % len(seeds)
             pick = lambda t, i: t[min(i, t.shape[0] - 1)]  # noqa: E731  shared tensors have leading dim 1
             slots = pick(rec.batch.slots, b)
-            keep = slots != scratch if scratch is not None else torch.ones_like(slots, dtype=torch.bool)
+            keep = slots != scratch
             positions = pick(rec.batch.positions, b)
             if position_shift is not None:
                 positions = (positions - position_shift[m]).clamp(min=0)
@@ -60,8 +60,11 @@ def fed_token_violations(state, records) -> list[str]:
     for rec in records:
         if rec.batch.is_prefix:
             continue
+        slots = rec.batch.slots.expand(B, -1).tolist()
         for b, row in enumerate(rec.batch.sources.expand(B, -1).tolist()):
             for q, s in enumerate(row):
+                if slots[b][q] == state.scheduler.scratch:
+                    continue  # inert padding
                 fed, where = int(rec.input_ids[b, q]), f"pass {rec.index}, image {b}, query {q}, source {s}"
                 if s < N:
                     if not 0 <= last_write[b, s] < rec.index:
@@ -71,7 +74,7 @@ def fed_token_violations(state, records) -> list[str]:
                 elif s in eol:
                     if fed != int(state.tokens[b, s]):
                         bad.append(f"{where}: fed {fed} for the fixed end-of-row token")
-                elif s == placeholder_column(layout) and not needs_decided_token(policy):
+                elif s == state.scheduler.placeholder_column and not needs_decided_token(policy):
                     expected = MEAN_INPUT if policy == "mean" else fixed_token(policy)
                     if fed != expected:
                         bad.append(f"{where}: fed {fed} for placeholder {policy!r}")
@@ -88,9 +91,10 @@ def replay_embeddings(model, ids, num_codes):
     return torch.where((ids == MEAN_INPUT)[:, None], mean.to(x.dtype), x)
 
 
-def oracle_error(model, prefix, passes) -> float:
+def oracle_error(model, condition, passes) -> float:
     """Max abs difference between the recorded logits and their uncached replay (asserts that no slot
     is written twice and that each query reads only slots written in its own or an earlier pass)."""
+    prefix = as_condition(condition).embeddings
     worst = 0.0
     for m in range(prefix.shape[0]):
         entry_of_slot = {}

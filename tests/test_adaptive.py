@@ -7,7 +7,7 @@ from scipy import stats
 
 from common.config import DecodeConfig
 from common.sampling import (PURPOSE_ACCEPT, PURPOSE_RESIDUAL, PURPOSE_TOKEN, acceptance_probability, draw_key,
-                             gumbel_argmax, residual_distribution, verify_draft)
+                             sample_logits, residual_distribution, verify_draft)
 from common.schedule import Layout, decode_pass_table, num_passes
 from llamagen.generate import generate, layout_for
 from tests.helpers.llamagen import record_decode, reference_ntp, run_oracle, tiny_gpt
@@ -41,7 +41,7 @@ def test_accept_or_resample_statistically_end_to_end():
     p, q = random_dist(gen, v).float(), random_dist(gen, v, 1).float()
     seeds = torch.tensor([11])
     cells = torch.arange(n)[None]
-    draft = gumbel_argmax(torch.log(q).expand(1, n, v), draw_key(seeds, cells, PURPOSE_TOKEN))
+    draft = sample_logits(torch.log(q).expand(1, n, v), draw_key(seeds, cells, PURPOSE_TOKEN))
     out, accepted = verify_draft(p.expand(1, n, v), q.expand(1, n, v), draft,
                                  draw_key(seeds, cells, PURPOSE_ACCEPT), draw_key(seeds, cells, PURPOSE_RESIDUAL))
     counts = np.bincount(out[0].numpy(), minlength=v)
@@ -123,8 +123,8 @@ def test_later_queries_read_only_the_accepted_opener():
     layout = layout_for(gpt)
     with torch.inference_mode():
         state, _, passes = record_decode(gpt, layout, config, labels, seeds)
-    sched = state.schedule
-    assert sum(sched.rejections) > 0
+    sched = state.scheduler
+    assert state.schedule.rejections.sum() > 0
     opener_row = lambda s: (s - sched.opener_base) // sched.openers_per_row  # noqa: E731
     for b in range(4):
         openers_written = {}  # row -> opener slots in write order
@@ -139,7 +139,7 @@ def test_later_queries_read_only_the_accepted_opener():
                 seen = [t for t in mask[i].nonzero()[:, 0].tolist() if sched.opener_base <= t < sched.scratch]
                 for t in seen:  # the one it reads is the last opener of that row, i.e. the accepted one
                     assert t == openers_written[opener_row(t)][-1]
-                    assert sched.window[b, opener_row(t) + 1] > 0
+                    assert state.schedule.count[b, opener_row(t) + 1] > 0
         assert len(openers_written) > 0
 
 

@@ -4,9 +4,11 @@ what the query saw, (c) forward passes = the schedule's critical path, (d) batch
 import pytest
 import torch
 
+from common.condition import Condition
 from common.config import DecodeConfig
 from common.engine import decode, decode_steps, start_decode
 from common.schedule import Layout
+from common.scheduler import Scheduler, queries_per_pass
 from llamagen.generate import condition_prefix, generate, layout_for
 from tests.helpers.llamagen import CountingModel, reference_ntp, run_oracle, tiny_gpt
 from tests.oracle import fed_token_violations, oracle_error, record_passes
@@ -107,13 +109,12 @@ def test_placeholder_inputs_follow_policy():
     layout = layout_for(gpt)
     for policy in ("left", "above"):
         config = DecodeConfig(window=2, placeholder=policy)
-        state = start_decode(gpt, torch.tensor([4]), layout, config)
-        prefix = condition_prefix(gpt, torch.tensor([1]), config)
+        state = start_decode(gpt, condition_prefix(gpt, torch.tensor([1]), config), torch.tensor([4]), layout, config)
         placeholder_inputs = {}
         with torch.inference_mode():
-            for rec in decode_steps(gpt, state, prefix):
+            for rec in decode_steps(gpt, state):
                 for i, slot in enumerate(rec.batch.slots[0].tolist()):
-                    if slot >= layout.prefix_len + layout.num_cells:  # placeholder slots
+                    if layout.prefix_len + layout.num_cells <= slot < state.scheduler.scratch:  # placeholder slots
                         placeholder_inputs[slot - layout.prefix_len - layout.num_cells] = rec.input_ids[0, i].item()
         grid = state.tokens[0, :25].reshape(5, 5)
         assert sorted(placeholder_inputs) == [0, 1, 2, 3]
@@ -136,9 +137,8 @@ def test_different_windows_change_images_but_not_the_first_row():
 def test_prefix_shape_is_checked():
     gpt = tiny_gpt(4)
     config = DecodeConfig(window=2, cfg_scale=2.0)
-    state = start_decode(gpt, torch.tensor([0]), layout_for(gpt), config)
-    with pytest.raises(ValueError, match="prefix"):
-        next(decode_steps(gpt, state, gpt.embed_condition(torch.tensor([1]))))
+    with pytest.raises(ValueError, match="condition must be"):
+        start_decode(gpt, gpt.embed_condition(torch.tensor([1])), torch.tensor([0]), layout_for(gpt), config)
 
 
 @pytest.mark.parametrize("adaptive", [False, True])
@@ -151,10 +151,10 @@ def test_oracle_with_padded_condition_prefix(adaptive):
     seeds = torch.tensor([1, 2])
     valid = torch.tensor([[False, False, True, True], [False, True, True, True],
                           [True, True, True, True], [False, False, False, True]])
-    state = start_decode(gpt, seeds, layout, config, prefix_valid=valid)
     prefix = gpt.embed_condition(torch.tensor([1, 2, 10, 10]))
+    state = start_decode(gpt, Condition(prefix, valid), seeds, layout, config)
     with torch.inference_mode():
-        records = list(decode_steps(gpt, state, prefix))
+        records = list(decode_steps(gpt, state))
     for rec in records:
         if rec.index > 0:  # no later query reads a padded slot
             assert not rec.mask[:, :, :4][~valid[:, None, :].expand(-1, rec.mask.shape[1], -1)].any()
@@ -167,27 +167,49 @@ def test_oracle_with_padded_condition_prefix(adaptive):
         err, _ = run_oracle(gpt, layout, config, torch.tensor([1, 2]), seeds, prefix_valid=valid)
     assert err <= 1e-4
     # and padding really changes the result (the mask is not a no-op)
-    free = start_decode(gpt, seeds, layout, config)
+    free = start_decode(gpt, prefix, seeds, layout, config)
     with torch.inference_mode():
-        list(decode_steps(gpt, free, prefix))
+        list(decode_steps(gpt, free))
     assert not torch.equal(free.tokens, state.tokens)
 
 
-@pytest.mark.parametrize("config", [DecodeConfig(window=2, cfg_scale=3.0, top_k=40),
-                                    DecodeConfig(window=3, compat="official"), DecodeConfig(window=None)])
-def test_static_shape_padding_gives_the_same_tokens(config):
+@pytest.mark.parametrize("config", [DecodeConfig(window=2, cfg_scale=3.0, top_k=40), DecodeConfig(window=1),
+                                    DecodeConfig(window=3, compat="official"), DecodeConfig(window=None),
+                                    DecodeConfig(window=2, adaptive=True, cfg_scale=2.0)])
+def test_every_decode_pass_has_one_shape(config):
+    """Every decode pass runs (B, queries_per_pass) queries (padding included): one shape to compile."""
     gpt = tiny_gpt(5)
-    labels, seeds = torch.tensor([3, 1]), torch.tensor([10, 20])
     layout = layout_for(gpt)
-    prefix = condition_prefix(gpt, labels, config)
-    plain = start_decode(gpt, seeds, layout, config)
-    padded = start_decode(gpt, seeds, layout, config, static_shapes=True)
+    state = start_decode(gpt, condition_prefix(gpt, torch.tensor([3, 1]), config), torch.tensor([10, 20]), layout,
+                         config)
     with torch.inference_mode():
-        n_plain = sum(1 for _ in decode_steps(gpt, plain, prefix))
-        shapes = {tuple(r.batch.slots.shape) for r in decode_steps(gpt, padded, prefix) if r.index > 0}
-    assert len(shapes) == 1  # one query shape for every decode pass
-    assert padded.passes_run == n_plain
-    assert torch.equal(plain.tokens[:, :25], padded.tokens[:, :25])
+        shapes = {(tuple(r.batch.slots.shape), tuple(r.mask.shape), tuple(r.logits.shape))
+                  for r in decode_steps(gpt, state) if r.index > 0}
+    q = queries_per_pass(layout, config.window_for(layout.cols))
+    assert [s[0] for s in shapes] == [(2, q)]
+    assert len(shapes) == 1
+
+
+@pytest.mark.parametrize("H,W,eor", [(6, 6, False), (5, 7, False), (5, 6, True), (6, 1, False), (1, 6, True)])
+def test_queries_per_pass_bound_holds(H, W, eor):
+    """Plan with room for every lane (3H queries) and count the active ones: never above the bound,
+    and never more than one below it for fixed windows below W (so padding wastes little)."""
+    gpt = tiny_gpt(max(H, W), cls_token_num=2)
+    layout = Layout(H, W, 2, end_of_row=eor)
+    fixed = torch.full((H,), 62) if eor else None
+    for window in sorted({1, 2, 3, W - 1, W} - {0}):
+        for adaptive in (False, True):
+            config = DecodeConfig(window=window, adaptive=adaptive, cfg_scale=2.0)
+            state = start_decode(gpt, condition_prefix(gpt, torch.tensor([1, 2, 3]), config),
+                                 torch.tensor([0, 1, 2]), layout, config, fixed)
+            state.scheduler = Scheduler(layout, config, "cpu", queries=3 * H)
+            with torch.inference_mode():
+                most = max(int((r.batch.slots != state.scheduler.scratch).sum(1).max())
+                           for r in decode_steps(gpt, state) if r.index > 0)
+            bound = queries_per_pass(layout, window)
+            assert most <= bound, (window, adaptive)
+            if not adaptive and window < W:
+                assert most >= bound - 1, window
 
 
 class PositionSpy(CountingModel):
@@ -210,18 +232,18 @@ def test_position_shift_moves_each_rows_positions():
     seeds, shift = torch.tensor([1, 2]), torch.tensor([0, 2, 3, 1])
     valid = torch.arange(4)[None, :] >= shift[:, None]
     prefix = gpt.embed_condition(torch.tensor([1, 2, 10, 10]))
-    plain, spy_plain = start_decode(gpt, seeds, layout, config, prefix_valid=valid), PositionSpy(gpt)
-    shifted = start_decode(gpt, seeds, layout, config, prefix_valid=valid, position_shift=shift)
+    plain, spy_plain = start_decode(gpt, Condition(prefix, valid), seeds, layout, config), PositionSpy(gpt)
+    shifted = start_decode(gpt, Condition(prefix, valid, shift), seeds, layout, config)
     spy = PositionSpy(gpt)
     with torch.inference_mode():
-        list(decode_steps(spy_plain, plain, prefix))
-        list(decode_steps(spy, shifted, prefix))
+        list(decode_steps(spy_plain, plain))
+        list(decode_steps(spy, shifted))
     assert len(spy.seen) == len(spy_plain.seen) == (4 - 1) * 2 + 4
     for ours, base in zip(spy.seen, spy_plain.seen):
         assert torch.equal(ours, (base - shift[:, None]).clamp(min=0))
-    assert spy.seen[-1].min() > 0
+    assert spy.seen[-1][:, 0].min() > 0  # the last pass's real query (padding sits at position 0)
     with pytest.raises(ValueError, match="position_shift"):
-        start_decode(gpt, seeds, layout, config, position_shift=torch.tensor([0, 1]))
+        Condition(prefix, position_shift=torch.tensor([0, 1]))
 
 
 FED_TOKEN_CASES = [(mode, policy) for mode in ("ntp", "fixed", "adaptive")
@@ -239,8 +261,8 @@ def test_every_query_is_fed_a_token_decided_in_an_earlier_pass(mode, policy):
     prefix = condition_prefix(gpt, labels, config)
     with torch.inference_mode():
         if mode == "official":
-            state = start_decode(gpt, seeds, layout_for(gpt), config)
-            records = list(decode_steps(gpt, state, prefix))
+            state = start_decode(gpt, prefix, seeds, layout_for(gpt), config)
+            records = list(decode_steps(gpt, state))
             assert fed_token_violations(state, records) == []
         else:  # record_passes asserts (e) itself
             state, passes = record_passes(gpt, layout_for(gpt), config, prefix, seeds)

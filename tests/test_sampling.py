@@ -7,19 +7,20 @@ import torch
 from scipy import stats
 
 from common.engine import cfg_active
-from common.sampling import (PURPOSE_TOKEN, draw_key, filter_logits, guide, gumbel_argmax, image_seeds,
-                             uniforms)
+from common.sampling import (PURPOSE_ACCEPT, PURPOSE_TOKEN, draw_key, filter_logits, guide, image_seeds, key_uniform,
+                             sample_logits, sample_probs)
 
 
 def test_uniforms_are_uniform_and_in_open_interval():
-    keys = draw_key(torch.arange(50), torch.arange(40).expand(50, -1), PURPOSE_TOKEN)
-    u = uniforms(keys, 64).flatten().numpy()  # 128k values
-    assert u.min() > 0 and u.max() < 1
-    assert stats.kstest(u, "uniform").pvalue > 1e-3
-    # neighbouring vocabulary indices and neighbouring positions are uncorrelated
-    grid = uniforms(keys, 64).numpy()
-    assert abs(np.corrcoef(grid[..., :-1].ravel(), grid[..., 1:].ravel())[0, 1]) < 0.02
+    keys = draw_key(torch.arange(320), torch.arange(400).expand(320, -1), PURPOSE_TOKEN)
+    grid = key_uniform(keys).numpy()  # 128k values
+    assert grid.min() > 0 and grid.max() < 1
+    assert stats.kstest(grid.ravel(), "uniform").pvalue > 1e-3
+    # neighbouring positions, neighbouring seeds and the purposes of one cell are uncorrelated
     assert abs(np.corrcoef(grid[:, :-1].ravel(), grid[:, 1:].ravel())[0, 1]) < 0.02
+    assert abs(np.corrcoef(grid[:-1].ravel(), grid[1:].ravel())[0, 1]) < 0.02
+    other = key_uniform(draw_key(torch.arange(320), torch.arange(400).expand(320, -1), PURPOSE_ACCEPT)).numpy()
+    assert abs(np.corrcoef(grid.ravel(), other.ravel())[0, 1]) < 0.02
 
 
 def test_keys_depend_on_every_field_and_not_on_batch_layout():
@@ -34,20 +35,32 @@ def test_keys_depend_on_every_field_and_not_on_batch_layout():
     assert not torch.equal(high[0], high[1])
 
 
-def test_gumbel_argmax_samples_the_softmax():
+def test_sample_logits_samples_the_softmax():
     logits = torch.tensor([2.0, 1.0, 0.0, -1.0, 0.5])
     n = 40000
     keys = draw_key(torch.tensor([3]), torch.arange(n)[None], PURPOSE_TOKEN)[0]
-    draws = gumbel_argmax(logits.expand(n, -1), keys)
+    draws = sample_logits(logits.expand(n, -1), keys)
     counts = np.bincount(draws.numpy(), minlength=5)
     expected = torch.softmax(logits.double(), -1).numpy() * n
     assert stats.chisquare(counts, expected).pvalue > 1e-3
 
 
-def test_gumbel_argmax_never_picks_filtered_tokens():
+def test_inverse_cdf_is_the_distribution_exactly():
+    """The token for u is the interval of the cumulative distribution that holds u: sweeping u over
+    a fine grid recovers every probability to the grid's resolution, zeros and an unnormalised
+    input included, and the index never leaves [0, V)."""
+    p = torch.tensor([0.0, 0.25, 0.0, 0.125, 0.5, 0.125, 0.0]) * 3.0  # unnormalised
+    u = (torch.arange(2**16, dtype=torch.float64) + 0.5) / 2**16
+    draws = sample_probs(p.expand(len(u), -1), u)
+    freq = torch.bincount(draws, minlength=len(p)).double() / len(u)
+    assert torch.allclose(freq, (p / p.sum()).double(), atol=2 / 2**16)
+    assert sample_probs(p[None], torch.tensor([1 - 2**-33], dtype=torch.float64)).item() == 5  # last non-zero
+
+
+def test_sample_logits_never_picks_filtered_tokens():
     logits = torch.tensor([0.0, float("-inf"), 0.0, float("-inf")])
     keys = draw_key(torch.tensor([0]), torch.arange(2000)[None], PURPOSE_TOKEN)[0]
-    assert set(gumbel_argmax(logits.expand(2000, -1), keys).tolist()) == {0, 2}
+    assert set(sample_logits(logits.expand(2000, -1), keys).tolist()) == {0, 2}
 
 
 def reference_filter(row, temperature, top_k, top_p):

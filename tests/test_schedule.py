@@ -5,8 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from common.plan import SlotTables, attention_mask, build_plan
+from common.config import DecodeConfig
+from common.engine import decode_steps, start_decode
 from common.schedule import Layout, decode_pass_table, num_passes, row_windows
+from tests.helpers.llamagen import tiny_gpt
 
 GRIDS = [(1, 1), (1, 5), (4, 1), (3, 4), (5, 5), (4, 7), (24, 24)]
 
@@ -58,11 +60,21 @@ def test_official_compat_schedule(H, W):
         assert passes == 2 * W + (H - 2) * w
 
 
+def fixed_window_records(layout, w, compat=None):
+    """The PassRecords of a fixed-window decode of one image with a tiny random model, and its state."""
+    gpt = tiny_gpt(max(layout.rows, layout.cols), cls_token_num=layout.prefix_len)
+    config = DecodeConfig(window=w, compat=compat)
+    fixed = torch.full((layout.rows,), 62) if layout.end_of_row else None
+    state = start_decode(gpt, gpt.embed_condition(torch.tensor([1])), torch.tensor([0]), layout, config, fixed)
+    with torch.inference_mode():
+        return list(decode_steps(gpt, state)), state
+
+
 def test_end_of_row_layout_same_schedule_and_passes():
     for H, W, w in [(3, 4, 2), (5, 5, 1), (4, 6, 6)]:
         layout = Layout(H, W, 2, end_of_row=True)
-        plan = build_plan(layout, decode_pass_table(layout, row_windows(layout, w)))
-        assert plan.num_passes == (H - 1) * w + W
+        records, _ = fixed_window_records(layout, w)
+        assert len(records) == num_passes(layout, w) == (H - 1) * w + W
 
 
 def test_invalid_window():
@@ -108,30 +120,36 @@ COMPAT_CASES = [(3, 4, 1, False), (4, 5, 2, False), (4, 4, 3, False), (5, 6, 3, 
                          + [c + ("official",) for c in COMPAT_CASES]
                          + [(3, 4, 2, True, None), (4, 3, 1, True, None)])
 def test_masks_match_brute_force(H, W, w, eor, compat):
+    """The scheduler's masks, pass by pass, against the visibility derived from the pass table."""
     layout = Layout(H, W, prefix_len=2, end_of_row=eor)
     table = decode_pass_table(layout, row_windows(layout, w, compat))
-    plan = build_plan(layout, table, "above", compat)
-    tables = SlotTables.from_plan(plan, "cpu")
-    ph_start = layout.prefix_len + H * layout.row_stride
-    for k, q in enumerate(plan.passes):
-        mask = attention_mask(tables, k, torch.as_tensor(q.positions))
-        for i, p in enumerate(q.positions):
+    records, state = fixed_window_records(layout, w, compat)
+    sched = state.scheduler
+    positions = sched.slot_positions.tolist()
+    for rec in records:
+        for i, (slot, p) in enumerate(zip(rec.batch.slots[0].tolist(), rec.batch.positions[0].tolist())):
+            if slot == sched.scratch:
+                continue  # inert padding
             # a list, not a set: two readable slots at one position (a never-written slot left at
             # position 0 beside prefix slot 0, say) must show up as a difference
-            got = sorted(("placeholder" if s >= ph_start else "slot", int(plan.slot_positions[s]))
-                         for s in np.nonzero(mask[i].numpy())[0])
-            assert got == sorted(brute_force_visible(layout, table, k, int(p), compat)), (k, int(p))
+            got = sorted(("placeholder" if s >= sched.opener_base else "slot", positions[s])
+                         for s in np.nonzero(rec.mask[0, i].numpy())[0])
+            assert got == sorted(brute_force_visible(layout, table, rec.index, p, compat)), (rec.index, p)
 
 
 @pytest.mark.parametrize("H,W,w", [(4, 5, 2), (6, 6, 1), (5, 8, 3)])
 def test_every_slot_written_once_and_each_cell_sampled_once(H, W, w):
     layout = Layout(H, W, 1)
-    plan = build_plan(layout, decode_pass_table(layout, row_windows(layout, w)))
-    slots = np.concatenate([q.slots for q in plan.passes])
-    assert len(slots) == len(set(slots.tolist()))
-    cells = np.concatenate([q.outputs[q.outputs >= 0] for q in plan.passes])
-    assert sorted(cells.tolist()) == list(range(H * W))
-    # a query's input cell was sampled in an earlier pass
-    sampled_at = {int(c): k for k, q in enumerate(plan.passes) for c in q.outputs[q.outputs >= 0]}
-    for k, q in enumerate(plan.passes[1:], start=1):
-        assert all(sampled_at[int(s)] < k for s in q.sources)
+    records, state = fixed_window_records(layout, w)
+    scratch, trash = state.scheduler.scratch, state.scheduler.trash
+    slots = [s for r in records for s in r.batch.slots[0].tolist() if s != scratch]
+    assert len(slots) == len(set(slots))
+    decided_at = {}
+    for r in records:
+        for c in r.batch.cells[0].tolist():
+            if c != trash:
+                assert c not in decided_at, f"cell {c} decided twice"
+                decided_at[c] = r.index
+    assert sorted(decided_at) == list(range(H * W))
+    assert all(decided_at[r * W + c] == table for (r, c), table in np.ndenumerate(decode_pass_table(
+        layout, row_windows(layout, w))))

@@ -1,0 +1,113 @@
+"""Host-side cost of the decoding engine per forward pass, measured with a null model whose forward
+is one tiny matmul (embedding dim 8, so the model costs almost nothing): what remains is the engine's
+own work per pass (scheduling, masks, gathers, guidance, filtering, sampling, acceptance, and any
+host-device synchronisation). Fixed and adaptive windows, several batch sizes and grids.
+
+Times the first `--passes` decode passes after the prefill (the steady state of a decode: several
+rows active), median of `--repeats`, and prints a Markdown table of microseconds per pass.
+
+python benchmarks/engine_overhead.py --batches 1 32 128 --grids 24 48 90:eol
+"""
+import argparse
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from common.config import DecodeConfig  # noqa: E402
+from common.engine import decode_steps, start_decode  # noqa: E402
+from common.kv_cache import KVCache  # noqa: E402
+from common.sampling import image_seeds  # noqa: E402
+from common.schedule import Layout  # noqa: E402
+
+
+class NullModel:
+    """Fits common.engine.Decoder; logits = embedding @ projection (dim 8): input-dependent, nearly free."""
+
+    def __init__(self, vocab: int, device, dim: int = 8):
+        g = torch.Generator().manual_seed(0)
+        self.table = torch.randn(vocab + 1, dim, generator=g).to(device)
+        self.proj = torch.randn(dim, vocab, generator=g).to(device)
+        self.dim = dim
+
+    def new_cache(self, batch, num_slots, device):
+        return KVCache(1, batch, 1, num_slots, self.dim, torch.float32, device)
+
+    def embed_tokens(self, ids):
+        return self.table[ids.clamp(min=0)]
+
+    def __call__(self, x, positions, slots, mask, cache):
+        return (x @ self.proj).float()
+
+
+def grid_layout(spec: str) -> Layout:
+    """'24' -> a 24x24 LlamaGen layout; '90:eol' -> 90x90 with end-of-row tokens (Lumina-mGPT, Emu3)."""
+    size, _, kind = spec.partition(":")
+    return Layout(rows=int(size), cols=int(size), prefix_len=1, end_of_row=kind == "eol")
+
+
+def time_passes(model, layout, config, batch, passes, device, compile):
+    seeds = image_seeds(0, torch.arange(batch))
+    rows = 2 * batch if config.uses_cfg else batch
+    condition = model.table[torch.zeros(rows, layout.prefix_len, dtype=torch.int64, device=device)]
+    fixed = torch.full((layout.rows,), model.table.shape[0] - 1, dtype=torch.int64) if layout.end_of_row else None
+    state = start_decode(model, condition, seeds.to(device), layout, config, fixed, compile=compile)
+    steps = decode_steps(model, state)
+    next(steps)  # the prefill
+    ran, start = 0, None
+    for _ in steps:
+        if ran == 1:  # the first decode pass is not timed (compilation, allocation)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+        ran += 1
+        if ran > passes:
+            break
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    timed = ran - 1
+    return (time.perf_counter() - start) / max(timed, 1) if start is not None else float("nan")
+
+
+def main(args):
+    device = torch.device(args.device)
+    torch.set_num_threads(args.threads)
+    model = NullModel(args.vocab, device)
+    print(f"null model (vocab {args.vocab}), window {args.window}, cfg {args.cfg_scale}, first {args.passes} decode "
+          f"passes, median of {args.repeats}, {device} ({platform.processor() or platform.machine()}, "
+          f"{torch.get_num_threads()} threads), torch {torch.__version__}, compile {args.compile}\n")
+    print("| grid | batch | fixed (us/pass) | adaptive (us/pass) |")
+    print("|---|---|---|---|")
+    for spec in args.grids:
+        layout = grid_layout(spec)
+        for batch in args.batches:
+            cells = []
+            for adaptive in (False, True):
+                config = DecodeConfig(window=args.window, adaptive=adaptive, cfg_scale=args.cfg_scale, top_k=args.top_k)
+                times = [time_passes(model, layout, config, batch, args.passes, device, args.compile)
+                         for _ in range(args.repeats)]
+                cells.append(f"{1e6 * statistics.median(times):.0f}")
+            eol = " + end-of-row" if layout.end_of_row else ""
+            print(f"| {layout.rows}x{layout.cols}{eol} | {batch} | {cells[0]} | {cells[1]} |", flush=True)
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--grids", nargs="+", default=["24", "48", "90:eol"], help="grid sizes; ':eol' adds end-of-row tokens")
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 32, 128], help="images per decode")
+    p.add_argument("--window", type=int, default=16, help="ZipAR window (w_min when adaptive)")
+    p.add_argument("--vocab", type=int, default=64, help="codes the null model samples")
+    p.add_argument("--cfg-scale", type=float, default=2.0, help="CFG scale (> 1 doubles the model batch)")
+    p.add_argument("--top-k", type=int, default=0, help="top-k (0 = off)")
+    p.add_argument("--passes", type=int, default=60, help="decode passes timed per run")
+    p.add_argument("--repeats", type=int, default=3, help="runs per cell")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--device", default="cpu", help="torch device")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
+                   help="torch.compile the engine's per-pass step")
+    main(p.parse_args())

@@ -1,0 +1,283 @@
+"""The one ZipAR scheduler (paper sections 3.2-3.3): which queries every forward pass runs, for
+fixed and adaptive windows alike, computed on the decode device from per-image state tensors.
+
+State per image (ScheduleState): decided tokens per row, the window each row follows the row above
+with, opener attempts per row, whether each row's last token is in the cache, which cache slots are
+live. Each pass, every row offers three candidate queries ("lanes"), computed for all rows at once:
+  cell    row r holds c tokens (1 <= c < W) and the row above allows (r, c) by the window rule
+          (common.schedule.window_allows): feed (r, c-1), decide (r, c).
+  opener  row r holds none and the row above allows (r, 0): the query at the position that predicts
+          (r, 0) ((r-1, W-1), or the end-of-row token of row r-1). Fed the real (r-1, W-1) when that
+          row is complete, else the end-of-row token, else a placeholder (common.placeholder).
+          Fixed windows: the opening is a plain draw. Adaptive windows: the first is a DRAFT, each
+          later pass re-runs it as a VERIFY against a window one token larger, until accepted (or
+          final, when row r-1 is complete); the window an opening is accepted at is what row r then
+          follows row r-1 with. A new opener entry supersedes the previous one.
+  feed    row r is complete and its last token is not in the cache yet: feed it (keys/values only).
+The active lanes of an image are packed, in increasing position, into `queries_per_pass` slots
+(bound derived in `queries_per_pass`); the rest is inert padding that writes a scratch slot nobody
+reads and decides the token buffer's trash column. So every decode pass has one shape, no per-image
+Python runs and nothing is read back to the host.
+
+Fixed windows are the special case "every opening accepted at its first chance": same lanes, same
+window rule, same placeholder rule, same visibility rule. compat="official" (the released code's
+schedule and mask, common.schedule) differs only in its row windows and in which slots start live
+(every regular slot: the released code attends to unwritten, zero cache entries).
+
+Slots (= cache indices), per model-batch row:
+  [0, T)                       condition prefix
+  T + r*stride + c             grid cell (r, c); c == W is row r's end-of-row token (if any)
+  opener_base + (r-1)*A + j    opener attempt j of row r (A = 1 for fixed, W - w_min + 1 adaptive)
+  scratch                      written by padding, never live
+A slot's position is that of the cell it belongs to (openers: the position predicting (r, 0)).
+Visibility: a query reads the live slots at positions <= its own. A slot is live from the pass that
+writes it (the tokens written in a pass were decided in earlier ones) until it is superseded: an
+opener by the next attempt, a placeholder by the real (r-1, W-1).
+"""
+from dataclasses import dataclass
+
+import torch
+
+from common.placeholder import placeholder_source
+from common.schedule import Layout, row_windows, window_allows
+
+PAD, DRAW, DRAFT, VERIFY = 0, 1, 2, 3  # what a query's logits decide: nothing, a token, a draft, a verification
+PREFIX_SOURCE = -1  # the query's input is the condition embedding at its slot
+
+
+def queries_per_pass(layout: Layout, window: int) -> int:
+    """The most queries one image can run in a decode pass with (minimum) window w < W.
+
+    Once open, a row gains one token per pass until complete, so before any pass a row holding
+    c' >= 1 tokens is at least w behind the row above (its last cell needed c' - 1 + w above, and
+    that row has grown since): the rows holding 1..W-1 tokens, and an opener (which needs >= w
+    tokens above it), stack at most 1 + (W-1) // w deep (at most H rows). A row's last token is fed
+    in the pass after the row completes, and rows complete in distinct passes: one feed more. With
+    w >= W (next-token prediction) a pass runs one cell, or one opener fed the real last token;
+    with end-of-row tokens the opener and the feed of the row above are separate queries: 2.
+    """
+    H, W = layout.rows, layout.cols
+    w = min(window, W)
+    if w >= W:
+        return 2 if layout.end_of_row else 1
+    return min(H, 1 + (W - 1) // w) + 1
+
+
+@dataclass(frozen=True)
+class PassBatch:
+    """One forward pass: queries per image (leading dim B), padded to one shape."""
+
+    is_prefix: bool  # the condition prefix pass: inputs are the prefix embeddings at `slots`
+    slots: torch.Tensor  # (B | 1, Q) cache slots written
+    positions: torch.Tensor  # (B | 1, Q) sequence positions
+    sources: torch.Tensor  # (B | 1, Q) token-buffer columns fed (PREFIX_SOURCE in the prefix pass)
+    mask: torch.Tensor  # (B | 1, Q, S) True = attend
+    sample_rows: torch.Tensor  # (B | 1, n) queries whose logits decide a cell
+    cells: torch.Tensor  # (B | 1, n) the cell each decides (the trash column for padding and feeds)
+    kinds: torch.Tensor  # (B | 1, n) PAD/DRAW/DRAFT/VERIFY
+    attempts: torch.Tensor  # (B | 1, n) opener attempt, for counter-based keys
+
+
+@dataclass
+class ScheduleState:
+    """Per-image schedule state on the decode device; advanced in place by `Scheduler.advance`."""
+
+    count: torch.Tensor  # (B, H) int64 decided tokens per row
+    window: torch.Tensor  # (B, H) int64 window row r follows row r-1 with (adaptive: w_min until accepted)
+    attempts: torch.Tensor  # (B, H) int64 opener queries run for row r
+    fed_last: torch.Tensor  # (B, H) bool: (r, W-1) is in the cache
+    live: torch.Tensor  # (B, S) bool: slots queries may read
+    image_passes: torch.Tensor  # (B,) int64 passes each image has needed so far
+    rejections: torch.Tensor  # (B,) int64 rejected drafts
+    pass_index: torch.Tensor  # () int64 the next pass's index
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What `Scheduler.plan` decided for one pass, per image; lane-level facts `advance` needs."""
+
+    batch: PassBatch
+    live: torch.Tensor  # (B, S) live slots in this pass (its own writes included)
+    active: torch.Tensor  # (B, Q) real (non-padding) queries
+    cell_lane: torch.Tensor  # (B, H) the cell lane of row r ran
+    open_lane: torch.Tensor  # (B, H) the opener of row r ran
+    open_kind: torch.Tensor  # (B, H)
+    feeds_last: torch.Tensor  # (B, H) (r, W-1) is fed in this pass
+    above: torch.Tensor  # (B, H) tokens of row r-1 before the pass (W for row 0)
+
+
+class Scheduler:
+    """The constants of one decode's schedule (layout, windows, slot map); the state lives in a
+    ScheduleState. `plan` and `advance` are tensor functions without host synchronisation."""
+
+    def __init__(self, layout: Layout, config, device, queries: int | None = None):
+        H, W, T = layout.rows, layout.cols, layout.prefix_len
+        self.layout, self.device = layout, device
+        self.adaptive, self.placeholder, self.compat = config.adaptive, config.placeholder, config.compat
+        self.w_min = config.window_for(W)
+        self.row_windows = row_windows(layout, self.w_min, config.compat)
+        self.openers_per_row = W - self.w_min + 1 if self.adaptive else 1
+        self.opener_base = T + H * layout.row_stride
+        self.scratch = self.opener_base + max(H - 1, 0) * self.openers_per_row
+        self.num_slots = self.scratch + 1
+        self.num_queries = queries or queries_per_pass(layout, self.w_min)
+        N = layout.num_cells
+        self.placeholder_column = N + (H if layout.end_of_row else 0)
+        self.trash = self.placeholder_column + 1  # token-buffer column that padding decides
+        r = torch.arange(H, device=device)
+        self.rows = r
+        self.cell_start = T + r * layout.row_stride  # (H,) slot of (r, 0)
+        pos = torch.zeros(self.num_slots, dtype=torch.int64, device=device)
+        pos[:self.opener_base] = torch.arange(self.opener_base, device=device)
+        if H > 1:
+            pos[self.opener_base:self.scratch] = self._opener_position(r[1:]).repeat_interleave(self.openers_per_row)
+        self.slot_positions = pos  # (S,)
+        self.regular = torch.arange(self.num_slots, device=device) < self.opener_base
+
+    @property
+    def token_buffer_width(self) -> int:
+        """Columns of the token buffer: cells, end-of-row tokens, placeholder column, trash column."""
+        return self.trash + 1
+
+    def _opener_position(self, r: torch.Tensor) -> torch.Tensor:
+        """Position of the query that predicts (r, 0): (r-1, W-1), or row r-1's end-of-row token."""
+        W = self.layout.cols
+        return self.cell_start[r - 1] + (W if self.layout.end_of_row else W - 1)
+
+    def _opener_slot(self, r: torch.Tensor, attempt: torch.Tensor) -> torch.Tensor:
+        j = attempt.clamp(max=self.openers_per_row - 1)
+        return self.opener_base + (r - 1).clamp(min=0) * self.openers_per_row + j
+
+    def initial_state(self, batch: int) -> ScheduleState:
+        H, dev = self.layout.rows, self.device
+        zeros = lambda: torch.zeros(batch, H, dtype=torch.int64, device=dev)  # noqa: E731
+        window = torch.tensor([self.layout.cols] + self.row_windows, dtype=torch.int64, device=dev)
+        live = self.regular.expand(batch, -1).clone() if self.compat == "official" else \
+            torch.zeros(batch, self.num_slots, dtype=torch.bool, device=dev)
+        return ScheduleState(zeros(), window.expand(batch, -1).clone(), zeros(),
+                             torch.zeros(batch, H, dtype=torch.bool, device=dev), live,
+                             torch.zeros(batch, dtype=torch.int64, device=dev),
+                             torch.zeros(batch, dtype=torch.int64, device=dev),
+                             torch.zeros((), dtype=torch.int64, device=dev))
+
+    def prefix_pass(self, state: ScheduleState) -> PassBatch:
+        """Pass 0: the condition prefix; its last query decides (0, 0)."""
+        T, dev = self.layout.prefix_len, self.device
+        slots = torch.arange(T, device=dev)[None]
+        state.live[:, :T] = True
+        mask = state.live[:, None, :] & (self.slot_positions <= slots[0, :, None])
+        one = lambda v: torch.tensor([[v]], dtype=torch.int64, device=dev)  # noqa: E731
+        return PassBatch(True, slots, slots, torch.full_like(slots, PREFIX_SOURCE), mask, one(T - 1), one(0),
+                         one(DRAW), one(0))
+
+    def after_prefix(self, state: ScheduleState) -> None:
+        state.count[:, 0] = 1
+        state.image_passes.fill_(1)
+        state.pass_index.fill_(1)
+
+    def plan(self, state: ScheduleState) -> Plan:
+        """The next decode pass's queries for every image, from the state before the pass."""
+        layout = self.layout
+        H, W, N = layout.rows, layout.cols, layout.num_cells
+        r, start = self.rows, self.cell_start
+        cnt, att = state.count, state.attempts
+        B = cnt.shape[0]
+        above = torch.cat([torch.full_like(cnt[:, :1], W), cnt[:, :-1]], dim=1)  # (B, H)
+
+        cell = (cnt >= 1) & (cnt < W) & window_allows(above, cnt, state.window, W)
+        cell_slot = start + cnt - 1
+
+        opener = (r >= 1) & (cnt == 0) & window_allows(above, torch.zeros_like(cnt), state.window, W)
+        full = above == W
+        open_pos = self._opener_position(r.clamp(min=1)).expand(B, -1)
+        if layout.end_of_row:
+            real = torch.zeros_like(full)
+            open_slot = torch.where(att == 0, open_pos, self._opener_slot(r, att))
+            open_src = (N + r - 1).expand(B, -1)
+        else:
+            real = full  # row r-1 is complete: its real last token opens row r
+            open_slot = torch.where(real, open_pos, self._opener_slot(r, att))
+            stand_in = placeholder_source(self.placeholder, (r - 1).clamp(min=0).expand(B, -1), cnt, W,
+                                          self.placeholder_column)
+            open_src = torch.where(real, r * W - 1, stand_in)
+        if self.adaptive:
+            open_kind = torch.where(att > 0, VERIFY, torch.where(full, DRAW, DRAFT))
+        else:
+            open_kind = torch.full_like(cnt, DRAW)
+
+        real_open_below = torch.cat([(opener & real)[:, 1:], torch.zeros_like(real[:, :1])], dim=1)
+        feed = (r < H - 1) & (cnt == W) & ~state.fed_last & ~real_open_below
+        last_slot = start + W - 1
+
+        # lanes (B, 3H): cells, openers, feeds
+        active = torch.cat([cell, opener, feed], dim=1)
+        slot = torch.cat([cell_slot, open_slot, last_slot.expand(B, -1)], dim=1)
+        pos = torch.cat([cell_slot, open_pos, last_slot.expand(B, -1)], dim=1)
+        src = torch.cat([r * W + cnt - 1, open_src, (r * W + W - 1).expand(B, -1)], dim=1)
+        out = torch.cat([r * W + cnt, (r * W).expand(B, -1), torch.full_like(cnt, self.trash)], dim=1)
+        kind = torch.cat([torch.full_like(cnt, DRAW), open_kind, torch.full_like(cnt, PAD)], dim=1)
+        attempt = torch.cat([torch.zeros_like(cnt), att, torch.zeros_like(cnt)], dim=1)
+
+        big = self.num_slots + 1  # inactive lanes sort last
+        order = torch.argsort(torch.where(active, pos, big), dim=1)[:, :self.num_queries]
+        take = lambda t: t.gather(1, order)  # noqa: E731
+        on = take(active)
+        slots = torch.where(on, take(slot), self.scratch)
+        positions = torch.where(on, take(pos), 0)
+        sources = torch.where(on, take(src), 0)
+        cells = torch.where(on, take(out), self.trash)
+        kinds = torch.where(on, take(kind), PAD)
+        attempts = torch.where(on, take(attempt), 0)
+
+        feeds_last = feed | torch.cat([(opener & real)[:, 1:], torch.zeros_like(feed[:, :1])], dim=1)
+        live = self._live_after(state, opener, real, att, open_slot, feeds_last, slots, on)
+        mask = live[:, None, :] & (self.slot_positions <= positions[..., None])
+        sample_rows = torch.arange(self.num_queries, device=cnt.device).expand(B, -1)
+        batch = PassBatch(False, slots, positions, sources, mask, sample_rows, cells, kinds, attempts)
+        return Plan(batch, live, on, cell, opener, open_kind, feeds_last, above)
+
+    def _live_after(self, state, opener, real, att, open_slot, feeds_last, slots, on) -> torch.Tensor:
+        """The live slots in this pass: superseded entries retired, this pass's writes added."""
+        layout, W, r = self.layout, self.layout.cols, self.rows
+        live = state.live.clone()
+        scratch = torch.full_like(open_slot, self.scratch)
+        # an opener attempt retires the previous attempt's entry (with end-of-row tokens attempt 0
+        # wrote the end-of-row slot itself)
+        previous = self._opener_slot(r, att - 1)
+        if layout.end_of_row:
+            previous = torch.where(att == 1, self._opener_position(r.clamp(min=1)), previous)
+        live.scatter_(1, torch.where(opener & (att > 0), previous, scratch), False)
+        if not layout.end_of_row and layout.rows > 1:
+            # a placeholder shadows the real slot it stands for (unwritten; live zeros in compat mode)
+            stands_for = self.cell_start[(r - 1).clamp(min=0)] + W - 1
+            live.scatter_(1, torch.where(opener & ~real, stands_for, scratch), False)
+            # the real (r-1, W-1) retires every opener entry of row r
+            block = live[:, self.opener_base:self.scratch].view(-1, layout.rows - 1, self.openers_per_row)
+            block &= ~feeds_last[:, :-1, None]
+        live.scatter_(1, slots, on)
+        live[:, self.scratch] = False
+        return live
+
+    def advance(self, state: ScheduleState, plan: Plan, accepted: torch.Tensor | None) -> None:
+        """Update the state in place after the pass's tokens are decided. accepted: (B,) whether the
+        image's verification (if any) accepted its draft."""
+        W = self.layout.cols
+        kind = plan.open_kind
+        if accepted is None:
+            opened = plan.open_lane & (kind == DRAW)
+            rejected = torch.zeros_like(state.rejections)
+        else:
+            final = plan.above == W
+            opened = plan.open_lane & ((kind == DRAW) | ((kind == VERIFY) & (accepted[:, None] | final)))
+            rejected = (plan.open_lane & (kind == VERIFY) & ~accepted[:, None]).sum(1)
+        state.count += plan.cell_lane.long() + opened.long()
+        state.window.copy_(torch.where(opened, plan.above, state.window))
+        state.attempts += plan.open_lane.long()
+        state.fed_last |= plan.feeds_last
+        state.live.copy_(plan.live)
+        state.rejections += rejected
+        state.image_passes.copy_(torch.where(plan.active.any(1), state.pass_index + 1, state.image_passes))
+        state.pass_index += 1
+
+    def done(self, state: ScheduleState) -> torch.Tensor:
+        return (state.count == self.layout.cols).all()
