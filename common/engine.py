@@ -23,7 +23,7 @@ from common.placeholder import MEAN_INPUT, fixed_token, mean_embedding
 from common.sampling import (PURPOSE_ACCEPT, PURPOSE_RESIDUAL, PURPOSE_TOKEN, draw_key, filter_logits, guide,
                              key_uniform, sample_probs, verify_draft)
 from common.schedule import Layout, num_passes
-from common.scheduler import DRAFT, VERIFY, PassBatch, Scheduler, ScheduleState
+from common.scheduler import DRAFT, VERIFY, PassBatch, Scheduler, ScheduleState, visibility_mask
 
 
 class Decoder(Protocol):
@@ -88,13 +88,15 @@ def cfg_active(cells: torch.Tensor, cfg_interval: float) -> torch.Tensor:
 
 
 def start_decode(model: Decoder, condition: Condition | torch.Tensor, seeds: torch.Tensor, layout: Layout,
-                 config: DecodeConfig, fixed_tokens: torch.Tensor | None = None, compile: bool = False) -> DecodeState:
+                 config: DecodeConfig, fixed_tokens: torch.Tensor | None = None,
+                 compile: bool | str = False) -> DecodeState:
     """Plan the decode and allocate its token buffer and KV cache.
 
     condition: the prefix (common.condition; a bare (B_model, T, D) tensor is one without padding),
     B_model = 2B with CFG ([cond; uncond]), else B. seeds: (B,) int64, one per image.
     fixed_tokens: (H,) end-of-row token ids for layouts with them. compile: torch.compile the decode
-    pass (fullgraph, static shapes): one compilation per decode shape, the same tokens.
+    pass (fullgraph, static shapes; a string names the backend, True is inductor): one compilation
+    per decode shape, the same tokens.
     """
     condition = as_condition(condition)
     device = condition.device
@@ -116,20 +118,32 @@ def start_decode(model: Decoder, condition: Condition | torch.Tensor, seeds: tor
         prefix_keys = torch.ones(model_batch, scheduler.num_slots, dtype=torch.bool, device=device)
         prefix_keys[:, :layout.prefix_len] = condition.valid.to(device)
     min_passes = num_passes(layout, scheduler.w_min, config.compat)
-    step = torch.compile(decode_pass, fullgraph=True, dynamic=False) if compile else decode_pass
-    return DecodeState(layout, config, scheduler, scheduler.initial_state(batch), seeds.to(device), tokens,
+    step = decode_pass
+    if compile:
+        backend = compile if isinstance(compile, str) else "inductor"
+        step = torch.compile(decode_pass, fullgraph=True, dynamic=False, backend=backend)
+    # fixed windows: one schedule shared by the batch (leading dim 1); adaptive: one per image
+    schedule = scheduler.initial_state(batch if config.adaptive else 1)
+    return DecodeState(layout, config, scheduler, schedule, seeds.to(device), tokens,
                        model.new_cache(model_batch, scheduler.num_slots, device), condition, prefix_keys,
                        min_passes, step)
 
 
 def _for_model(t: torch.Tensor, cfg: bool) -> torch.Tensor:
-    """Per-image tensors (leading dim B) are repeated for the unconditional half."""
+    """(B, ...) per-image tensors are repeated for the unconditional half; (1, ...) tensors are
+    shared by every model-batch row and broadcast (fixed windows: one schedule for the batch)."""
+    return torch.cat([t, t]) if cfg and t.shape[0] > 1 else t
+
+
+def _per_row(t: torch.Tensor, batch: int, cfg: bool) -> torch.Tensor:
+    """(1 | B, ...) -> (B_model, ...) materialised."""
+    t = t.expand(batch, *t.shape[1:])
     return torch.cat([t, t]) if cfg else t
 
 
 def _positions(state: DecodeState, positions: torch.Tensor) -> torch.Tensor:
     """(B | 1, Q) -> (B_model, Q) RoPE positions, shifted per row for left-padded conditions."""
-    positions = _for_model(positions.expand(state.seeds.shape[0], -1), state.config.uses_cfg)
+    positions = _per_row(positions, state.seeds.shape[0], state.config.uses_cfg)
     shift = state.condition.position_shift
     return positions if shift is None else (positions - shift.to(positions.device)[:, None]).clamp(min=0)
 
@@ -149,7 +163,7 @@ def prefix_pass(model: Decoder, state: DecodeState) -> PassRecord:
     prefix = state.condition.embeddings
     model_batch, batch = prefix.shape[0], state.seeds.shape[0]
     pb = state.scheduler.prefix_pass(state.schedule)
-    mask = _for_model(pb.mask, cfg)
+    mask = visibility_mask(state.schedule.live[:1], state.scheduler.slot_positions, pb.positions)
     if state.prefix_keys is not None:  # padded condition slots: read by no query but their own
         own = torch.eye(layout.prefix_len, state.scheduler.num_slots, dtype=torch.bool, device=mask.device)
         mask = mask & (state.prefix_keys[:, None, :] | own)
@@ -171,26 +185,27 @@ def decode_pass(model: Decoder, state: DecodeState) -> tuple:
     returns (PassBatch fields..., input_ids, mask, logits, decided, accepted)."""
     config, scheduler = state.config, state.scheduler
     cfg, batch = config.uses_cfg, state.seeds.shape[0]
-    model_batch = 2 * batch if cfg else batch
     plan = scheduler.plan(state.schedule)
     pb = plan.batch
-    input_ids = _for_model(state.tokens.gather(1, pb.sources), cfg)
+    cells = pb.cells.expand(batch, -1)
+    input_ids = _per_row(state.tokens.gather(1, pb.sources.expand(batch, -1)), batch, cfg)
     x = model.embed_tokens(input_ids)
     if state.mean_input is not None:  # placeholder "mean": its column is fed the mean embedding
-        is_mean = _for_model(pb.sources == scheduler.placeholder_column, cfg) & _for_model(plan.active, cfg)
+        is_mean = _per_row((pb.sources == scheduler.placeholder_column) & plan.active, batch, cfg)
         x = torch.where(is_mean[..., None], state.mean_input.to(x.dtype), x)
         input_ids = input_ids.masked_fill(is_mean, MEAN_INPUT)
-    mask = _for_model(pb.mask, cfg)
+    # built at model-batch rows directly: cheaper than repeating a (B, Q, S) mask for the CFG half
+    mask = visibility_mask(_for_model(plan.live, cfg), scheduler.slot_positions, _for_model(pb.positions, cfg))
     if state.prefix_keys is not None:
         mask = mask & state.prefix_keys[:, None, :]
     logits = model(x, _positions(state, pb.positions), _for_model(pb.slots, cfg), mask, state.cache)
-    decided, probs = _sample(state, logits, pb.cells)
+    decided, probs = _sample(state, logits, cells)
     accepted, image_accepted = None, None
     if config.adaptive:
         decided, accepted, image_accepted = _open_rows(state, pb, probs, decided)
-    state.tokens.scatter_(1, pb.cells, decided)
+    state.tokens.scatter_(1, cells, decided)
     scheduler.advance(state.schedule, plan, image_accepted)
-    return (pb.slots, pb.positions, pb.sources, pb.mask, pb.sample_rows, pb.cells, pb.kinds, pb.attempts,
+    return (pb.slots, pb.positions, pb.sources, pb.sample_rows, pb.cells, pb.kinds, pb.attempts,
             input_ids, mask, logits, decided, accepted)
 
 
@@ -239,7 +254,7 @@ def _check_placeholder(model: Decoder, state: DecodeState, num_codes: int, devic
 
 def decode(model: Decoder, condition: Condition | torch.Tensor, seeds: torch.Tensor, layout: Layout,
            config: DecodeConfig, fixed_tokens: torch.Tensor | None = None,
-           on_pass: Callable[[PassRecord], None] | None = None, compile: bool = False) -> DecodeResult:
+           on_pass: Callable[[PassRecord], None] | None = None, compile: bool | str = False) -> DecodeResult:
     """Decode to the end: (B, H, W) tokens, pass counts and, when adaptive, acceptance telemetry.
     on_pass, if given, is called with each pass's record (progress bars)."""
     state = start_decode(model, condition, seeds, layout, config, fixed_tokens, compile)
@@ -249,6 +264,6 @@ def decode(model: Decoder, condition: Condition | torch.Tensor, seeds: torch.Ten
     grid = state.tokens[:, :layout.num_cells].reshape(-1, layout.rows, layout.cols)
     schedule = state.schedule
     adaptive = config.adaptive
-    return DecodeResult(grid, state.passes_run, schedule.image_passes.tolist(),
+    return DecodeResult(grid, state.passes_run, schedule.image_passes.expand(grid.shape[0]).tolist(),
                         schedule.window[:, 1:].tolist() if adaptive else None,
                         schedule.rejections.tolist() if adaptive else None)

@@ -5,7 +5,8 @@ State per image (ScheduleState): decided tokens per row, the window each row fol
 with, opener attempts per row, whether each row's last token is in the cache, which cache slots are
 live. Each pass, every row offers three candidate queries ("lanes"), computed for all rows at once:
   cell    row r holds c tokens (1 <= c < W) and the row above allows (r, c) by the window rule
-          (common.schedule.window_allows): feed (r, c-1), decide (r, c).
+          (common.schedule.window_allows, looked up at call time so that
+          the rule has exactly one definition): feed (r, c-1), decide (r, c).
   opener  row r holds none and the row above allows (r, 0): the query at the position that predicts
           (r, 0) ((r-1, W-1), or the end-of-row token of row r-1). Fed the real (r-1, W-1) when that
           row is complete, else the end-of-row token, else a placeholder (common.placeholder).
@@ -39,7 +40,8 @@ from dataclasses import dataclass
 import torch
 
 from common.placeholder import placeholder_source
-from common.schedule import Layout, row_windows, window_allows
+from common import schedule
+from common.schedule import Layout, row_windows
 
 PAD, DRAW, DRAFT, VERIFY = 0, 1, 2, 3  # what a query's logits decide: nothing, a token, a draft, a verification
 PREFIX_SOURCE = -1  # the query's input is the condition embedding at its slot
@@ -71,11 +73,16 @@ class PassBatch:
     slots: torch.Tensor  # (B | 1, Q) cache slots written
     positions: torch.Tensor  # (B | 1, Q) sequence positions
     sources: torch.Tensor  # (B | 1, Q) token-buffer columns fed (PREFIX_SOURCE in the prefix pass)
-    mask: torch.Tensor  # (B | 1, Q, S) True = attend
     sample_rows: torch.Tensor  # (B | 1, n) queries whose logits decide a cell
     cells: torch.Tensor  # (B | 1, n) the cell each decides (the trash column for padding and feeds)
     kinds: torch.Tensor  # (B | 1, n) PAD/DRAW/DRAFT/VERIFY
     attempts: torch.Tensor  # (B | 1, n) opener attempt, for counter-based keys
+
+
+def visibility_mask(live: torch.Tensor, slot_positions: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """The visibility rule: (rows, Q, S) bool, True = attend: a query reads the live slots at
+    positions <= its own. live (rows, S), slot_positions (S,), positions (rows, Q)."""
+    return live[:, None, :] & (slot_positions.to(torch.int32) <= positions.to(torch.int32)[..., None])
 
 
 @dataclass
@@ -165,9 +172,8 @@ class Scheduler:
         T, dev = self.layout.prefix_len, self.device
         slots = torch.arange(T, device=dev)[None]
         state.live[:, :T] = True
-        mask = state.live[:, None, :] & (self.slot_positions <= slots[0, :, None])
         one = lambda v: torch.tensor([[v]], dtype=torch.int64, device=dev)  # noqa: E731
-        return PassBatch(True, slots, slots, torch.full_like(slots, PREFIX_SOURCE), mask, one(T - 1), one(0),
+        return PassBatch(True, slots, slots, torch.full_like(slots, PREFIX_SOURCE), one(T - 1), one(0),
                          one(DRAW), one(0))
 
     def after_prefix(self, state: ScheduleState) -> None:
@@ -184,10 +190,10 @@ class Scheduler:
         B = cnt.shape[0]
         above = torch.cat([torch.full_like(cnt[:, :1], W), cnt[:, :-1]], dim=1)  # (B, H)
 
-        cell = (cnt >= 1) & (cnt < W) & window_allows(above, cnt, state.window, W)
+        cell = (cnt >= 1) & (cnt < W) & schedule.window_allows(above, cnt, state.window, W)
         cell_slot = start + cnt - 1
 
-        opener = (r >= 1) & (cnt == 0) & window_allows(above, torch.zeros_like(cnt), state.window, W)
+        opener = (r >= 1) & (cnt == 0) & schedule.window_allows(above, torch.zeros_like(cnt), state.window, W)
         full = above == W
         open_pos = self._opener_position(r.clamp(min=1)).expand(B, -1)
         if layout.end_of_row:
@@ -231,9 +237,8 @@ class Scheduler:
 
         feeds_last = feed | torch.cat([(opener & real)[:, 1:], torch.zeros_like(feed[:, :1])], dim=1)
         live = self._live_after(state, opener, real, att, open_slot, feeds_last, slots, on)
-        mask = live[:, None, :] & (self.slot_positions <= positions[..., None])
         sample_rows = torch.arange(self.num_queries, device=cnt.device).expand(B, -1)
-        batch = PassBatch(False, slots, positions, sources, mask, sample_rows, cells, kinds, attempts)
+        batch = PassBatch(False, slots, positions, sources, sample_rows, cells, kinds, attempts)
         return Plan(batch, live, on, cell, opener, open_kind, feeds_last, above)
 
     def _live_after(self, state, opener, real, att, open_slot, feeds_last, slots, on) -> torch.Tensor:

@@ -153,3 +153,27 @@ def test_every_slot_written_once_and_each_cell_sampled_once(H, W, w):
     assert sorted(decided_at) == list(range(H * W))
     assert all(decided_at[r * W + c] == table for (r, c), table in np.ndenumerate(decode_pass_table(
         layout, row_windows(layout, w))))
+
+
+def test_one_window_rule_for_fixed_adaptive_and_the_pass_table(monkeypatch):
+    """Change the rule in its one place (common.schedule.window_allows): fixed decodes, adaptive
+    decodes and the pass table all follow it. Here: one token more of the row above is needed."""
+    from common import schedule
+    from llamagen.generate import generate, layout_for
+
+    def one_more(count_above, col, window, cols):
+        return (count_above >= col + window + 1) | (count_above >= cols)
+
+    gpt = tiny_gpt(6)
+    layout = layout_for(gpt)
+    labels, seeds = torch.tensor([1, 2, 3]), torch.tensor([4, 5, 6])
+    plain_fixed = generate(gpt, labels, seeds, DecodeConfig(window=2))
+    plain_adaptive = generate(gpt, labels, seeds, DecodeConfig(window=2, adaptive=True))
+    monkeypatch.setattr(schedule, "window_allows", one_more)
+    fixed = generate(gpt, labels, seeds, DecodeConfig(window=2))
+    adaptive = generate(gpt, labels, seeds, DecodeConfig(window=2, adaptive=True))
+    assert plain_fixed.forward_passes == 5 * 2 + 6
+    assert fixed.forward_passes == num_passes(layout, 2) == 5 * 3 + 6  # the table follows the patched rule
+    # adaptive drafts open one pass later, so every accepted window is at least w_min + 2
+    assert min(min(w) for w in plain_adaptive.accepted_windows) == 3
+    assert min(min(w) for w in adaptive.accepted_windows) >= 4
