@@ -13,7 +13,8 @@ live. Each pass, every row offers three candidate queries ("lanes"), computed fo
           Fixed windows: the opening is a plain draw. Adaptive windows: the first is a DRAFT, each
           later pass re-runs it as a VERIFY against a window one token larger, until accepted (or
           final, when row r-1 is complete); the window an opening is accepted at is what row r then
-          follows row r-1 with. A new opener entry supersedes the previous one.
+          follows row r-1 with. Each attempt overwrites the previous attempt's entry (its slot):
+          a superseded opener is never read again, so one slot per row holds them all.
   feed    row r is complete and its last token is not in the cache yet: feed it (keys/values only).
 The active lanes of an image are packed, in increasing position, into `queries_per_pass` slots
 (bound derived in `queries_per_pass`); the rest is inert padding that writes a scratch slot nobody
@@ -28,12 +29,14 @@ schedule and mask, common.schedule) differs only in its row windows and in which
 Slots (= cache indices), per model-batch row:
   [0, T)                       condition prefix
   T + r*stride + c             grid cell (r, c); c == W is row r's end-of-row token (if any)
-  opener_base + (r-1)*A + j    opener attempt j of row r (A = 1 for fixed, W - w_min + 1 adaptive)
+  opener_base + r - 1          the placeholder opener of row r (layouts without end-of-row tokens;
+                               with them, openers write the end-of-row slot itself)
   scratch                      written by padding, never live
 A slot's position is that of the cell it belongs to (openers: the position predicting (r, 0)).
 Visibility: a query reads the live slots at positions <= its own. A slot is live from the pass that
-writes it (the tokens written in a pass were decided in earlier ones) until it is superseded: an
-opener by the next attempt, a placeholder by the real (r-1, W-1).
+writes it (the tokens written in a pass were decided in earlier ones); a placeholder opener stops
+being live when the real (r-1, W-1) is fed. Only opener slots are ever rewritten, by the next
+attempt of the same opening, which replaces the entry for every later query.
 """
 from dataclasses import dataclass
 
@@ -123,9 +126,8 @@ class Scheduler:
         self.adaptive, self.placeholder, self.compat = config.adaptive, config.placeholder, config.compat
         self.w_min = config.window_for(W)
         self.row_windows = row_windows(layout, self.w_min, config.compat)
-        self.openers_per_row = W - self.w_min + 1 if self.adaptive else 1
         self.opener_base = T + H * layout.row_stride
-        self.scratch = self.opener_base + max(H - 1, 0) * self.openers_per_row
+        self.scratch = self.opener_base + (0 if layout.end_of_row else max(H - 1, 0))
         self.num_slots = self.scratch + 1
         self.num_queries = queries or queries_per_pass(layout, self.w_min)
         N = layout.num_cells
@@ -137,7 +139,7 @@ class Scheduler:
         pos = torch.zeros(self.num_slots, dtype=torch.int64, device=device)
         pos[:self.opener_base] = torch.arange(self.opener_base, device=device)
         if H > 1:
-            pos[self.opener_base:self.scratch] = self._opener_position(r[1:]).repeat_interleave(self.openers_per_row)
+            pos[self.opener_base:self.scratch] = self._opener_position(r[1:])[:self.scratch - self.opener_base]
         self.slot_positions = pos  # (S,)
         self.regular = torch.arange(self.num_slots, device=device) < self.opener_base
 
@@ -151,9 +153,6 @@ class Scheduler:
         W = self.layout.cols
         return self.cell_start[r - 1] + (W if self.layout.end_of_row else W - 1)
 
-    def _opener_slot(self, r: torch.Tensor, attempt: torch.Tensor) -> torch.Tensor:
-        j = attempt.clamp(max=self.openers_per_row - 1)
-        return self.opener_base + (r - 1).clamp(min=0) * self.openers_per_row + j
 
     def initial_state(self, batch: int) -> ScheduleState:
         H, dev = self.layout.rows, self.device
@@ -198,11 +197,11 @@ class Scheduler:
         open_pos = self._opener_position(r.clamp(min=1)).expand(B, -1)
         if layout.end_of_row:
             real = torch.zeros_like(full)
-            open_slot = torch.where(att == 0, open_pos, self._opener_slot(r, att))
+            open_slot = open_pos  # the end-of-row slot
             open_src = (N + r - 1).expand(B, -1)
         else:
             real = full  # row r-1 is complete: its real last token opens row r
-            open_slot = torch.where(real, open_pos, self._opener_slot(r, att))
+            open_slot = torch.where(real, open_pos, self.opener_base + (r - 1).clamp(min=0))
             stand_in = placeholder_source(self.placeholder, (r - 1).clamp(min=0).expand(B, -1), cnt, W,
                                           self.placeholder_column)
             open_src = torch.where(real, r * W - 1, stand_in)
@@ -236,29 +235,21 @@ class Scheduler:
         attempts = torch.where(on, take(attempt), 0)
 
         feeds_last = feed | torch.cat([(opener & real)[:, 1:], torch.zeros_like(feed[:, :1])], dim=1)
-        live = self._live_after(state, opener, real, att, open_slot, feeds_last, slots, on)
+        live = self._live_after(state, opener, real, feeds_last, slots, on)
         sample_rows = torch.arange(self.num_queries, device=cnt.device).expand(B, -1)
         batch = PassBatch(False, slots, positions, sources, sample_rows, cells, kinds, attempts)
         return Plan(batch, live, on, cell, opener, open_kind, feeds_last, above)
 
-    def _live_after(self, state, opener, real, att, open_slot, feeds_last, slots, on) -> torch.Tensor:
-        """The live slots in this pass: superseded entries retired, this pass's writes added."""
+    def _live_after(self, state, opener, real, feeds_last, slots, on) -> torch.Tensor:
+        """The live slots in this pass: placeholders retired, this pass's writes added."""
         layout, W, r = self.layout, self.layout.cols, self.rows
         live = state.live.clone()
-        scratch = torch.full_like(open_slot, self.scratch)
-        # an opener attempt retires the previous attempt's entry (with end-of-row tokens attempt 0
-        # wrote the end-of-row slot itself)
-        previous = self._opener_slot(r, att - 1)
-        if layout.end_of_row:
-            previous = torch.where(att == 1, self._opener_position(r.clamp(min=1)), previous)
-        live.scatter_(1, torch.where(opener & (att > 0), previous, scratch), False)
         if not layout.end_of_row and layout.rows > 1:
             # a placeholder shadows the real slot it stands for (unwritten; live zeros in compat mode)
             stands_for = self.cell_start[(r - 1).clamp(min=0)] + W - 1
-            live.scatter_(1, torch.where(opener & ~real, stands_for, scratch), False)
-            # the real (r-1, W-1) retires every opener entry of row r
-            block = live[:, self.opener_base:self.scratch].view(-1, layout.rows - 1, self.openers_per_row)
-            block &= ~feeds_last[:, :-1, None]
+            live.scatter_(1, torch.where(opener & ~real, stands_for, self.scratch), False)
+            # the real (r-1, W-1) retires row r's placeholder opener
+            live[:, self.opener_base:self.scratch] &= ~feeds_last[:, :-1]
         live.scatter_(1, slots, on)
         live[:, self.scratch] = False
         return live

@@ -116,7 +116,10 @@ def test_oracle_over_drafts_with_end_of_row_tokens():
     assert err <= 1e-4
 
 
-def test_later_queries_read_only_the_accepted_opener():
+def test_only_openers_are_rewritten_and_later_queries_read_the_accepted_one():
+    """An opener's attempts share one slot; every other slot is written once. A query of row r+1
+    (or later) that reads row r+1's opener slot reads it after the opening was accepted, so the
+    entry it reads is the accepted attempt."""
     gpt = tiny_gpt(6, seed=3)
     config = DecodeConfig(window=1, adaptive=True)
     labels, seeds = torch.arange(4), torch.arange(4) * 13 + 1
@@ -125,22 +128,22 @@ def test_later_queries_read_only_the_accepted_opener():
         state, _, passes = record_decode(gpt, layout, config, labels, seeds)
     sched = state.scheduler
     assert state.schedule.rejections.sum() > 0
-    opener_row = lambda s: (s - sched.opener_base) // sched.openers_per_row  # noqa: E731
     for b in range(4):
-        openers_written = {}  # row -> opener slots in write order
-        for per_row in passes:
+        writes, opened_at = {}, {}
+        for k, per_row in enumerate(passes):
             slots, pos, _, mask, _ = per_row[b]
             for s in slots.tolist():
-                if sched.opener_base <= s < sched.scratch:
-                    openers_written.setdefault(opener_row(s), []).append(s)
+                writes[s] = writes.get(s, 0) + 1
             for i, s in enumerate(slots.tolist()):
-                if sched.opener_base <= s < sched.scratch:
-                    continue  # an opener query itself
-                seen = [t for t in mask[i].nonzero()[:, 0].tolist() if sched.opener_base <= t < sched.scratch]
-                for t in seen:  # the one it reads is the last opener of that row, i.e. the accepted one
-                    assert t == openers_written[opener_row(t)][-1]
-                    assert state.schedule.count[b, opener_row(t) + 1] > 0
-        assert len(openers_written) > 0
+                if pos[i] >= layout.cell_position(1, 0) and not sched.opener_base <= s < sched.scratch:
+                    row = (int(pos[i]) - layout.prefix_len) // layout.cols  # the query's own row
+                    opened_at.setdefault(row, k)  # the first pass with a query inside the row
+                for t in mask[i].nonzero()[:, 0].tolist():
+                    if sched.opener_base <= t < sched.scratch and s != t:
+                        opened = t - sched.opener_base + 1
+                        assert opened in opened_at and opened_at[opened] <= k
+        rewritten = {s for s, n in writes.items() if n > 1}
+        assert rewritten and all(sched.opener_base <= s < sched.scratch for s in rewritten)
 
 
 def test_adaptive_rejects_compat_and_ntp():
