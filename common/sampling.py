@@ -7,8 +7,8 @@ crosses top_p is kept, the top-1 always survives); then sample from the softmax.
 
 Randomness is counter-based: the uniform for a draw is an integer hash of (image seed, grid position,
 purpose, attempt), never the state of a generator. A token is drawn by inverse-CDF sampling: with
-one uniform u per query, the token is the first index whose cumulative probability exceeds u (the
-cumulative sum in float64). That is an exact sample of the distribution, needs one random number
+one uniform u per query, the token is the first index whose cumulative probability exceeds u (float64
+sums of blocks of the vocabulary, then a float64 cumulative sum inside one block). That is an exact sample of the distribution, needs one random number
 per query instead of one per vocabulary entry (Gumbel-max over a counter-based hash hashes every
 entry: ~140 integer ops per entry and pass), and is a few elementwise ops and one cumulative sum
 on any device. Hence an image depends only on its seed and settings, not on batch size, batch
@@ -55,13 +55,27 @@ def key_uniform(keys: torch.Tensor) -> torch.Tensor:
     return (keys.to(torch.float64) + 0.5) * (1.0 / 2**32)
 
 
-def sample_probs(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """Inverse-CDF draw from probs (..., V) (unnormalised is fine) with uniforms u (...,): the number
-    of cumulative sums <= u * total. A zero-probability entry never wins (its cumulative sum equals
-    its predecessor's), and u < 1 keeps the index below V."""
-    cdf = probs.to(torch.float64).cumsum(-1)
-    threshold = u * cdf[..., -1:].squeeze(-1)
-    return (cdf <= threshold[..., None]).sum(-1)
+def sample_probs(probs: torch.Tensor, u: torch.Tensor, block: int = 128) -> torch.Tensor:
+    """Inverse-CDF draw from probs (..., V) (unnormalised is fine) with uniforms u (...,): the first
+    index whose cumulative sum exceeds u * total.
+
+    Two levels, so that no float64 pass over the whole vocabulary is needed: float64 sums of blocks
+    of `block` entries locate the block holding u * total, then a float64 cumulative sum inside
+    that block locates the entry. Binary searches (right side) skip zero-probability entries and
+    empty blocks: an entry equal to its predecessor's cumulative sum is never the first to exceed.
+    """
+    lead, V = probs.shape[:-1], probs.shape[-1]
+    pad = -V % block
+    p = torch.nn.functional.pad(probs.float(), (0, pad)).view(*lead, -1, block)  # (..., nb, block)
+    block_cdf = p.sum(-1, dtype=torch.float64).cumsum(-1)  # (..., nb)
+    x = (u * block_cdf[..., -1])[..., None]  # (..., 1) in [0, total)
+    b = torch.searchsorted(block_cdf, x, right=True).clamp(max=block_cdf.shape[-1] - 1)  # (..., 1)
+    before = torch.where(b > 0, block_cdf.gather(-1, (b - 1).clamp(min=0)), torch.zeros_like(x))
+    inner = p.gather(-2, b[..., None].expand(*lead, 1, block))[..., 0, :]  # (..., block)
+    j = torch.searchsorted(inner.to(torch.float64).cumsum(-1), x - before, right=True)
+    # rounding can put x - before at the block's end: take the block's last non-zero entry then
+    last = (block - 1) - (inner > 0).flip(-1).to(torch.int32).argmax(-1, keepdim=True)
+    return (b * block + torch.minimum(j, last))[..., 0]
 
 
 def sample_logits(logits: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:

@@ -116,3 +116,19 @@ def test_image_seeds_distinct_and_validated():
     assert len(set(a.tolist()) | set(b.tolist())) == 200
     with pytest.raises(ValueError, match="seed"):
         image_seeds(-1, torch.arange(2))
+
+
+@pytest.mark.parametrize("vocab", [7, 128, 300, 16384])
+def test_two_level_inverse_cdf_equals_the_flat_one(vocab):
+    """sample_probs (block sums, then one block) picks the entry a flat float64 cumulative sum over
+    the whole vocabulary picks, with zero-probability entries and blocks among them."""
+    g = torch.Generator().manual_seed(vocab)
+    p = torch.rand(64, vocab, generator=g) ** 4
+    p[p < 0.3] = 0  # many filtered entries, whole empty blocks at 16384
+    p[:, 0] = 1e-3  # keep every row non-empty
+    u = torch.rand(64, 50, generator=g, dtype=torch.float64)
+    cdf = p.double().cumsum(-1)
+    flat = torch.searchsorted(cdf, (u * cdf[:, -1:]).contiguous(), right=True)
+    ours = sample_probs(p[:, None].expand(-1, 50, -1), u)
+    assert torch.equal(ours, flat)
+    assert (p.gather(1, ours) > 0).all()
