@@ -52,6 +52,7 @@ class DecodeState:
     prefix_keys: torch.Tensor | None  # (B_model, S) bool: False for padded condition slots
     min_passes: int  # passes run without asking whether the decode is done (fixed windows: all of them)
     step: Callable  # decode_pass, or its torch.compile'd version
+    pass_sizes: list[int] | None  # eager fixed windows: queries of each pass (no padding); else None
     draft_probs: torch.Tensor | None = None  # (B, V) adaptive: distribution the current draft follows
     mean_input: torch.Tensor | None = None  # (D,) placeholder "mean": set after the prefix pass
     passes_run: int = 0
@@ -119,6 +120,7 @@ def start_decode(model: Decoder, condition: Condition | torch.Tensor, seeds: tor
         prefix_keys[:, :layout.prefix_len] = condition.valid.to(device)
     min_passes = num_passes(layout, scheduler.w_min, config.compat)
     step = decode_pass
+    pass_sizes = None if compile or config.adaptive else scheduler.fixed_pass_sizes()
     if compile:
         backend = compile if isinstance(compile, str) else "inductor"
         step = torch.compile(decode_pass, fullgraph=True, dynamic=False, backend=backend)
@@ -126,7 +128,7 @@ def start_decode(model: Decoder, condition: Condition | torch.Tensor, seeds: tor
     schedule = scheduler.initial_state(batch if config.adaptive else 1)
     return DecodeState(layout, config, scheduler, schedule, seeds.to(device), tokens,
                        model.new_cache(model_batch, scheduler.num_slots, device), condition, prefix_keys,
-                       min_passes, step)
+                       min_passes, step, pass_sizes)
 
 
 def _for_model(t: torch.Tensor, cfg: bool) -> torch.Tensor:
@@ -185,7 +187,7 @@ def decode_pass(model: Decoder, state: DecodeState) -> tuple:
     returns (PassBatch fields..., input_ids, mask, logits, decided, accepted)."""
     config, scheduler = state.config, state.scheduler
     cfg, batch = config.uses_cfg, state.seeds.shape[0]
-    plan = scheduler.plan(state.schedule)
+    plan = scheduler.plan(state.schedule, state.pass_sizes and state.pass_sizes[state.passes_run])
     pb = plan.batch
     cells = pb.cells.expand(batch, -1)
     input_ids = _per_row(state.tokens.gather(1, pb.sources.expand(batch, -1)), batch, cfg)

@@ -123,6 +123,7 @@ class Scheduler:
     def __init__(self, layout: Layout, config, device, queries: int | None = None):
         H, W, T = layout.rows, layout.cols, layout.prefix_len
         self.layout, self.device = layout, device
+        self.config = config
         self.adaptive, self.placeholder, self.compat = config.adaptive, config.placeholder, config.compat
         self.w_min = config.window_for(W)
         self.row_windows = row_windows(layout, self.w_min, config.compat)
@@ -180,8 +181,9 @@ class Scheduler:
         state.image_passes.fill_(1)
         state.pass_index.fill_(1)
 
-    def plan(self, state: ScheduleState) -> Plan:
-        """The next decode pass's queries for every image, from the state before the pass."""
+    def plan(self, state: ScheduleState, queries: int | None = None) -> Plan:
+        """The next decode pass's queries for every image, from the state before the pass; `queries`
+        trims the padding to that many queries per image (it must cover every active one)."""
         layout = self.layout
         H, W, N = layout.rows, layout.cols, layout.num_cells
         r, start = self.rows, self.cell_start
@@ -224,7 +226,7 @@ class Scheduler:
         attempt = torch.cat([torch.zeros_like(cnt), att, torch.zeros_like(cnt)], dim=1)
 
         big = self.num_slots + 1  # inactive lanes sort last
-        order = torch.argsort(torch.where(active, pos, big), dim=1)[:, :self.num_queries]
+        order = torch.argsort(torch.where(active, pos, big), dim=1)[:, :queries or self.num_queries]
         take = lambda t: t.gather(1, order)  # noqa: E731
         on = take(active)
         slots = torch.where(on, take(slot), self.scratch)
@@ -236,7 +238,7 @@ class Scheduler:
 
         feeds_last = feed | torch.cat([(opener & real)[:, 1:], torch.zeros_like(feed[:, :1])], dim=1)
         live = self._live_after(state, opener, real, feeds_last, slots, on)
-        sample_rows = torch.arange(self.num_queries, device=cnt.device).expand(B, -1)
+        sample_rows = torch.arange(slots.shape[1], device=cnt.device).expand(B, -1)
         batch = PassBatch(False, slots, positions, sources, sample_rows, cells, kinds, attempts)
         return Plan(batch, live, on, cell, opener, open_kind, feeds_last, above)
 
@@ -274,6 +276,22 @@ class Scheduler:
         state.rejections += rejected
         state.image_passes.copy_(torch.where(plan.active.any(1), state.pass_index + 1, state.image_passes))
         state.pass_index += 1
+
+    def fixed_pass_sizes(self) -> list[int]:
+        """Fixed windows: the real queries of each decode pass (one schedule for every image), found
+        by running this scheduler once on the CPU without a model. Eager decodes run each pass at
+        its own size; compiled ones pad every pass to `num_queries`."""
+        if self.adaptive:
+            raise ValueError("adaptive windows have per-image, data-dependent pass sizes")
+        host = Scheduler(self.layout, self.config, "cpu")
+        state = host.initial_state(1)
+        host.after_prefix(state)
+        sizes = [0]  # the prefix pass is sized by the condition
+        while not bool(host.done(state)):
+            plan = host.plan(state)
+            sizes.append(int(plan.active.sum()))
+            host.advance(state, plan, None)
+        return sizes
 
     def done(self, state: ScheduleState) -> torch.Tensor:
         return (state.count == self.layout.cols).all()

@@ -177,17 +177,24 @@ def test_oracle_with_padded_condition_prefix(adaptive):
                                     DecodeConfig(window=3, compat="official"), DecodeConfig(window=None),
                                     DecodeConfig(window=2, adaptive=True, cfg_scale=2.0)])
 def test_every_decode_pass_has_one_shape(config):
-    """Every decode pass runs (B, queries_per_pass) queries (padding included): one shape to compile."""
+    """A compiled decode runs every pass at (B, queries_per_pass) queries (padding included): one
+    shape; an eager fixed-window decode runs each pass at its own size, without padding; both
+    decide the same tokens."""
     gpt = tiny_gpt(5)
     layout = layout_for(gpt)
-    state = start_decode(gpt, condition_prefix(gpt, torch.tensor([3, 1]), config), torch.tensor([10, 20]), layout,
-                         config)
+    condition, seeds = condition_prefix(gpt, torch.tensor([3, 1]), config), torch.tensor([10, 20])
+    padded = start_decode(gpt, condition, seeds, layout, config, compile="eager")
+    plain = start_decode(gpt, condition, seeds, layout, config)
     with torch.inference_mode():
         shapes = {(tuple(r.batch.slots.shape), tuple(r.mask.shape), tuple(r.logits.shape))
-                  for r in decode_steps(gpt, state) if r.index > 0}
+                  for r in decode_steps(gpt, padded) if r.index > 0}
+        plain_slots = [r.batch.slots for r in decode_steps(gpt, plain) if r.index > 0]
     q = queries_per_pass(layout, config.window_for(layout.cols))
     assert [s[0] for s in shapes] == [(2 if config.adaptive else 1, q)]  # fixed: one schedule for the batch
     assert len(shapes) == 1
+    if not config.adaptive:
+        assert all((s != plain.scheduler.scratch).all() for s in plain_slots)
+    assert torch.equal(plain.tokens[:, :layout.num_cells], padded.tokens[:, :layout.num_cells])
 
 
 @pytest.mark.parametrize("H,W,eor", [(6, 6, False), (5, 7, False), (5, 6, True), (6, 1, False), (1, 6, True)])
