@@ -43,7 +43,7 @@ def build(args, device):
         tok = stand_in_tokenizer(base.vision.codebook_size, base.text_tokens)
         config = Emu3Config(text, base.vision, base.image_area, base.text_tokens)
         pipe = Emu3Pipeline(config, model, None, tok, special_ids(tok, base.vision.codebook_size))
-        return pipe, {"ratio": "1:1"}, text
+        return pipe, "1:1", text
     from lumina_mgpt.config import lumina_config
     from lumina_mgpt.pipeline import LuminaPipeline
     from lumina_mgpt.prompt import special_ids, stand_in_tokenizer
@@ -56,7 +56,7 @@ def build(args, device):
     tok = stand_in_tokenizer(vq.config.n_embed, text.vocab_size)
     size = 64 if args.tiny else 768
     pipe = LuminaPipeline(model, vq, tok, special_ids(tok), resolution=size)
-    return pipe, {"width": size, "height": size}, text
+    return pipe, (size, size), text
 
 
 def timed_decode(pipe, prompts, seeds, config, size, device, max_passes=None):
@@ -64,13 +64,13 @@ def timed_decode(pipe, prompts, seeds, config, size, device, max_passes=None):
     coded = pipe.coded
     pipe.coded = timed = TimedModel(coded, device)
     try:
-        state, prefix = pipe.start(prompts, seeds, config, **size)
+        state = pipe.start(prompts, seeds, config, size)
         if device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
         prefill = 0.0
         with torch.inference_mode():
-            for record in decode_steps(timed, state, prefix):
+            for record in decode_steps(timed, state):
                 if record.index == 0:
                     if device.type == "cuda":
                         torch.cuda.synchronize()
@@ -88,7 +88,7 @@ def main(args) -> str:
     device = torch.device(args.device)
     torch.manual_seed(0)
     pipe, size, text = build(args, device)
-    rows, cols = pipe.grid(*size.values())
+    rows, cols = pipe.grid(size)
     prompts = [PROMPT] * args.batch
     seeds = image_seeds(0, torch.arange(args.batch, device=device))
     cfg = dict(cfg_scale=3.0, top_k=args.top_k)

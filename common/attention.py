@@ -53,13 +53,13 @@ class AttentionRecorder:
         self.records.setdefault(layer, []).append((slots.cpu(), probs.cpu()))
 
 
-def record_attention(model, state, prefix, recorder: AttentionRecorder) -> list:
+def record_attention(model, state, recorder: AttentionRecorder) -> list:
     """Run the rest of a decode (common.engine.decode_steps) with `recorder` attached to its cache;
     the recorder is detached afterwards, also on error. Returns the PassRecords."""
     from common.engine import decode_steps
     state.cache.recorder = recorder
     try:
-        return list(decode_steps(model, state, prefix))
+        return list(decode_steps(model, state))
     finally:
         state.cache.recorder = None
 

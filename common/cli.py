@@ -1,33 +1,88 @@
-"""What every command-line script shares: the checks of device, precision and output paths made
-before any model is built, the default model precision, and the one-line error exit."""
+"""What every command-line script shares: the flag vocabulary (SHARED_FLAGS, runtime flags, deprecated
+spellings), the checks of device, precision and output paths made before any model is built, the default
+model precision, the progress bar, the one-line error exit and the end-of-row CLIs' report."""
 import argparse
 import json
 import os
 import sys
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
 from common.checkpoint import CheckpointError
 from common.config import PRECISIONS, DecodeConfig
 from common.engine import DecodeResult
-from common.images import IMAGE_FORMATS
+from common.images import IMAGE_FORMATS, save_png_atomic
+from common.sampling import image_seeds
 from common.schedule import Layout, num_passes
 
 # bad input a user can fix: reported as one line, exit status 2 (no traceback)
 USER_ERRORS = (ValueError, FileNotFoundError, CheckpointError)
 
 
+# The flags several scripts share, declared once: name -> argparse settings. A script adds one with
+# add_flag(parser, name, ...) and may specialise its help and default, never its name or kind; the README's
+# command-line table lists them with the scripts that take each.
+SHARED_FLAGS: dict[str, dict] = {
+    "--out": dict(metavar="FILE", help="output image file; the suffix (.png, .jpg, .jpeg) is the format written"),
+    "--out-dir": dict(metavar="DIR", help="output folder (made when the images are saved)"),
+    "--prompt": dict(action="append", metavar="TEXT", help="a text prompt; repeat for several images"),
+    "--prompts-file": dict(metavar="FILE", help="text file, one prompt per line (added after any --prompt)"),
+    "--gpt-ckpt": dict(metavar="FILE", help="the LlamaGen GPT checkpoint (.pt, .pth or .safetensors)"),
+    "--model-path": dict(metavar="DIR", help="the model's Hugging Face folder (config.json, safetensors shards)"),
+    "--vq-path": dict(metavar="PATH", help="the image tokenizer's weights (file or folder)"),
+    "--tokenizer-path": dict(metavar="PATH", help="the text tokenizer's files (default --model-path)"),
+    "--random-init": dict(action="store_true", help="random weights, no checkpoint files (speed and engine tests)"),
+    "--json": dict(action="store_true", help="print one JSON object (passes, timing, outputs) on stdout"),
+}
+
+
+def add_flag(p, name: str, **overrides) -> None:
+    """Declare the shared flag `name` (SHARED_FLAGS) on a parser or argument group; overrides: help, default."""
+    bad = set(overrides) - {"help", "default"}
+    if name not in SHARED_FLAGS or bad:
+        raise ValueError(f"add_flag({name!r}): shared flags are {', '.join(SHARED_FLAGS)}; only help and "
+                         f"default may be specialised, got {sorted(bad)}")
+    p.add_argument(name, **{**SHARED_FLAGS[name], **overrides})
+
+
+def add_deprecated(p: argparse.ArgumentParser, old: str, new: str, action: str | None = None,
+                   nargs: str | None = None) -> None:
+    """`old`, an earlier spelling of `new`, keeps working for one release: it sets `new`'s value (its dest,
+    type and choices; `action`/`nargs` where the old flag took its values otherwise, e.g. action="extend",
+    nargs="+" for a list that is now a repeatable flag) and prints `warning: OLD is deprecated; use NEW`
+    on stderr. Hidden from --help."""
+    target = p._option_string_actions[new]
+    base = p._registry_get("action", action, action) if action else type(target)
+
+    class Deprecated(base):
+        def __call__(self, parser, namespace, values, option_string=None):
+            sys.stderr.write(f"warning: {old} is deprecated; use {new}\n")  # one write per line (see run_main)
+            super().__call__(parser, namespace, values, option_string)
+
+    options = dict(type=target.type, choices=target.choices, metavar=target.metavar)
+    if nargs is not None:
+        options["nargs"] = nargs
+    p.add_argument(old, action=Deprecated, dest=target.dest, default=argparse.SUPPRESS, help=argparse.SUPPRESS,
+                   **options)
+
+
 def add_runtime_args(p: argparse.ArgumentParser, model: str = "the model") -> None:
-    """--device, --precision, --quiet and --threads: declared here once for every script."""
+    """--device, --precision, --seed, --compile, --quiet and --threads: declared here once for every script."""
     g = p.add_argument_group("runtime")
     g.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                    help="torch device (cpu, cuda, cuda:N); under torchrun 'cuda' means cuda:LOCAL_RANK")
     g.add_argument("--precision", choices=list(PRECISIONS), default=None,
                    help=f"dtype of {model}; default bf16 on CUDA, fp32 on CPU (image decoders run in fp32)")
+    g.add_argument("--seed", type=int, default=0, help="base seed; image i uses seed (seed, i)")
+    g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
+                   help="the engine torch.compiles its per-pass step, every pass padded to one shape "
+                        "(same tokens; worth it on CUDA; off by default)")
     g.add_argument("--quiet", action="store_true", help="no progress bar on stderr (--json implies it)")
     g.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads; default: this host's cores shared by its ranks (all of them for one "
@@ -95,7 +150,7 @@ def check_output_file(path: str | Path, flag: str = "--out") -> Path:
     return path
 
 
-def check_output_dir(path: str | Path, flag: str = "--out") -> Path:
+def check_output_dir(path: str | Path, flag: str = "--out-dir") -> Path:
     """A folder we can write images into (made when the images are saved), checked before the work."""
     path = Path(path)
     if path.exists() and not path.is_dir():
@@ -153,6 +208,32 @@ def run_main(main: Callable, args) -> int:
         sys.stderr.flush()
         return 2
     return 0
+
+
+def run_end_of_row(pipe, prompts: list[str], size, config: DecodeConfig, args: argparse.Namespace,
+                   to_uint8: Callable) -> dict:
+    """What the text-to-image CLIs do once their pipeline (common.t2i_pipeline) is loaded: decode with a
+    progress bar over the passes, write image i as --out-dir/{i:04d}.png (to_uint8: the family's official
+    pixel conversion, (B, 3, h, w) -> (B, h, w, 3) uint8) and report (--json or one line on stderr)."""
+    device = torch.device(args.device)
+    rows, cols = pipe.grid(size)
+    seeds = image_seeds(args.seed, torch.arange(len(prompts), device=device))
+    start = time.perf_counter()
+    note_window(config, cols)
+    with pass_progress(config, rows, cols, args.quiet or args.json) as on_pass:
+        result = pipe.generate(prompts, seeds, config, size, on_pass=on_pass, compile=args.compile)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    out = Path(args.out_dir)
+    files = []
+    for i, pixels in enumerate(to_uint8(pipe.decode_images(result.tokens))):
+        files.append(str(out / f"{i:04d}.png"))
+        save_png_atomic(np.asarray(pixels), files[-1])
+    report = end_of_row_report(result, config, rows, cols, pipe.ntp_passes_official(rows, cols), seconds, files)
+    report["prompt_tokens"] = [len(pipe.prompt_ids(p, size)) for p in prompts]
+    print_report(report, args.json, out)
+    return report
 
 
 def end_of_row_report(result: DecodeResult, config: DecodeConfig, rows: int, cols: int, ntp_official: int,

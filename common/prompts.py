@@ -1,16 +1,16 @@
 """Helpers the text-to-image families share: prompt files, and batching prompts of different lengths.
 
 `left_pad` puts every model-batch row's prefix ids flush right in one (B_model, T) tensor: padded slots
-are marked invalid (no query reads them: the engine's prefix_valid) and each row's positions are
-shifted by its pad count (the engine's position_shift), so every row runs at positions 0, 1, ... as
-an unpadded single-prompt run would.
+are marked invalid (no query reads them: common.condition.Condition.valid) and each row's positions are
+shifted by its pad count (Condition.position_shift), so every row runs at positions 0, 1, ... as an
+unpadded single-prompt run would.
 """
 from pathlib import Path
 
 import torch
 
 
-def read_prompt_file(path: str | Path, flag: str = "--prompts") -> list[str]:
+def read_prompt_file(path: str | Path, flag: str = "--prompts-file") -> list[str]:
     """One prompt per non-empty line (surrounding whitespace stripped)."""
     path = Path(path)
     if not path.is_file():
@@ -22,10 +22,10 @@ def read_prompt_file(path: str | Path, flag: str = "--prompts") -> list[str]:
 
 
 def collect_prompts(prompt: list[str] | None, prompts_file: str | None) -> list[str]:
-    """--prompt TEXT (repeatable), then the lines of --prompts FILE; at least one."""
+    """--prompt TEXT (repeatable), then the lines of --prompts-file FILE; at least one."""
     prompts = list(prompt or []) + (read_prompt_file(prompts_file) if prompts_file else [])
     if not prompts:
-        raise ValueError("pass --prompt TEXT (repeatable) or --prompts FILE (one prompt per line)")
+        raise ValueError("pass --prompt TEXT (repeatable) or --prompts-file FILE (one prompt per line)")
     return prompts
 
 

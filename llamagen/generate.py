@@ -1,6 +1,10 @@
-"""Class-conditional LlamaGen generation on the common engine: the condition prefix, then decode."""
+"""Class-conditional LlamaGen generation on the common engine: the condition prefix, then decode.
+
+`generate` returns the engine's DecodeResult (tokens and pass counts), as every family's generate does;
+`decode_images` turns its tokens into pixels."""
 import torch
 
+from common.condition import Condition
 from common.config import DecodeConfig
 from common.engine import DecodeResult, DecodeState, decode, start_decode
 from common.schedule import Layout
@@ -11,28 +15,33 @@ def layout_for(gpt: Transformer) -> Layout:
     return Layout(rows=gpt.grid_size, cols=gpt.grid_size, prefix_len=gpt.config.cls_token_num)
 
 
-def condition_prefix(gpt: Transformer, labels: torch.Tensor, config: DecodeConfig) -> torch.Tensor:
+def condition_prefix(gpt: Transformer, labels: torch.Tensor, config: DecodeConfig) -> Condition:
     """(B_model, T, D) embeddings: the labels, then (with CFG) the null class for each image."""
     n = gpt.config.num_classes
     if labels.numel() and (labels.min() < 0 or labels.max() >= n):
         raise ValueError(f"class labels must be in [0, {n}), got {labels.tolist()}")
     if config.uses_cfg:
         labels = torch.cat([labels, torch.full_like(labels, gpt.null_class)])
-    return gpt.embed_condition(labels)
+    return Condition(gpt.embed_condition(labels))
 
 
 @torch.inference_mode()
-def generate(gpt: Transformer, labels: torch.Tensor, seeds: torch.Tensor, config: DecodeConfig,
-             static_shapes: bool = False, on_pass=None) -> DecodeResult:
-    """labels, seeds: (B,) -> (B, H, W) tokens and the forward-pass count. static_shapes pads the
-    passes to one shape (for a torch.compile'd model); the tokens are the same. on_pass: see
-    common.engine.decode."""
-    return decode(gpt, condition_prefix(gpt, labels, config), seeds, layout_for(gpt), config,
-                  static_shapes=static_shapes, on_pass=on_pass)
+def generate(gpt: Transformer, labels: torch.Tensor, seeds: torch.Tensor, config: DecodeConfig, on_pass=None,
+             compile: bool = False) -> DecodeResult:
+    """labels, seeds: (B,) -> (B, H, W) tokens and the forward-pass count. on_pass, compile (the engine
+    compiles its per-pass step; the tokens are the same): see common.engine.decode."""
+    return decode(gpt, condition_prefix(gpt, labels, config), seeds, layout_for(gpt), config, on_pass=on_pass,
+                  compile=compile)
 
 
-def start(gpt: Transformer, labels: torch.Tensor, seeds: torch.Tensor, config: DecodeConfig):
-    """For notebooks: (state, prefix) to iterate pass by pass with common.engine.decode_steps(gpt, state, prefix)."""
-    state: DecodeState = start_decode(gpt, seeds, layout_for(gpt), config, device=labels.device)
-    return state, condition_prefix(gpt, labels, config)
+def start(gpt: Transformer, labels: torch.Tensor, seeds: torch.Tensor, config: DecodeConfig,
+          compile: bool = False) -> DecodeState:
+    """For notebooks: a state to iterate pass by pass with common.engine.decode_steps(gpt, state)."""
+    return start_decode(gpt, condition_prefix(gpt, labels, config), seeds, layout_for(gpt), config, compile=compile)
 
+
+@torch.inference_mode()
+def decode_images(vq, tokens: torch.Tensor) -> torch.Tensor:
+    """(B, H, W) tokens -> (B, 3, h, w) images in [-1, 1] through the image tokenizer (a VQ model or the
+    demo's intensity tokenizer)."""
+    return vq.decode_code(tokens.flatten(1), tuple(tokens.shape[1:]))

@@ -3,20 +3,20 @@
 The caption mask follows FoundationVision/LlamaGen autoregressive/models/generate.py (emb_masks):
 padded caption slots are read by no query except their own, the same mask holds for the
 unconditional rows, which get the model's null caption (`uncond_embedding`) in place of the
-features. The engine applies it (prefix_valid); the model never stores a mask.
+features. The engine applies it (Condition.valid); the model never stores a mask.
 """
 import torch
 
+from common.condition import Condition
 from common.config import DecodeConfig
 from common.engine import DecodeResult, DecodeState, decode, start_decode
 from llamagen.generate import layout_for
 from llamagen.model import Transformer
 
 
-def caption_prefix(gpt: Transformer, captions: torch.Tensor, valid: torch.Tensor,
-                   config: DecodeConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """captions (B, T, caption_dim) left-padded features, valid (B, T) bool ->
-    ((B_model, T, D) embeddings, (B_model, T) prefix_valid): cond rows, then (with CFG) null-caption rows."""
+def caption_prefix(gpt: Transformer, captions: torch.Tensor, valid: torch.Tensor, config: DecodeConfig) -> Condition:
+    """captions (B, T, caption_dim) left-padded features, valid (B, T) bool -> Condition with (B_model, T, D)
+    embeddings and (B_model, T) valid: cond rows, then (with CFG) null-caption rows."""
     cfg = gpt.config
     if cfg.model_type != "t2i":
         raise ValueError(f"caption conditioning needs a t2i model, got model_type={cfg.model_type!r}")
@@ -31,22 +31,20 @@ def caption_prefix(gpt: Transformer, captions: torch.Tensor, valid: torch.Tensor
         null = gpt.cls_embedding.uncond_embedding[None].expand(B, -1, -1)
         captions = torch.cat([captions.to(null.dtype), null])
         valid = torch.cat([valid, valid])
-    return gpt.embed_condition(captions), valid
+    return Condition(gpt.embed_condition(captions), valid)
 
 
 @torch.inference_mode()
 def generate(gpt: Transformer, captions: torch.Tensor, valid: torch.Tensor, seeds: torch.Tensor,
-             config: DecodeConfig, static_shapes: bool = False, on_pass=None) -> DecodeResult:
-    """captions (B, T, caption_dim), valid (B, T), seeds (B,) -> (B, H, W) tokens and pass counts.
-    on_pass: see common.engine.decode."""
-    prefix, prefix_valid = caption_prefix(gpt, captions, valid, config)
-    return decode(gpt, prefix, seeds, layout_for(gpt), config, prefix_valid=prefix_valid,
-                  static_shapes=static_shapes, on_pass=on_pass)
+             config: DecodeConfig, on_pass=None, compile: bool = False) -> DecodeResult:
+    """captions (B, T, caption_dim), valid (B, T), seeds (B,) -> (B, H, W) tokens and pass counts
+    (pixels: llamagen.generate.decode_images). on_pass, compile: see common.engine.decode."""
+    return decode(gpt, caption_prefix(gpt, captions, valid, config), seeds, layout_for(gpt), config,
+                  on_pass=on_pass, compile=compile)
 
 
 def start(gpt: Transformer, captions: torch.Tensor, valid: torch.Tensor, seeds: torch.Tensor,
-          config: DecodeConfig) -> tuple[DecodeState, torch.Tensor]:
-    """For notebooks: (state, prefix) to iterate with common.engine.decode_steps(gpt, state, prefix)."""
-    prefix, prefix_valid = caption_prefix(gpt, captions, valid, config)
-    state = start_decode(gpt, seeds, layout_for(gpt), config, device=captions.device, prefix_valid=prefix_valid)
-    return state, prefix
+          config: DecodeConfig, compile: bool = False) -> DecodeState:
+    """For notebooks: a state to iterate with common.engine.decode_steps(gpt, state)."""
+    return start_decode(gpt, caption_prefix(gpt, captions, valid, config), seeds, layout_for(gpt), config,
+                        compile=compile)

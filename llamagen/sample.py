@@ -1,8 +1,9 @@
 """Sample class-conditional LlamaGen images with ZipAR on one device (like the official sample_c2i.py).
 
 With no flags it samples the committed demo model (two of each digit). With official files:
-python -m llamagen.sample --gpt-model GPT-L --gpt-ckpt c2i_L_384.pt --vq-ckpt vq_ds16_c2i.pt \
+python -m llamagen.sample --gpt-model GPT-L --gpt-ckpt c2i_L_384.pt --vq-path vq_ds16_c2i.pt \
     --image-size 384 --class-labels 207 360 --window 16 --cfg-scale 2.0 --out grid.png
+Defaults per model: llamagen/presets.py.
 """
 import argparse
 import json
@@ -12,30 +13,16 @@ from pathlib import Path
 
 import torch
 
-from common.cli import add_runtime_args, check_output_file, check_runtime, note_window, pass_progress, run_main
-from common.config import PRECISIONS, DecodeConfig, add_decode_args, decode_config_from_args
+from common.cli import (add_deprecated, add_flag, add_runtime_args, check_output_file, check_runtime, note_window,
+                        pass_progress, run_main)
+from common.config import DecodeConfig, add_decode_args, decode_config_from_args
 from common.images import save_grid
 from common.sampling import image_seeds
 from common.schedule import num_passes
-from llamagen.checkpoint import build_gpt, load_gpt_weights, load_vq
-from llamagen.demo_tokenizer import IntensityTokenizer
-from llamagen.generate import generate, layout_for
-from llamagen.model import GPT_PRESETS, random_init_
+from llamagen.generate import decode_images, generate, layout_for
+from llamagen.loader import TOKENIZERS, load_models, tokenizer_downsample
+from llamagen.model import GPT_PRESETS
 from llamagen.presets import sample_defaults, trained_image_sizes
-from llamagen.vq import VQ_PRESETS, vq_config
-
-TOKENIZERS = [*VQ_PRESETS, "demo"]
-
-
-def tokenizer_downsample(name: str) -> int:
-    return IntensityTokenizer.downsample if name == "demo" else vq_config(name).downsample
-
-
-def load_tokenizer(name: str, path: str | None):
-    """The image decoder: the demo's intensity tokenizer or a VQ model; path None = random/default."""
-    if name == "demo":
-        return IntensityTokenizer.load(path) if path is not None else IntensityTokenizer()
-    return load_vq(name, path)
 
 
 def fill_defaults(args: argparse.Namespace) -> argparse.Namespace:
@@ -45,9 +32,9 @@ def fill_defaults(args: argparse.Namespace) -> argparse.Namespace:
         if getattr(args, name) is None:
             setattr(args, name, getattr(defaults, name))
     if not args.random_init:
-        for name in ("gpt_ckpt", "vq_ckpt"):
+        for name, default in (("gpt_ckpt", defaults.gpt_ckpt), ("vq_path", defaults.vq_ckpt)):
             if getattr(args, name) is None:
-                setattr(args, name, getattr(defaults, name))
+                setattr(args, name, default)
     return args
 
 
@@ -67,28 +54,14 @@ def check_args(args: argparse.Namespace) -> DecodeConfig:
     if bad:
         raise ValueError(f"--class-labels {bad} out of range: {args.gpt_model} has classes 0..{num_classes - 1}")
     if not args.random_init:
-        if args.gpt_ckpt is None or args.vq_ckpt is None:
-            raise ValueError("pass --gpt-ckpt and --vq-ckpt, or --random-init to run without checkpoints")
-        for flag, path in (("--gpt-ckpt", args.gpt_ckpt), ("--vq-ckpt", args.vq_ckpt)):
+        if args.gpt_ckpt is None or args.vq_path is None:
+            raise ValueError("pass --gpt-ckpt and --vq-path, or --random-init to run without checkpoints")
+        for flag, path in (("--gpt-ckpt", args.gpt_ckpt), ("--vq-path", args.vq_path)):
             if not Path(path).is_file():
                 raise FileNotFoundError(f"{flag}: checkpoint file not found: {path}")
     check_runtime(args)
     check_output_file(args.out)
     return config
-
-
-def load_models(gpt_model: str, vq_model: str, image_size: int, gpt_ckpt: str | None, vq_ckpt: str | None,
-                device: torch.device, precision: str = "fp32", random_init_seed: int | None = None):
-    """(gpt, image decoder) ready for inference; random_init_seed given: random weights, no files read.
-    Shared by this CLI and the notebooks."""
-    gpt = build_gpt(gpt_model, image_size, tokenizer_downsample(vq_model))
-    if random_init_seed is not None:
-        random_init_(gpt, random_init_seed)
-        vq = load_tokenizer(vq_model, None)
-    else:
-        load_gpt_weights(gpt, gpt_ckpt, gpt_model)
-        vq = load_tokenizer(vq_model, vq_ckpt)
-    return gpt.to(device=device, dtype=PRECISIONS[precision]).eval(), vq.to(device)
 
 
 def main(args: argparse.Namespace) -> dict:
@@ -97,24 +70,20 @@ def main(args: argparse.Namespace) -> dict:
     if args.random_init:
         print(f"--random-init: {args.gpt_model} and {args.vq_model} have random weights (seed {args.seed}); "
               "images are noise", file=sys.stderr)
-    gpt, vq = load_models(args.gpt_model, args.vq_model, args.image_size, args.gpt_ckpt, args.vq_ckpt, device,
+    gpt, vq = load_models(args.gpt_model, args.vq_model, args.image_size, args.gpt_ckpt, args.vq_path, device,
                           args.precision, args.seed if args.random_init else None)
     labels = torch.tensor(args.class_labels, device=device)
     seeds = image_seeds(args.seed, torch.arange(len(labels), device=device))
 
     start = time.perf_counter()
-    model = torch.compile(gpt, dynamic=False) if args.compile else gpt
     note_window(config, gpt.grid_size)
     with pass_progress(config, gpt.grid_size, gpt.grid_size, args.quiet or args.json) as on_pass:
-        result = generate(model, labels, seeds, config, static_shapes=args.compile and not config.adaptive,
-                          on_pass=on_pass)
+        result = generate(gpt, labels, seeds, config, on_pass=on_pass, compile=args.compile)
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     layout = layout_for(gpt)
-    with torch.inference_mode():
-        images = vq.decode_code(result.tokens.flatten(1), (layout.rows, layout.cols))
-    save_grid(images, args.out, nrow=4)
+    save_grid(decode_images(vq, result.tokens), args.out, nrow=4)
     report = {
         "forward_passes": result.forward_passes,
         "ntp_forward_passes": num_passes(layout, layout.cols),
@@ -143,22 +112,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--gpt-model", choices=list(GPT_PRESETS), default="demo",
                    help="GPT preset; 'demo' is the small digits model committed in checkpoints/demo")
-    p.add_argument("--gpt-ckpt", default=None, help="GPT checkpoint (.pt), e.g. c2i_B_256.pt; demo: the committed one")
+    add_flag(p, "--gpt-ckpt", help="GPT checkpoint, e.g. c2i_B_256.pt; demo: the committed one")
     p.add_argument("--vq-model", choices=TOKENIZERS, default=None,
                    help="image tokenizer; default VQ-16, or 'demo' for the demo model")
-    p.add_argument("--vq-ckpt", default=None, help="VQ checkpoint, e.g. vq_ds16_c2i.pt (demo: tokenizer.json)")
+    add_flag(p, "--vq-path", help="VQ checkpoint file, e.g. vq_ds16_c2i.pt (demo: the committed tokenizer.json)")
     p.add_argument("--image-size", type=int, default=None,
                    help="image size in pixels (grid = size / downsample); default 384, demo 24")
     p.add_argument("--class-labels", type=int, nargs="+", default=None,
                    help="one image per label; default the official demo labels (demo: 0-9 twice)")
-    p.add_argument("--seed", type=int, default=0, help="base seed; image i uses seed (seed, i)")
-    p.add_argument("--out", default="sample_c2i.png", help="output PNG (a grid, 4 per row)")
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
-                   help="torch.compile the GPT and pad passes to one shape (worth it on CUDA; off by default)")
-    p.add_argument("--random-init", action="store_true", help="random weights, no checkpoints (speed and engine tests)")
-    p.add_argument("--json", action="store_true", help="print one JSON object with passes, timing and tokens")
+    add_flag(p, "--out", default="sample_c2i.png", help="output image file (a grid, 4 per row); .png, .jpg or .jpeg")
+    add_flag(p, "--random-init")
+    add_flag(p, "--json", help="print one JSON object with passes, timing and tokens")
     add_runtime_args(p, "the GPT")
     add_decode_args(p, cfg_scale=None, top_k=None, temperature=None)
+    add_deprecated(p, "--vq-ckpt", "--vq-path")
     return p
 
 

@@ -10,6 +10,7 @@ from common.checkpoint import CheckpointError
 from common.llama import LlamaConfig
 
 TINY_CODES = 64  # lumina_mgpt.vqgan "tiny" codebook
+RESOLUTIONS = (512, 768, 1024)  # the checkpoints' training sizes: Alpha-VLLM/Lumina-mGPT-7B-{512,768,1024}
 
 PRESETS = {
     "7B": LlamaConfig(vocab_size=65536, dim=4096, n_layers=32, n_heads=32, n_kv_heads=32, ffn_hidden=11008,

@@ -1,16 +1,16 @@
-"""Lumina-mGPT text-to-image on the common engine: prompts -> left-padded prefixes -> ZipAR decode -> pixels.
+"""Lumina-mGPT text-to-image on the common end-of-row pipeline (common/t2i_pipeline.py): what is Lumina's own.
 
 Sequence (fact sheet section 2.3): prompt, BOI, H, W, then H rows of W image tokens each followed by
-EOL, then EOI. The engine works in code space (common.image_vocab): content cells sample the 8192
-image ids only (what the official MultiModalLogitsProcessor allows), EOL is a fixed code the schedule
-places, EOI is appended (`sequence_ids`), never sampled. BOI/H/W end the prefix (forced, see prompt.py).
+EOL, then EOI. Content cells sample the 8192 image ids only (what the official MultiModalLogitsProcessor
+allows), EOL is placed by the schedule, EOI is appended (`sequence_ids`), never sampled. BOI/H/W end the
+prefix (forced, see prompt.py).
 
 Guidance (inference_solver.py, LLMImageStartTriggeredUnbatchedClassifierFreeGuidanceLogitsProcessor):
 the unconditional branch is the sequence from BOI on, [BOI, H, W] at positions 0, 1, 2 with no text,
 then the same image tokens; here it is a model-batch row of its own, left-padded to the prompt length
-and position-shifted (position_shift) so it runs at exactly those positions. CFG applies from the first
-content token, as upstream (H and W are not sampled here at all): cfg*(cond - uncond) + uncond on fp32
-logits, the same formula as common.sampling.guide; then image top-k (2000), temperature, top-p.
+and position-shifted so it runs at exactly those positions. CFG applies from the first content token, as
+upstream (H and W are not sampled here at all): cfg*(cond - uncond) + uncond on fp32 logits, the same
+formula as common.sampling.guide; then image top-k (2000), temperature, top-p.
 (The ZipAR fork instead uses [<s>, <pad> x (P-1)] of the prompt's length: not offered.)
 """
 from dataclasses import dataclass
@@ -18,20 +18,14 @@ from dataclasses import dataclass
 import torch
 from tokenizers import Tokenizer
 
-from common.config import DecodeConfig
-from common.engine import DecodeResult, DecodeState, decode, start_decode
-from common.image_vocab import ImageVocabDecoder
 from common.hf_shards import empty_model
 from common.llama import LlamaDecoder, random_init_
-from common.prompts import left_pad
-from common.schedule import Layout
+from common.t2i_pipeline import EndOfRowPipeline, PromptPreset
 from lumina_mgpt.checkpoint import load_model, vocabulary_from_config
-from lumina_mgpt.config import TINY_CODES, lumina_config
-from lumina_mgpt.prompt import (SpecialIds, check_size, image_header, image_id_map, load_tokenizer, prompt_ids,
-                                special_ids, stand_in_tokenizer)
+from lumina_mgpt.config import RESOLUTIONS, TINY_CODES, lumina_config
+from lumina_mgpt.prompt import (SpecialIds, check_size, crop_sizes, image_header, image_id_map, load_tokenizer,
+                                nearest_sizes, prompt_ids, size_rule, special_ids, stand_in_tokenizer)
 from lumina_mgpt.vqgan import ChameleonVQGAN, load_vqgan, random_vqgan
-
-RESOLUTIONS = (512, 768, 1024)  # Alpha-VLLM/Lumina-mGPT-7B-{512,768,1024}
 
 
 def ntp_passes_official(rows: int, cols: int) -> int:
@@ -40,9 +34,20 @@ def ntp_passes_official(rows: int, cols: int) -> int:
     return rows * (cols + 1)
 
 
+def checkpoint_resolution(width: int, height: int) -> int:
+    """The smallest checkpoint resolution trained on width x height; ValueError naming the nearest sizes."""
+    fits = [r for r in RESOLUTIONS if (width, height) in crop_sizes(r)]
+    if not fits:
+        near = {r: nearest_sizes(width, height, r, 2) for r in RESOLUTIONS}
+        rules = "; ".join(f"{r} px: {size_rule(r)}" for r in RESOLUTIONS)
+        raise ValueError(f"{width}x{height} is not a size of any Lumina-mGPT checkpoint ({rules}); nearest: "
+                         + ", ".join(f"{r} px {sizes}" for r, sizes in near.items()))
+    return fits[0]
+
+
 @dataclass
-class LuminaPipeline:
-    """The loaded parts of Lumina-mGPT; holds no decoding state."""
+class LuminaPipeline(EndOfRowPipeline):
+    """The loaded parts of Lumina-mGPT; holds no decoding state. `size` is (width, height) in pixels."""
 
     model: LlamaDecoder
     vq: ChameleonVQGAN
@@ -50,62 +55,31 @@ class LuminaPipeline:
     ids: SpecialIds
     resolution: int  # the checkpoint's training size (512, 768, 1024): decides the allowed sizes
 
-    def __post_init__(self):
-        device = self.model.lm_head.weight.device
+    def image_vocab_ids(self) -> torch.Tensor:
         image_ids = image_id_map(self.tokenizer.get_vocab())  # (K,) code -> vocabulary id, from the names
         if len(image_ids) != self.vq.config.n_embed:
             raise ValueError(f"the tokenizer has {len(image_ids)} image tokens, the VQGAN {self.vq.config.n_embed} codes")
-        self.coded = ImageVocabDecoder(self.model, image_ids.to(device), torch.tensor([self.ids.eol], device=device))
+        return image_ids
 
-    def grid(self, width: int, height: int) -> tuple[int, int]:
-        return check_size(width, height, self.resolution)
+    def grid(self, size: tuple[int, int]) -> tuple[int, int]:
+        return check_size(*size, self.resolution)
 
-    def inputs(self, prompts: list[str], config: DecodeConfig, width: int, height: int):
-        """(prefix embeddings (B_model, T, D), valid (B_model, T), shift (B_model,), layout)."""
-        if not prompts:
-            raise ValueError("need at least one prompt")
-        rows, cols = self.grid(width, height)
-        rows_ids = [prompt_ids(self.tokenizer, self.ids, p, width, height) for p in prompts]
-        if config.uses_cfg:
-            rows_ids += [image_header(self.ids, width, height)] * len(prompts)
-        ids, valid, shift = left_pad(rows_ids, self.ids.pad, self.model.lm_head.weight.device)
-        layout = Layout(rows=rows, cols=cols, prefix_len=ids.shape[1], end_of_row=True)
-        return self.model.embed_tokens(ids), valid, shift, layout
+    def prompt_ids(self, prompt: str, size: tuple[int, int]) -> list[int]:
+        return prompt_ids(self.tokenizer, self.ids, prompt, *size)
 
-    def eol_row(self, rows: int) -> torch.Tensor:
-        return torch.full((rows,), self.coded.fixed_code(0), dtype=torch.int64)
+    def unconditional_ids(self, size: tuple[int, int]) -> list[int]:
+        return image_header(self.ids, *size)
 
-    def start(self, prompts: list[str], seeds: torch.Tensor, config: DecodeConfig, width: int, height: int
-              ) -> tuple[DecodeState, torch.Tensor]:
-        """For notebooks: (state, prefix) to iterate with common.engine.decode_steps(pipeline.coded, ...)."""
-        prefix, valid, shift, layout = self.inputs(prompts, config, width, height)
-        state = start_decode(self.coded, seeds, layout, config, self.eol_row(layout.rows), prefix.device,
-                             prefix_valid=valid, position_shift=shift)
-        return state, prefix
+    def closing_ids(self) -> list[int]:
+        return [self.ids.eoi]
 
     @torch.inference_mode()
-    def decode_tokens(self, prompts: list[str], seeds: torch.Tensor, config: DecodeConfig, width: int, height: int,
-                      static_shapes: bool = False, on_pass=None) -> DecodeResult:
-        """prompts (B), seeds (B,) -> (B, H, W) codes and pass counts."""
-        if len(prompts) != seeds.shape[0]:
-            raise ValueError(f"{len(prompts)} prompts but {seeds.shape[0]} seeds")
-        prefix, valid, shift, layout = self.inputs(prompts, config, width, height)
-        return decode(self.coded, prefix, seeds, layout, config, self.eol_row(layout.rows), prefix_valid=valid,
-                      static_shapes=static_shapes, position_shift=shift, on_pass=on_pass)
+    def decode_images(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, H, W) codes -> (B, 3, 16H, 16W) fp32 images (the tiny VQGAN: x4), nominally [-1, 1]."""
+        return self.vq.decode(tokens)
 
-    @torch.inference_mode()
-    def generate(self, prompts: list[str], seeds: torch.Tensor, config: DecodeConfig, width: int, height: int
-                 ) -> tuple[torch.Tensor, DecodeResult]:
-        """-> ((B, 3, 16 rows, 16 cols) fp32 images (the tiny VQGAN: x4), nominally [-1, 1], and the DecodeResult)."""
-        result = self.decode_tokens(prompts, seeds, config, width, height)
-        return self.vq.decode(result.tokens), result
-
-    def sequence_ids(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(B, H, W) codes -> the official image block after the W token: rows + EOL, then EOI."""
-        B, H, W = tokens.shape
-        body = torch.cat([self.coded.to_vocab(tokens.to(self.coded.vocab_ids.device)),
-                          torch.full((B, H, 1), self.ids.eol, device=self.coded.vocab_ids.device)], dim=2)
-        return torch.cat([body.flatten(1), torch.full((B, 1), self.ids.eoi, device=body.device)], dim=1)
+    def ntp_passes_official(self, rows: int, cols: int) -> int:
+        return ntp_passes_official(rows, cols)
 
 
 def load_pipeline(model_path: str | None, vq_path: str | None, tokenizer_path: str | None,
@@ -129,7 +103,7 @@ def load_pipeline(model_path: str | None, vq_path: str | None, tokenizer_path: s
         random_init_(model, seed)
         return LuminaPipeline(model.eval(), vq, tokenizer, special_ids(tokenizer), resolution)
     if model_path is None or vq_path is None:
-        raise ValueError("pass --model-path and --vqgan-dir, or --random-init to run without files")
+        raise ValueError("pass --model-path and --vq-path, or --random-init to run without files")
     tokenizer = load_tokenizer(tokenizer_path or model_path)
     ids = special_ids(tokenizer)
     # the 512/1024 repos ship no tokenizer, but their config.json's vocabulary_map names every id: a
@@ -143,3 +117,12 @@ def load_pipeline(model_path: str | None, vq_path: str | None, tokenizer_path: s
     if model.config.vocab_size < tokenizer.get_vocab_size():
         raise ValueError(f"tokenizer has {tokenizer.get_vocab_size()} ids, the model {model.config.vocab_size}")
     return LuminaPipeline(model, vq, tokenizer, ids, resolution)
+
+
+def load_preset(preset: PromptPreset, model_path: str | None, vq_path: str | None, tokenizer_path: str | None,
+                device="cpu", dtype: torch.dtype = torch.float32, random_init: bool = False, seed: int = 0
+                ) -> LuminaPipeline:
+    """sample_ddp.py's entry: the pipeline of a lumina_mgpt.presets preset, from the checkpoint trained on
+    its size (preset.config for --random-init)."""
+    return load_pipeline(model_path, vq_path, tokenizer_path, preset.config, checkpoint_resolution(*preset.size),
+                         device, dtype, random_init, seed)

@@ -131,12 +131,12 @@ def test_recording_sums_to_one_over_visible_keys_and_changes_nothing(preset):
     gpt = tiny_gpt(4, preset=preset)
     config = DecodeConfig(window=None, cfg_scale=2.0)
     labels, seeds = torch.tensor([1, 3]), torch.tensor([7, 8])
-    prefix = condition_prefix(gpt, labels, config)
+    condition = condition_prefix(gpt, labels, config)
     with torch.inference_mode():
-        plain = decode(gpt, prefix, seeds, layout_for(gpt), config)
-        state = start_decode(gpt, seeds, layout_for(gpt), config)
+        plain = decode(gpt, condition, seeds, layout_for(gpt), config)
+        state = start_decode(gpt, condition, seeds, layout_for(gpt), config)
         recorder = AttentionRecorder(rows=range(2))
-        records = record_attention(gpt, state, prefix, recorder)
+        records = record_attention(gpt, state, recorder)
     assert state.cache.recorder is None  # nothing left installed
     assert torch.equal(state.tokens[:, :16].reshape(2, 4, 4), plain.tokens)
     for layer in range(gpt.config.n_layer):

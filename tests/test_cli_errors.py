@@ -32,7 +32,7 @@ def test_demo_refuses_image_sizes_it_was_not_trained_at(size, tmp_path, capsys):
 def test_official_presets_refuse_untrained_sizes(tmp_path, capsys):
     ckpt = tmp_path / "c2i_B_256.pt"
     ckpt.write_bytes(b"")  # the size check comes before any file is read
-    err = error_of(sample_cli, ["--gpt-model", "GPT-B", "--gpt-ckpt", str(ckpt), "--vq-ckpt", str(ckpt),
+    err = error_of(sample_cli, ["--gpt-model", "GPT-B", "--gpt-ckpt", str(ckpt), "--vq-path", str(ckpt),
                                 "--image-size", "320", "--out", str(tmp_path / "x.png")], capsys)
     assert "256 or 384 or 512" in err
 
@@ -64,9 +64,9 @@ def test_bad_device_is_one_line(device, needle, tmp_path, capsys):
     if device == "cuda" and torch.cuda.is_available():
         device = "cuda:999"
         needle = "CUDA device(s) are visible"
-    for cli, out in ((sample_cli, tmp_path / "x.png"), (emu3_cli, tmp_path / "emu3")):
+    for cli, out in ((sample_cli, ["--out", str(tmp_path / "x.png")]), (emu3_cli, ["--out-dir", str(tmp_path / "e")])):
         argv = [*ONE_DIGIT] if cli is sample_cli else ["--random-init", "--config", "tiny", "--prompt", "a cat"]
-        assert needle in error_of(cli, [*argv, "--device", device, "--out", str(out)], capsys)
+        assert needle in error_of(cli, [*argv, "--device", device, *out], capsys)
 
 
 def test_ntp_and_adaptive_exclude_each_other(tmp_path, capsys):
@@ -88,7 +88,7 @@ def test_window_past_the_row_width_is_said_to_be_ntp(tmp_path, capsys):
 def test_text_to_image_out_must_be_a_folder(cli, argv, tmp_path, capsys):
     existing = tmp_path / "taken"
     existing.write_text("not a folder")
-    assert "is an existing file" in error_of(cli, [*argv, "--out", str(existing)], capsys)
+    assert "is an existing file" in error_of(cli, [*argv, "--out-dir", str(existing)], capsys)
     assert existing.read_text() == "not a folder"
 
 

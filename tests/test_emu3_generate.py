@@ -15,7 +15,7 @@ from PIL import Image
 from common.config import DecodeConfig
 from common.engine import decode, decode_steps
 from common.llama import random_init_
-from common.sampling import PURPOSE_TOKEN, draw_key, filter_logits, guide, gumbel_argmax
+from common.sampling import PURPOSE_TOKEN, draw_key, filter_logits, guide, sample_logits
 from common.schedule import num_passes
 from emu3.generate import cli
 from emu3.pipeline import Emu3Pipeline, layout_for, load_pipeline, ntp_passes_official
@@ -58,7 +58,7 @@ def reference_ntp(pipe: Emu3Pipeline, prompts, seeds, config: DecodeConfig):
             if config.uses_cfg:
                 z = guide(z[:B], z[B:], config.cfg_scale)
             z = filter_logits(z, config.temperature, config.top_k, config.top_p)
-            code = gumbel_argmax(z, draw_key(seeds, torch.full((B, 1), r * W + c), PURPOSE_TOKEN)[:, 0])
+            code = sample_logits(z, draw_key(seeds, torch.full((B, 1), r * W + c), PURPOSE_TOKEN)[:, 0])
             tokens[:, r, c] = code
             for b in range(B):
                 generated[b].append(pipe.ids.visual_base + int(code[b]))
@@ -75,7 +75,7 @@ def test_full_window_reproduces_ntp(pipe, cfg_scale, top_k, top_p):
     assert len(set(ref.flatten().tolist())) > 3  # not a degenerate model
     for window in (None, W, W + 4):
         config = DecodeConfig(window=window, cfg_scale=cfg_scale, top_k=top_k, top_p=top_p)
-        result = pipe.decode_tokens(PROMPTS, seeds, config, RATIO)
+        result = pipe.generate(PROMPTS, seeds, config, RATIO)
         assert torch.equal(result.tokens, ref), window
         assert result.forward_passes == H * W
 
@@ -88,13 +88,12 @@ def test_oracle_with_prefixes_of_different_lengths(pipe, config):
     """Two prompts of different lengths and (with CFG) the negative prompt, another length: every logit the
     engine sampled from equals an uncached forward over exactly what its query saw."""
     H, W = pipe.grid(RATIO)
-    p = pipe.prefix(PROMPTS, H, W, config)
-    assert len(set(p.lengths)) == (3 if config.uses_cfg else 2)
-    layout = layout_for(p.embeddings.shape[1], H, W)
+    assert len({len(r) for r in pipe.prefix_rows(PROMPTS, RATIO, config)}) == (3 if config.uses_cfg else 2)
+    condition, layout = pipe.condition(PROMPTS, RATIO, config)
+    assert layout == layout_for(condition.length, H, W)
     with torch.inference_mode():
-        state, passes = record_passes(pipe.coded, layout, config, p.embeddings, torch.tensor([3, 4]),
-                                      pipe.eol_row(H), p.valid, p.shift)
-        assert oracle_error(pipe.coded, p.embeddings, passes) <= 1e-4
+        state, passes = record_passes(pipe.coded, layout, config, condition, torch.tensor([3, 4]), pipe.eol_row(H))
+        assert oracle_error(pipe.coded, condition, passes) <= 1e-4
     if not config.adaptive:
         assert len(passes) == (H - 1) * config.window + W
 
@@ -104,11 +103,11 @@ def test_oracle_with_prefixes_of_different_lengths(pipe, config):
 def test_batch_invariance(pipe, config):
     prompts = PROMPTS + ["cat"]
     seeds = torch.tensor([10, 20, 30])
-    batched = pipe.decode_tokens(prompts, seeds, config, RATIO).tokens
+    batched = pipe.generate(prompts, seeds, config, RATIO).tokens
     for i in range(3):
-        assert torch.equal(pipe.decode_tokens(prompts[i:i + 1], seeds[i:i + 1], config, RATIO).tokens[0], batched[i])
+        assert torch.equal(pipe.generate(prompts[i:i + 1], seeds[i:i + 1], config, RATIO).tokens[0], batched[i])
     perm = [2, 0, 1]
-    assert torch.equal(pipe.decode_tokens([prompts[i] for i in perm], seeds[perm], config, RATIO).tokens,
+    assert torch.equal(pipe.generate([prompts[i] for i in perm], seeds[perm], config, RATIO).tokens,
                        batched[perm])
     assert not torch.equal(batched[0], batched[1])
 
@@ -132,12 +131,12 @@ def test_every_row_runs_at_the_official_positions(pipe):
     RoPE makes a uniform shift invisible in the logits, so this checks the positions themselves."""
     H, W = pipe.grid(RATIO)
     config = DecodeConfig(window=2, cfg_scale=3.0)
-    p, layout = pipe.inputs(PROMPTS, config, RATIO)
+    _, layout = pipe.condition(PROMPTS, RATIO, config)
     T = layout.prefix_len
     spy_pipe = copy.copy(pipe)
     spy_pipe.coded = spy = PositionSpy(pipe.coded)
-    spy_pipe.decode_tokens(PROMPTS, torch.tensor([0, 1]), config, RATIO)
-    for m, P in enumerate(p.lengths):
+    spy_pipe.generate(PROMPTS, torch.tensor([0, 1]), config, RATIO)
+    for m, P in enumerate(len(r) for r in pipe.prefix_rows(PROMPTS, RATIO, config)):
         position_of_slot = {}
         for slots, positions in spy.seen:
             position_of_slot.update(zip(slots[m].tolist(), positions[m].tolist()))
@@ -151,10 +150,10 @@ def test_notebook_entry_gives_the_same_tokens(pipe):
     config = DecodeConfig(window=2, cfg_scale=3.0)
     seeds = torch.tensor([4, 9])
     with torch.inference_mode():
-        state, prefix = pipe.start(PROMPTS, seeds, config, RATIO)
-        passes = sum(1 for _ in decode_steps(pipe.coded, state, prefix))
+        state = pipe.start(PROMPTS, seeds, config, RATIO)
+        passes = sum(1 for _ in decode_steps(pipe.coded, state))
     H, W = pipe.grid(RATIO)
-    result = pipe.decode_tokens(PROMPTS, seeds, config, RATIO)
+    result = pipe.generate(PROMPTS, seeds, config, RATIO)
     assert passes == result.forward_passes
     assert torch.equal(state.tokens[:, :H * W].view(2, H, W), result.tokens)
 
@@ -163,11 +162,10 @@ def test_forward_passes(pipe):
     H, W = pipe.grid(RATIO)
     for window, expected in ((1, (H - 1) + W), (2, 2 * (H - 1) + W), (None, H * W)):
         config = DecodeConfig(window=window, cfg_scale=3.0)
-        p = pipe.prefix(PROMPTS, H, W, config)
+        condition, layout = pipe.condition(PROMPTS, RATIO, config)
         counting = CountingModel(pipe.coded)
         with torch.inference_mode():
-            result = decode(counting, p.embeddings, torch.tensor([0, 1]), layout_for(p.embeddings.shape[1], H, W),
-                            config, pipe.eol_row(H), prefix_valid=p.valid, position_shift=p.shift)
+            result = decode(counting, condition, torch.tensor([0, 1]), layout, config, pipe.eol_row(H))
         assert counting.calls == result.forward_passes == expected
     # the issue's numbers at Emu3-Gen's 90x90 grid
     assert num_passes(layout_for(1, 90, 90), 7) == 713
@@ -177,7 +175,8 @@ def test_forward_passes(pipe):
 
 def test_sequence_ids_and_images(pipe):
     config = DecodeConfig(window=2, cfg_scale=3.0)
-    images, result = pipe.generate(PROMPTS, torch.tensor([1, 2]), config, RATIO)
+    result = pipe.generate(PROMPTS, torch.tensor([1, 2]), config, RATIO)
+    images = pipe.decode_images(result.tokens)
     H, W = pipe.grid(RATIO)
     assert images.shape == (2, 3, 2 * H, 2 * W) and images.dtype == torch.float32
     with torch.inference_mode():
@@ -193,17 +192,17 @@ def test_sequence_ids_and_images(pipe):
 
 def test_bad_prompts_are_refused(pipe):
     with pytest.raises(ValueError, match="at least one prompt"):
-        pipe.decode_tokens([], torch.zeros(0, dtype=torch.int64), DecodeConfig(), RATIO)
+        pipe.generate([], torch.zeros(0, dtype=torch.int64), DecodeConfig(), RATIO)
     with pytest.raises(ValueError, match="2 prompts but 1 seeds"):
-        pipe.decode_tokens(PROMPTS, torch.tensor([0]), DecodeConfig(), RATIO)
+        pipe.generate(PROMPTS, torch.tensor([0]), DecodeConfig(), RATIO)
 
 
 def test_cli_random_init_end_to_end(tmp_path):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a red fox\n\na blue bird\n")
     out = subprocess.run([sys.executable, "-m", "emu3.generate", "--random-init", "--config", "tiny",
-                          "--prompt", "a cat", "--prompts", str(prompts), "--ratio", RATIO, "--window", "2",
-                          "--out", str(tmp_path / "out"), "--json"],
+                          "--prompt", "a cat", "--prompts-file", str(prompts), "--ratio", RATIO, "--window", "2",
+                          "--out-dir", str(tmp_path / "out"), "--json"],
                          capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
@@ -222,7 +221,7 @@ def test_cli_random_init_end_to_end(tmp_path):
     (["--window", "0"], "window"),
 ])
 def test_cli_bad_input_is_a_clear_error(tmp_path, capsys, argv, message):
-    base = ["--random-init", "--config", "tiny", "--out", str(tmp_path)]
+    base = ["--random-init", "--config", "tiny", "--out-dir", str(tmp_path)]
     if argv != []:
         base += ["--prompt", "x"]
     assert cli(base + argv) == 2
@@ -279,9 +278,9 @@ def test_load_pipeline_from_original_folders(tmp_path, pipe):
     assert loaded.config == pipe.config and loaded.ids == pipe.ids
     config = DecodeConfig(window=2, cfg_scale=3.0)
     seeds = torch.tensor([1, 2])
-    images, result = loaded.generate(PROMPTS, seeds, config, RATIO)
-    expected_images, expected = pipe.generate(PROMPTS, seeds, config, RATIO)
-    assert torch.equal(result.tokens, expected.tokens) and torch.equal(images, expected_images)
+    result, expected = loaded.generate(PROMPTS, seeds, config, RATIO), pipe.generate(PROMPTS, seeds, config, RATIO)
+    assert torch.equal(result.tokens, expected.tokens)
+    assert torch.equal(loaded.decode_images(result.tokens), pipe.decode_images(expected.tokens))
     # a config.json whose special ids disagree with the tokenizer is refused
     cfg = json.loads((gen / "config.json").read_text())
     (gen / "config.json").write_text(json.dumps(cfg | {"eol_token_id": cfg["eol_token_id"] + 1}))

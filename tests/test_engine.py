@@ -164,7 +164,7 @@ def test_oracle_with_padded_condition_prefix(adaptive):
                     if not valid[m, i]:
                         assert rec.mask[m, i].nonzero()[:, 0].tolist() == [i]
     with torch.inference_mode():
-        err, _ = run_oracle(gpt, layout, config, torch.tensor([1, 2]), seeds, prefix_valid=valid)
+        err, _ = run_oracle(gpt, layout, config, torch.tensor([1, 2]), seeds, valid=valid)
     assert err <= 1e-4
     # and padding really changes the result (the mask is not a no-op)
     free = start_decode(gpt, prefix, seeds, layout, config)

@@ -274,7 +274,7 @@ def test_cli_rejects_in_process(case, capsys):
 
 
 def test_cli_missing_checkpoints_in_process(capsys):
-    rc = cli(["--gpt-model", "GPT-B", "--gpt-ckpt", "/nonexistent.pt", "--vq-ckpt", "/nonexistent.pt",
+    rc = cli(["--gpt-model", "GPT-B", "--gpt-ckpt", "/nonexistent.pt", "--vq-path", "/nonexistent.pt",
               "--device", "cpu"])
     out, err = capsys.readouterr()
     assert rc != 0 and out == ""
@@ -289,7 +289,7 @@ def _run_cli(*args):
 
 def test_cli_subprocess_errors_are_one_line():
     for args in (["--gpt-model", "GPT-B", "--random-init", "--device", "cpu", "--class-labels", "1000"],
-                 ["--gpt-ckpt", "/nonexistent.pt", "--vq-ckpt", "/nonexistent.pt", "--device", "cpu"]):
+                 ["--gpt-ckpt", "/nonexistent.pt", "--vq-path", "/nonexistent.pt", "--device", "cpu"]):
         proc = _run_cli(*args)
         assert proc.returncode != 0, proc
         assert "Traceback" not in proc.stderr

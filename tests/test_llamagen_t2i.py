@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from common.checkpoint import CheckpointError
 from common.config import DecodeConfig
 from common.engine import decode, decode_steps, start_decode
-from common.sampling import PURPOSE_TOKEN, draw_key, filter_logits, guide, gumbel_argmax
+from common.sampling import PURPOSE_TOKEN, draw_key, filter_logits, guide, sample_logits
 from common.schedule import Layout, num_passes
 from llamagen.captions import (T5CaptionEncoder, left_pad, load_caption_rows, pad_caption_rows, resolve_t5_path,
                                t5_caption_features)
@@ -90,7 +90,8 @@ def test_caption_prefix_uses_the_null_caption_under_the_same_mask():
     gpt = tiny_t2i(4)
     feats, valid = captions_of_lengths([3, 7])
     with torch.no_grad():
-        prefix, pv = caption_prefix(gpt, feats, valid, DecodeConfig(cfg_scale=2.0))
+        condition = caption_prefix(gpt, feats, valid, DecodeConfig(cfg_scale=2.0))
+        prefix, pv = condition.embeddings, condition.valid
         null = gpt.embed_condition(gpt.cls_embedding.uncond_embedding[None])[0]
     assert prefix.shape == (4, T, 64) and torch.equal(pv, torch.cat([valid, valid]))
     torch.testing.assert_close(prefix[2], null)
@@ -132,7 +133,7 @@ def reference_ntp_t2i(gpt, feats, valid, seeds, config):
         if config.uses_cfg:
             logits = guide(logits[:B], logits[B:], config.cfg_scale)
         logits = filter_logits(logits, config.temperature, config.top_k, config.top_p)
-        nxt = gumbel_argmax(logits, draw_key(seeds, torch.full((B, 1), n), PURPOSE_TOKEN)[:, 0])
+        nxt = sample_logits(logits, draw_key(seeds, torch.full((B, 1), n), PURPOSE_TOKEN)[:, 0])
         tokens = torch.cat([tokens, nxt[:, None]], dim=1)
     return tokens.reshape(B, H, W)
 
@@ -153,37 +154,41 @@ def test_full_window_reproduces_ntp_with_captions(cfg_scale, top_k):
     assert not torch.equal(unmasked, ref)
 
 
-def replay_error(gpt, layout, config, prefix, prefix_valid, seeds):
+def replay_error(gpt, layout, config, condition, seeds):
     """Record every query of a decode and replay each model-batch row in one uncached forward with
-    the recorded visibility (tests/helpers/llamagen.run_oracle with a given prefix); also check that no
+    the recorded visibility (tests/helpers/llamagen.run_oracle with a given condition); also check that no
     query but a padded slot's own reads it. Returns (max abs logit difference, passes)."""
-    state = start_decode(gpt, seeds, layout, config, prefix_valid=prefix_valid)
-    scratch = getattr(state.schedule, "scratch", None)
-    entries = [[] for _ in range(prefix.shape[0])]  # per row: (slot, position, embedding, visible, logits)
+    prefix, valid_rows = condition.embeddings, condition.valid
+    state = start_decode(gpt, condition, seeds, layout, config)
+    scratch = state.scheduler.scratch
+    entries = [[] for _ in range(prefix.shape[0])]  # per row: (position, embedding, visible entries, logits)
+    entry_of_slot = [{} for _ in range(prefix.shape[0])]  # per row: the latest entry written at each slot
     passes = 0
-    for rec in decode_steps(gpt, state, prefix):
+    for rec in decode_steps(gpt, state):
         passes += 1
         for m in range(prefix.shape[0]):
             pick = lambda t: t[min(m % len(seeds), t.shape[0] - 1)]  # noqa: E731  leading dim B or 1
             mask = rec.mask[min(m, rec.mask.shape[0] - 1)]
             slots, positions = pick(rec.batch.slots), pick(rec.batch.positions)
             x = prefix[m, slots] if rec.index == 0 else gpt.embed_tokens(rec.input_ids[m])
-            for i, s in enumerate(slots.tolist()):
-                if s == scratch:
-                    continue
-                seen = mask[i].nonzero()[:, 0]
-                padded_seen = [k for k in seen.tolist() if k < T and not prefix_valid[m, k]]
+            kept = [(i, s) for i, s in enumerate(slots.tolist()) if s != scratch]
+            for j, (_, s) in enumerate(kept):  # an adaptive opener's next attempt rewrites its slot
+                entry_of_slot[m][s] = len(entries[m]) + j
+            for i, s in kept:
+                seen = mask[i].nonzero()[:, 0].tolist()
+                padded_seen = [k for k in seen if k < T and not valid_rows[m, k]]
                 assert padded_seen in ([], [s]), (m, s, padded_seen)
-                entries[m].append((s, int(positions[i]), x[i], seen.tolist(), rec.logits[m, i]))
+                # a query reads only slots written in its own or an earlier pass (KeyError otherwise)
+                visible = [entry_of_slot[m][k] for k in seen]
+                entries[m].append((int(positions[i]), x[i], visible, rec.logits[m, i]))
     worst = 0.0
     for row in entries:
-        index = {s: e for e, (s, *_) in enumerate(row)}
-        assert len(index) == len(row), "a slot written twice"
         oracle = torch.zeros(len(row), len(row), dtype=torch.bool)
-        for e, (_, _, _, seen, _) in enumerate(row):
-            oracle[e, [index[s] for s in seen]] = True
-        replay = full_forward(gpt, torch.stack([r[2] for r in row])[None], torch.tensor([r[1] for r in row]), oracle)[0]
-        worst = max(worst, (replay - torch.stack([r[4] for r in row])).abs().max().item())
+        for e, (_, _, visible, _) in enumerate(row):
+            oracle[e, visible] = True
+            assert oracle[e, e]
+        replay = full_forward(gpt, torch.stack([r[1] for r in row])[None], torch.tensor([r[0] for r in row]), oracle)[0]
+        worst = max(worst, (replay - torch.stack([r[3] for r in row])).abs().max().item())
     return worst, passes
 
 
@@ -195,8 +200,7 @@ def test_oracle_with_caption_mask(grid, window, cfg_scale, adaptive):
     config = DecodeConfig(window=window, cfg_scale=cfg_scale, top_k=30, adaptive=adaptive)
     seeds = torch.tensor([3, 4])
     with torch.inference_mode():
-        prefix, prefix_valid = caption_prefix(gpt, feats, valid, config)
-        err, passes = replay_error(gpt, layout_for(gpt), config, prefix, prefix_valid, seeds)
+        err, passes = replay_error(gpt, layout_for(gpt), config, caption_prefix(gpt, feats, valid, config), seeds)
     assert err <= 1e-4
     if not adaptive:
         assert passes == (grid - 1) * window + grid
@@ -226,9 +230,9 @@ def test_passes_at_512px_and_counted_on_a_tiny_grid():
     for w in (1, 3):
         config = DecodeConfig(window=w, cfg_scale=2.0)
         counting = CountingModel(gpt)
-        prefix, prefix_valid = caption_prefix(gpt, feats, valid, config)
         with torch.inference_mode():
-            result = decode(counting, prefix, torch.tensor([0]), layout_for(gpt), config, prefix_valid=prefix_valid)
+            result = decode(counting, caption_prefix(gpt, feats, valid, config), torch.tensor([0]), layout_for(gpt),
+                            config)
         assert counting.calls == result.forward_passes == 4 * w + 5
 
 
@@ -316,7 +320,8 @@ CLI_BASE = ["--gpt-model", "GPT-tiny", "--vq-model", "VQ-tiny", "--random-init",
 
 def test_cli_with_tiny_t5(tiny_t5, tmp_path, capsys):
     out_png = tmp_path / "t2i.png"
-    rc = cli([*CLI_BASE, "--t5-path", str(tiny_t5), "--prompts", *PROMPTS[:2], "--window", "2", "--adaptive",
+    rc = cli([*CLI_BASE, "--t5-path", str(tiny_t5), "--prompt", PROMPTS[0], "--prompt", PROMPTS[1], "--window", "2",
+              "--adaptive",
               "--cfg-scale", "7.5", "--top-k", "1000", "--out", str(out_png)])
     out, err = capsys.readouterr()
     assert rc == 0, err

@@ -8,7 +8,7 @@ import random
 import pytest
 from tokenizers import Tokenizer
 
-from lumina_mgpt.generate import load_pipeline
+from lumina_mgpt.pipeline import load_pipeline
 from lumina_mgpt.prompt import image_id_map, image_token_name, stand_in_tokenizer
 from tests.helpers.files import checkpoint_state, write_shards, write_vqgan
 

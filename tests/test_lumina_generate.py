@@ -4,8 +4,8 @@
 - mismatched parts (tokenizer vs VQGAN codebook, tokenizer vs model vocabulary, no tokenizer.json) and
   bad arguments are one-line `error: ...` exits with status 2;
 - the CLI from files writes the PNGs it reports, at 16 px per token (4 for the tiny VQGAN);
-- the API sample_ddp.py calls (positional load_pipeline, ntp_passes_official, grid) and the official
-  pass counts at 512/768/1024 px.
+- the API sample_ddp.py calls (load_preset, ntp_passes_official, grid) and the official pass counts at
+  512/768/1024 px.
 """
 import json
 
@@ -15,8 +15,9 @@ from PIL import Image
 
 from common.config import DecodeConfig
 from common.schedule import Layout, num_passes
-from lumina_mgpt.generate import cli, load_pipeline, ntp_passes_official
-from lumina_mgpt.pipeline import LuminaPipeline
+from lumina_mgpt.generate import cli
+from lumina_mgpt.pipeline import LuminaPipeline, checkpoint_resolution, load_pipeline, load_preset, ntp_passes_official
+from lumina_mgpt.presets import PRESETS
 from lumina_mgpt.prompt import stand_in_tokenizer
 from lumina_mgpt.vqgan import random_vqgan
 from tests.helpers.files import write_folder, write_vqgan
@@ -37,18 +38,19 @@ def files(tmp_path_factory):
 
 def test_files_reproduce_the_random_init_pipeline(files):
     pipe, model_dir, vq_dir, tok_dir = files
-    # sample_ddp.py's positional call
-    loaded = load_pipeline(str(model_dir), str(vq_dir), str(tok_dir), "7B", 512, "cpu", torch.float32, False, 0)
-    assert loaded.ids == pipe.ids and loaded.grid(512, 512) == (32, 32)
+    # sample_ddp.py's call: the 512-px preset loads as the 512 checkpoint
+    loaded = load_preset(PRESETS["lumina-mgpt-512"], str(model_dir), str(vq_dir), str(tok_dir), "cpu", torch.float32)
+    assert loaded.ids == pipe.ids and loaded.resolution == 512 and loaded.grid((512, 512)) == (32, 32)
+    assert [checkpoint_resolution(*p.size) for p in PRESETS.values()] == [512, 768, 1024]
     a = LuminaPipeline(pipe.model, pipe.vq, pipe.tokenizer, pipe.ids, resolution=64)
     b = LuminaPipeline(loaded.model, loaded.vq, loaded.tokenizer, loaded.ids, resolution=64)
     config = DecodeConfig(window=2, cfg_scale=3.0, top_k=50)
     seeds = torch.tensor([7, 8])
-    images_a, res_a = a.generate(PROMPTS, seeds, config, *SIZE)
-    images_b, res_b = b.generate(PROMPTS, seeds, config, *SIZE)
+    res_a, res_b = a.generate(PROMPTS, seeds, config, SIZE), b.generate(PROMPTS, seeds, config, SIZE)
+    images_a, images_b = a.decode_images(res_a.tokens), b.decode_images(res_b.tokens)
     assert torch.equal(res_a.tokens, res_b.tokens) and torch.equal(images_a, images_b)
     assert images_a.shape == (2, 3, 16, 16) and images_a.dtype == torch.float32  # 4x4 grid, tiny VQGAN x4
-    other, _ = a.generate(PROMPTS, seeds + 1, config, *SIZE)
+    other = a.decode_images(a.generate(PROMPTS, seeds + 1, config, SIZE).tokens)
     assert not torch.equal(other, images_a)
 
 
@@ -61,9 +63,9 @@ def run_cli(argv, capsys):
 def test_cli_from_files(files, tmp_path, capsys):
     _, model_dir, vq_dir, tok_dir = files
     out = tmp_path / "out"
-    code, stdout, err = run_cli(["--model-path", str(model_dir), "--vqgan-dir", str(vq_dir), "--tokenizer-path",
+    code, stdout, err = run_cli(["--model-path", str(model_dir), "--vq-path", str(vq_dir), "--tokenizer-path",
                                  str(tok_dir / "tokenizer.json"), "--prompt", "a cat", "--width", "1024", "--height",
-                                 "256", "--window", "2", "--json", "--out", str(out), "--device", "cpu"], capsys)
+                                 "256", "--window", "2", "--json", "--out-dir", str(out), "--device", "cpu"], capsys)
     assert code == 0, err
     report = json.loads(stdout)
     assert report["grid"] == [16, 64] and report["forward_passes"] == 15 * 2 + 64
@@ -74,7 +76,7 @@ def test_cli_from_files(files, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("case,message", [
-    ("no_files", "pass --model-path and --vqgan-dir, or --random-init"),
+    ("no_files", "pass --model-path and --vq-path, or --random-init"),
     ("missing_model", "--model-path: folder not found"),
     ("no_tokenizer", "only the Lumina-mGPT-7B-768 repo ships tokenizer.json"),
     ("codebook", "the tokenizer has 64 image tokens, the VQGAN 32 codes"),
@@ -86,7 +88,7 @@ def test_cli_from_files(files, tmp_path, capsys):
 ])
 def test_errors_are_one_line(files, tmp_path, capsys, case, message):
     _, model_dir, vq_dir, tok_dir = files
-    paths = ["--model-path", str(model_dir), "--vqgan-dir", str(vq_dir)]
+    paths = ["--model-path", str(model_dir), "--vq-path", str(vq_dir)]
     extra = ["--tokenizer-path", str(tok_dir)]
     if case == "no_files":
         paths, extra = [], []
@@ -113,7 +115,7 @@ def test_errors_are_one_line(files, tmp_path, capsys, case, message):
     prompt = [] if case == "no_prompt" else ["--prompt", "a cat"]
     precision = ["--precision", "fp16"] if case == "fp16" else []
     code, stdout, err = run_cli([*paths, *extra, *prompt, *size, *precision, "--device", "cpu",
-                                 "--out", str(tmp_path / "o")], capsys)
+                                 "--out-dir", str(tmp_path / "o")], capsys)
     assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
     assert not (tmp_path / "o").exists()
 
@@ -127,7 +129,7 @@ def test_official_pass_counts_and_tiny_grid():
     assert num_passes(Layout(48, 48, 30, end_of_row=True), 14) == 47 * 14 + 48 == 706
     # the tiny preset keeps the checkpoint's grid (16 px per token, 32x32 at 512) and a x4 VQGAN
     tiny = load_pipeline(None, None, None, "tiny", 512, random_init=True)
-    assert tiny.grid(512, 512) == (32, 32) and tiny.vq.config.downsample == 4
+    assert tiny.grid((512, 512)) == (32, 32) and tiny.vq.config.downsample == 4
 
 
 def test_cli_defaults_and_the_official_cfg_flag():

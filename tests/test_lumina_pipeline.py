@@ -14,7 +14,7 @@ from common.checkpoint import CheckpointError
 from common.config import DecodeConfig
 from common.engine import decode
 from common.llama import LlamaConfig, LlamaDecoder, random_init_
-from common.sampling import PURPOSE_TOKEN, draw_key, filter_logits, guide, gumbel_argmax
+from common.sampling import PURPOSE_TOKEN, draw_key, filter_logits, guide, sample_logits
 from common.schedule import Layout, num_passes
 from lumina_mgpt.checkpoint import load_model
 from lumina_mgpt.pipeline import LuminaPipeline, load_pipeline, ntp_passes_official
@@ -116,7 +116,7 @@ def reference_ntp(pipe: LuminaPipeline, prompts, seeds, config: DecodeConfig, si
             if config.uses_cfg:
                 z = guide(z[:B], z[B:], config.cfg_scale)
             z = filter_logits(z, config.temperature, config.top_k, config.top_p)
-            code = gumbel_argmax(z, draw_key(seeds, torch.full((B, 1), r * W + c), PURPOSE_TOKEN)[:, 0])
+            code = sample_logits(z, draw_key(seeds, torch.full((B, 1), r * W + c), PURPOSE_TOKEN)[:, 0])
             tokens[:, r, c] = code
             for b in range(B):
                 generated[b].append(int(pipe.coded.to_vocab(code[b])))
@@ -132,7 +132,7 @@ def test_full_window_reproduces_ntp(pipe, cfg_scale, top_k):
     ref = reference_ntp(pipe, PROMPTS, seeds, config)
     assert len(set(ref.flatten().tolist())) > 3  # not a degenerate model
     for window in (None, 4, 9):
-        got = pipe.decode_tokens(PROMPTS, seeds, DecodeConfig(window=window, cfg_scale=cfg_scale, top_k=top_k), *SIZE)
+        got = pipe.generate(PROMPTS, seeds, DecodeConfig(window=window, cfg_scale=cfg_scale, top_k=top_k), SIZE)
         assert torch.equal(got.tokens, ref)
 
 
@@ -140,11 +140,11 @@ def test_full_window_reproduces_ntp(pipe, cfg_scale, top_k):
                                     DecodeConfig(window=1, adaptive=True, cfg_scale=3.0)])
 def test_oracle_with_prompts_of_different_lengths_and_the_boi_branch(pipe, config):
     seeds = torch.tensor([3, 4])
-    prefix, valid, shift, layout = pipe.inputs(PROMPTS, config, *SIZE)
-    assert len(set(shift.tolist())) == 3  # two prompt lengths and the 3-token unconditional branch
+    condition, layout = pipe.condition(PROMPTS, SIZE, config)
+    assert len(set(condition.position_shift.tolist())) == 3  # two prompt lengths and the 3-token unconditional branch
     with torch.inference_mode():
-        state, passes = record_passes(pipe.coded, layout, config, prefix, seeds, pipe.eol_row(layout.rows), valid, shift)
-        err = oracle_error(pipe.coded, prefix, passes)
+        state, passes = record_passes(pipe.coded, layout, config, condition, seeds, pipe.eol_row(layout.rows))
+        err = oracle_error(pipe.coded, condition, passes)
     assert err <= 1e-4
     # the unconditional rows really run at [BOI, H, W] = positions 0, 1, 2, then 3 for cell (0, 0)
     first_cell_query = passes[1][2]  # pass 1, model-batch row 2 (uncond of image 0): cell (0, 0) fed
@@ -156,10 +156,9 @@ def test_pass_counts(pipe):
     seeds = torch.tensor([1])
     for window, size in ((1, SIZE), (2, (128, 32)), (None, SIZE)):
         counting.calls = 0
-        prefix, valid, shift, layout = pipe.inputs(PROMPTS[:1], DecodeConfig(window=window), *size)
+        condition, layout = pipe.condition(PROMPTS[:1], size, DecodeConfig(window=window))
         with torch.inference_mode():
-            res = decode(counting, prefix, seeds, layout, DecodeConfig(window=window), pipe.eol_row(layout.rows),
-                         valid, position_shift=shift)
+            res = decode(counting, condition, seeds, layout, DecodeConfig(window=window), pipe.eol_row(layout.rows))
         H, W = layout.rows, layout.cols
         w = W if window is None else min(window, W)
         assert counting.calls == res.forward_passes == (H - 1) * w + W
@@ -171,9 +170,9 @@ def test_an_image_does_not_depend_on_its_batch_mates(pipe):
     config = DecodeConfig(window=2, cfg_scale=3.0, top_k=50)
     seeds = torch.tensor([11, 12, 13])
     prompts = [PROMPTS[0], PROMPTS[1], "dog"]
-    batch = pipe.decode_tokens(prompts, seeds, config, *SIZE).tokens
+    batch = pipe.generate(prompts, seeds, config, SIZE).tokens
     for i in range(3):
-        alone = pipe.decode_tokens([prompts[i]], seeds[i:i + 1], config, *SIZE).tokens
+        alone = pipe.generate([prompts[i]], seeds[i:i + 1], config, SIZE).tokens
         assert torch.equal(alone[0], batch[i])
     assert not torch.equal(batch[0], batch[1])
 
@@ -189,7 +188,7 @@ def test_sequence_ids_follow_the_official_block(pipe):
 def test_cli_random_init_tiny(tmp_path):
     cmd = [sys.executable, "-m", "lumina_mgpt.generate", "--random-init", "--config", "tiny", "--prompt", "a cat",
            "--prompt", "a red cube on a mat", "--width", "256", "--height", "1024", "--window", "3", "--json",
-           "--out", str(tmp_path)]
+           "--out-dir", str(tmp_path)]
     # one OpenMP thread: on a shared 2-core machine two spinning threads made this run 30-90 s instead of 3 s
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
@@ -200,6 +199,6 @@ def test_cli_random_init_tiny(tmp_path):
     assert report["ntp_passes_official"] == 64 * 17
     assert len(report["files"]) == 2 and all(Path(f).is_file() for f in report["files"])
     bad = subprocess.run([sys.executable, "-m", "lumina_mgpt.generate", "--random-init", "--config", "tiny",
-                          "--prompt", "x", "--width", "500", "--height", "512", "--out", str(tmp_path)], cwd=ROOT,
+                          "--prompt", "x", "--width", "500", "--height", "512", "--out-dir", str(tmp_path)], cwd=ROOT,
                          capture_output=True, text=True, timeout=60, env=env)
     assert bad.returncode == 2 and bad.stderr.startswith("error: 500x512 is not a size")

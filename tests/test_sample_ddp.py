@@ -31,7 +31,7 @@ RUN_ARGS = ["--window", "8", "--num-fid-samples", str(N)]
 def single(tmp_path_factory) -> Path:
     """One process, batch 3: the reference run."""
     out = tmp_path_factory.mktemp("single")
-    proc = launch([*RUN_ARGS, "--per-proc-batch-size", "3", "--sample-dir", str(out)])
+    proc = launch([*RUN_ARGS, "--per-proc-batch-size", "3", "--out-dir", str(out)])
     assert proc.returncode == 0, proc.stderr
     return out
 
@@ -44,7 +44,7 @@ def demo_gpt():
 
 
 def test_two_processes_give_the_same_bytes_as_one(single, tmp_path):
-    proc = launch([*RUN_ARGS, "--per-proc-batch-size", "4", "--sample-dir", str(tmp_path)], nproc=2)
+    proc = launch([*RUN_ARGS, "--per-proc-batch-size", "4", "--out-dir", str(tmp_path)], nproc=2)
     assert proc.returncode == 0, proc.stderr
     ref, got = pngs(run_dir(single)), pngs(run_dir(tmp_path))
     assert list(ref) == [f"{i:06d}.png" for i in range(N)] and got == ref
@@ -78,7 +78,7 @@ def test_summary_and_digits_match_llamagen_generate(single, demo_gpt):
 
 
 def test_resume_after_kill_redoes_only_missing_and_corrupt(single, tmp_path):
-    args = [*RUN_ARGS, "--per-proc-batch-size", "4", "--sample-dir", str(tmp_path)]
+    args = [*RUN_ARGS, "--per-proc-batch-size", "4", "--out-dir", str(tmp_path)]
     killed = launch([*args, "--stop-after", "6"])
     assert killed.returncode == sample_ddp.STOPPED_EXIT_CODE, killed.stderr
     folder = run_dir(tmp_path)
@@ -99,7 +99,7 @@ def test_resume_after_kill_redoes_only_missing_and_corrupt(single, tmp_path):
 
 def test_resume_redoes_a_png_copied_from_another_index(single, tmp_path):
     """A valid PNG of another index (another label, or the same label and another seed) is redone on resume."""
-    args = [*RUN_ARGS, "--per-proc-batch-size", "4", "--sample-dir", str(tmp_path)]
+    args = [*RUN_ARGS, "--per-proc-batch-size", "4", "--out-dir", str(tmp_path)]
     first = launch(args)
     assert first.returncode == 0, first.stderr
     folder = run_dir(tmp_path)
@@ -129,7 +129,7 @@ def run_inline(args: list[str], capsys) -> tuple[int, list[str]]:
 def test_adaptive_summary_matches_generate(tmp_path, demo_gpt, capsys, monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     code, err = run_inline(["--window", "8", "--adaptive", "--num-fid-samples", "5", "--per-proc-batch-size", "2",
-                            "--sample-dir", str(tmp_path)], capsys)
+                            "--out-dir", str(tmp_path)], capsys)
     assert code == 0, err
     labels, seeds = torch.arange(5) % 10, image_seeds(0, torch.arange(5))
     result = generate(demo_gpt, labels, seeds, DecodeConfig(window=8, adaptive=True, cfg_scale=2.0, temperature=DEMO.temperature))
@@ -144,7 +144,7 @@ def test_adaptive_summary_matches_generate(tmp_path, demo_gpt, capsys, monkeypat
 
 def test_other_arguments_are_refused_unless_overwrite(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
-    args = ["--window", "8", "--num-fid-samples", "2", "--sample-dir", str(tmp_path)]
+    args = ["--window", "8", "--num-fid-samples", "2", "--out-dir", str(tmp_path)]
     assert run_inline(args, capsys)[0] == 0
     folder = run_dir(tmp_path)
     code, err = run_inline([*args, "--random-init"], capsys)
@@ -162,18 +162,18 @@ def test_other_arguments_are_refused_unless_overwrite(tmp_path, capsys, monkeypa
     (["--gpt-ckpt", "missing.pt"], "--gpt-ckpt: checkpoint file not found: missing.pt"),
     (["--model", "llamagen-L"], "--model llamagen-L: pass --ckpt-dir holding c2i_L_384.pt and vq_ds16_c2i.pt"),
     (["--ckpt-dir", "nowhere"], "checkpoint file not found: nowhere/gpt_demo.pt"),
-    (["--sample-dir", "FILE/sub"], "cannot write to the sample dir"),
+    (["--out-dir", "FILE/sub"], "cannot write to the sample dir"),
 ])
 def test_errors_are_one_line(extra, message, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     (tmp_path / "FILE").write_text("a file where a folder should be")
     extra = [str(tmp_path / x) if x.startswith("FILE") else x for x in extra]
-    code, err = run_inline(["--num-fid-samples", "2", "--sample-dir", str(tmp_path / "s"), *extra], capsys)
+    code, err = run_inline(["--num-fid-samples", "2", "--out-dir", str(tmp_path / "s"), *extra], capsys)
     assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and message in err[0]
 
 
 def test_more_processes_than_images_fail_on_every_rank_without_hanging(tmp_path):
-    proc = launch(["--num-fid-samples", "1", "--sample-dir", str(tmp_path)], nproc=2, timeout=60)
+    proc = launch(["--num-fid-samples", "1", "--out-dir", str(tmp_path)], nproc=2, timeout=60)
     assert proc.returncode != 0
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert errors == ["error: 2 processes for 1 images: use at most as many processes as --num-fid-samples"] * 2

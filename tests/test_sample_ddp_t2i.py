@@ -21,9 +21,11 @@ def prompts(tmp_path):
 
 
 def t2i_args(model, prompts, sample_dir, batch):
-    return ["--model", model, "--random-init", "--random-init-config", "tiny", "--prompts", str(prompts),
+    # one thread in every process: the image decoders' convolutions differ in the last float bits between CPU
+    # thread counts (1e-5 for the tiny VQGAN), which can move a pixel by one step; tokens do not depend on it
+    return ["--model", model, "--random-init", "--random-init-config", "tiny", "--prompts-file", str(prompts),
             "--window", "2", "--num-fid-samples", "5", "--per-proc-batch-size", str(batch),
-            "--image-size-eval", "32", "--sample-dir", str(sample_dir)]
+            "--image-size-eval", "32", "--out-dir", str(sample_dir), "--threads", "1"]
 
 
 @pytest.mark.parametrize("model", ["emu3-gen", "lumina-mgpt-512"])
@@ -47,21 +49,39 @@ def test_prompt_presets_are_reproducible_across_processes_and_batches(model, pro
 
 
 @pytest.mark.parametrize("extra,message", [
-    (["--model", "emu3-gen", "--random-init"], "pass --prompts FILE"),
+    (["--model", "emu3-gen", "--random-init"], "pass --prompts-file FILE"),
     (["--model", "emu3-gen"], "pass --model-path"),
-    (["--model", "emu3-gen", "--prompts", "PROMPTS", "--model-path", "NOPE"], "--model-path: folder not found"),
-    (["--model", "lumina-mgpt-768", "--prompts", "PROMPTS", "--gpt-ckpt", "x.pt"], "not the LlamaGen"),
-    (["--model", "demo", "--prompts", "PROMPTS"], "class-conditional"),
-    (["--model", "emu3-gen", "--prompts", "EMPTY", "--random-init"], "holds no prompt"),
-    (["--model", "lumina-mgpt-512", "--random-init", "--compile"], "--compile is not supported"),
+    (["--model", "emu3-gen", "--prompts-file", "PROMPTS", "--model-path", "NOPE"], "--model-path: folder not found"),
+    (["--model", "lumina-mgpt-768", "--prompts-file", "PROMPTS", "--gpt-ckpt", "x.pt"], "not the LlamaGen"),
+    (["--model", "demo", "--prompts-file", "PROMPTS"], "class-conditional"),
+    (["--model", "demo", "--prompt", "a cat"], "class-conditional"),
+    (["--model", "emu3-gen", "--prompts-file", "EMPTY", "--random-init"], "holds no prompt"),
 ])
 def test_prompt_errors_are_one_line(extra, message, prompts, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     (tmp_path / "empty.txt").write_text("\n \n")
-    if "--prompts" not in extra and "--random-init" not in extra:
-        extra = [*extra, "--prompts", "PROMPTS"]
+    if "--prompts-file" not in extra and "--random-init" not in extra:
+        extra = [*extra, "--prompts-file", "PROMPTS"]
     extra = [str(prompts) if x == "PROMPTS" else str(tmp_path / "empty.txt") if x == "EMPTY" else
              str(tmp_path / x) if x == "NOPE" else x for x in extra]
-    code = sample_ddp.cli(["--num-fid-samples", "2", "--sample-dir", str(tmp_path / "s"), *extra])
+    code = sample_ddp.cli(["--num-fid-samples", "2", "--out-dir", str(tmp_path / "s"), *extra])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+
+
+def test_prompt_flags_and_compile_define_the_image_set(prompts, tmp_path, monkeypatch):
+    """--prompt TEXT (repeatable) and --prompts-file FILE give one prompt list, hence one image set; the
+    text-to-image presets take --compile like the LlamaGen ones (the engine compiles; same tokens)."""
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+
+    def key(*extra):
+        args = sample_ddp.fill_defaults(sample_ddp.build_parser().parse_args(
+            ["--model", "lumina-mgpt-512", "--random-init", "--random-init-config", "tiny", *extra]))
+        return sample_ddp.image_set(args, sample_ddp.check_args(args, 1))
+
+    kept = [p for p in PROMPTS if p]
+    from_file = key("--prompts-file", str(prompts))
+    inline = key(*[x for p in kept for x in ("--prompt", p)])
+    assert from_file == inline and from_file["compile"] is False
+    assert key("--prompt", kept[0], "--prompts-file", str(prompts))["prompts_sha256"] != from_file["prompts_sha256"]
+    assert key("--prompts-file", str(prompts), "--compile")["compile"] is True

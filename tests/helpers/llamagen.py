@@ -2,7 +2,8 @@
 independent uncached NTP loop, and the oracle (tests.oracle) on class-conditional decodes."""
 import torch
 
-from common.sampling import PURPOSE_TOKEN, draw_key, filter_logits, guide, gumbel_argmax
+from common.condition import Condition
+from common.sampling import PURPOSE_TOKEN, draw_key, filter_logits, guide, sample_logits
 from llamagen.generate import condition_prefix
 from llamagen.model import Transformer, gpt_config, random_init_
 from tests.oracle import full_forward, oracle_error, record_passes
@@ -32,7 +33,7 @@ class CountingModel:
 def reference_ntp(gpt, labels, seeds, config):
     """Plain NTP written independently of the engine: re-run the whole prefix + tokens every step."""
     H = W = gpt.grid_size
-    prefix = condition_prefix(gpt, labels, config)
+    prefix = condition_prefix(gpt, labels, config).embeddings
     B = len(labels)
     tokens = torch.zeros(B, 0, dtype=torch.int64)
     for n in range(H * W):
@@ -44,19 +45,20 @@ def reference_ntp(gpt, labels, seeds, config):
             guided = config.cfg_interval < 0 or n <= config.cfg_interval + 1
             logits = guide(logits[:B], logits[B:], config.cfg_scale) if guided else logits[:B]
         logits = filter_logits(logits, config.temperature, config.top_k, config.top_p)
-        nxt = gumbel_argmax(logits, draw_key(seeds, torch.full((B, 1), n), PURPOSE_TOKEN)[:, 0])
+        nxt = sample_logits(logits, draw_key(seeds, torch.full((B, 1), n), PURPOSE_TOKEN)[:, 0])
         tokens = torch.cat([tokens, nxt[:, None]], dim=1)
     return tokens.reshape(B, H, W)
 
 
-def record_decode(gpt, layout, config, labels, seeds, fixed_tokens=None, prefix_valid=None):
-    """tests.oracle.record_passes with LlamaGen's class-condition prefix: (state, prefix, passes)."""
-    prefix = condition_prefix(gpt, labels, config)
-    state, passes = record_passes(gpt, layout, config, prefix, seeds, fixed_tokens, prefix_valid)
-    return state, prefix, passes
+def record_decode(gpt, layout, config, labels, seeds, fixed_tokens=None, valid=None):
+    """tests.oracle.record_passes with LlamaGen's class-condition prefix, its slots marked by valid
+    ((B_model, T) bool, Condition.valid; None: all valid): (state, condition, passes)."""
+    condition = Condition(condition_prefix(gpt, labels, config).embeddings, valid)
+    state, passes = record_passes(gpt, layout, config, condition, seeds, fixed_tokens)
+    return state, condition, passes
 
 
-def run_oracle(gpt, layout, config, labels, seeds, fixed_tokens=None, prefix_valid=None):
+def run_oracle(gpt, layout, config, labels, seeds, fixed_tokens=None, valid=None):
     """Invariant (b) (tests.oracle) on a class-conditional decode: (max abs logit error, passes)."""
-    state, prefix, passes = record_decode(gpt, layout, config, labels, seeds, fixed_tokens, prefix_valid)
-    return oracle_error(gpt, prefix, passes), len(passes)
+    state, condition, passes = record_decode(gpt, layout, config, labels, seeds, fixed_tokens, valid)
+    return oracle_error(gpt, condition, passes), len(passes)

@@ -1,0 +1,156 @@
+"""The end-of-row text-to-image pipeline Lumina-mGPT and Emu3 share: prompts -> one left-padded Condition ->
+ZipAR decode in code space -> the official token sequence; pixels through the family's image decoder.
+
+Both generate H rows of W image tokens after a prompt that ends in an image header, each row closed by an
+end-of-row token (EOL), then a few closing tokens. The engine works in code space (common.image_vocab):
+content cells sample image ids only, EOL is a fixed code the schedule places, and the closing tokens are
+appended afterwards (`sequence_ids`), never decoded: the official logits processors force exactly these.
+
+Guidance runs an unconditional branch with a prefix of its own (Emu3: the negative prompt; Lumina-mGPT: the
+image header alone). Every prompt of a batch and both branches are left-padded to one prefix length T;
+padded slots are masked (Condition.valid) and each row's positions are shifted by its pad count
+(Condition.position_shift), so every row sits at positions 0, 1, ... as in an unpadded official run.
+
+A family's pipeline is a dataclass deriving from EndOfRowPipeline with fields `model` (LlamaDecoder) and
+`ids` (special ids with `pad` and `eol`), and defines the hooks: `image_vocab_ids`, `grid`, `prompt_ids`,
+`unconditional_ids`, `closing_ids`, `decode_images`, `ntp_passes_official`. `size` is the family's size
+argument: Emu3 an aspect ratio "W:H", Lumina-mGPT (width, height) in pixels.
+"""
+from dataclasses import dataclass
+
+import torch
+
+from common.condition import Condition
+from common.config import DecodeConfig
+from common.engine import DecodeResult, DecodeState, decode, start_decode
+from common.image_vocab import ImageVocabDecoder
+from common.prompts import left_pad
+from common.schedule import Layout, num_passes
+
+
+@dataclass(frozen=True)
+class PromptPreset:
+    """A text-to-image model's sampling defaults (the family CLI's and `sample_ddp.py --model NAME`'s)."""
+
+    size: object  # the family's size argument: Emu3 "1:1", Lumina-mGPT (width, height)
+    cfg_scale: float
+    top_k: int
+    checkpoint: str  # the Hugging Face folder --model-path should hold
+    config: str  # the architecture preset --random-init builds ("tiny" for tests)
+    temperature: float = 1.0
+    image_size_eval: int = 256  # sample_ddp's square PNGs, bicubic resize (256: the usual COCO-FID input)
+
+    @property
+    def size_tag(self) -> str:
+        """The size in a folder name: 512x512, 1_1."""
+        return "x".join(map(str, self.size)) if isinstance(self.size, tuple) else str(self.size).replace(":", "_")
+
+
+class EndOfRowPipeline:
+    """Prompts to tokens for an end-of-row family; holds no decoding state (see the module docstring)."""
+
+    # ---------------------------------------------------------------- hooks each family defines
+    def image_vocab_ids(self) -> torch.Tensor:
+        """(K,) the vocabulary id of each image code."""
+        raise NotImplementedError
+
+    def grid(self, size) -> tuple[int, int]:
+        """(rows, cols) of the token grid for `size`; ValueError for a size the model was not trained on."""
+        raise NotImplementedError
+
+    def prompt_ids(self, prompt: str, size) -> list[int]:
+        """The conditional prefix: the prompt in the official template, ending in the image header."""
+        raise NotImplementedError
+
+    def unconditional_ids(self, size) -> list[int]:
+        """The prefix of the CFG branch."""
+        raise NotImplementedError
+
+    def closing_ids(self) -> list[int]:
+        """The tokens after the last row's EOL (never decoded)."""
+        raise NotImplementedError
+
+    def decode_images(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, H, W) codes -> (B, 3, h, w) fp32 images in about [-1, 1]."""
+        raise NotImplementedError
+
+    def ntp_passes_official(self, rows: int, cols: int) -> int:
+        """Forward passes of the official (one token per pass) loop on a rows x cols grid."""
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- shared
+    def __post_init__(self):
+        device = self.model.lm_head.weight.device
+        self.coded = ImageVocabDecoder(self.model, self.image_vocab_ids().to(device),
+                                       torch.tensor([self.ids.eol], device=device))
+
+    def prefix_rows(self, prompts: list[str], size, config: DecodeConfig) -> list[list[int]]:
+        """Token ids of every model-batch row: the prompts, then (with CFG) one unconditional prefix per image."""
+        if not prompts:
+            raise ValueError("need at least one prompt")
+        rows = [self.prompt_ids(p, size) for p in prompts]
+        if config.uses_cfg:
+            rows += [self.unconditional_ids(size)] * len(prompts)
+        return rows
+
+    def condition(self, prompts: list[str], size, config: DecodeConfig) -> tuple[Condition, Layout]:
+        """The engine's inputs: the left-padded prefix (masks, position shifts) and the layout."""
+        rows, cols = self.grid(size)
+        ids, valid, shift = left_pad(self.prefix_rows(prompts, size, config), self.ids.pad,
+                                     self.model.lm_head.weight.device)  # (B_model, T)
+        layout = Layout(rows=rows, cols=cols, prefix_len=ids.shape[1], end_of_row=True)
+        return Condition(self.model.embed_tokens(ids), valid, shift), layout
+
+    def eol_row(self, rows: int) -> torch.Tensor:
+        """(H,) the fixed token closing each row: the EOL code."""
+        return torch.full((rows,), self.coded.fixed_code(0), dtype=torch.int64)
+
+    def start(self, prompts: list[str], seeds: torch.Tensor, config: DecodeConfig, size,
+              compile: bool = False) -> DecodeState:
+        """For notebooks: a state to iterate with common.engine.decode_steps(pipeline.coded, state)."""
+        condition, layout = self.condition(prompts, size, config)
+        return start_decode(self.coded, condition, seeds, layout, config, self.eol_row(layout.rows), compile)
+
+    @torch.inference_mode()
+    def generate(self, prompts: list[str], seeds: torch.Tensor, config: DecodeConfig, size, on_pass=None,
+                 compile: bool = False) -> DecodeResult:
+        """prompts (B), seeds (B,) -> DecodeResult: (B, H, W) codes and pass counts (pixels: decode_images).
+        on_pass, compile: see common.engine.decode."""
+        if len(prompts) != seeds.shape[0]:
+            raise ValueError(f"{len(prompts)} prompts but {seeds.shape[0]} seeds")
+        condition, layout = self.condition(prompts, size, config)
+        return decode(self.coded, condition, seeds, layout, config, self.eol_row(layout.rows), on_pass, compile)
+
+    def sequence_ids(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, H, W) codes -> (B, H(W+1) + closing) vocabulary ids: the official image block (rows + EOL,
+        then the closing tokens)."""
+        B, H, W = tokens.shape
+        device = self.coded.vocab_ids.device
+        body = torch.cat([self.coded.to_vocab(tokens.to(device)),
+                          torch.full((B, H, 1), self.ids.eol, device=device)], dim=2)
+        tail = torch.tensor(self.closing_ids(), device=device).expand(B, -1)
+        return torch.cat([body.flatten(1), tail], dim=1)
+
+
+class PromptImages:
+    """sample_ddp.py's text-to-image sampler: image i has prompt i % N of the prompt list."""
+
+    def __init__(self, pipeline: EndOfRowPipeline, prompts: list[str], size, compile: bool = False):
+        self.pipeline, self.prompts, self.size, self.compile = pipeline, prompts, size, compile
+        rows, cols = self.grid = pipeline.grid(size)
+        self.ntp_passes = num_passes(Layout(rows, cols, 1, end_of_row=True), cols)  # EOL tokens ride along
+        self.ntp_passes_official = pipeline.ntp_passes_official(rows, cols)
+
+    def labels(self, idx: torch.Tensor) -> torch.Tensor:
+        return idx % len(self.prompts)
+
+    def prompt(self, label: int) -> str:
+        return self.prompts[label]
+
+    def make(self, idx: torch.Tensor, seeds: torch.Tensor, config: DecodeConfig
+             ) -> tuple[torch.Tensor, DecodeResult]:
+        """-> ((B, 3, h, w) images in about [-1, 1], DecodeResult). The image decoder runs one image at a
+        time: its convolutions' results depend on the batch (CPU threads split it), the PNGs must not."""
+        prompts = [self.prompts[j] for j in self.labels(idx).tolist()]
+        result = self.pipeline.generate(prompts, seeds, config, self.size, compile=self.compile)
+        return torch.cat([self.pipeline.decode_images(t[None]) for t in result.tokens]), result
