@@ -10,6 +10,8 @@ can be compiled once (`compile=True`: torch.compile(fullgraph=True)) and, on a G
 CUDA graphs. Nothing in it reads back to the host. Fixed windows run the precomputed pass count
 (the schedule's critical path) with no synchronisation at all; adaptive windows run at least the
 pass count of their minimum window, then read one flag per pass to know when every image is done.
+Eager decodes on a CPU, where compute grows with the queries and a read-back costs nothing, skip
+padding: fixed-window passes run at their precomputed sizes, adaptive ones at the busiest image's.
 """
 from dataclasses import dataclass
 from typing import Callable, Iterator, Protocol
@@ -53,6 +55,7 @@ class DecodeState:
     min_passes: int  # passes run without asking whether the decode is done (fixed windows: all of them)
     step: Callable  # decode_pass, or its torch.compile'd version
     pass_sizes: list[int] | None  # eager fixed windows: queries of each pass (no padding); else None
+    trim_on_host: bool  # eager adaptive on CPU: cut each pass's padding (reading its size back is free there)
     draft_probs: torch.Tensor | None = None  # (B, V) adaptive: distribution the current draft follows
     mean_input: torch.Tensor | None = None  # (D,) placeholder "mean": set after the prefix pass
     passes_run: int = 0
@@ -121,6 +124,7 @@ def start_decode(model: Decoder, condition: Condition | torch.Tensor, seeds: tor
     min_passes = num_passes(layout, scheduler.w_min, config.compat)
     step = decode_pass
     pass_sizes = None if compile or config.adaptive else scheduler.fixed_pass_sizes()
+    trim_on_host = config.adaptive and not compile and device.type == "cpu"
     if compile:
         backend = compile if isinstance(compile, str) else "inductor"
         step = torch.compile(decode_pass, fullgraph=True, dynamic=False, backend=backend)
@@ -128,7 +132,7 @@ def start_decode(model: Decoder, condition: Condition | torch.Tensor, seeds: tor
     schedule = scheduler.initial_state(batch if config.adaptive else 1)
     return DecodeState(layout, config, scheduler, schedule, seeds.to(device), tokens,
                        model.new_cache(model_batch, scheduler.num_slots, device), condition, prefix_keys,
-                       min_passes, step, pass_sizes)
+                       min_passes, step, pass_sizes, trim_on_host)
 
 
 def _for_model(t: torch.Tensor, cfg: bool) -> torch.Tensor:
@@ -188,6 +192,8 @@ def decode_pass(model: Decoder, state: DecodeState) -> tuple:
     config, scheduler = state.config, state.scheduler
     cfg, batch = config.uses_cfg, state.seeds.shape[0]
     plan = scheduler.plan(state.schedule, state.pass_sizes and state.pass_sizes[state.passes_run])
+    if state.trim_on_host:  # compute grows with the queries on a CPU: run no more than the busiest image
+        plan = plan.trimmed(int(plan.active.sum(1).max()))
     pb = plan.batch
     cells = pb.cells.expand(batch, -1)
     input_ids = _per_row(state.tokens.gather(1, pb.sources.expand(batch, -1)), batch, cfg)

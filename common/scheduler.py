@@ -115,6 +115,15 @@ class Plan:
     feeds_last: torch.Tensor  # (B, H) (r, W-1) is fed in this pass
     above: torch.Tensor  # (B, H) tokens of row r-1 before the pass (W for row 0)
 
+    def trimmed(self, queries: int) -> "Plan":
+        """The plan with its padding cut to `queries` per image (active queries come first)."""
+        b = self.batch
+        cut = lambda t: t[:, :queries]  # noqa: E731
+        batch = PassBatch(b.is_prefix, cut(b.slots), cut(b.positions), cut(b.sources), cut(b.sample_rows),
+                          cut(b.cells), cut(b.kinds), cut(b.attempts))
+        return Plan(batch, self.live, cut(self.active), self.cell_lane, self.open_lane, self.open_kind,
+                    self.feeds_last, self.above)
+
 
 class Scheduler:
     """The constants of one decode's schedule (layout, windows, slot map); the state lives in a
