@@ -191,8 +191,10 @@ def decode_pass(model: Decoder, state: DecodeState) -> tuple:
     returns (PassBatch fields..., input_ids, mask, logits, decided, accepted)."""
     config, scheduler = state.config, state.scheduler
     cfg, batch = config.uses_cfg, state.seeds.shape[0]
-    plan = scheduler.plan(state.schedule, state.pass_sizes and state.pass_sizes[state.passes_run])
-    if state.trim_on_host:  # compute grows with the queries on a CPU: run no more than the busiest image
+    plan = scheduler.plan(state.schedule)
+    if state.pass_sizes is not None:  # eager fixed windows: the pass's precomputed size
+        plan = plan.trimmed(state.pass_sizes[state.passes_run])
+    elif state.trim_on_host:  # compute grows with the queries on a CPU: run no more than the busiest image
         plan = plan.trimmed(int(plan.active.sum(1).max()))
     pb = plan.batch
     cells = pb.cells.expand(batch, -1)

@@ -163,7 +163,6 @@ class Scheduler:
         W = self.layout.cols
         return self.cell_start[r - 1] + (W if self.layout.end_of_row else W - 1)
 
-
     def initial_state(self, batch: int) -> ScheduleState:
         H, dev = self.layout.rows, self.device
         zeros = lambda: torch.zeros(batch, H, dtype=torch.int64, device=dev)  # noqa: E731
@@ -190,9 +189,9 @@ class Scheduler:
         state.image_passes.fill_(1)
         state.pass_index.fill_(1)
 
-    def plan(self, state: ScheduleState, queries: int | None = None) -> Plan:
-        """The next decode pass's queries for every image, from the state before the pass; `queries`
-        trims the padding to that many queries per image (it must cover every active one)."""
+    def plan(self, state: ScheduleState) -> Plan:
+        """The next decode pass's queries for every image, from the state before the pass, padded
+        to `num_queries` per image (`Plan.trimmed` cuts the padding)."""
         layout = self.layout
         H, W, N = layout.rows, layout.cols, layout.num_cells
         r, start = self.rows, self.cell_start
@@ -221,8 +220,9 @@ class Scheduler:
         else:
             open_kind = torch.full_like(cnt, DRAW)
 
-        real_open_below = torch.cat([(opener & real)[:, 1:], torch.zeros_like(real[:, :1])], dim=1)
-        feed = (r < H - 1) & (cnt == W) & ~state.fed_last & ~real_open_below
+        # row r-1's last token fed by row r's opener, at row r-1
+        fed_by_opener = torch.cat([(opener & real)[:, 1:], torch.zeros_like(real[:, :1])], dim=1)
+        feed = (r < H - 1) & (cnt == W) & ~state.fed_last & ~fed_by_opener
         last_slot = start + W - 1
 
         # lanes (B, 3H): cells, openers, feeds
@@ -235,7 +235,7 @@ class Scheduler:
         attempt = torch.cat([torch.zeros_like(cnt), att, torch.zeros_like(cnt)], dim=1)
 
         big = self.num_slots + 1  # inactive lanes sort last
-        order = torch.argsort(torch.where(active, pos, big), dim=1)[:, :queries or self.num_queries]
+        order = torch.argsort(torch.where(active, pos, big), dim=1)[:, :self.num_queries]
         take = lambda t: t.gather(1, order)  # noqa: E731
         on = take(active)
         slots = torch.where(on, take(slot), self.scratch)
@@ -245,7 +245,7 @@ class Scheduler:
         kinds = torch.where(on, take(kind), PAD)
         attempts = torch.where(on, take(attempt), 0)
 
-        feeds_last = feed | torch.cat([(opener & real)[:, 1:], torch.zeros_like(feed[:, :1])], dim=1)
+        feeds_last = feed | fed_by_opener
         live = self._live_after(state, opener, real, feeds_last, slots, on)
         sample_rows = torch.arange(slots.shape[1], device=cnt.device).expand(B, -1)
         batch = PassBatch(False, slots, positions, sources, sample_rows, cells, kinds, attempts)
