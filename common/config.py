@@ -23,6 +23,7 @@ class DecodeConfig:
     temperature: float = 1.0
     top_k: int = 0  # 0: off
     top_p: float = 1.0  # 1: off
+    draft_len: int = 0  # L > 0: each row drafts up to L tokens ahead, verified by speculative Jacobi tests
 
     def __post_init__(self):
         if self.window is not None and self.window < 1:
@@ -44,8 +45,17 @@ class DecodeConfig:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.cfg_scale <= 0:
             raise ValueError(f"cfg_scale must be > 0, got {self.cfg_scale}")
+        if self.draft_len < 0:
+            raise ValueError(f"draft_len must be >= 0 (0 = no row drafts), got {self.draft_len}")
+        if self.draft_len and self.compat is not None:
+            raise ValueError("compat='official' reproduces the released code, which has no drafts; drop compat or draft_len")
         if self.cfg_interval < -1:
             raise ValueError(f"cfg_interval must be >= -1 (-1 = always), got {self.cfg_interval}")
+
+    @property
+    def per_image_schedule(self) -> bool:
+        """Whether images follow their own, data-dependent schedules (adaptive windows, row drafts)."""
+        return self.adaptive or self.draft_len > 0
 
     @property
     def uses_cfg(self) -> bool:
@@ -78,6 +88,9 @@ def add_decode_args(parser: argparse.ArgumentParser, *, cfg_scale: float | None,
                    help="sampling temperature (applied after CFG); default per model")
     g.add_argument("--top-k", type=int, default=top_k, help="keep the k most likely tokens; 0 = off; default per model")
     g.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold; 1.0 = off")
+    g.add_argument("--draft-len", type=int, default=0, metavar="L",
+                   help="speculative Jacobi drafting along rows: each row drafts up to L tokens ahead and keeps "
+                        "those the acceptance test passes (exact); 0 = off; works with --ntp, fixed and --adaptive")
 
 
 def _placeholder_arg(value: str) -> str:
@@ -96,5 +109,5 @@ def decode_config_from_args(args: argparse.Namespace) -> DecodeConfig:
         window=None if args.ntp else args.window, adaptive=args.adaptive and not args.ntp,
         placeholder=args.placeholder, compat=args.compat,
         cfg_scale=args.cfg_scale, cfg_interval=args.cfg_interval, temperature=args.temperature,
-        top_k=args.top_k, top_p=args.top_p,
+        top_k=args.top_k, top_p=args.top_p, draft_len=args.draft_len,
     )

@@ -22,6 +22,7 @@ from common.condition import Condition, as_condition
 from common.config import DecodeConfig
 from common.kv_cache import KVCache
 from common.placeholder import MEAN_INPUT, fixed_token, mean_embedding
+from common import row_drafts
 from common.sampling import (PURPOSE_ACCEPT, PURPOSE_RESIDUAL, PURPOSE_TOKEN, draw_key, filter_logits, guide,
                              key_uniform, sample_probs, verify_draft)
 from common.schedule import Layout, num_passes
@@ -56,7 +57,9 @@ class DecodeState:
     step: Callable  # decode_pass, or its torch.compile'd version
     pass_sizes: list[int] | None  # eager fixed windows: queries of each pass (no padding); else None
     trim_on_host: bool  # eager adaptive on CPU: cut each pass's padding (reading its size back is free there)
-    draft_probs: torch.Tensor | None = None  # (B, V) adaptive: distribution the current draft follows
+    draws: torch.Tensor | None = None  # (B, width) int64 times each cell was drawn: the attempt of its keys
+    draft_probs: torch.Tensor | None = None  # (B, V) adaptive: distribution the current opener draft follows
+    row_draft_probs: torch.Tensor | None = None  # (B, R*L + 1, V) row drafts' distributions (common.row_drafts)
     mean_input: torch.Tensor | None = None  # (D,) placeholder "mean": set after the prefix pass
     passes_run: int = 0
 
@@ -72,6 +75,8 @@ class PassRecord:
     logits: torch.Tensor  # (B_model, Q, V) raw model logits, cond rows first, uncond rows after
     decided: torch.Tensor  # (B, n) tokens decided for batch.cells (drafts included)
     accepted: torch.Tensor | None  # (B, n) adaptive: verification outcome where kinds == VERIFY
+    tokens: torch.Tensor  # (B, width) the token buffer after the pass (a copy; row drafts included)
+    draws: torch.Tensor  # (B, width) times each buffer column was written (drawn or started) so far (a copy)
 
 
 @dataclass(frozen=True)
@@ -80,7 +85,12 @@ class DecodeResult:
     forward_passes: int  # passes the batch ran (its slowest image)
     image_passes: list[int]  # passes each image needed
     accepted_windows: list[list[int]] | None = None  # adaptive: per image, the window row r+1 was accepted at
-    rejections: list[int] | None = None  # adaptive: per image, rejected drafts
+    rejections: list[int] | None = None  # adaptive: per image, rejected opener drafts
+    # row drafts: per image, tokens a row's cell lane decided per pass it ran (1 without drafts), over
+    # all rows and per row (row 0 first), and the rejected row drafts
+    tokens_per_row_pass: list[float] | None = None
+    row_tokens_per_pass: list[list[float]] | None = None
+    draft_rejections: list[int] | None = None
 
 
 def cfg_active(cells: torch.Tensor, cfg_interval: float) -> torch.Tensor:
@@ -121,18 +131,29 @@ def start_decode(model: Decoder, condition: Condition | torch.Tensor, seeds: tor
     if condition.valid is not None:
         prefix_keys = torch.ones(model_batch, scheduler.num_slots, dtype=torch.bool, device=device)
         prefix_keys[:, :layout.prefix_len] = condition.valid.to(device)
-    min_passes = num_passes(layout, scheduler.w_min, config.compat)
+    min_passes = _min_passes(layout, scheduler.w_min, config)
     step = decode_pass
-    pass_sizes = None if compile or config.adaptive else scheduler.fixed_pass_sizes()
-    trim_on_host = config.adaptive and not compile and device.type == "cpu"
+    per_image = config.per_image_schedule
+    pass_sizes = None if compile or per_image else scheduler.fixed_pass_sizes()
+    trim_on_host = per_image and not compile and device.type == "cpu"
     if compile:
         backend = compile if isinstance(compile, str) else "inductor"
         step = torch.compile(decode_pass, fullgraph=True, dynamic=False, backend=backend)
-    # fixed windows: one schedule shared by the batch (leading dim 1); adaptive: one per image
-    schedule = scheduler.initial_state(batch if config.adaptive else 1)
+    # fixed windows: one schedule shared by the batch (leading dim 1); adaptive or drafting: one per image
+    schedule = scheduler.initial_state(batch if per_image else 1)
     return DecodeState(layout, config, scheduler, schedule, seeds.to(device), tokens,
                        model.new_cache(model_batch, scheduler.num_slots, device), condition, prefix_keys,
-                       min_passes, step, pass_sizes, trim_on_host)
+                       min_passes, step, pass_sizes, trim_on_host, torch.zeros_like(tokens))
+
+
+def _min_passes(layout: Layout, window: int, config: DecodeConfig) -> int:
+    """Passes every decode runs before asking whether it is done (fixed windows: exactly this many).
+    With row drafts a row decides at most L + 1 tokens a pass, and each row completes in a later
+    pass than the row above (its last cell needs that row complete): row 0 alone needs the prefix
+    pass and ceil((W-1) / (L+1)) more, and each further row at least one."""
+    if config.draft_len == 0:
+        return num_passes(layout, window, config.compat)
+    return 1 + -(-(layout.cols - 1) // (config.draft_len + 1)) + layout.rows - 1
 
 
 def _for_model(t: torch.Tensor, cfg: bool) -> torch.Tensor:
@@ -160,7 +181,13 @@ def _sample(state: DecodeState, logits: torch.Tensor, cells: torch.Tensor) -> tu
     if config.uses_cfg:
         logits = guide(logits[:batch], logits[batch:], config.cfg_scale, cfg_active(cells, config.cfg_interval))
     probs = torch.softmax(filter_logits(logits, config.temperature, config.top_k, config.top_p), dim=-1)
-    return sample_probs(probs, key_uniform(draw_key(state.seeds, cells, PURPOSE_TOKEN))), probs
+    keys = draw_key(state.seeds, cells, PURPOSE_TOKEN, state.draws.gather(1, cells))
+    return sample_probs(probs, key_uniform(keys)), probs
+
+
+def _write_tokens(state: DecodeState, cells: torch.Tensor, tokens: torch.Tensor) -> None:
+    state.tokens.scatter_(1, cells, tokens)
+    state.draws.scatter_add_(1, cells, torch.ones_like(cells))
 
 
 def prefix_pass(model: Decoder, state: DecodeState) -> PassRecord:
@@ -180,10 +207,13 @@ def prefix_pass(model: Decoder, state: DecodeState) -> PassRecord:
         state.draft_probs = torch.zeros(batch, num_codes, device=prefix.device)
     cells = pb.cells.expand(batch, -1)
     decided, _ = _sample(state, logits[:, -1:], cells)
-    state.tokens.scatter_(1, cells, decided)
+    _write_tokens(state, cells, decided)
     state.scheduler.after_prefix(state.schedule)
+    if state.config.draft_len:
+        row_drafts.allocate(state, num_codes, prefix.device)
+        row_drafts.start(state)
     input_ids = torch.full((model_batch, layout.prefix_len), -1, dtype=torch.int64, device=prefix.device)
-    return PassRecord(0, pb, input_ids, mask, logits, decided, None)
+    return PassRecord(0, pb, input_ids, mask, logits, decided, None, state.tokens.clone(), state.draws.clone())
 
 
 def decode_pass(model: Decoder, state: DecodeState) -> tuple:
@@ -205,16 +235,24 @@ def decode_pass(model: Decoder, state: DecodeState) -> tuple:
         x = torch.where(is_mean[..., None], state.mean_input.to(x.dtype), x)
         input_ids = input_ids.masked_fill(is_mean, MEAN_INPUT)
     # built at model-batch rows directly: cheaper than repeating a (B, Q, S) mask for the CFG half
-    mask = visibility_mask(_for_model(plan.live, cfg), scheduler.slot_positions, _for_model(pb.positions, cfg))
+    own_drafts = None
+    if config.draft_len:
+        own_drafts = (_for_model(plan.draft_slots, cfg), scheduler.slot_rows, _for_model(plan.query_rows, cfg))
+    mask = visibility_mask(_for_model(plan.live, cfg), scheduler.slot_positions, _for_model(pb.positions, cfg),
+                           own_drafts)
     if state.prefix_keys is not None:
         mask = mask & state.prefix_keys[:, None, :]
     logits = model(x, _positions(state, pb.positions), _for_model(pb.slots, cfg), mask, state.cache)
     decided, probs = _sample(state, logits, cells)
-    accepted, image_accepted = None, None
+    accepted, image_accepted, first_rejected = None, None, None
     if config.adaptive:
         decided, accepted, image_accepted = _open_rows(state, pb, probs, decided)
-    state.tokens.scatter_(1, cells, decided)
-    scheduler.advance(state.schedule, plan, image_accepted)
+    if config.draft_len:
+        decided, first_rejected = row_drafts.check(state, plan, probs, decided)
+    _write_tokens(state, cells, decided)
+    scheduler.advance(state.schedule, plan, image_accepted, first_rejected)
+    if config.draft_len:
+        row_drafts.start(state)
     return (pb.slots, pb.positions, pb.sources, pb.sample_rows, pb.cells, pb.kinds, pb.attempts,
             input_ids, mask, logits, decided, accepted)
 
@@ -243,10 +281,11 @@ def decode_steps(model: Decoder, state: DecodeState) -> Iterator[PassRecord]:
         record = prefix_pass(model, state)
         state.passes_run = 1
         yield record
-    while state.passes_run < state.min_passes or (
-            state.config.adaptive and not bool(state.scheduler.done(state.schedule))):  # adaptive tail: one flag
+    while state.passes_run < state.min_passes or (  # per-image schedules' tail: one flag a pass
+            state.config.per_image_schedule and not bool(state.scheduler.done(state.schedule))):
         *fields, input_ids, mask, logits, decided, accepted = state.step(model, state)
-        record = PassRecord(state.passes_run, PassBatch(False, *fields), input_ids, mask, logits, decided, accepted)
+        record = PassRecord(state.passes_run, PassBatch(False, *fields), input_ids, mask, logits, decided, accepted,
+                            state.tokens.clone(), state.draws.clone())
         state.passes_run += 1
         yield record
 
@@ -273,7 +312,11 @@ def decode(model: Decoder, condition: Condition | torch.Tensor, seeds: torch.Ten
             on_pass(record)
     grid = state.tokens[:, :layout.num_cells].reshape(-1, layout.rows, layout.cols)
     schedule = state.schedule
-    adaptive = config.adaptive
+    adaptive, drafting = config.adaptive, config.draft_len > 0
+    passes, gain = schedule.row_passes.double(), schedule.row_gain.double()
     return DecodeResult(grid, state.passes_run, schedule.image_passes.expand(grid.shape[0]).tolist(),
                         schedule.window[:, 1:].tolist() if adaptive else None,
-                        schedule.rejections.tolist() if adaptive else None)
+                        schedule.rejections.tolist() if adaptive else None,
+                        (gain.sum(1) / passes.sum(1).clamp(min=1)).tolist() if drafting else None,
+                        (gain / passes.clamp(min=1)).tolist() if drafting else None,
+                        schedule.draft_rejections.tolist() if drafting else None)

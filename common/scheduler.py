@@ -46,26 +46,35 @@ from common.placeholder import placeholder_source
 from common import schedule
 from common.schedule import Layout, row_windows
 
-PAD, DRAW, DRAFT, VERIFY = 0, 1, 2, 3  # what a query's logits decide: nothing, a token, a draft, a verification
+# what a query's logits decide: nothing, a token, an opener draft, an opener verification, a row draft's check
+PAD, DRAW, DRAFT, VERIFY, CHECK = 0, 1, 2, 3, 4
 PREFIX_SOURCE = -1  # the query's input is the condition embedding at its slot
 
 
-def queries_per_pass(layout: Layout, window: int) -> int:
-    """The most queries one image can run in a decode pass with (minimum) window w < W.
+def queries_per_pass(layout: Layout, window: int, draft_len: int = 0) -> int:
+    """The most queries one image can run in a decode pass with (minimum) window w < W and L =
+    draft_len row drafts (a row's cell lane is then at most L + 1 queries).
 
     Once open, a row gains one token per pass until complete, so before any pass a row holding
     c' >= 1 tokens is at least w behind the row above (its last cell needed c' - 1 + w above, and
-    that row has grown since): the rows holding 1..W-1 tokens, and an opener (which needs >= w
-    tokens above it), stack at most 1 + (W-1) // w deep (at most H rows). A row's last token is fed
-    in the pass after the row completes, and rows complete in distinct passes: one feed more. With
-    w >= W (next-token prediction) a pass runs one cell, or one opener fed the real last token;
-    with end-of-row tokens the opener and the feed of the row above are separate queries: 2.
+    that row has grown since; drafts do not change this, the window rule counts decided tokens):
+    the rows holding 1..W-1 tokens, and an opener (which needs >= w tokens above it), stack at
+    most 1 + (W-1) // w deep (at most H rows), each with at most L + 1 queries. A row's last token
+    is fed in the pass after the row completes, and rows complete in distinct passes (a row's last
+    cell needs the row above complete): one feed more. With w >= W (next-token prediction) a pass
+    runs one row's cells, or one opener fed the real last token; with end-of-row tokens the opener
+    and the feed of the row above are separate queries: 2.
     """
     H, W = layout.rows, layout.cols
     w = min(window, W)
     if w >= W:
-        return 2 if layout.end_of_row else 1
-    return min(H, 1 + (W - 1) // w) + 1
+        return max(draft_len + 1, 2 if layout.end_of_row else 1)
+    return open_rows_bound(layout, w) * (draft_len + 1) + 1
+
+
+def open_rows_bound(layout: Layout, window: int) -> int:
+    """The most rows holding 1..W-1 decided tokens at once (see `queries_per_pass`)."""
+    return min(layout.rows, 1 + (layout.cols - 1) // max(window, 1))
 
 
 @dataclass(frozen=True)
@@ -82,10 +91,18 @@ class PassBatch:
     attempts: torch.Tensor  # (B | 1, n) opener attempt, for counter-based keys
 
 
-def visibility_mask(live: torch.Tensor, slot_positions: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+def visibility_mask(live: torch.Tensor, slot_positions: torch.Tensor, positions: torch.Tensor,
+                    own_drafts: tuple | None = None) -> torch.Tensor:
     """The visibility rule: (rows, Q, S) bool, True = attend: a query reads the live slots at
-    positions <= its own. live (rows, S), slot_positions (S,), positions (rows, Q)."""
-    return live[:, None, :] & (slot_positions.to(torch.int32) <= positions.to(torch.int32)[..., None])
+    positions <= its own, and the row drafts its own grid row wrote in this pass at positions <= its
+    own (never another row's drafts). live (rows, S), slot_positions (S,), positions (rows, Q);
+    own_drafts = (draft_slots (rows, S) bool, slot_rows (S,), query_rows (rows, Q)) when drafting."""
+    earlier = slot_positions.to(torch.int32) <= positions.to(torch.int32)[..., None]
+    readable = live[:, None, :]
+    if own_drafts is not None:
+        draft_slots, slot_rows, query_rows = own_drafts
+        readable = readable | (draft_slots[:, None, :] & (slot_rows == query_rows[..., None]))
+    return readable & earlier
 
 
 @dataclass
@@ -98,8 +115,12 @@ class ScheduleState:
     fed_last: torch.Tensor  # (B, H) bool: (r, W-1) is in the cache
     live: torch.Tensor  # (B, S) bool: slots queries may read
     image_passes: torch.Tensor  # (B,) int64 passes each image has needed so far
-    rejections: torch.Tensor  # (B,) int64 rejected drafts
+    rejections: torch.Tensor  # (B,) int64 rejected opener drafts (adaptive windows)
     pass_index: torch.Tensor  # () int64 the next pass's index
+    drafts: torch.Tensor  # (B, H) int64 row drafts after the decided tokens: cells count .. count+drafts-1
+    row_passes: torch.Tensor  # (B, H) int64 passes in which row r ran its cell lane
+    row_gain: torch.Tensor  # (B, H) int64 tokens row r's cell lane decided (its opening not counted)
+    draft_rejections: torch.Tensor  # (B,) int64 row drafts rejected
 
 
 @dataclass(frozen=True)
@@ -114,6 +135,10 @@ class Plan:
     open_kind: torch.Tensor  # (B, H)
     feeds_last: torch.Tensor  # (B, H) (r, W-1) is fed in this pass
     above: torch.Tensor  # (B, H) tokens of row r-1 before the pass (W for row 0)
+    query_rows: torch.Tensor  # (B, Q) grid row of each cell-lane query (H for openers, feeds, padding)
+    draft_fed: torch.Tensor  # (B, Q) the query is fed a row draft (its slot is not live to others)
+    draft_slots: torch.Tensor  # (B, S) slots written by draft-fed queries in this pass
+    cell_queries: torch.Tensor  # (B, H) queries of row r's cell lane in this pass
 
     def trimmed(self, queries: int) -> "Plan":
         """The plan with its padding cut to `queries` per image (active queries come first)."""
@@ -122,7 +147,8 @@ class Plan:
         batch = PassBatch(b.is_prefix, cut(b.slots), cut(b.positions), cut(b.sources), cut(b.sample_rows),
                           cut(b.cells), cut(b.kinds), cut(b.attempts))
         return Plan(batch, self.live, cut(self.active), self.cell_lane, self.open_lane, self.open_kind,
-                    self.feeds_last, self.above)
+                    self.feeds_last, self.above, cut(self.query_rows), cut(self.draft_fed), self.draft_slots,
+                    self.cell_queries)
 
 
 class Scheduler:
@@ -134,12 +160,16 @@ class Scheduler:
         self.layout, self.device = layout, device
         self.config = config
         self.adaptive, self.placeholder, self.compat = config.adaptive, config.placeholder, config.compat
+        self.draft_len = config.draft_len
+        self.per_image = config.per_image_schedule
         self.w_min = config.window_for(W)
         self.row_windows = row_windows(layout, self.w_min, config.compat)
         self.opener_base = T + H * layout.row_stride
         self.scratch = self.opener_base + (0 if layout.end_of_row else max(H - 1, 0))
         self.num_slots = self.scratch + 1
-        self.num_queries = queries or queries_per_pass(layout, self.w_min)
+        self.num_queries = queries or queries_per_pass(layout, self.w_min, self.draft_len)
+        # rows that can hold drafts at once: a ring of draft-distribution buffers indexed by r mod this
+        self.draft_rows = open_rows_bound(layout, self.w_min)
         N = layout.num_cells
         self.placeholder_column = N + (H if layout.end_of_row else 0)
         self.trash = self.placeholder_column + 1  # token-buffer column that padding decides
@@ -152,6 +182,10 @@ class Scheduler:
             pos[self.opener_base:self.scratch] = self._opener_position(r[1:])[:self.scratch - self.opener_base]
         self.slot_positions = pos  # (S,)
         self.regular = torch.arange(self.num_slots, device=device) < self.opener_base
+        slot_rows = torch.full((self.num_slots,), H, dtype=torch.int64, device=device)
+        cell_slots = (self.cell_start[:, None] + torch.arange(W, device=device)).reshape(-1)
+        slot_rows[cell_slots] = r.repeat_interleave(W)
+        self.slot_rows = slot_rows  # (S,) grid row of each cell slot, H for every other slot
 
     @property
     def token_buffer_width(self) -> int:
@@ -169,11 +203,10 @@ class Scheduler:
         window = torch.tensor([self.layout.cols] + self.row_windows, dtype=torch.int64, device=dev)
         live = self.regular.expand(batch, -1).clone() if self.compat == "official" else \
             torch.zeros(batch, self.num_slots, dtype=torch.bool, device=dev)
+        per_image = lambda: torch.zeros(batch, dtype=torch.int64, device=dev)  # noqa: E731
         return ScheduleState(zeros(), window.expand(batch, -1).clone(), zeros(),
-                             torch.zeros(batch, H, dtype=torch.bool, device=dev), live,
-                             torch.zeros(batch, dtype=torch.int64, device=dev),
-                             torch.zeros(batch, dtype=torch.int64, device=dev),
-                             torch.zeros((), dtype=torch.int64, device=dev))
+                             torch.zeros(batch, H, dtype=torch.bool, device=dev), live, per_image(), per_image(),
+                             torch.zeros((), dtype=torch.int64, device=dev), zeros(), zeros(), zeros(), per_image())
 
     def prefix_pass(self, state: ScheduleState) -> PassBatch:
         """Pass 0: the condition prefix; its last query decides (0, 0)."""
@@ -189,6 +222,21 @@ class Scheduler:
         state.image_passes.fill_(1)
         state.pass_index.fill_(1)
 
+    def draft_lanes(self, state: ScheduleState) -> tuple[torch.Tensor, torch.Tensor]:
+        """Row drafts to start after a pass: (B, H, L) bool over offsets o (cell count + o), True
+        where a new draft goes, and the drafts each row holds then (B, H). A row drafts the cells
+        after its decided ones that the window rule lets it decide in the next pass (up to L);
+        drafts it already holds (those redrawn after a rejection) stay."""
+        W, L = self.layout.cols, self.draft_len
+        cnt = state.count
+        above = torch.cat([torch.full_like(cnt[:, :1], W), cnt[:, :-1]], dim=1)
+        col = cnt[..., None] + torch.arange(L, device=cnt.device)  # (B, H, L)
+        allowed = (cnt[..., None] >= 1) & (col < W) & schedule.window_allows(
+            above[..., None], col, state.window[..., None], W)
+        target = allowed.sum(-1)  # a prefix of the offsets: the rule is monotone in the column
+        new = allowed & (torch.arange(L, device=cnt.device) >= state.drafts[..., None])
+        return new, target
+
     def plan(self, state: ScheduleState) -> Plan:
         """The next decode pass's queries for every image, from the state before the pass, padded
         to `num_queries` per image (`Plan.trimmed` cuts the padding)."""
@@ -200,7 +248,16 @@ class Scheduler:
         above = torch.cat([torch.full_like(cnt[:, :1], W), cnt[:, :-1]], dim=1)  # (B, H)
 
         cell = (cnt >= 1) & (cnt < W) & schedule.window_allows(above, cnt, state.window, W)
-        cell_slot = start + cnt - 1
+        # the cell lane, offsets o = 0..L: fed (r, c+o-1) (o >= 1: a draft), decides (r, c+o): a CHECK of
+        # the draft there, or a DRAW after the last draft; each decided cell the window rule allows
+        L = self.draft_len
+        o = torch.arange(L + 1, device=cnt.device)
+        col = cnt[..., None] + o  # (B, H, L+1) decided column
+        lane = cell[..., None] & (o <= state.drafts[..., None]) & (col < W) & schedule.window_allows(
+            above[..., None], col, state.window[..., None], W)
+        cell_slot = start[:, None] + col - 1
+        cell_kind = torch.where(o < state.drafts[..., None], CHECK, DRAW)
+        lanes_of = lambda t: t.reshape(B, -1)  # noqa: E731  (B, H, L+1) -> (B, H*(L+1))
 
         opener = (r >= 1) & (cnt == 0) & schedule.window_allows(above, torch.zeros_like(cnt), state.window, W)
         full = above == W
@@ -225,14 +282,19 @@ class Scheduler:
         feed = (r < H - 1) & (cnt == W) & ~state.fed_last & ~fed_by_opener
         last_slot = start + W - 1
 
-        # lanes (B, 3H): cells, openers, feeds
-        active = torch.cat([cell, opener, feed], dim=1)
-        slot = torch.cat([cell_slot, open_slot, last_slot.expand(B, -1)], dim=1)
-        pos = torch.cat([cell_slot, open_pos, last_slot.expand(B, -1)], dim=1)
-        src = torch.cat([r * W + cnt - 1, open_src, (r * W + W - 1).expand(B, -1)], dim=1)
-        out = torch.cat([r * W + cnt, (r * W).expand(B, -1), torch.full_like(cnt, self.trash)], dim=1)
-        kind = torch.cat([torch.full_like(cnt, DRAW), open_kind, torch.full_like(cnt, PAD)], dim=1)
-        attempt = torch.cat([torch.zeros_like(cnt), att, torch.zeros_like(cnt)], dim=1)
+        # lanes (B, (L+3)H): cells, openers, feeds
+        rows_of_cells = r[:, None].expand(H, L + 1)
+        active = torch.cat([lanes_of(lane), opener, feed], dim=1)
+        slot = torch.cat([lanes_of(cell_slot), open_slot, last_slot.expand(B, -1)], dim=1)
+        pos = torch.cat([lanes_of(cell_slot), open_pos, last_slot.expand(B, -1)], dim=1)
+        src = torch.cat([lanes_of(r[:, None] * W + col - 1), open_src, (r * W + W - 1).expand(B, -1)], dim=1)
+        out = torch.cat([lanes_of(r[:, None] * W + col), (r * W).expand(B, -1), torch.full_like(cnt, self.trash)], 1)
+        kind = torch.cat([lanes_of(cell_kind.expand(B, -1, -1)), open_kind, torch.full_like(cnt, PAD)], dim=1)
+        attempt = torch.cat([torch.zeros_like(lanes_of(col)), att, torch.zeros_like(cnt)], dim=1)
+        row_of = torch.cat([rows_of_cells.reshape(1, -1).expand(B, -1), torch.full_like(cnt, H),
+                            torch.full_like(cnt, H)], dim=1)
+        fed_draft = torch.cat([lanes_of((o >= 1).expand(B, H, -1)), torch.zeros_like(opener),
+                               torch.zeros_like(feed)], dim=1)
 
         big = self.num_slots + 1  # inactive lanes sort last
         order = torch.argsort(torch.where(active, pos, big), dim=1)[:, :self.num_queries]
@@ -244,12 +306,17 @@ class Scheduler:
         cells = torch.where(on, take(out), self.trash)
         kinds = torch.where(on, take(kind), PAD)
         attempts = torch.where(on, take(attempt), 0)
+        query_rows = torch.where(on, take(row_of), H)
+        draft_fed = on & take(fed_draft)
 
         feeds_last = feed | fed_by_opener
-        live = self._live_after(state, opener, real, feeds_last, slots, on)
+        live = self._live_after(state, opener, real, feeds_last, slots, on & ~draft_fed)
+        draft_slots = torch.zeros_like(live).scatter_(1, torch.where(draft_fed, slots, self.scratch), True)
+        draft_slots[:, self.scratch] = False
         sample_rows = torch.arange(slots.shape[1], device=cnt.device).expand(B, -1)
         batch = PassBatch(False, slots, positions, sources, sample_rows, cells, kinds, attempts)
-        return Plan(batch, live, on, cell, opener, open_kind, feeds_last, above)
+        return Plan(batch, live, on, cell, opener, open_kind, feeds_last, above, query_rows, draft_fed,
+                    draft_slots, lane.sum(-1))
 
     def _live_after(self, state, opener, real, feeds_last, slots, on) -> torch.Tensor:
         """The live slots in this pass: placeholders retired, this pass's writes added."""
@@ -265,10 +332,32 @@ class Scheduler:
         live[:, self.scratch] = False
         return live
 
-    def advance(self, state: ScheduleState, plan: Plan, accepted: torch.Tensor | None) -> None:
+    def advance(self, state: ScheduleState, plan: Plan, accepted: torch.Tensor | None,
+                first_rejected: torch.Tensor | None = None) -> None:
         """Update the state in place after the pass's tokens are decided. accepted: (B,) whether the
-        image's verification (if any) accepted its draft."""
-        W = self.layout.cols
+        image's opener verification (if any) accepted its draft. first_rejected: (B, H) with row
+        drafts, the column of each row's first rejected draft (W if none): the row keeps the cells
+        before it and the resample there; its later cells become drafts (redrawn in this pass)."""
+        W, H = self.layout.cols, self.layout.rows
+        cnt = state.count
+        if first_rejected is None:
+            gain = plan.cell_lane.long()
+        else:
+            end = cnt + plan.cell_queries  # one past the last cell decided in this pass
+            new_count = torch.where(plan.cell_lane, torch.minimum(first_rejected + 1, end), cnt)
+            gain = new_count - cnt
+            state.drafts.copy_(torch.where(plan.cell_lane, torch.maximum(cnt + state.drafts, end) - new_count,
+                                           state.drafts))
+            state.draft_rejections += (plan.cell_lane & (first_rejected < W)).sum(1)
+            # a draft-fed slot holds a decided token's entry iff that token was kept and is not the
+            # row's last decided one (whose entry the next pass writes)
+            padded = torch.cat([new_count, torch.zeros_like(new_count[:, :1])], dim=1)  # row H: none
+            fed_col = plan.batch.slots - self.cell_start[plan.query_rows.clamp(max=H - 1)]
+            kept = plan.draft_fed & (fed_col < padded.gather(1, plan.query_rows) - 1)
+            plan.live.scatter_(1, torch.where(kept, plan.batch.slots, self.scratch), True)
+            plan.live[:, self.scratch] = False
+        state.row_passes += plan.cell_lane.long()
+        state.row_gain += gain
         kind = plan.open_kind
         if accepted is None:
             opened = plan.open_lane & (kind == DRAW)
@@ -277,7 +366,7 @@ class Scheduler:
             final = plan.above == W
             opened = plan.open_lane & ((kind == DRAW) | ((kind == VERIFY) & (accepted[:, None] | final)))
             rejected = (plan.open_lane & (kind == VERIFY) & ~accepted[:, None]).sum(1)
-        state.count += plan.cell_lane.long() + opened.long()
+        state.count += gain + opened.long()
         state.window.copy_(torch.where(opened, plan.above, state.window))
         state.attempts += plan.open_lane.long()
         state.fed_last |= plan.feeds_last
@@ -290,8 +379,8 @@ class Scheduler:
         """Fixed windows: the real queries of each decode pass (one schedule for every image), found
         by running this scheduler once on the CPU without a model. Eager decodes run each pass at
         its own size; compiled ones pad every pass to `num_queries`."""
-        if self.adaptive:
-            raise ValueError("adaptive windows have per-image, data-dependent pass sizes")
+        if self.per_image:
+            raise ValueError("adaptive windows and row drafts have per-image, data-dependent pass sizes")
         host = Scheduler(self.layout, self.config, "cpu")
         state = host.initial_state(1)
         host.after_prefix(state)

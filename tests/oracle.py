@@ -3,8 +3,10 @@
 (b) record every query of a decode, then replay, per model-batch row, all of them in one uncached
 forward with the recorded visibility; every logit the engine produced must equal the replay's.
 (e) every query is fed a token decided in an earlier pass and never changed afterwards, or a fixed
-end-of-row token, or a placeholder that the policy defines without a decided token. The replay
-cannot see (e): it replays whatever was fed. `record_passes` checks (e) on every decode it records.
+end-of-row token, or a placeholder that the policy defines without a decided token. With row drafts
+(common.row_drafts) a query may also be fed a draft: the token its cell held at the end of the
+previous pass, written (drawn or started) by the decode. The replay cannot see (e): it replays
+whatever was fed. `record_passes` checks (e) on every decode it records.
 """
 import torch
 
@@ -50,6 +52,7 @@ def fed_token_violations(state, records) -> list[str]:
     layout, policy = state.layout, state.config.placeholder
     N, B = layout.num_cells, state.seeds.shape[0]
     eol = range(N, N + layout.rows) if layout.end_of_row else range(0)
+    drafting = state.config.draft_len > 0
     last_write = torch.full((B, N), -1, dtype=torch.int64)  # the pass that last set each cell
     for rec in records:
         for b, row in enumerate(rec.batch.cells.expand(B, -1).tolist()):
@@ -57,16 +60,19 @@ def fed_token_violations(state, records) -> list[str]:
                 if c < N:
                     last_write[b, c] = rec.index
     bad = []
-    for rec in records:
-        if rec.batch.is_prefix:
-            continue
+    for before, rec in zip(records, records[1:]):  # records[0] is the prefix pass
         slots = rec.batch.slots.expand(B, -1).tolist()
         for b, row in enumerate(rec.batch.sources.expand(B, -1).tolist()):
             for q, s in enumerate(row):
                 if slots[b][q] == state.scheduler.scratch:
                     continue  # inert padding
                 fed, where = int(rec.input_ids[b, q]), f"pass {rec.index}, image {b}, query {q}, source {s}"
-                if s < N:
+                if s < N and drafting:  # what the buffer held after the previous pass, written by the decode
+                    if int(before.draws[b, s]) == 0:
+                        bad.append(f"{where}: the cell was never written")
+                    elif fed != int(before.tokens[b, s]):
+                        bad.append(f"{where}: fed {fed}, the buffer held {int(before.tokens[b, s])}")
+                elif s < N:
                     if not 0 <= last_write[b, s] < rec.index:
                         bad.append(f"{where}: cell last decided in pass {int(last_write[b, s])}")
                     elif fed != int(state.tokens[b, s]):

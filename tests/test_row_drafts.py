@@ -1,0 +1,167 @@
+"""Speculative Jacobi drafting along rows (common.row_drafts): no drafts = the engine before drafts,
+the oracle over every query (drafts included), drafts invisible to other rows, exact marginals,
+batch invariance, the pass count and the query bound."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from common.config import DecodeConfig
+from common.engine import decode_steps, start_decode
+from common.schedule import Layout
+from common.scheduler import queries_per_pass
+from llamagen.generate import condition_prefix, generate, layout_for
+from tests.helpers.llamagen import CountingModel, record_decode, run_oracle, tiny_gpt
+from tests.oracle import full_forward
+
+DATA = Path(__file__).parent / "data"
+MODES = {"ntp": dict(window=None), "fixed": dict(window=2), "adaptive": dict(window=1, adaptive=True)}
+
+
+def test_no_drafts_reproduces_the_engine_before_drafts():
+    # tests/data/tokens_before_row_drafts.pt: the same calls on the engine of the commit before row
+    # drafts existed (tests/data/make_tokens_before_row_drafts.py, run on that checkout)
+    before = torch.load(DATA / "tokens_before_row_drafts.pt")
+    gpt = tiny_gpt(5, seed=3)
+    labels, seeds = torch.tensor([0, 4, 9]), torch.tensor([1, 22, 333])
+    configs = {"ntp": DecodeConfig(cfg_scale=2.0, top_k=20), "fixed": DecodeConfig(window=2, cfg_scale=2.0),
+               "adaptive": DecodeConfig(window=1, adaptive=True, placeholder="left", temperature=1.3)}
+    for name, config in configs.items():
+        assert config.draft_len == 0
+        with torch.inference_mode():
+            assert torch.equal(generate(gpt, labels, seeds, config).tokens, before[name]), name
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("draft_len,cfg_scale", [(1, 1.0), (3, 2.0)])
+def test_oracle_every_query_including_drafts(mode, draft_len, cfg_scale):
+    gpt = tiny_gpt(5, seed=4)
+    config = DecodeConfig(**MODES[mode], draft_len=draft_len, cfg_scale=cfg_scale, temperature=1.5)
+    labels, seeds = torch.tensor([1, 2, 3]), torch.tensor([4, 5, 6])
+    with torch.inference_mode():
+        err, _ = run_oracle(gpt, layout_for(gpt), config, labels, seeds)  # also checks (e) on every query
+    assert err <= 1e-4
+
+
+def test_oracle_with_drafts_end_of_row_tokens_and_padded_prefix():
+    gpt = tiny_gpt(5, preset="GPT-tiny-gqa", cls_token_num=3)
+    layout = Layout(4, 5, 3, end_of_row=True)
+    config = DecodeConfig(window=2, adaptive=True, draft_len=2, cfg_scale=2.0, temperature=1.5)
+    valid = torch.ones(4, 3, dtype=torch.bool)
+    valid[1, 0] = valid[3, :2] = False
+    with torch.inference_mode():
+        err, _ = run_oracle(gpt, layout, config, torch.tensor([2, 7]), torch.tensor([3, 8]),
+                            torch.tensor([60, 61, 62, 63]), valid)
+    assert err <= 1e-4
+
+
+@pytest.mark.parametrize("mode", ["ntp", "fixed", "adaptive"])
+def test_no_query_reads_another_rows_draft(mode):
+    gpt = tiny_gpt(6, seed=2)
+    config = DecodeConfig(**MODES[mode], draft_len=3, temperature=1.5)
+    layout = layout_for(gpt)
+    with torch.inference_mode():
+        state, _, passes = record_decode(gpt, layout, config, torch.tensor([0, 3]), torch.tensor([9, 10]))
+    T, W, N = layout.prefix_len, layout.cols, layout.num_cells
+    final = state.tokens[:, :N]
+    cell_of = lambda s: ((s - T) // W, (s - T) % W)  # noqa: E731 (no end-of-row tokens here)
+    for b in range(2):
+        fed_at = {}  # slot -> token written there most recently
+        for k, per_row in enumerate(passes[1:], start=1):
+            slots, _, ids, mask, _ = per_row[b]
+            rows_of_queries = [cell_of(s)[0] if T <= s < T + N else -1 for s in slots.tolist()]
+            fed_at.update({s: int(t) for s, t in zip(slots.tolist(), ids.tolist())})
+            for q, row in enumerate(rows_of_queries):
+                for s in mask[q].nonzero()[:, 0].tolist():
+                    if T <= s < T + N and cell_of(s)[0] != row:  # another row's cell: its decided token only
+                        r, c = cell_of(s)
+                        assert fed_at[s] == int(final[b, r * W + c]), (k, q, s)
+    assert int(state.schedule.draft_rejections.sum()) > 0  # drafts were really rejected on the way
+
+
+def _exact_marginal_of_cell_2(gpt, label, config):
+    """P(cell (0, 2)) under NTP, by enumerating every (0, 0), (0, 1) with uncached forwards."""
+    prefix = condition_prefix(gpt, torch.tensor([label]), config).embeddings  # (1, 1, D)
+    V = gpt.output.out_features
+    ids = torch.cartesian_prod(torch.arange(V), torch.arange(V))  # (V*V, 2)
+    x = torch.cat([prefix.expand(V * V, -1, -1), gpt.embed_tokens(ids)], dim=1)
+    logits = full_forward(gpt, x, torch.arange(3), torch.ones(3, 3, dtype=torch.bool).tril())
+    probs = torch.softmax(logits.double() / config.temperature, dim=-1)
+    p0 = probs[0, 0]  # (V,)
+    p1 = probs.view(V, V, 3, V)[:, 0, 1]  # (V, V): p(x1 | x0)
+    p2 = probs.view(V, V, 3, V)[:, :, 2]  # (V, V, V): p(x2 | x0, x1)
+    return torch.einsum("a,ab,abc->c", p0, p1, p2)
+
+
+@pytest.mark.parametrize("mode,draft_len", [("ntp", 2), ("fixed", 3)])
+def test_drafted_cell_follows_the_exact_model_marginal(mode, draft_len):
+    gpt = tiny_gpt(3, seed=5)
+    config = DecodeConfig(**MODES[mode], draft_len=draft_len, temperature=1.5)
+    n = 4000
+    with torch.inference_mode():
+        expected = _exact_marginal_of_cell_2(gpt, 4, config).numpy()
+        result = generate(gpt, torch.full((n,), 4), torch.arange(n) + 10_000, config)
+    assert sum(result.draft_rejections) > n // 4 and min(result.tokens_per_row_pass) >= 1
+    counts = np.bincount(result.tokens[:, 0, 2].numpy(), minlength=len(expected))
+    big = expected * n >= 5  # pool the rare codes into one bin for the chi-square test
+    observed, wanted = counts[big], expected[big] * n
+    if (~big).any():
+        observed, wanted = np.append(observed, counts[~big].sum()), np.append(wanted, expected[~big].sum() * n)
+    assert stats.chisquare(observed, wanted / wanted.sum() * observed.sum()).pvalue > 1e-3
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_batch_invariance_with_rows_accepting_different_drafts(mode):
+    gpt = tiny_gpt(6, seed=1)
+    config = DecodeConfig(**MODES[mode], draft_len=2, cfg_scale=2.0, temperature=1.5)
+    labels, seeds = torch.tensor([1, 4, 4, 8]), torch.tensor([5, 6, 7, 8])
+    with torch.inference_mode():
+        batched = generate(gpt, labels, seeds, config)
+        assert len({tuple(r) for r in batched.row_tokens_per_pass}) > 1  # rows really accept differently
+        for i in range(4):
+            alone = generate(gpt, labels[i:i + 1], seeds[i:i + 1], config)
+            assert torch.equal(alone.tokens[0], batched.tokens[i])
+            assert alone.image_passes[0] == batched.image_passes[i]
+            assert alone.row_tokens_per_pass[0] == batched.row_tokens_per_pass[i]
+            assert alone.draft_rejections[0] == batched.draft_rejections[i]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_forward_passes_and_telemetry_agree_with_the_records(mode):
+    gpt = tiny_gpt(6, seed=3)
+    config = DecodeConfig(**MODES[mode], draft_len=4, temperature=1.5)
+    labels, seeds = torch.tensor([2, 3]), torch.tensor([11, 12])
+    counting = CountingModel(gpt)
+    with torch.inference_mode():
+        result = generate(counting, labels, seeds, config)
+        plain = generate(gpt, labels, seeds, DecodeConfig(**MODES[mode]))
+    assert counting.calls == result.forward_passes == max(result.image_passes)
+    assert result.forward_passes < plain.forward_passes  # drafting saves passes on this model
+    H, W = gpt.grid_size, gpt.grid_size
+    # every row's cell lane decides W - 1 tokens (its opening decides the first)
+    for b in range(2):
+        for r, rate in enumerate(result.row_tokens_per_pass[b]):
+            assert 1.0 <= rate <= config.draft_len + 1
+
+
+@pytest.mark.parametrize("H,W,eor", [(5, 7, False), (6, 6, True)])
+def test_queries_per_pass_bound_holds_with_drafts(H, W, eor):
+    gpt = tiny_gpt(max(H, W), seed=H)
+    layout = Layout(H, W, 1, end_of_row=eor)
+    fixed = torch.arange(50, 50 + H) if eor else None
+    for window, adaptive, L in [(None, False, 2), (1, False, 3), (2, True, 2), (3, False, 1)]:
+        config = DecodeConfig(window=window, adaptive=adaptive, draft_len=L, temperature=1.5)
+        labels, seeds = torch.tensor([1, 2]), torch.tensor([3, 4])
+        prefix = condition_prefix(gpt, labels, config).embeddings
+        with torch.inference_mode():
+            state = start_decode(gpt, prefix, seeds, layout, config, fixed)
+            bound = queries_per_pass(layout, state.scheduler.w_min, L)
+            room = layout.rows * (L + 3)  # every lane of every row
+            state.scheduler.num_queries = room
+            state.trim_on_host = False
+            for rec in decode_steps(gpt, state):
+                if not rec.batch.is_prefix:
+                    busiest = int((rec.batch.slots != state.scheduler.scratch).sum(1).max())
+                    assert busiest <= bound, (window, adaptive, L, rec.index)
