@@ -139,6 +139,7 @@ def run_name(args: argparse.Namespace, config: DecodeConfig) -> str:
     decoding = "ntp" if config.window is None else f"{'adaptive-' if config.adaptive else ''}w{config.window}"
     placeholder = None if config.placeholder == DEFAULT_POLICY else config.placeholder.replace(":", "_")
     decoding += "".join(f"-{x}" for x in (config.compat, placeholder) if x)
+    decoding += f"-sjd{config.draft_len}" if config.draft_len else ""
     cfg = f"{config.cfg_scale}" + ("" if config.cfg_interval == -1 else f"-interval-{config.cfg_interval}")
     arch = f"-{args.random_init_config}" if args.random_init and args.random_init_config != "full" else ""
     return (f"{args.model}{arch}-size-{preset_of(args.model).size_tag}-size-{args.image_size_eval}-{decoding}-"
@@ -202,7 +203,7 @@ def summarize(args, config: DecodeConfig, sampler, texts: list[dict], per_rank: 
         "forward_passes": stats([int(t["forward_passes"]) for t in texts]),
         "ntp_forward_passes": sampler.ntp_passes,  # the engine's NTP (end-of-row tokens ride along)
         "ntp_forward_passes_official": sampler.ntp_passes_official,
-        "adaptive": None,
+        "adaptive": None, "row_drafts": None,
         "images_generated": generated, "images_resumed": len(texts) - generated,
         "wall_seconds": round(wall, 3), "images_per_second": round(generated / wall, 3) if generated else None,
         "per_rank_seconds": [round(r["seconds"], 3) for r in per_rank],
@@ -213,6 +214,10 @@ def summarize(args, config: DecodeConfig, sampler, texts: list[dict], per_rank: 
         windows = [w for t in texts for w in json.loads(t["accepted_windows"])]
         summary["adaptive"] = {"mean_accepted_window": float(np.mean(windows)) if windows else None,
                                "mean_rejections": float(np.mean([int(t["rejections"]) for t in texts]))}
+    if config.draft_len:
+        summary["row_drafts"] = {"draft_len": config.draft_len,
+                                 "mean_tokens_per_row_pass": float(np.mean([float(t["tokens_per_row_pass"]) for t in texts])),
+                                 "mean_draft_rejections": float(np.mean([int(t["draft_rejections"]) for t in texts]))}
     return summary
 
 

@@ -31,7 +31,8 @@ from llamagen.presets import DEMO, DEMO_DIR  # noqa: E402
 
 GROUPS = 5
 COLUMNS = ["setting", "kind", "placeholder", "window", "passes_mean", "pass_reduction", "seconds", "accuracy", "accuracy_std",
-           "digits_fid", "digits_fid_std", "agreement", "agreement_std", "accepted_window", "rejections"]
+           "digits_fid", "digits_fid_std", "agreement", "agreement_std", "accepted_window", "rejections",
+           "draft_len", "tokens_per_row_pass", "row_tokens_per_pass", "draft_rejections"]
 
 
 def settings(args) -> list[tuple[str, str, DecodeConfig]]:
@@ -41,11 +42,19 @@ def settings(args) -> list[tuple[str, str, DecodeConfig]]:
         out += [(f"{kind} {w} {p}", kind, DecodeConfig(window=w, adaptive=kind == "adaptive", placeholder=p, **common))
                 for p in args.placeholders for w in windows]
     out += [(f"official {w}", "official", DecodeConfig(window=w, compat="official", **common)) for w in args.compat_windows]
+    # speculative Jacobi drafting along rows (common/row_drafts.py): alone (NTP + drafts) and with ZipAR
+    p = args.draft_placeholder
+    for L in args.draft_lens:
+        out.append((f"SJD L={L}", "sjd", DecodeConfig(window=None, draft_len=L, **common)))
+        for kind in ("fixed", "adaptive"):
+            out += [(f"{kind} {w} {p} + SJD L={L}", f"{kind}+sjd",
+                     DecodeConfig(window=w, adaptive=kind == "adaptive", placeholder=p, draft_len=L, **common))
+                    for w in args.draft_windows]
     return out
 
 
 def run_setting(gpt, config, labels, seeds, batch_size):
-    tokens, passes, windows, rejections = [], [], [], []
+    tokens, passes, windows, rejections, drafts = [], [], [], [], {"rate": [], "rows": [], "rejections": []}
     start = time.perf_counter()
     for lo in range(0, len(labels), batch_size):
         r = generate(gpt, labels[lo:lo + batch_size], seeds[lo:lo + batch_size], config)
@@ -54,7 +63,22 @@ def run_setting(gpt, config, labels, seeds, batch_size):
         if r.accepted_windows is not None:
             windows += [w for image in r.accepted_windows for w in image]
             rejections += r.rejections
-    return torch.cat(tokens), passes, time.perf_counter() - start, windows, rejections
+        if r.tokens_per_row_pass is not None:
+            drafts["rate"] += r.tokens_per_row_pass
+            drafts["rows"] += r.row_tokens_per_pass
+            drafts["rejections"] += r.draft_rejections
+    return torch.cat(tokens), passes, time.perf_counter() - start, windows, rejections, drafts
+
+
+def draft_columns(config, drafts) -> dict:
+    """Row-draft telemetry: mean tokens per row-pass (all rows, and per row) and rejections per image."""
+    if not drafts["rate"]:
+        return {"draft_len": config.draft_len, "tokens_per_row_pass": "", "row_tokens_per_pass": "",
+                "draft_rejections": ""}
+    per_row = torch.tensor(drafts["rows"]).mean(0)
+    return {"draft_len": config.draft_len, "tokens_per_row_pass": statistics.mean(drafts["rate"]),
+            "row_tokens_per_pass": " ".join(f"{x:.2f}" for x in per_row.tolist()),
+            "draft_rejections": statistics.mean(drafts["rejections"])}
 
 
 def score(scorer, tokenizer, tokens, labels, reference):
@@ -82,7 +106,7 @@ def main(args) -> list[dict]:
     ntp_passes = layout_for(gpt).num_cells
     rows, reference = [], None
     for name, kind, config in settings(args):
-        tokens, passes, seconds, windows, rejections = run_setting(gpt, config, labels, seeds, args.batch_size)
+        tokens, passes, seconds, windows, rejections, drafts = run_setting(gpt, config, labels, seeds, args.batch_size)
         reference = tokens if reference is None else reference  # NTP runs first
         passes_mean = statistics.mean(passes)
         rows.append({"setting": name, "kind": kind, "placeholder": "" if kind == "ntp" else config.placeholder,
@@ -90,7 +114,8 @@ def main(args) -> list[dict]:
                      "passes_mean": passes_mean, "pass_reduction": 1 - passes_mean / ntp_passes, "seconds": seconds,
                      **score(scorer, tokenizer, tokens, labels, reference),
                      "accepted_window": statistics.mean(windows) if windows else "",
-                     "rejections": statistics.mean(rejections) if rejections else ""})
+                     "rejections": statistics.mean(rejections) if rejections else "",
+                     **draft_columns(config, drafts)})
         print(f"{name}: {passes_mean:.1f} passes, {seconds:.1f}s", file=sys.stderr)
     write_outputs(rows, args)
     return rows
@@ -101,12 +126,14 @@ def markdown(rows, args) -> str:
             f"cfg {args.cfg_scale}, temperature {args.temperature}; spread = std over {GROUPS} groups of "
             f"{args.num_samples // GROUPS}. official = compat='official' (placeholder above).\n\n"
             "| setting | passes | reduction | seconds | class accuracy | digits-FID | agreement with NTP "
-            "| accepted window | rejections/image |\n|---|---|---|---|---|---|---|---|---|\n")
+            "| accepted window | rejections/image | tokens/row-pass | draft rejections/image |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|\n")
     fmt = lambda x: f"{x:.2f}" if isinstance(x, float) else str(x)  # noqa: E731
     return head + "".join(
         f"| {r['setting']} | {r['passes_mean']:.1f} | {100 * r['pass_reduction']:.1f}% | {r['seconds']:.1f} | "
         f"{r['accuracy']:.3f} ± {r['accuracy_std']:.3f} | {r['digits_fid']:.1f} ± {r['digits_fid_std']:.1f} | "
-        f"{r['agreement']:.3f} ± {r['agreement_std']:.3f} | {fmt(r['accepted_window'])} | {fmt(r['rejections'])} |\n"
+        f"{r['agreement']:.3f} ± {r['agreement_std']:.3f} | {fmt(r['accepted_window'])} | {fmt(r['rejections'])} | "
+        f"{fmt(r['tokens_per_row_pass'])} | {fmt(r['draft_rejections'])} |\n"
         for r in rows)
 
 
@@ -124,9 +151,11 @@ def plot(rows, path):
             pts = sorted((r["passes_mean"], r[metric], r[f"{metric}_std"]) for r in rows
                          if (r["kind"], r["placeholder"]) == (kind, policy))
             xs, ys, es = zip(*pts)
-            style = {"fixed": "o-", "adaptive": "s--", "official": "^:"}[kind]
-            color = "black" if kind == "official" else colors.get(policy, "tab:purple")
-            name = "official (above)" if kind == "official" else f"{kind} {policy}"
+            style = {"fixed": "o-", "adaptive": "s--", "official": "^:", "sjd": "D-", "fixed+sjd": "o-.",
+                     "adaptive+sjd": "s-."}[kind]
+            color = {"official": "black", "sjd": "tab:brown", "fixed+sjd": "tab:olive",
+                     "adaptive+sjd": "tab:cyan"}.get(kind, colors.get(policy, "tab:purple"))
+            name = {"official": "official (above)", "sjd": "SJD (NTP + drafts)"}.get(kind, f"{kind} {policy}")
             ax.errorbar(xs, ys, yerr=es, fmt=style, color=color, label=name, capsize=3, markersize=4)
         for r in rows:
             if r["kind"] == "ntp":
@@ -179,6 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adaptive-windows", type=int, nargs="*", default=[4, 8, 16], help="adaptive w_min")
     p.add_argument("--compat-windows", type=int, nargs="*", default=[2, 4, 8, 16],
                    help="windows for the paper code's schedule and mask (compat='official')")
+    p.add_argument("--draft-lens", type=int, nargs="*", default=[2, 4, 8],
+                   help="row-draft lengths L for SJD (NTP + drafts) and ZipAR + SJD (common/row_drafts.py)")
+    p.add_argument("--draft-windows", type=int, nargs="*", default=[8], help="fixed and adaptive windows combined with drafts")
+    p.add_argument("--draft-placeholder", default="token:0", help="placeholder policy of the ZipAR + SJD settings")
     p.add_argument("--out-md", default=str(results / "tradeoff.md"), help="markdown table")
     p.add_argument("--out-csv", default=str(results / "tradeoff.csv"), help="CSV table")
     p.add_argument("--out-png", default=str(results / "tradeoff.png"), help="plot of quality vs passes")

@@ -250,12 +250,24 @@ def end_of_row_report(result: DecodeResult, config: DecodeConfig, rows: int, col
         "image_passes": result.image_passes,
         "files": files,
     }
-    if config.adaptive:
-        report["adaptive"] = True
-        report["accepted_window"] = [{"mean": sum(w) / len(w), "min": min(w), "max": max(w)} if w else None
-                                     for w in result.accepted_windows]
-        report["rejections"] = result.rejections
+    report.update(decode_telemetry(config, result))
     return report
+
+
+def decode_telemetry(config, result) -> dict:
+    """The adaptive-window and row-draft figures of a DecodeResult, for every CLI's --json report."""
+    out = {}
+    if config.adaptive:
+        out["adaptive"] = True
+        out["accepted_window"] = [{"mean": sum(w) / len(w), "min": min(w), "max": max(w)} if w else None
+                                  for w in result.accepted_windows]
+        out["rejections"] = result.rejections
+    if config.draft_len:
+        out["draft_len"] = config.draft_len
+        out["tokens_per_row_pass"] = result.tokens_per_row_pass
+        out["row_tokens_per_pass"] = result.row_tokens_per_pass
+        out["draft_rejections"] = result.draft_rejections
+    return out
 
 
 def print_report(report: dict, as_json: bool, out) -> None:

@@ -78,6 +78,9 @@ def image_text(identity: dict[str, str], result, j: int) -> dict[str, str]:
     if result.accepted_windows is not None:
         text["accepted_windows"] = json.dumps(result.accepted_windows[j])
         text["rejections"] = str(result.rejections[j])
+    if result.tokens_per_row_pass is not None:
+        text["tokens_per_row_pass"] = f"{result.tokens_per_row_pass[j]:.4f}"
+        text["draft_rejections"] = str(result.draft_rejections[j])
     return text
 
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import torch
 
-from common.cli import (add_deprecated, add_flag, add_runtime_args, check_output_file, check_runtime, note_window,
+from common.cli import (add_deprecated, add_flag, add_runtime_args, check_output_file, check_runtime, decode_telemetry,
+                        note_window,
                         pass_progress, run_main)
 from common.config import DecodeConfig, add_decode_args, decode_config_from_args
 from common.images import save_grid
@@ -95,11 +96,7 @@ def main(args: argparse.Namespace) -> dict:
         "image_passes": result.image_passes,
         "tokens": result.tokens.tolist(),
     }
-    if config.adaptive:
-        report["adaptive"] = True
-        report["accepted_window"] = [{"mean": sum(w) / len(w), "min": min(w), "max": max(w)} if w else None
-                                     for w in result.accepted_windows]
-        report["rejections"] = result.rejections
+    report.update(decode_telemetry(config, result))
     if args.json:
         print(json.dumps(report))
     else:

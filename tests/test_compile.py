@@ -35,6 +35,7 @@ def assert_one_graph(eager, compiled):
         assert torch.equal(result.tokens, eager.tokens)
         assert result.image_passes == eager.image_passes
         assert result.rejections == eager.rejections
+        assert result.row_tokens_per_pass == eager.row_tokens_per_pass
 
 
 @pytest.mark.parametrize("config", [
@@ -42,7 +43,9 @@ def assert_one_graph(eager, compiled):
     DecodeConfig(window=2, adaptive=True, cfg_scale=3.0, placeholder="mean"),
     DecodeConfig(window=3, compat="official"),
     DecodeConfig(window=None, cfg_scale=2.0, cfg_interval=4),
-], ids=["fixed", "adaptive-mean", "compat", "ntp"])
+    DecodeConfig(window=2, draft_len=3, temperature=1.5),
+    DecodeConfig(window=1, adaptive=True, draft_len=2, cfg_scale=2.0),
+], ids=["fixed", "adaptive-mean", "compat", "ntp", "fixed-drafts", "adaptive-drafts"])
 def test_compiled_pass_is_one_graph_with_the_same_tokens(config):
     gpt = tiny_gpt(5)
     labels, seeds = torch.tensor([1, 5, 7]), torch.tensor([0, 3, 9])

@@ -165,3 +165,22 @@ def test_queries_per_pass_bound_holds_with_drafts(H, W, eor):
                 if not rec.batch.is_prefix:
                     busiest = int((rec.batch.slots != state.scheduler.scratch).sum(1).max())
                     assert busiest <= bound, (window, adaptive, L, rec.index)
+
+
+@pytest.mark.parametrize("module,argv", [
+    ("llamagen.sample", ["--ntp", "--class-labels", "3", "8"]),
+    ("llamagen.sample", ["--window", "8", "--adaptive", "--class-labels", "3"]),
+    ("emu3.generate", ["--random-init", "--config", "tiny", "--prompt", "a cat", "--ratio", "4:3", "--window", "2"]),
+    ("lumina_mgpt.generate", ["--random-init", "--config", "tiny", "--prompt", "a cat", "--window", "2"]),
+])
+def test_every_family_drafts_through_the_cli(module, argv, tmp_path, capsys):
+    import importlib
+    import json
+
+    out = ["--out", str(tmp_path / "g.png")] if module == "llamagen.sample" else ["--out-dir", str(tmp_path / "o")]
+    cli = importlib.import_module(module).cli
+    assert cli(argv + ["--draft-len", "2", "--json", "--temperature", "1.0"] + out) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["draft_len"] == 2 and report["forward_passes"] == max(report["image_passes"])
+    assert all(1.0 <= t <= 3.0 for t in report["tokens_per_row_pass"])
+    assert len(report["draft_rejections"]) == len(report["image_passes"])

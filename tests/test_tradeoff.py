@@ -11,13 +11,19 @@ import tradeoff  # noqa: E402
 def test_tradeoff_benchmark_smoke(tmp_path):
     args = tradeoff.build_parser().parse_args([
         "--num-samples", "10", "--batch-size", "10", "--windows", "24", "2", "--adaptive-windows", "4",
-        "--compat-windows", "2", "--placeholders", "mean", "--out-md", str(tmp_path / "t.md"), "--out-csv", str(tmp_path / "t.csv"),
+        "--compat-windows", "2", "--placeholders", "mean", "--draft-lens", "2", "--draft-windows", "4",
+        "--draft-placeholder", "mean", "--out-md", str(tmp_path / "t.md"), "--out-csv", str(tmp_path / "t.csv"),
         "--out-png", str(tmp_path / "t.png")])
     tradeoff.main(args)
     rows = list(csv.DictReader((tmp_path / "t.csv").open()))
     assert list(rows[0]) == tradeoff.COLUMNS
-    assert [r["setting"] for r in rows] == ["NTP", "fixed 24 mean", "fixed 2 mean", "adaptive 4 mean", "official 2"]
+    assert [r["setting"] for r in rows] == ["NTP", "fixed 24 mean", "fixed 2 mean", "adaptive 4 mean", "official 2",
+                                            "SJD L=2", "fixed 4 mean + SJD L=2", "adaptive 4 mean + SJD L=2"]
     by = {r["setting"]: r for r in rows}
+    for name in ("SJD L=2", "fixed 4 mean + SJD L=2"):  # drafts decide 1..L+1 tokens a row-pass
+        assert 1.0 <= float(by[name]["tokens_per_row_pass"]) <= 3.0
+        assert len(by[name]["row_tokens_per_pass"].split()) == 24
+    assert float(by["SJD L=2"]["passes_mean"]) < float(by["NTP"]["passes_mean"])
     assert float(by["fixed 24 mean"]["agreement"]) == 1.0  # w >= W is NTP, token for token
     assert float(by["fixed 2 mean"]["passes_mean"]) == 23 * 2 + 24
     assert float(by["fixed 2 mean"]["agreement"]) < 1.0
