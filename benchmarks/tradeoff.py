@@ -1,6 +1,8 @@
 """Quality vs forward passes on the demo model: NTP, fixed and adaptive windows with every row-opening
-placeholder policy (common/placeholder.py), and the paper code's schedule (compat="official"), all
-with the same labels and seeds (the CPU analogue of the ZipAR paper's Figure 6).
+placeholder policy (common/placeholder.py), the paper code's schedule (compat="official"), and
+speculative Jacobi drafting along rows (common/row_drafts.py) alone ("SJD": NTP + drafts) and with
+fixed and adaptive windows, all with the same labels and seeds (the CPU analogue of the ZipAR
+paper's Figure 6).
 
 Per setting: mean passes per image, reduction vs NTP, seconds, class accuracy and digits-FID under
 the demo's digit classifier, and paired agreement (fraction of tokens equal to the NTP sample of the

@@ -16,6 +16,10 @@ live. Each pass, every row offers three candidate queries ("lanes"), computed fo
           follows row r-1 with. Each attempt overwrites the previous attempt's entry (its slot):
           a superseded opener is never read again, so one slot per row holds them all.
   feed    row r is complete and its last token is not in the cache yet: feed it (keys/values only).
+With row drafts (draft_len L, common.row_drafts) the cell lane is up to L + 1 queries: offset o is
+fed (r, c+o-1), a draft for o >= 1, and decides (r, c+o) (a CHECK of the draft there, or a DRAW
+after the last draft), for each cell the window rule allows. A draft-fed query's slot is visible
+only to its own row's later queries in the pass (visibility_mask), and live for all once kept.
 The active lanes of an image are packed, in increasing position, into `queries_per_pass` slots
 (bound derived in `queries_per_pass`); the rest is inert padding that writes a scratch slot nobody
 reads and decides the token buffer's trash column. So every decode pass has one shape, no per-image
