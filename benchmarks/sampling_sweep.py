@@ -49,7 +49,7 @@ def main(args) -> list[dict]:
         reference = None
         for method, config in (("NTP", DecodeConfig(window=None, **sampling)),
                                (f"adaptive {args.w_min}", DecodeConfig(window=args.w_min, adaptive=True, **sampling))):
-            tokens, passes, _, _, _ = tradeoff.run_setting(gpt, config, labels, seeds, args.batch_size)
+            tokens, passes, *_ = tradeoff.run_setting(gpt, config, labels, seeds, args.batch_size)
             reference = tokens if reference is None else reference  # agreement with NTP at the same setting
             rows.append({"method": method, "cfg_scale": cfg_scale, "temperature": temperature,
                          "passes_mean": statistics.mean(passes),
