@@ -13,9 +13,8 @@ from pathlib import Path
 
 import torch
 
-from common.cli import (add_deprecated, add_flag, add_runtime_args, check_output_file, check_runtime, decode_telemetry,
-                        note_window,
-                        pass_progress, run_main)
+from common.cli import (add_deprecated, add_flag, add_runtime_args, check_output_file, check_runtime,
+                        decode_telemetry, note_window, pass_progress, run_main)
 from common.config import DecodeConfig, add_decode_args, decode_config_from_args
 from common.images import save_grid
 from common.sampling import image_seeds
