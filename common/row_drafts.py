@@ -19,10 +19,12 @@ at least what plain ZipAR shows it. A draft's cache entry is visible only to lat
 own row in the same pass (scheduler.visibility_mask); its slot becomes live for everyone only if
 the draft is kept, and a rejected draft's slot is rewritten before anyone reads it.
 
-New draft positions (a row's cells that the window newly allows, up to L ahead) start as SJD's do:
-a uniformly random code, q = uniform over the codes (SJD's random initialisation of new Jacobi
-positions; an uninformed start that the next pass refines, and the one that makes "SJD" here mean
-the published method).
+New draft positions (a row's cells that the window newly allows, up to L ahead) start from a
+uniformly random code, as SJD's "random" initialisation (tyshiwo1/Accelerating-T2I-AR-with-SJD,
+scheduler/jacobi_iteration_lumina_mgpt.py, used for Lumina-mGPT and Emu3). SJD stores a one-hot q
+for such a token (acceptance p(x)); we store q uniform, equally exact and accepted with
+min(1, V p(x)) >= p(x). SJD's LlamaGen test starts new positions from the token to their left
+("repeat_horizon", one-hot q); that policy is not implemented here.
 
 Randomness is counter-based, keyed by (seed, cell, purpose, attempt), attempt = how many times the
 cell was drawn before (DecodeState.draws): without drafts every cell is drawn once, attempt 0.
@@ -82,8 +84,8 @@ def check(state, plan, probs: torch.Tensor, drawn: torch.Tensor) -> tuple[torch.
 
 
 def start(state) -> None:
-    """Start the new draft positions the window now allows (SJD's initialisation: a uniformly random
-    code, q uniform), after the prefix pass and after every decode pass."""
+    """Start the new draft positions the window now allows (a uniformly random code, q uniform; see
+    the module docstring), after the prefix pass and after every decode pass."""
     sch, schedule = state.scheduler, state.schedule
     W, H, L = sch.layout.cols, sch.layout.rows, sch.draft_len
     new, target = sch.draft_lanes(schedule)  # (B, H, L), (B, H)
