@@ -37,6 +37,7 @@ def grid(args) -> list[tuple[float, float]]:
 
 @torch.inference_mode()
 def main(args) -> list[dict]:
+    tradeoff.check_run_args(args)
     torch.set_num_threads(args.threads)
     gpt = Transformer(gpt_config("demo"), grid_size=DEMO.image_size).eval()
     load_gpt_weights(gpt, args.gpt_ckpt, "demo")
@@ -53,14 +54,14 @@ def main(args) -> list[dict]:
             reference = tokens if reference is None else reference  # agreement with NTP at the same setting
             rows.append({"method": method, "cfg_scale": cfg_scale, "temperature": temperature,
                          "passes_mean": statistics.mean(passes),
-                         **tradeoff.score(scorer, tokenizer, tokens, labels, reference)})
+                         **tradeoff.score(scorer, tokenizer, tokens, labels, reference, args.groups)})
             print(f"{method} cfg {cfg_scale} T {temperature}: {rows[-1]['digits_fid']:.1f}", file=sys.stderr)
     write(rows, args)
     return rows
 
 
 def markdown(rows, args) -> str:
-    head = (f"Demo model, {args.num_samples} samples per setting; spread = std over {tradeoff.GROUPS} groups. "
+    head = (f"Demo model, {args.num_samples} samples per setting; spread = std over {args.groups} groups. "
             "Agreement: tokens equal to NTP's at the same setting and seed.\n\n"
             "| method | cfg | temperature | passes | class accuracy | digits-FID | agreement with NTP |\n"
             "|---|---|---|---|---|---|---|\n")

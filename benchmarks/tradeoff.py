@@ -6,7 +6,7 @@ paper's Figure 6).
 
 Per setting: mean passes per image, reduction vs NTP, seconds, class accuracy and digits-FID under
 the demo's digit classifier, and paired agreement (fraction of tokens equal to the NTP sample of the
-same seed). Spread: the std of each metric over 5 equal groups of the samples (by index).
+same seed). Spread: the std of each metric over --groups (5) equal groups of the samples (by index).
 
 python benchmarks/tradeoff.py --num-samples 500
 """
@@ -31,7 +31,6 @@ from llamagen.generate import generate, layout_for  # noqa: E402
 from llamagen.model import Transformer, gpt_config  # noqa: E402
 from llamagen.presets import DEMO, DEMO_DIR  # noqa: E402
 
-GROUPS = 5
 COLUMNS = ["setting", "kind", "placeholder", "window", "passes_mean", "pass_reduction", "seconds", "accuracy", "accuracy_std",
            "digits_fid", "digits_fid_std", "agreement", "agreement_std", "accepted_window", "rejections",
            "draft_len", "tokens_per_row_pass", "row_tokens_per_pass", "draft_rejections"]
@@ -83,11 +82,11 @@ def draft_columns(config, drafts) -> dict:
             "draft_rejections": statistics.mean(drafts["rejections"])}
 
 
-def score(scorer, tokenizer, tokens, labels, reference):
+def score(scorer, tokenizer, tokens, labels, reference, num_groups):
     grey = tokenizer.codes_to_grey(tokens.flatten(1), tuple(tokens.shape[1:]))
     whole = scorer.score(grey, labels)
     agree = paired_agreement(tokens, reference)
-    groups = torch.arange(len(labels)).chunk(GROUPS)
+    groups = torch.arange(len(labels)).chunk(num_groups)
     per_group = [scorer.score(grey[g], labels[g]) for g in groups]
     std = lambda xs: statistics.stdev(xs) if len(xs) > 1 else 0.0  # noqa: E731
     return {"accuracy": whole["accuracy"], "accuracy_std": std([g["accuracy"] for g in per_group]),
@@ -97,6 +96,7 @@ def score(scorer, tokenizer, tokens, labels, reference):
 
 @torch.inference_mode()
 def main(args) -> list[dict]:
+    check_run_args(args)
     torch.set_num_threads(args.threads)
     gpt = Transformer(gpt_config("demo"), grid_size=DEMO.image_size).eval()
     load_gpt_weights(gpt, args.gpt_ckpt, "demo")
@@ -114,7 +114,7 @@ def main(args) -> list[dict]:
         rows.append({"setting": name, "kind": kind, "placeholder": "" if kind == "ntp" else config.placeholder,
                      "window": config.window or gpt.grid_size,
                      "passes_mean": passes_mean, "pass_reduction": 1 - passes_mean / ntp_passes, "seconds": seconds,
-                     **score(scorer, tokenizer, tokens, labels, reference),
+                     **score(scorer, tokenizer, tokens, labels, reference, args.groups),
                      "accepted_window": statistics.mean(windows) if windows else "",
                      "rejections": statistics.mean(rejections) if rejections else "",
                      **draft_columns(config, drafts)})
@@ -125,8 +125,8 @@ def main(args) -> list[dict]:
 
 def markdown(rows, args) -> str:
     head = (f"Demo model, {args.num_samples} samples per setting (labels i % 10, seeds (seed {args.seed}, i)), "
-            f"cfg {args.cfg_scale}, temperature {args.temperature}; spread = std over {GROUPS} groups of "
-            f"{args.num_samples // GROUPS}. official = compat='official' (placeholder above).\n\n"
+            f"cfg {args.cfg_scale}, temperature {args.temperature}; spread = std over {args.groups} groups of "
+            f"{args.num_samples // args.groups}. official = compat='official' (placeholder above).\n\n"
             "| setting | passes | reduction | seconds | class accuracy | digits-FID | agreement with NTP "
             "| accepted window | rejections/image | tokens/row-pass | draft rejections/image |\n"
             "|---|---|---|---|---|---|---|---|---|---|---|\n")
@@ -187,7 +187,8 @@ def write_outputs(rows, args):
 
 def add_run_args(p: argparse.ArgumentParser) -> None:
     """Flags every demo-model quality benchmark shares: samples, seeds, threads and the demo's files."""
-    p.add_argument("--num-samples", type=int, default=500, help="images per setting (a multiple of 5)")
+    p.add_argument("--num-samples", type=int, default=500, help="images per setting (a multiple of --groups)")
+    p.add_argument("--groups", type=int, default=5, help="equal groups of samples whose metric std is the spread")
     p.add_argument("--batch-size", type=int, default=100, help="images per generate call")
     p.add_argument("--seed", type=int, default=0, help="global seed; image i uses seed (seed, i)")
     p.add_argument("--threads", type=int, default=1,
@@ -195,6 +196,12 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpt-ckpt", default=DEMO.gpt_ckpt, help="demo GPT checkpoint")
     p.add_argument("--tokenizer", default=DEMO.vq_ckpt, help="demo tokenizer spec")
     p.add_argument("--classifier", default=str(DEMO_DIR / "digit_classifier.pt"), help="digit classifier")
+
+
+def check_run_args(args) -> None:
+    if args.groups < 1 or args.num_samples % args.groups or args.num_samples < 2 * args.groups:
+        raise SystemExit(f"error: --num-samples {args.num_samples} must be a multiple of --groups {args.groups} with at "
+                         "least 2 samples a group (a digits-FID needs 2)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -42,6 +42,7 @@ writes it (the tokens written in a pass were decided in earlier ones); a placeho
 being live when the real (r-1, W-1) is fed. Only opener slots are ever rewritten, by the next
 attempt of the same opening, which replaces the entry for every later query.
 """
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -379,21 +380,28 @@ class Scheduler:
         state.image_passes.copy_(torch.where(plan.active.any(1), state.pass_index + 1, state.image_passes))
         state.pass_index += 1
 
-    def fixed_pass_sizes(self) -> list[int]:
-        """Fixed windows: the real queries of each decode pass (one schedule for every image), found
-        by running this scheduler once on the CPU without a model. Eager decodes run each pass at
-        its own size; compiled ones pad every pass to `num_queries`."""
+    def fixed_pass_sizes(self) -> tuple[int, ...]:
+        """Fixed windows: the real queries of each decode pass (one schedule for every image). Eager
+        decodes run each pass at its own size; compiled ones pad every pass to `num_queries`."""
         if self.per_image:
             raise ValueError("adaptive windows and row drafts have per-image, data-dependent pass sizes")
-        host = Scheduler(self.layout, self.config, "cpu")
-        state = host.initial_state(1)
-        host.after_prefix(state)
-        sizes = [0]  # the prefix pass is sized by the condition
-        while not bool(host.done(state)):
-            plan = host.plan(state)
-            sizes.append(int(plan.active.sum()))
-            host.advance(state, plan, None)
-        return sizes
+        return fixed_pass_sizes(self.layout, self.config)
 
     def done(self, state: ScheduleState) -> torch.Tensor:
         return (state.count == self.layout.cols).all()
+
+
+@functools.lru_cache(maxsize=64)
+def fixed_pass_sizes(layout: Layout, config) -> tuple[int, ...]:
+    """The real queries of each pass of a fixed-window schedule, found by running the scheduler once
+    on the CPU without a model (a pure function of its arguments, so it is remembered: a sampling
+    job decodes many batches with one layout and config)."""
+    host = Scheduler(layout, config, "cpu")
+    state = host.initial_state(1)
+    host.after_prefix(state)
+    sizes = [0]  # the prefix pass is sized by the condition
+    while not bool(host.done(state)):
+        plan = host.plan(state)
+        sizes.append(int(plan.active.sum()))
+        host.advance(state, plan, None)
+    return tuple(sizes)

@@ -3,8 +3,6 @@ import json
 import os
 import pickle
 import shlex
-import subprocess
-import sys
 import types
 from pathlib import Path
 
@@ -14,8 +12,8 @@ import torch
 from common import convert
 from common.checkpoint import CheckpointError, read_checkpoint
 from llamagen.demo_tokenizer import IntensityTokenizer
+from tests.helpers.processes import run_python
 
-REPO = Path(__file__).resolve().parents[1]
 WHAT = "GPT preset demo"
 
 
@@ -104,8 +102,7 @@ def test_convert_refuses_pickle_without_trust(tmp_path, capsys):
 
 def test_convert_exit_status_from_the_command_line(tmp_path):
     path = _pickled(tmp_path / "vqgan.ckpt", {"w": torch.ones(2)})
-    run = subprocess.run([sys.executable, "-m", "common.convert", str(path)], cwd=REPO, capture_output=True,
-                         text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    run = run_python(["-m", "common.convert", str(path)])
     assert run.returncode == 2, run.stderr
     assert run.stderr.startswith("error: ") and run.stderr.count("\n") == 1 and "Traceback" not in run.stderr
     assert "--trust-pickle" in run.stderr and not (tmp_path / "vqgan.safetensors").exists()

@@ -36,10 +36,10 @@ def test_committed_demo_samples_with_zipar(demo_gpt):
 
 
 def test_paired_agreement_is_one_for_full_window_only(demo_gpt):
-    labels, seeds = torch.arange(4), image_seeds(3, torch.arange(4))
+    labels, seeds = torch.arange(2), image_seeds(3, torch.arange(2))
     ntp = generate(demo_gpt, labels, seeds, DecodeConfig(window=None)).tokens
     assert torch.equal(paired_agreement(generate(demo_gpt, labels, seeds, DecodeConfig(window=30)).tokens, ntp),
-                       torch.ones(4))
+                       torch.ones(2))
     assert paired_agreement(generate(demo_gpt, labels, seeds, DecodeConfig(window=1)).tokens, ntp).max() < 1
 
 

@@ -4,8 +4,6 @@ prompts, and the negative branch), batch invariance, pass counts, the output seq
 import base64
 import copy
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,6 +20,7 @@ from emu3.pipeline import Emu3Pipeline, layout_for, load_pipeline, ntp_passes_of
 from emu3.prompt import NEGATIVE_PROMPT, prompt_ids
 from tests.helpers.llamagen import CountingModel
 from tests.oracle import full_forward, oracle_error, record_passes
+from tests.helpers.processes import run_python
 
 PROMPTS = ["a fox", "a very long prompt about a red fox in the snow at dawn"]
 RATIO = "4:3"  # tiny image area: a 3x5 grid
@@ -200,10 +199,9 @@ def test_bad_prompts_are_refused(pipe):
 def test_cli_random_init_end_to_end(tmp_path):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a red fox\n\na blue bird\n")
-    out = subprocess.run([sys.executable, "-m", "emu3.generate", "--random-init", "--config", "tiny",
-                          "--prompt", "a cat", "--prompts-file", str(prompts), "--ratio", RATIO, "--window", "2",
-                          "--out-dir", str(tmp_path / "out"), "--json"],
-                         capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+    out = run_python(["-m", "emu3.generate", "--random-init", "--config", "tiny", "--prompt", "a cat",
+                      "--prompts-file", str(prompts), "--ratio", RATIO, "--window", "2", "--out-dir", str(tmp_path / "out"),
+                      "--json"])
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     assert report["grid"] == [3, 5]

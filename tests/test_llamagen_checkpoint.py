@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,8 +19,8 @@ from llamagen.checkpoint import build_gpt, load_gpt_weights, load_vq
 from llamagen.model import Transformer, gpt_config, random_init_
 from llamagen.sample import cli
 from llamagen.vq import VQModel, vq_config
+from tests.helpers.processes import run_python
 
-REPO = Path(__file__).resolve().parents[1]
 GRID = 4
 
 
@@ -283,8 +281,7 @@ def test_cli_missing_checkpoints_in_process(capsys):
 
 
 def _run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "llamagen.sample", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=120)
+    return run_python(["-m", "llamagen.sample", *args])
 
 
 def test_cli_subprocess_errors_are_one_line():

@@ -2,9 +2,6 @@
 folder loading, NTP parity with an independent uncached loop, the oracle with prompts of different
 lengths and the BOI-started CFG branch, pass counts, batch invariance, the CLI."""
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,8 +20,8 @@ from tests.helpers.files import write_folder
 from tests.helpers.llamagen import CountingModel
 from tests.helpers.lumina import PROMPTS, SIZE, TINY, hf_chameleon, to_transformers
 from tests.oracle import full_forward, oracle_error, record_passes
+from tests.helpers.processes import run_python
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -186,19 +183,16 @@ def test_sequence_ids_follow_the_official_block(pipe):
 
 
 def test_cli_random_init_tiny(tmp_path):
-    cmd = [sys.executable, "-m", "lumina_mgpt.generate", "--random-init", "--config", "tiny", "--prompt", "a cat",
+    cmd = ["-m", "lumina_mgpt.generate", "--random-init", "--config", "tiny", "--prompt", "a cat",
            "--prompt", "a red cube on a mat", "--width", "256", "--height", "1024", "--window", "3", "--json",
            "--out-dir", str(tmp_path)]
-    # one OpenMP thread: on a shared 2-core machine two spinning threads made this run 30-90 s instead of 3 s
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
+    proc = run_python(cmd)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["grid"] == [64, 16]
     assert report["forward_passes"] == 63 * 3 + 16 and report["ntp_passes"] == 64 * 16
     assert report["ntp_passes_official"] == 64 * 17
     assert len(report["files"]) == 2 and all(Path(f).is_file() for f in report["files"])
-    bad = subprocess.run([sys.executable, "-m", "lumina_mgpt.generate", "--random-init", "--config", "tiny",
-                          "--prompt", "x", "--width", "500", "--height", "512", "--out-dir", str(tmp_path)], cwd=ROOT,
-                         capture_output=True, text=True, timeout=60, env=env)
+    bad = run_python(["-m", "lumina_mgpt.generate", "--random-init", "--config", "tiny", "--prompt", "x",
+                      "--width", "500", "--height", "512", "--out-dir", str(tmp_path)])
     assert bad.returncode == 2 and bad.stderr.startswith("error: 500x512 is not a size")

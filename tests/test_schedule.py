@@ -155,10 +155,11 @@ def test_every_slot_written_once_and_each_cell_sampled_once(H, W, w):
         layout, row_windows(layout, w))))
 
 
-def test_one_window_rule_for_fixed_adaptive_and_the_pass_table(monkeypatch):
+def test_one_window_rule_for_fixed_adaptive_and_the_pass_table(monkeypatch, request):
     """Change the rule in its one place (common.schedule.window_allows): fixed decodes, adaptive
     decodes and the pass table all follow it. Here: one token more of the row above is needed."""
     from common import schedule
+    from common.scheduler import fixed_pass_sizes
     from llamagen.generate import generate, layout_for
 
     def one_more(count_above, col, window, cols):
@@ -170,6 +171,8 @@ def test_one_window_rule_for_fixed_adaptive_and_the_pass_table(monkeypatch):
     plain_fixed = generate(gpt, labels, seeds, DecodeConfig(window=2))
     plain_adaptive = generate(gpt, labels, seeds, DecodeConfig(window=2, adaptive=True))
     monkeypatch.setattr(schedule, "window_allows", one_more)
+    fixed_pass_sizes.cache_clear()  # remembered pass sizes hold for the rule they were found with
+    request.addfinalizer(fixed_pass_sizes.cache_clear)
     fixed = generate(gpt, labels, seeds, DecodeConfig(window=2))
     adaptive = generate(gpt, labels, seeds, DecodeConfig(window=2, adaptive=True))
     assert plain_fixed.forward_passes == 5 * 2 + 6

@@ -1,13 +1,9 @@
 """Running sample_ddp.py in a subprocess (one process or torchrun) and reading what it wrote."""
-import os
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # the demo model is tiny: more threads only contend
-ENV.pop("WORLD_SIZE", None)
+from tests.helpers.processes import run_python
 
 
 def free_port() -> int:
@@ -16,11 +12,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(args: list[str], nproc: int = 1, timeout: float = 600) -> subprocess.CompletedProcess:
-    torchrun = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
-                f"--master_port={free_port()}"] if nproc > 1 else [sys.executable]
-    return subprocess.run([*torchrun, "sample_ddp.py", *args], cwd=ROOT, env=ENV, capture_output=True, text=True,
-                          timeout=timeout, check=False)
+def launch(args: list[str], nproc: int = 1) -> subprocess.CompletedProcess:
+    torchrun = ["-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
+                f"--master_port={free_port()}"] if nproc > 1 else []
+    return run_python(["sample_ddp.py", *args], prefix=torchrun)
 
 
 def run_dir(sample_dir: Path) -> Path:
