@@ -139,7 +139,7 @@ def run_name(args: argparse.Namespace, config: DecodeConfig) -> str:
     decoding = "ntp" if config.window is None else f"{'adaptive-' if config.adaptive else ''}w{config.window}"
     placeholder = None if config.placeholder == DEFAULT_POLICY else config.placeholder.replace(":", "_")
     decoding += "".join(f"-{x}" for x in (config.compat, placeholder) if x)
-    decoding += f"-sjd{config.draft_len}" if config.draft_len else ""
+    decoding += f"-sjd{config.draft_len}-{config.draft_init}" if config.draft_len else ""
     cfg = f"{config.cfg_scale}" + ("" if config.cfg_interval == -1 else f"-interval-{config.cfg_interval}")
     arch = f"-{args.random_init_config}" if args.random_init and args.random_init_config != "full" else ""
     return (f"{args.model}{arch}-size-{preset_of(args.model).size_tag}-size-{args.image_size_eval}-{decoding}-"

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 import torch
 
 from common.placeholder import DEFAULT_POLICY, POLICIES, check_policy
+from common.row_drafts import DRAFT_INITS
 
 # --precision choices of every script: the model dtype
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -24,6 +25,7 @@ class DecodeConfig:
     top_k: int = 0  # 0: off
     top_p: float = 1.0  # 1: off
     draft_len: int = 0  # L > 0: each row drafts up to L tokens ahead, verified by speculative Jacobi tests
+    draft_init: str = "above"  # how a new draft position starts (common.row_drafts.DRAFT_INITS)
 
     def __post_init__(self):
         if self.window is not None and self.window < 1:
@@ -47,6 +49,8 @@ class DecodeConfig:
             raise ValueError(f"cfg_scale must be > 0, got {self.cfg_scale}")
         if self.draft_len < 0:
             raise ValueError(f"draft_len must be >= 0 (0 = no row drafts), got {self.draft_len}")
+        if self.draft_init not in DRAFT_INITS:
+            raise ValueError(f"draft_init must be one of {', '.join(DRAFT_INITS)}, got {self.draft_init!r}")
         if self.draft_len and self.compat is not None:
             raise ValueError("compat='official' reproduces the released code, which has no drafts; drop compat or draft_len")
         if self.cfg_interval < -1:
@@ -91,6 +95,10 @@ def add_decode_args(parser: argparse.ArgumentParser, *, cfg_scale: float | None,
     g.add_argument("--draft-len", type=int, default=0, metavar="L",
                    help="speculative Jacobi drafting along rows: each row drafts up to L tokens ahead and keeps "
                         "those the acceptance test passes (exact); 0 = off; works with --ntp, fixed and --adaptive")
+    g.add_argument("--draft-init", choices=DRAFT_INITS, default="above",
+                   help="how a new draft starts: above = the decided token above it (row 0: its left token), "
+                        "left = the row's last token repeated (SJD's LlamaGen choice), random = a uniform code "
+                        "(SJD's Lumina-mGPT/Emu3 choice); common/row_drafts.py")
 
 
 def _placeholder_arg(value: str) -> str:
@@ -109,5 +117,5 @@ def decode_config_from_args(args: argparse.Namespace) -> DecodeConfig:
         window=None if args.ntp else args.window, adaptive=args.adaptive and not args.ntp,
         placeholder=args.placeholder, compat=args.compat,
         cfg_scale=args.cfg_scale, cfg_interval=args.cfg_interval, temperature=args.temperature,
-        top_k=args.top_k, top_p=args.top_p, draft_len=args.draft_len,
+        top_k=args.top_k, top_p=args.top_p, draft_len=args.draft_len, draft_init=args.draft_init,
     )

@@ -60,6 +60,7 @@ class DecodeState:
     draws: torch.Tensor | None = None  # (B, width) int64 times each cell was drawn: the attempt of its keys
     draft_probs: torch.Tensor | None = None  # (B, V) adaptive: distribution the current opener draft follows
     row_draft_probs: torch.Tensor | None = None  # (B, R*L + 1, V) row drafts' distributions (common.row_drafts)
+    row_draft_kind: torch.Tensor | None = None  # (B, R*L + 1) which q each entry holds (common.row_drafts)
     mean_input: torch.Tensor | None = None  # (D,) placeholder "mean": set after the prefix pass
     passes_run: int = 0
 

@@ -19,24 +19,35 @@ at least what plain ZipAR shows it. A draft's cache entry is visible only to lat
 own row in the same pass (scheduler.visibility_mask); its slot becomes live for everyone only if
 the draft is kept, and a rejected draft's slot is rewritten before anyone reads it.
 
-New draft positions (a row's cells that the window newly allows, up to L ahead) start from a
-uniformly random code, as SJD's "random" initialisation (tyshiwo1/Accelerating-T2I-AR-with-SJD,
-scheduler/jacobi_iteration_lumina_mgpt.py, used for Lumina-mGPT and Emu3). SJD stores a one-hot q
-for such a token (acceptance p(x)); we store q uniform, equally exact and accepted with
-min(1, V p(x)) >= p(x). SJD's LlamaGen test starts new positions from the token to their left
-("repeat_horizon", one-hot q); that policy is not implemented here.
+New draft positions (a row's cells that the window newly allows, up to L ahead) start by a policy
+(DecodeConfig.draft_init, DRAFT_INITS):
+- "above": the decided token directly above, (r-1, c), with q the point mass on it (acceptance
+  p_new(x)). The window rule guarantees (r-1, c) is decided wherever row r may draft c; row 0 has
+  no row above and repeats its left token. This is the 2-D prior ZipAR rests on (a token's
+  neighbours above predict it), used as a draft.
+- "left": the token before the row's first new draft, repeated (point-mass q): SJD's LlamaGen
+  initialisation ("repeat_horizon" in tyshiwo1/Accelerating-T2I-AR-with-SJD).
+- "random": a uniformly random code with q uniform, as SJD's "random" initialisation (same
+  repository, scheduler/jacobi_iteration_lumina_mgpt.py, for Lumina-mGPT and Emu3), which stores a
+  one-hot q; a uniform q is equally exact and accepted with min(1, V p(x)) >= p(x).
+Every policy is exact: the acceptance test corrects any q a draft was really drawn from. A point-mass
+or uniform q is stored as its kind (row_draft_kind), not as a V-vector: only Jacobi redrafts keep
+their p_new in the ring.
 
 Randomness is counter-based, keyed by (seed, cell, purpose, attempt), attempt = how many times the
 cell was drawn before (DecodeState.draws): without drafts every cell is drawn once, attempt 0.
 Draft distributions live in a ring of rows (scheduler.draft_rows: the most rows open at once),
-indexed (r mod R, column mod L), plus one scratch entry.
+indexed (r mod R, column mod L), plus one scratch entry; row_draft_kind says per entry which q holds.
 """
 import torch
 
 from common.sampling import PURPOSE_ACCEPT, PURPOSE_DRAFT, PURPOSE_RESIDUAL, draw_key, key_uniform, verify_draft
 from common.scheduler import CHECK
 
-__all__ = ["allocate", "check", "start"]
+__all__ = ["DRAFT_INITS", "allocate", "check", "start"]
+
+DRAFT_INITS = ("above", "left", "random")
+Q_STORED, Q_POINT, Q_UNIFORM = 0, 1, 2  # a draft's q: its ring vector, the point mass on it, uniform
 
 
 def allocate(state, num_codes: int, device) -> None:
@@ -44,6 +55,7 @@ def allocate(state, num_codes: int, device) -> None:
     sch = state.scheduler
     entries = sch.draft_rows * sch.draft_len + 1
     state.row_draft_probs = torch.zeros(state.seeds.shape[0], entries, num_codes, device=device)
+    state.row_draft_kind = torch.zeros(state.seeds.shape[0], entries, dtype=torch.int64, device=device)
 
 
 def _ring_index(scheduler, rows: torch.Tensor, cols: torch.Tensor, write: torch.Tensor) -> torch.Tensor:
@@ -67,7 +79,7 @@ def check(state, plan, probs: torch.Tensor, drawn: torch.Tensor) -> tuple[torch.
     is_check = pb.kinds == CHECK
     draft = state.tokens.gather(1, cells)
     ring = _ring_index(sch, rows, cols, is_check)
-    q = state.row_draft_probs.gather(1, ring[..., None].expand(-1, -1, V))
+    q = _draft_q(state, ring, draft, V)
     attempt = state.draws.gather(1, cells)
     key = lambda purpose: draw_key(state.seeds, cells, purpose, attempt)  # noqa: E731
     resampled, kept = verify_draft(probs, q, draft, key(PURPOSE_ACCEPT), key(PURPOSE_RESIDUAL))
@@ -80,12 +92,21 @@ def check(state, plan, probs: torch.Tensor, drawn: torch.Tensor) -> tuple[torch.
     redrafted = on_row & (cols > first_here)  # drafts again, drawn from this pass's p_new
     ring = _ring_index(sch, rows, cols, redrafted)
     state.row_draft_probs.scatter_(1, ring[..., None].expand(-1, -1, V), probs.to(state.row_draft_probs.dtype))
+    state.row_draft_kind.scatter_(1, ring, torch.full_like(ring, Q_STORED))
     return tokens, first[:, :H]
 
 
+def _draft_q(state, ring: torch.Tensor, draft: torch.Tensor, V: int) -> torch.Tensor:
+    """(B, n, V) the distribution each draft was drawn from, by its ring entry's kind."""
+    stored = state.row_draft_probs.gather(1, ring[..., None].expand(-1, -1, V))
+    kind = state.row_draft_kind.gather(1, ring)[..., None]
+    point = torch.nn.functional.one_hot(draft, V).to(stored.dtype)
+    return torch.where(kind == Q_POINT, point, torch.where(kind == Q_UNIFORM, torch.full_like(stored, 1.0 / V), stored))
+
+
 def start(state) -> None:
-    """Start the new draft positions the window now allows (a uniformly random code, q uniform; see
-    the module docstring), after the prefix pass and after every decode pass."""
+    """Start the new draft positions the window now allows (by DecodeConfig.draft_init; see the
+    module docstring), after the prefix pass and after every decode pass."""
     sch, schedule = state.scheduler, state.schedule
     W, H, L = sch.layout.cols, sch.layout.rows, sch.draft_len
     new, target = sch.draft_lanes(schedule)  # (B, H, L), (B, H)
@@ -93,11 +114,22 @@ def start(state) -> None:
     rows = sch.rows[:, None].expand(H, L).expand(batch, -1, -1)
     cols = schedule.count[..., None] + torch.arange(L, device=new.device)
     cells = torch.where(new, rows * W + cols, sch.trash).reshape(batch, -1)
-    attempt = state.draws.gather(1, cells)
-    code = (key_uniform(draw_key(state.seeds, cells, PURPOSE_DRAFT, attempt)) * V).long().clamp(max=V - 1)
+    code, kind = _initial_drafts(state, rows, cols, cells, V)
     state.tokens.scatter_(1, cells, code)
     state.draws.scatter_add_(1, cells, torch.ones_like(cells))
     ring = _ring_index(sch, rows, cols, new).reshape(batch, -1)
-    uniform = torch.full((batch, ring.shape[1], V), 1.0 / V, dtype=state.row_draft_probs.dtype, device=new.device)
-    state.row_draft_probs.scatter_(1, ring[..., None].expand(-1, -1, V), uniform)
+    state.row_draft_kind.scatter_(1, ring, torch.full_like(ring, kind))
     schedule.drafts.copy_(target)
+
+
+def _initial_drafts(state, rows, cols, cells, V: int) -> tuple[torch.Tensor, int]:
+    """New drafts' codes (B, H*L) at `cells` and the kind of their q."""
+    init, W = state.config.draft_init, state.scheduler.layout.cols
+    if init == "random":
+        attempt = state.draws.gather(1, cells)
+        code = (key_uniform(draw_key(state.seeds, cells, PURPOSE_DRAFT, attempt)) * V).long().clamp(max=V - 1)
+        return code, Q_UNIFORM
+    # the token before the row's first new draft: decided or a draft it keeps (count >= 1 where it drafts)
+    left = rows * W + (state.schedule.count + state.schedule.drafts - 1).clamp(min=0)[..., None]
+    source = left if init == "left" else torch.where(rows >= 1, (rows - 1) * W + cols, left)
+    return state.tokens.gather(1, source.reshape(cells.shape)), Q_POINT

@@ -35,10 +35,11 @@ def test_no_drafts_reproduces_the_engine_before_drafts():
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("draft_len,cfg_scale", [(1, 1.0), (3, 2.0)])
-def test_oracle_every_query_including_drafts(mode, draft_len, cfg_scale):
+@pytest.mark.parametrize("draft_len,cfg_scale,init", [(1, 1.0, "above"), (3, 2.0, "above"), (2, 2.0, "left"),
+                                                      (3, 1.0, "random")])
+def test_oracle_every_query_including_drafts(mode, draft_len, cfg_scale, init):
     gpt = tiny_gpt(5, seed=4)
-    config = DecodeConfig(**MODES[mode], draft_len=draft_len, cfg_scale=cfg_scale, temperature=1.5)
+    config = DecodeConfig(**MODES[mode], draft_len=draft_len, draft_init=init, cfg_scale=cfg_scale, temperature=1.5)
     labels, seeds = torch.tensor([1, 2, 3]), torch.tensor([4, 5, 6])
     with torch.inference_mode():
         err, _ = run_oracle(gpt, layout_for(gpt), config, labels, seeds)  # also checks (e) on every query
@@ -81,35 +82,74 @@ def test_no_query_reads_another_rows_draft(mode):
     assert int(state.schedule.draft_rejections.sum()) > 0  # drafts were really rejected on the way
 
 
-def _exact_marginal_of_cell_2(gpt, label, config):
-    """P(cell (0, 2)) under NTP, by enumerating every (0, 0), (0, 1) with uncached forwards."""
+def _exact_marginal(gpt, label, config, k):
+    """P(the k-th generated token) under NTP, by enumerating every earlier token sequence with
+    uncached forwards: sum over x_0..x_{k-1} of prod_j p(x_j | x_<j) * p(x_k | x_<k)."""
     prefix = condition_prefix(gpt, torch.tensor([label]), config).embeddings  # (1, 1, D)
     V = gpt.output.out_features
-    ids = torch.cartesian_prod(torch.arange(V), torch.arange(V))  # (V*V, 2)
-    x = torch.cat([prefix.expand(V * V, -1, -1), gpt.embed_tokens(ids)], dim=1)
-    logits = full_forward(gpt, x, torch.arange(3), torch.ones(3, 3, dtype=torch.bool).tril())
-    probs = torch.softmax(logits.double() / config.temperature, dim=-1)
-    p0 = probs[0, 0]  # (V,)
-    p1 = probs.view(V, V, 3, V)[:, 0, 1]  # (V, V): p(x1 | x0)
-    p2 = probs.view(V, V, 3, V)[:, :, 2]  # (V, V, V): p(x2 | x0, x1)
-    return torch.einsum("a,ab,abc->c", p0, p1, p2)
+    ids = torch.cartesian_prod(*[torch.arange(V)] * k).reshape(-1, k)  # (V^k, k)
+    x = torch.cat([prefix.expand(len(ids), -1, -1), gpt.embed_tokens(ids)], dim=1)
+    logits = full_forward(gpt, x, torch.arange(k + 1), torch.ones(k + 1, k + 1, dtype=torch.bool).tril())
+    probs = torch.softmax(logits.double() / config.temperature, dim=-1)  # (V^k, k+1, V)
+    joint = probs[:, :k].gather(2, ids[..., None])[..., 0].prod(1)  # P(x_0..x_{k-1})
+    return (joint[:, None] * probs[:, k]).sum(0)
 
 
-@pytest.mark.parametrize("mode,draft_len", [("ntp", 2), ("fixed", 3)])
-def test_drafted_cell_follows_the_exact_model_marginal(mode, draft_len):
-    gpt = tiny_gpt(3, seed=5)
-    config = DecodeConfig(**MODES[mode], draft_len=draft_len, temperature=1.5)
+# (mode, L, draft_init, grid, vocab, (row, col)): (0, 2) is drafted from its left (row 0); on the 2x2
+# grid with w = 1, (1, 1) is always drafted from (0, 1) above it before its check
+MARGINALS = [("ntp", 2, "random", 3, 64, (0, 2)), ("fixed", 3, "left", 3, 64, (0, 2)),
+             ("fixed", 1, "above", 2, 8, (1, 1)), ("adaptive", 2, "above", 2, 8, (1, 1))]
+
+
+@pytest.mark.parametrize("mode,draft_len,init,grid,vocab,cell", MARGINALS)
+def test_drafted_cell_follows_the_exact_model_marginal(mode, draft_len, init, grid, vocab, cell):
+    gpt = tiny_gpt(grid, seed=5, vocab_size=vocab)
+    config = DecodeConfig(**MODES[mode], draft_len=draft_len, draft_init=init, temperature=1.5)
     n = 4000
     with torch.inference_mode():
-        expected = _exact_marginal_of_cell_2(gpt, 4, config).numpy()
+        expected = _exact_marginal(gpt, 4, config, cell[0] * grid + cell[1]).numpy()
         result = generate(gpt, torch.full((n,), 4), torch.arange(n) + 10_000, config)
     assert sum(result.draft_rejections) > n // 4 and min(result.tokens_per_row_pass) >= 1
-    counts = np.bincount(result.tokens[:, 0, 2].numpy(), minlength=len(expected))
+    counts = np.bincount(result.tokens[:, cell[0], cell[1]].numpy(), minlength=len(expected))
     big = expected * n >= 5  # pool the rare codes into one bin for the chi-square test
     observed, wanted = counts[big], expected[big] * n
     if (~big).any():
         observed, wanted = np.append(observed, counts[~big].sum()), np.append(wanted, expected[~big].sum() * n)
     assert stats.chisquare(observed, wanted / wanted.sum() * observed.sum()).pvalue > 1e-3
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("init", ["above", "left"])
+def test_new_drafts_start_from_the_policy_token(mode, init, monkeypatch):
+    """Every new draft holds the policy's token right after it starts: "above" the decided token
+    (r-1, c) (row 0: its left token), "left" the token before the row's first new draft."""
+    from common import row_drafts
+
+    original, seen = row_drafts.start, []
+
+    def checked_start(state):
+        sch, schedule = state.scheduler, state.schedule
+        new, _ = sch.draft_lanes(schedule)
+        count, drafts = schedule.count.clone(), schedule.drafts.clone()
+        original(state)
+        W = sch.layout.cols
+        for b, r, o in new.nonzero().tolist():
+            c = int(count[b, r]) + o
+            left = r * W + int(count[b, r] + drafts[b, r]) - 1
+            if init == "above" and r >= 1:
+                assert c < int(count[b, r - 1]), "the window rule guarantees the token above is decided"
+                source = (r - 1) * W + c
+            else:
+                source = left
+            assert int(state.tokens[b, r * W + c]) == int(state.tokens[b, source]), (b, r, c)
+            seen.append(r >= 1)
+
+    monkeypatch.setattr(row_drafts, "start", checked_start)
+    gpt = tiny_gpt(5, seed=6)
+    config = DecodeConfig(**MODES[mode], draft_len=3, draft_init=init, temperature=1.5)
+    with torch.inference_mode():
+        generate(gpt, torch.tensor([2, 7]), torch.tensor([11, 12]), config)
+    assert any(seen) and not all(seen)  # drafts started in row 0 and below it
 
 
 @pytest.mark.parametrize("mode", MODES)
