@@ -22,6 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common.config import DecodeConfig  # noqa: E402
+from common.row_drafts import DRAFT_INITS  # noqa: E402
 from common.metrics import paired_agreement  # noqa: E402
 from common.sampling import image_seeds  # noqa: E402
 from llamagen.checkpoint import load_gpt_weights  # noqa: E402
@@ -33,7 +34,7 @@ from llamagen.presets import DEMO, DEMO_DIR  # noqa: E402
 
 COLUMNS = ["setting", "kind", "placeholder", "window", "passes_mean", "pass_reduction", "seconds", "accuracy", "accuracy_std",
            "digits_fid", "digits_fid_std", "agreement", "agreement_std", "accepted_window", "rejections",
-           "draft_len", "tokens_per_row_pass", "row_tokens_per_pass", "draft_rejections"]
+           "draft_len", "draft_init", "tokens_per_row_pass", "row_tokens_per_pass", "draft_rejections"]
 
 
 def settings(args) -> list[tuple[str, str, DecodeConfig]]:
@@ -45,12 +46,15 @@ def settings(args) -> list[tuple[str, str, DecodeConfig]]:
     out += [(f"official {w}", "official", DecodeConfig(window=w, compat="official", **common)) for w in args.compat_windows]
     # speculative Jacobi drafting along rows (common/row_drafts.py): alone (NTP + drafts) and with ZipAR
     p = args.draft_placeholder
-    for L in args.draft_lens:
-        out.append((f"SJD L={L}", "sjd", DecodeConfig(window=None, draft_len=L, **common)))
-        for kind in ("fixed", "adaptive"):
-            out += [(f"{kind} {w} {p} + SJD L={L}", f"{kind}+sjd",
-                     DecodeConfig(window=w, adaptive=kind == "adaptive", placeholder=p, draft_len=L, **common))
-                    for w in args.draft_windows]
+    for init in args.draft_inits:
+        tag = "" if init == "above" else f" {init}"
+        drafts = lambda L: dict(draft_len=L, draft_init=init, **common)  # noqa: E731
+        for L in args.draft_lens:
+            out.append((f"SJD L={L}{tag}", "sjd", DecodeConfig(window=None, **drafts(L))))
+            for kind in ("fixed", "adaptive"):
+                out += [(f"{kind} {w} {p} + SJD L={L}{tag}", f"{kind}+sjd",
+                         DecodeConfig(window=w, adaptive=kind == "adaptive", placeholder=p, **drafts(L)))
+                        for w in args.draft_windows]
     return out
 
 
@@ -74,10 +78,11 @@ def run_setting(gpt, config, labels, seeds, batch_size):
 def draft_columns(config, drafts) -> dict:
     """Row-draft telemetry: mean tokens per row-pass (all rows, and per row) and rejections per image."""
     if not drafts["rate"]:
-        return {"draft_len": config.draft_len, "tokens_per_row_pass": "", "row_tokens_per_pass": "",
+        return {"draft_len": config.draft_len, "draft_init": "", "tokens_per_row_pass": "", "row_tokens_per_pass": "",
                 "draft_rejections": ""}
     per_row = torch.tensor(drafts["rows"]).mean(0)
-    return {"draft_len": config.draft_len, "tokens_per_row_pass": statistics.mean(drafts["rate"]),
+    return {"draft_len": config.draft_len, "draft_init": config.draft_init,
+            "tokens_per_row_pass": statistics.mean(drafts["rate"]),
             "row_tokens_per_pass": " ".join(f"{x:.2f}" for x in per_row.tolist()),
             "draft_rejections": statistics.mean(drafts["rejections"])}
 
@@ -147,18 +152,20 @@ def plot(rows, path):
 
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
     colors = {"above": "tab:blue", "left": "tab:red", "mean": "tab:green"}
-    curves = sorted({(r["kind"], r["placeholder"]) for r in rows if r["kind"] != "ntp"})
+    curves = sorted({(r["kind"], r["placeholder"], r["draft_init"]) for r in rows if r["kind"] != "ntp"})
     for metric, ax, label in (("accuracy", axes[0], "class accuracy"), ("digits_fid", axes[1], "digits-FID")):
-        for kind, policy in curves:
+        for kind, policy, init in curves:
             pts = sorted((r["passes_mean"], r[metric], r[f"{metric}_std"]) for r in rows
-                         if (r["kind"], r["placeholder"]) == (kind, policy))
+                         if (r["kind"], r["placeholder"], r["draft_init"]) == (kind, policy, init))
             xs, ys, es = zip(*pts)
             style = {"fixed": "o-", "adaptive": "s--", "official": "^:", "sjd": "D-", "fixed+sjd": "o-.",
                      "adaptive+sjd": "s-."}[kind]
             color = {"official": "black", "sjd": "tab:brown", "fixed+sjd": "tab:olive",
                      "adaptive+sjd": "tab:cyan"}.get(kind, colors.get(policy, "tab:purple"))
             name = {"official": "official (above)", "sjd": "SJD (NTP + drafts)"}.get(kind, f"{kind} {policy}")
-            ax.errorbar(xs, ys, yerr=es, fmt=style, color=color, label=name, capsize=3, markersize=4)
+            name += f", drafts start {init}" if init else ""
+            ax.errorbar(xs, ys, yerr=es, fmt=style, color=color, label=name, capsize=3, markersize=4,
+                        alpha=0.5 if init not in ("", "above") else 1.0)
         for r in rows:
             if r["kind"] == "ntp":
                 ax.errorbar([r["passes_mean"]], [r[metric]], yerr=[r[f"{metric}_std"]], fmt="k*", markersize=12,
@@ -220,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--draft-lens", type=int, nargs="*", default=[2, 4, 8],
                    help="row-draft lengths L for SJD (NTP + drafts) and ZipAR + SJD (common/row_drafts.py)")
     p.add_argument("--draft-windows", type=int, nargs="*", default=[8], help="fixed and adaptive windows combined with drafts")
+    p.add_argument("--draft-inits", nargs="*", default=["above"], choices=DRAFT_INITS,
+                   help="how new drafts start (common/row_drafts.py); each adds its own SJD settings")
     p.add_argument("--draft-placeholder", default="token:0", help="placeholder policy of the ZipAR + SJD settings")
     p.add_argument("--out-md", default=str(results / "tradeoff.md"), help="markdown table")
     p.add_argument("--out-csv", default=str(results / "tradeoff.csv"), help="CSV table")

@@ -26,6 +26,7 @@ def test_tradeoff_benchmark_smoke(tmp_path):
         assert 1.0 <= float(by[name]["tokens_per_row_pass"]) <= 3.0
         assert len(by[name]["row_tokens_per_pass"].split()) == 24
     assert float(by["SJD L=2"]["passes_mean"]) < float(by["NTP"]["passes_mean"])
+    assert by["SJD L=2"]["draft_init"] == "above" and by["NTP"]["draft_init"] == ""
     assert float(by["NTP"]["agreement"]) == 1.0
     assert float(by["fixed 2 mean"]["passes_mean"]) == 23 * 2 + 24
     assert float(by["fixed 2 mean"]["agreement"]) < 1.0
