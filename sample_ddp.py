@@ -215,7 +215,7 @@ def summarize(args, config: DecodeConfig, sampler, texts: list[dict], per_rank: 
         summary["adaptive"] = {"mean_accepted_window": float(np.mean(windows)) if windows else None,
                                "mean_rejections": float(np.mean([int(t["rejections"]) for t in texts]))}
     if config.draft_len:
-        summary["row_drafts"] = {"draft_len": config.draft_len,
+        summary["row_drafts"] = {"draft_len": config.draft_len, "draft_init": config.draft_init,
                                  "mean_tokens_per_row_pass": float(np.mean([float(t["tokens_per_row_pass"]) for t in texts])),
                                  "mean_draft_rejections": float(np.mean([int(t["draft_rejections"]) for t in texts]))}
     return summary

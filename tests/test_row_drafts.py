@@ -219,8 +219,9 @@ def test_every_family_drafts_through_the_cli(module, argv, tmp_path, capsys):
 
     out = ["--out", str(tmp_path / "g.png")] if module == "llamagen.sample" else ["--out-dir", str(tmp_path / "o")]
     cli = importlib.import_module(module).cli
-    assert cli(argv + ["--draft-len", "2", "--json", "--temperature", "1.0"] + out) == 0
+    assert cli(argv + ["--draft-len", "2", "--draft-init", "left", "--json", "--temperature", "1.0"] + out) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["draft_len"] == 2 and report["forward_passes"] == max(report["image_passes"])
+    assert report["draft_len"] == 2 and report["draft_init"] == "left"
+    assert report["forward_passes"] == max(report["image_passes"])
     assert all(1.0 <= t <= 3.0 for t in report["tokens_per_row_pass"])
     assert len(report["draft_rejections"]) == len(report["image_passes"])
