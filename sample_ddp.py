@@ -38,7 +38,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from common.cli import add_deprecated, add_flag, add_runtime_args, check_runtime, run_main
+from common.cli import add_deprecated, add_flag, add_runtime_args, check_runtime, fill_random_init_config, run_main
 from common.config import PRECISIONS, DecodeConfig, add_decode_args, decode_config_from_args
 from common.images import save_png_with_text_atomic, to_fid_uint8
 from common.placeholder import DEFAULT_POLICY
@@ -46,10 +46,12 @@ from common.prompts import collect_prompts
 from common.run_folder import build_npz, check_run_dir, existing_state, image_text, png_path, write_json_atomic
 from common.sampling import image_seeds
 from common.t2i_pipeline import PromptImages, PromptPreset
+from emu3.config import PRESETS as EMU3_CONFIGS
 from emu3.pipeline import load_preset as load_emu3
 from emu3.presets import PRESETS as EMU3_PRESETS
 from llamagen.loader import ClassImages
 from llamagen.presets import FID_PRESETS, Preset
+from lumina_mgpt.config import PRESETS as LUMINA_CONFIGS
 from lumina_mgpt.pipeline import load_preset as load_lumina
 from lumina_mgpt.presets import PRESETS as LUMINA_PRESETS
 
@@ -58,6 +60,9 @@ STOPPED_EXIT_CODE = 3  # --stop-after: the exit status of a run that was cut sho
 PRESETS: dict[str, Preset | PromptPreset] = {**FID_PRESETS, **EMU3_PRESETS, **LUMINA_PRESETS}
 # text-to-image presets -> the family's pipeline loader
 PROMPT_LOADERS = {**{name: load_emu3 for name in EMU3_PRESETS}, **{name: load_lumina for name in LUMINA_PRESETS}}
+# text-to-image presets -> the architectures --random-init --config may build
+ARCHITECTURES = {**{name: list(EMU3_CONFIGS) for name in EMU3_PRESETS},
+                 **{name: list(LUMINA_CONFIGS) for name in LUMINA_PRESETS}}
 
 
 def preset_of(name: str) -> Preset | PromptPreset:
@@ -78,6 +83,8 @@ def fill_defaults(args: argparse.Namespace) -> argparse.Namespace:
                         ("temperature", preset.temperature), ("image_size_eval", preset.image_size_eval)):
         if getattr(args, flag) is None:
             setattr(args, flag, value)
+    if args.config == "full":  # the deprecated --random-init-config full: the model's own architecture
+        args.config = None
     if isinstance(preset, Preset) and not args.random_init and (ckpt_dir := args.ckpt_dir or preset.ckpt_dir):
         args.gpt_ckpt = args.gpt_ckpt or str(Path(ckpt_dir) / preset.gpt_file)
         args.vq_path = args.vq_path or str(Path(ckpt_dir) / preset.vq_file)
@@ -108,6 +115,8 @@ def check_class_args(args: argparse.Namespace, preset: Preset) -> None:
     if args.prompt or args.prompts_file:
         raise ValueError(f"--prompt/--prompts-file are for the text-to-image presets ({', '.join(PROMPT_LOADERS)}); "
                          f"--model {args.model} is class-conditional")
+    if args.config is not None:
+        raise ValueError(f"--config is for the text-to-image presets; --model {args.model} is one architecture")
     if not args.random_init:
         if args.gpt_ckpt is None or args.vq_path is None:
             raise ValueError(f"--model {args.model}: pass --ckpt-dir holding {preset.gpt_file} and {preset.vq_file}, "
@@ -122,6 +131,7 @@ def check_prompt_args(args: argparse.Namespace, preset: PromptPreset) -> None:
         raise ValueError(f"--model {args.model} is text-to-image: pass --prompts-file FILE (one prompt per line) "
                          "or --prompt TEXT")
     collect_prompts(args.prompt, args.prompts_file)
+    fill_random_init_config(args, ARCHITECTURES[args.model], preset.config)
     if args.gpt_ckpt or args.ckpt_dir:
         raise ValueError(f"--model {args.model}: use --model-path (and --vq-path, --tokenizer-path), "
                          "not the LlamaGen --gpt-ckpt/--ckpt-dir")
@@ -141,7 +151,7 @@ def run_name(args: argparse.Namespace, config: DecodeConfig) -> str:
     decoding += "".join(f"-{x}" for x in (config.compat, placeholder) if x)
     decoding += f"-sjd{config.draft_len}-{config.draft_init}" if config.draft_len else ""
     cfg = f"{config.cfg_scale}" + ("" if config.cfg_interval == -1 else f"-interval-{config.cfg_interval}")
-    arch = f"-{args.random_init_config}" if args.random_init and args.random_init_config != "full" else ""
+    arch = f"-{args.config}" if args.random_init and args.config not in (None, preset_of(args.model).config) else ""
     return (f"{args.model}{arch}-size-{preset_of(args.model).size_tag}-size-{args.image_size_eval}-{decoding}-"
             f"topk-{config.top_k}-topp-{config.top_p}-temperature-{config.temperature}-cfg-{cfg}-"
             f"{args.precision}-seed-{args.seed}")
@@ -165,7 +175,8 @@ def image_set(args: argparse.Namespace, config: DecodeConfig) -> dict:
         text = "\n".join(collect_prompts(args.prompt, args.prompts_file))
         key.update(prompts_sha256=hashlib.sha256(text.encode()).hexdigest(), model_path=weights(args.model_path),
                    vq_path=weights(args.vq_path),
-                   random_init_config=args.random_init_config if args.random_init else None)
+                   random_init_config=(None if not args.random_init else  # "full": the name of earlier runs
+                                       "full" if args.config == preset_of(args.model).config else args.config))
     return key
 
 
@@ -236,8 +247,8 @@ def load_sampler(args, device: torch.device) -> ClassImages | PromptImages:
     seed = args.seed if args.random_init else None
     if isinstance(preset, Preset):
         return ClassImages(preset, args.gpt_ckpt, args.vq_path, device, args.precision, seed, args.compile)
-    if args.random_init and args.random_init_config == "tiny":
-        preset = dataclasses.replace(preset, config="tiny")
+    if args.random_init:
+        preset = dataclasses.replace(preset, config=args.config)
     pipeline = PROMPT_LOADERS[args.model](preset, args.model_path, args.vq_path, args.tokenizer_path, device,
                                           PRECISIONS[args.precision], args.random_init, args.seed)
     return PromptImages(pipeline, collect_prompts(args.prompt, args.prompts_file), preset.size, args.compile)
@@ -353,8 +364,9 @@ def build_parser() -> argparse.ArgumentParser:
                                   "demo: tokenizer.json), Lumina-mGPT a folder with vqgan.yaml + vqgan.ckpt, Emu3 "
                                   "an Emu3-VisionTokenizer folder")
     add_flag(p, "--tokenizer-path", help="text-to-image: the text tokenizer folder")
-    p.add_argument("--random-init-config", choices=["full", "tiny"], default="full",
-                   help="text-to-image with --random-init: the real architecture, or a tiny one (tests)")
+    add_flag(p, "--config", help="text-to-image with --random-init: the architecture built (Emu3: "
+                                 f"{', '.join(EMU3_CONFIGS)}; Lumina-mGPT: {', '.join(LUMINA_CONFIGS)}; default the "
+                                 "preset's own; tiny for tests)")
     add_flag(p, "--gpt-ckpt", help="LlamaGen: the GPT checkpoint; default --ckpt-dir/<official name>")
     p.add_argument("--ckpt-dir", default=None,
                    help="folder with the official files (c2i_L_384.pt, vq_ds16_c2i.pt, ...); demo: checkpoints/demo")
@@ -371,7 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_runtime_args(p, "the GPT")
     add_decode_args(p, cfg_scale=None, top_k=None, temperature=None)
     for old, new in (("--prompts", "--prompts-file"), ("--vqgan-dir", "--vq-path"), ("--vq-ckpt", "--vq-path"),
-                     ("--sample-dir", "--out-dir"), ("--global-seed", "--seed")):
+                     ("--sample-dir", "--out-dir"), ("--global-seed", "--seed"),
+                     ("--random-init-config", "--config")):
         add_deprecated(p, old, new)
     return p
 

@@ -37,6 +37,8 @@ SHARED_FLAGS: dict[str, dict] = {
     "--model-path": dict(metavar="DIR", help="the model's Hugging Face folder (config.json, safetensors shards)"),
     "--vq-path": dict(metavar="PATH", help="the image tokenizer's weights (file or folder)"),
     "--tokenizer-path": dict(metavar="PATH", help="the text tokenizer's files (default --model-path)"),
+    "--config": dict(metavar="NAME", default=None,
+                     help="with --random-init: the architecture built (default: the model's own; tiny for tests)"),
     "--random-init": dict(action="store_true", help="random weights, no checkpoint files (speed and engine tests)"),
     "--json": dict(action="store_true", help="print one JSON object (passes, timing, outputs) on stdout"),
 }
@@ -49,6 +51,18 @@ def add_flag(p, name: str, **overrides) -> None:
         raise ValueError(f"add_flag({name!r}): shared flags are {', '.join(SHARED_FLAGS)}; only help and "
                          f"default may be specialised, got {sorted(bad)}")
     p.add_argument(name, **{**SHARED_FLAGS[name], **overrides})
+
+
+def fill_random_init_config(args: argparse.Namespace, configs, default: str) -> str:
+    """--config: a name from `configs`, only with --random-init (the files decide the architecture otherwise);
+    unset, the model's own (`default`). Fills args.config and returns it."""
+    if args.config is not None and not args.random_init:
+        raise ValueError(f"--config {args.config} chooses the architecture of --random-init weights; without "
+                         "--random-init the checkpoint decides it")
+    if args.config is not None and args.config not in configs:
+        raise ValueError(f"--config {args.config!r}: valid for this model: {', '.join(configs)}")
+    args.config = args.config or default
+    return args.config
 
 
 def add_deprecated(p: argparse.ArgumentParser, old: str, new: str, action: str | None = None,

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from common.cli import (add_deprecated, add_flag, add_runtime_args, check_output_dir, check_runtime, run_end_of_row,
-                        run_main)
+from common.cli import (add_deprecated, add_flag, add_runtime_args, check_output_dir, check_runtime,
+                        fill_random_init_config, run_end_of_row, run_main)
 from common.config import PRECISIONS, DecodeConfig, add_decode_args, decode_config_from_args
 from common.prompts import collect_prompts
 from lumina_mgpt.config import PRESETS, RESOLUTIONS
@@ -33,6 +33,7 @@ def check_args(args: argparse.Namespace) -> tuple[DecodeConfig, list[str]]:
     config = decode_config_from_args(args)
     prompts = collect_prompts(args.prompt, args.prompts_file)
     check_size(args.width, args.height, resolution_for(args))
+    fill_random_init_config(args, PRESETS, DEFAULT.config)
     if not args.random_init:
         if args.model_path is None or args.vq_path is None:
             raise ValueError("pass --model-path and --vq-path, or --random-init to run without files")
@@ -70,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the checkpoint's training size; default: the smallest one trained on --width x --height")
     add_flag(p, "--out-dir", default="lumina_out", help="output folder; image i is written as {i:04d}.png")
     add_flag(p, "--random-init", help="random weights for --config, no files")
-    p.add_argument("--config", choices=list(PRESETS), default=DEFAULT.config, help="model preset for --random-init")
+    add_flag(p, "--config", help=f"with --random-init: the architecture built ({', '.join(PRESETS)}; default "
+                                 f"{DEFAULT.config})")
     add_flag(p, "--json")
     add_runtime_args(p, "the text model")
     add_decode_args(p, cfg_scale=DEFAULT.cfg_scale, top_k=DEFAULT.top_k, temperature=DEFAULT.temperature)

@@ -128,3 +128,18 @@ def test_progress_bar_over_passes_on_stderr(flags, shown, tmp_path, capsys):
     assert sample_cli([*ONE_DIGIT, "--window", "8", *flags, "--out", str(tmp_path / "x.png")]) == 0
     err = capsys.readouterr().err
     assert ("/208" in err and "pass" in err) == shown  # fixed window 8 on 24x24: 208 passes
+
+
+@pytest.mark.parametrize("cli,argv,needle", [
+    (emu3_cli, ["--config", "tiny", "--prompt", "a cat", "--model-path", "."], "without --random-init"),
+    (lumina_cli, ["--random-init", "--config", "8B", "--prompt", "a cat"], "valid for this model: 7B, tiny"),
+    ("sample_ddp", ["--model", "lumina-mgpt-512", "--random-init", "--config", "8B", "--prompt", "a"],
+     "valid for this model: 7B, tiny"),
+    ("sample_ddp", ["--random-init", "--config", "tiny"], "--model demo is one architecture"),
+])
+def test_config_names_an_architecture_of_the_model_built_with_random_weights(cli, argv, needle, tmp_path, capsys):
+    import sample_ddp
+    cli = sample_ddp.cli if cli == "sample_ddp" else cli
+    out = ["--out-dir", str(tmp_path / "o")]
+    assert needle in error_of(cli, [*argv, *out], capsys)
+    assert not (tmp_path / "o").exists()

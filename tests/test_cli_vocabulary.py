@@ -36,6 +36,7 @@ DEPRECATED = [  # (CLI, old spelling and its values, new spelling and its values
     ("sample_ddp.py", ["--vq-ckpt", "vq"], ["--vq-path", "vq"]),
     ("sample_ddp.py", ["--sample-dir", "s"], ["--out-dir", "s"]),
     ("sample_ddp.py", ["--global-seed", "7"], ["--seed", "7"]),
+    ("sample_ddp.py", ["--random-init-config", "tiny"], ["--config", "tiny"]),
 ]
 
 
@@ -108,7 +109,7 @@ def test_deprecated_spellings_still_work_with_one_warning(cli, old, new, capsys)
 
 def test_every_cli_accepts_the_shared_names():
     values = {"--out": "x.png", "--out-dir": "d", "--prompts-file": "p.txt", "--gpt-ckpt": "g.pt", "--model-path": "m",
-              "--vq-path": "v", "--tokenizer-path": "t"}
+              "--vq-path": "v", "--tokenizer-path": "t", "--config": "tiny"}
     for name, build in PARSERS.items():
         parser = build()
         opts = options(parser)

@@ -23,7 +23,7 @@ def prompts(tmp_path):
 def t2i_args(model, prompts, sample_dir, batch):
     # one thread in every process: the image decoders' convolutions differ in the last float bits between CPU
     # thread counts (1e-5 for the tiny VQGAN), which can move a pixel by one step; tokens do not depend on it
-    return ["--model", model, "--random-init", "--random-init-config", "tiny", "--prompts-file", str(prompts),
+    return ["--model", model, "--random-init", "--config", "tiny", "--prompts-file", str(prompts),
             "--window", "2", "--num-fid-samples", "5", "--per-proc-batch-size", str(batch),
             "--image-size-eval", "32", "--out-dir", str(sample_dir), "--threads", "1"]
 
@@ -76,7 +76,7 @@ def test_prompt_flags_and_compile_define_the_image_set(prompts, tmp_path, monkey
 
     def key(*extra):
         args = sample_ddp.fill_defaults(sample_ddp.build_parser().parse_args(
-            ["--model", "lumina-mgpt-512", "--random-init", "--random-init-config", "tiny", *extra]))
+            ["--model", "lumina-mgpt-512", "--random-init", "--config", "tiny", *extra]))
         return sample_ddp.image_set(args, sample_ddp.check_args(args, 1))
 
     kept = [p for p in PROMPTS if p]
