@@ -151,7 +151,8 @@ def run_name(args: argparse.Namespace, config: DecodeConfig) -> str:
     decoding += "".join(f"-{x}" for x in (config.compat, placeholder) if x)
     decoding += f"-sjd{config.draft_len}-{config.draft_init}" if config.draft_len else ""
     cfg = f"{config.cfg_scale}" + ("" if config.cfg_interval == -1 else f"-interval-{config.cfg_interval}")
-    arch = f"-{args.config}" if args.random_init and args.config not in (None, preset_of(args.model).config) else ""
+    other = args.random_init and args.config is not None and args.config != preset_of(args.model).config
+    arch = f"-{args.config}" if other else ""  # --config is None for class presets (check_class_args)
     return (f"{args.model}{arch}-size-{preset_of(args.model).size_tag}-size-{args.image_size_eval}-{decoding}-"
             f"topk-{config.top_k}-topp-{config.top_p}-temperature-{config.temperature}-cfg-{cfg}-"
             f"{args.precision}-seed-{args.seed}")

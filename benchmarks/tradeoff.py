@@ -128,10 +128,32 @@ def main(args) -> list[dict]:
     return rows
 
 
+def read_rows(paths) -> list[dict]:
+    """The rows of earlier runs' CSVs (e.g. runs made side by side, one per core), the first of each setting
+    kept, ordered by draft length (stable: each file's order otherwise)."""
+    def value(text):
+        for kind in (int, float):
+            try:
+                return kind(text)
+            except ValueError:
+                pass
+        return text
+    rows, seen = [], set()
+    for path in paths:
+        with open(path, newline="") as f:
+            for row in csv.DictReader(f):
+                if row["setting"] not in seen:
+                    seen.add(row["setting"])
+                    rows.append({k: v if k in ("setting", "row_tokens_per_pass") else value(v) for k, v in row.items()})
+    return sorted(rows, key=lambda r: r["draft_len"])
+
+
 def markdown(rows, args) -> str:
+    merged = (f" Merged from {len(args.from_csv)} runs made side by side, one per core (seconds compare within a "
+              "run best).") if args.from_csv else ""
     head = (f"Demo model, {args.num_samples} samples per setting (labels i % 10, seeds (seed {args.seed}, i)), "
             f"cfg {args.cfg_scale}, temperature {args.temperature}; spread = std over {args.groups} groups of "
-            f"{args.num_samples // args.groups}. official = compat='official' (placeholder above).\n\n"
+            f"{args.num_samples // args.groups}. official = compat='official' (placeholder above).{merged}\n\n"
             "| setting | passes | reduction | seconds | class accuracy | digits-FID | agreement with NTP "
             "| accepted window | rejections/image | tokens/row-pass | draft rejections/image |\n"
             "|---|---|---|---|---|---|---|---|---|---|---|\n")
@@ -230,6 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--draft-inits", nargs="*", default=["above"], choices=DRAFT_INITS,
                    help="how new drafts start (common/row_drafts.py); each adds its own SJD settings")
     p.add_argument("--draft-placeholder", default="token:0", help="placeholder policy of the ZipAR + SJD settings")
+    p.add_argument("--from-csv", nargs="+", default=None, metavar="CSV",
+                   help="run nothing: merge these tables (same --num-samples and settings flags) into the outputs")
     p.add_argument("--out-md", default=str(results / "tradeoff.md"), help="markdown table")
     p.add_argument("--out-csv", default=str(results / "tradeoff.csv"), help="CSV table")
     p.add_argument("--out-png", default=str(results / "tradeoff.png"), help="plot of quality vs passes")
@@ -237,4 +261,5 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 if __name__ == "__main__":
-    main(build_parser().parse_args())
+    args = build_parser().parse_args()
+    write_outputs(read_rows(args.from_csv), args) if args.from_csv else main(args)

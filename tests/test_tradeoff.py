@@ -34,6 +34,25 @@ def test_tradeoff_benchmark_smoke(tmp_path):
     assert by["official 2"]["placeholder"] == "above"
     assert float(by["official 2"]["passes_mean"]) == 2 * 24 + 22 * 2
     assert (tmp_path / "t.png").stat().st_size > 0 and (tmp_path / "t.md").read_text().count("\n") >= 6
+    check_merge_of_side_by_side_runs(args, tmp_path)
+
+
+def check_merge_of_side_by_side_runs(args, tmp_path):
+    """--from-csv: two runs, each with its own NTP reference (one of them holding the drafts), give the
+    one run's table: the first row of each setting, the settings in draft-length order."""
+    lines = (tmp_path / "t.csv").read_text().splitlines()
+    header, rows = lines[0], lines[1:]
+    drafts = [r for r in rows if "SJD" in r]
+    (tmp_path / "a.csv").write_text("\n".join([header, rows[0], *drafts]) + "\n")
+    (tmp_path / "b.csv").write_text("\n".join([header, *[r for r in rows if r not in drafts]]) + "\n")
+    merged = tradeoff.build_parser().parse_args([
+        "--num-samples", "4", "--groups", "2", "--from-csv", str(tmp_path / "a.csv"), str(tmp_path / "b.csv"),
+        "--out-md", str(tmp_path / "m.md"), "--out-csv", str(tmp_path / "m.csv"), "--out-png", str(tmp_path / "m.png")])
+    tradeoff.write_outputs(tradeoff.read_rows(merged.from_csv), merged)
+    body = lambda name: (tmp_path / name).read_text().splitlines()[1:]  # noqa: E731  (the header says "merged")
+    assert body("m.md") == body("t.md")
+    assert "Merged from 2 runs" in (tmp_path / "m.md").read_text()
+    assert list(csv.reader((tmp_path / "m.csv").open())) == list(csv.reader((tmp_path / "t.csv").open()))
 
 
 def test_sampling_sweep_smoke(tmp_path):
