@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from torch.overrides import TorchFunctionMode
 import torch.nn as nn
 
 from common.checkpoint import CheckpointError
@@ -55,9 +56,19 @@ def shard_files(folder: str | Path, what: str) -> dict[str, list[str]]:
     return shards
 
 
+class _NoNormalInit(TorchFunctionMode):
+    """normal_ (the tensor method and nn.init's) as a no-op: on the meta device it is torch's Python reference, whose first call
+    imports torch._dynamo (about 2 s a process); meta tensors hold no values to initialise anyway."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in (torch.Tensor.normal_, nn.init.normal_):
+            return args[0] if args else kwargs["tensor"]
+        return func(*args, **(kwargs or {}))
+
+
 def empty_model(factory: Callable[[], nn.Module], dtype: torch.dtype, device) -> nn.Module:
     """The module allocated once, uninitialised, in `dtype` on `device` (weights must be loaded next)."""
-    with torch.device("meta"):
+    with torch.device("meta"), _NoNormalInit():
         model = factory()
     return model.to(dtype).to_empty(device=device)
 

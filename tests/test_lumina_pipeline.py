@@ -182,17 +182,17 @@ def test_sequence_ids_follow_the_official_block(pipe):
     assert seq == [img[0], img[1], eol, img[2], img[3], eol, eoi]
 
 
-def test_cli_random_init_tiny(tmp_path):
-    cmd = ["-m", "lumina_mgpt.generate", "--random-init", "--config", "tiny", "--prompt", "a cat",
-           "--prompt", "a red cube on a mat", "--width", "256", "--height", "1024", "--window", "3", "--json",
-           "--out-dir", str(tmp_path)]
-    proc = run_python(cmd)
-    assert proc.returncode == 0, proc.stderr
-    report = json.loads(proc.stdout)
+def test_cli_random_init_tiny(tmp_path, capsys):
+    from lumina_mgpt.generate import cli
+
+    argv = ["--random-init", "--config", "tiny", "--prompt", "a cat", "--prompt", "a red cube on a mat",
+            "--width", "256", "--height", "1024", "--window", "3", "--json", "--threads", "1", "--out-dir", str(tmp_path)]
+    assert cli(argv) == 0
+    report = json.loads(capsys.readouterr().out)
     assert report["grid"] == [64, 16]
     assert report["forward_passes"] == 63 * 3 + 16 and report["ntp_passes"] == 64 * 16
     assert report["ntp_passes_official"] == 64 * 17
     assert len(report["files"]) == 2 and all(Path(f).is_file() for f in report["files"])
-    bad = run_python(["-m", "lumina_mgpt.generate", "--random-init", "--config", "tiny", "--prompt", "x",
-                      "--width", "500", "--height", "512", "--out-dir", str(tmp_path)])
-    assert bad.returncode == 2 and bad.stderr.startswith("error: 500x512 is not a size")
+    assert cli(["--random-init", "--config", "tiny", "--prompt", "x", "--width", "500", "--height", "512",
+                "--out-dir", str(tmp_path / "bad")]) == 2
+    assert capsys.readouterr().err.startswith("error: 500x512 is not a size")

@@ -12,7 +12,7 @@ import tradeoff  # noqa: E402
 
 def test_tradeoff_benchmark_smoke(tmp_path):
     args = tradeoff.build_parser().parse_args([
-        "--num-samples", "4", "--batch-size", "4", "--groups", "2", "--windows", "2", "--adaptive-windows", "4",
+        "--num-samples", "2", "--batch-size", "2", "--groups", "1", "--windows", "2", "--adaptive-windows", "4",
         "--compat-windows", "2", "--placeholders", "mean", "--draft-lens", "2", "--draft-windows", "4",
         "--draft-placeholder", "mean", "--out-md", str(tmp_path / "t.md"), "--out-csv", str(tmp_path / "t.csv"),
         "--out-png", str(tmp_path / "t.png")])
@@ -46,7 +46,7 @@ def check_merge_of_side_by_side_runs(args, tmp_path):
     (tmp_path / "a.csv").write_text("\n".join([header, rows[0], *drafts]) + "\n")
     (tmp_path / "b.csv").write_text("\n".join([header, *[r for r in rows if r not in drafts]]) + "\n")
     merged = tradeoff.build_parser().parse_args([
-        "--num-samples", "4", "--groups", "2", "--from-csv", str(tmp_path / "a.csv"), str(tmp_path / "b.csv"),
+        "--num-samples", "2", "--groups", "1", "--from-csv", str(tmp_path / "a.csv"), str(tmp_path / "b.csv"),
         "--out-md", str(tmp_path / "m.md"), "--out-csv", str(tmp_path / "m.csv"), "--out-png", str(tmp_path / "m.png")])
     tradeoff.write_outputs(tradeoff.read_rows(merged.from_csv), merged)
     body = lambda name: (tmp_path / name).read_text().splitlines()[1:]  # noqa: E731  (the header says "merged")
