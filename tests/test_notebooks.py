@@ -5,6 +5,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from tests.helpers.processes import HANG_TIMEOUT
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 # injected after the parameters cell, as papermill does: fewer images, the same code path
@@ -28,7 +30,7 @@ def test_notebook_executes(path, monkeypatch):
     nb = nbformat.read(path, as_version=4)
     if path.stem in TEST_PARAMETERS:
         nb.cells.insert(2, nbformat.v4.new_code_cell(TEST_PARAMETERS[path.stem]))
-    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
+    NotebookClient(nb, timeout=HANG_TIMEOUT, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors
     assert any(o.get("data", {}).get("image/png") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
