@@ -35,12 +35,16 @@ def test_committed_demo_samples_with_zipar(demo_gpt):
     assert images.shape == (10, 3, 96, 96) and images.min() >= -1 and images.max() <= 1
 
 
-def test_paired_agreement_is_one_for_full_window_only(demo_gpt):
+def test_paired_agreement_counts_equal_tokens_per_image(demo_gpt):
     labels, seeds = torch.arange(2), image_seeds(3, torch.arange(2))
-    ntp = generate(demo_gpt, labels, seeds, DecodeConfig(window=None)).tokens
-    assert torch.equal(paired_agreement(generate(demo_gpt, labels, seeds, DecodeConfig(window=30)).tokens, ntp),
-                       torch.ones(2))
-    assert paired_agreement(generate(demo_gpt, labels, seeds, DecodeConfig(window=1)).tokens, ntp).max() < 1
+    a = generate(demo_gpt, labels, seeds, DecodeConfig(window=1)).tokens
+    b = a.clone()
+    b[1, 0, :6] = (b[1, 0, :6] + 1) % demo_gpt.config.vocab_size  # 6 of image 1's 576 tokens differ
+    assert torch.equal(paired_agreement(b, a), torch.tensor([1.0, 1 - 6 / 576]))
+    # two windows, same seeds: the same model samples, yet not token for token (the context differs)
+    assert paired_agreement(generate(demo_gpt, labels, seeds, DecodeConfig(window=2)).tokens, a).max() < 1
+    with pytest.raises(ValueError, match="shapes differ"):
+        paired_agreement(a[:1], a)
 
 
 def test_frechet_distance_closed_forms():

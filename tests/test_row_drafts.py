@@ -208,7 +208,7 @@ def test_queries_per_pass_bound_holds_with_drafts(H, W, eor):
 
 
 @pytest.mark.parametrize("module,argv", [
-    ("llamagen.sample", ["--ntp", "--class-labels", "3", "8"]),
+    ("llamagen.sample", ["--window", "4", "--class-labels", "3", "8"]),
     ("llamagen.sample", ["--window", "8", "--adaptive", "--class-labels", "3"]),
     ("emu3.generate", ["--random-init", "--config", "tiny", "--prompt", "a cat", "--ratio", "4:3", "--window", "2"]),
     ("lumina_mgpt.generate", ["--random-init", "--config", "tiny", "--prompt", "a cat", "--window", "2"]),
