@@ -262,4 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 if __name__ == "__main__":
     args = build_parser().parse_args()
-    write_outputs(read_rows(args.from_csv), args) if args.from_csv else main(args)
+    if args.from_csv:
+        write_outputs(read_rows(args.from_csv), args)
+    else:
+        main(args)

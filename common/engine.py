@@ -21,12 +21,13 @@ import torch
 from common.condition import Condition, as_condition
 from common.config import DecodeConfig
 from common.kv_cache import KVCache
+from common.masks import visibility_mask
 from common.placeholder import MEAN_INPUT, fixed_token, mean_embedding
 from common import row_drafts
 from common.sampling import (PURPOSE_ACCEPT, PURPOSE_RESIDUAL, PURPOSE_TOKEN, draw_key, filter_logits, guide,
                              key_uniform, sample_probs, verify_draft)
 from common.schedule import Layout, num_passes
-from common.scheduler import DRAFT, VERIFY, PassBatch, Scheduler, ScheduleState, visibility_mask
+from common.scheduler import DRAFT, VERIFY, PassBatch, Scheduler, ScheduleState
 
 
 class Decoder(Protocol):

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from torch.overrides import TorchFunctionMode
 import torch.nn as nn
+from torch.overrides import TorchFunctionMode
 
 from common.checkpoint import CheckpointError
 
@@ -57,8 +57,9 @@ def shard_files(folder: str | Path, what: str) -> dict[str, list[str]]:
 
 
 class _NoNormalInit(TorchFunctionMode):
-    """normal_ (the tensor method and nn.init's) as a no-op: on the meta device it is torch's Python reference, whose first call
-    imports torch._dynamo (about 2 s a process); meta tensors hold no values to initialise anyway."""
+    """normal_ (the tensor method and nn.init's) as a no-op: on the meta device it is torch's Python
+    reference, whose first call imports torch._dynamo (about 2 s a process); meta tensors hold no
+    values to initialise anyway."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         if func in (torch.Tensor.normal_, nn.init.normal_):

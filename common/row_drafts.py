@@ -16,7 +16,7 @@ are fixed before the pass that tests it, and its test uses fresh counter-based u
 The window rule counts decided tokens only: a row drafts, checks and decides only cells the rule
 lets it decide in that pass (given the rows above's decided tokens), so every decided token sees
 at least what plain ZipAR shows it. A draft's cache entry is visible only to later queries of its
-own row in the same pass (scheduler.visibility_mask); its slot becomes live for everyone only if
+own row in the same pass (common.masks.visibility_mask); its slot becomes live for everyone only if
 the draft is kept, and a rejected draft's slot is rewritten before anyone reads it.
 
 New draft positions (a row's cells that the window newly allows, up to L ahead) start by a policy

@@ -19,7 +19,7 @@ live. Each pass, every row offers three candidate queries ("lanes"), computed fo
 With row drafts (draft_len L, common.row_drafts) the cell lane is up to L + 1 queries: offset o is
 fed (r, c+o-1), a draft for o >= 1, and decides (r, c+o) (a CHECK of the draft there, or a DRAW
 after the last draft), for each cell the window rule allows. A draft-fed query's slot is visible
-only to its own row's later queries in the pass (visibility_mask), and live for all once kept.
+only to its own row's later queries in the pass (common.masks), and live for all once kept.
 The active lanes of an image are packed, in increasing position, into `queries_per_pass` slots
 (bound derived in `queries_per_pass`); the rest is inert padding that writes a scratch slot nobody
 reads and decides the token buffer's trash column. So every decode pass has one shape, no per-image
@@ -37,10 +37,11 @@ Slots (= cache indices), per model-batch row:
                                with them, openers write the end-of-row slot itself)
   scratch                      written by padding, never live
 A slot's position is that of the cell it belongs to (openers: the position predicting (r, 0)).
-Visibility: a query reads the live slots at positions <= its own. A slot is live from the pass that
-writes it (the tokens written in a pass were decided in earlier ones); a placeholder opener stops
-being live when the real (r-1, W-1) is fed. Only opener slots are ever rewritten, by the next
-attempt of the same opening, which replaces the entry for every later query.
+Visibility (common.masks.visibility_mask): a query reads the live slots at positions <= its own.
+A slot is live from the pass that writes it (the tokens written in a pass were decided in earlier
+ones); a placeholder opener stops being live when the real (r-1, W-1) is fed. Only opener slots are
+ever rewritten, by the next attempt of the same opening, which replaces the entry for every later
+query.
 """
 import functools
 from dataclasses import dataclass
@@ -94,20 +95,6 @@ class PassBatch:
     cells: torch.Tensor  # (B | 1, n) the cell each decides (the trash column for padding and feeds)
     kinds: torch.Tensor  # (B | 1, n) PAD/DRAW/DRAFT/VERIFY
     attempts: torch.Tensor  # (B | 1, n) opener attempt, for counter-based keys
-
-
-def visibility_mask(live: torch.Tensor, slot_positions: torch.Tensor, positions: torch.Tensor,
-                    own_drafts: tuple | None = None) -> torch.Tensor:
-    """The visibility rule: (rows, Q, S) bool, True = attend: a query reads the live slots at
-    positions <= its own, and the row drafts its own grid row wrote in this pass at positions <= its
-    own (never another row's drafts). live (rows, S), slot_positions (S,), positions (rows, Q);
-    own_drafts = (draft_slots (rows, S) bool, slot_rows (S,), query_rows (rows, Q)) when drafting."""
-    earlier = slot_positions.to(torch.int32) <= positions.to(torch.int32)[..., None]
-    readable = live[:, None, :]
-    if own_drafts is not None:
-        draft_slots, slot_rows, query_rows = own_drafts
-        readable = readable | (draft_slots[:, None, :] & (slot_rows == query_rows[..., None]))
-    return readable & earlier
 
 
 @dataclass
