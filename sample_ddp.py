@@ -148,7 +148,8 @@ def run_name(args: argparse.Namespace, config: DecodeConfig) -> str:
     """The run folder's name: the official pattern, with the ZipAR settings in it."""
     decoding = "ntp" if config.window is None else f"{'adaptive-' if config.adaptive else ''}w{config.window}"
     placeholder = None if config.placeholder == DEFAULT_POLICY else config.placeholder.replace(":", "_")
-    decoding += "".join(f"-{x}" for x in (config.compat, placeholder) if x)
+    first_row = config.first_row and f"first-row-{config.first_row}"  # None: the family's default rule
+    decoding += "".join(f"-{x}" for x in (config.compat, placeholder, first_row) if x)
     decoding += f"-sjd{config.draft_len}-{config.draft_init}" if config.draft_len else ""
     cfg = f"{config.cfg_scale}" + ("" if config.cfg_interval == -1 else f"-interval-{config.cfg_interval}")
     other = args.random_init and args.config is not None and args.config != preset_of(args.model).config

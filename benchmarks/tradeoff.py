@@ -25,6 +25,7 @@ from common.config import DecodeConfig  # noqa: E402
 from common.row_drafts import DRAFT_INITS  # noqa: E402
 from common.metrics import paired_agreement  # noqa: E402
 from common.sampling import image_seeds  # noqa: E402
+from common.schedule import FIRST_ROW_RULES, first_row_rule  # noqa: E402
 from llamagen.checkpoint import load_gpt_weights  # noqa: E402
 from llamagen.demo_classifier import DigitScorer  # noqa: E402
 from llamagen.demo_tokenizer import IntensityTokenizer  # noqa: E402
@@ -32,29 +33,41 @@ from llamagen.generate import generate, layout_for  # noqa: E402
 from llamagen.model import Transformer, gpt_config  # noqa: E402
 from llamagen.presets import DEMO, DEMO_DIR  # noqa: E402
 
-COLUMNS = ["setting", "kind", "placeholder", "window", "passes_mean", "pass_reduction", "seconds", "accuracy", "accuracy_std",
-           "digits_fid", "digits_fid_std", "agreement", "agreement_std", "accepted_window", "rejections",
-           "draft_len", "draft_init", "tokens_per_row_pass", "row_tokens_per_pass", "draft_rejections"]
+COLUMNS = ["setting", "kind", "placeholder", "first_row", "window", "passes_mean", "pass_reduction", "seconds",
+           "accuracy", "accuracy_std", "digits_fid", "digits_fid_std", "agreement", "agreement_std", "accepted_window",
+           "rejections", "draft_len", "draft_init", "tokens_per_row_pass", "row_tokens_per_pass", "draft_rejections",
+           "frontier_fid", "frontier_accuracy"]
+KINDS = ("ntp", "fixed", "adaptive", "official", "sjd", "fixed+sjd", "adaptive+sjd")
 
 
 def settings(args) -> list[tuple[str, str, DecodeConfig]]:
+    """Every setting, NTP first (the agreement reference); names say kind, window, placeholder, first-row rule."""
     common = dict(cfg_scale=args.cfg_scale, temperature=args.temperature)
     out = [("NTP", "ntp", DecodeConfig(window=None, **common))]
-    for kind, windows in (("fixed", args.windows), ("adaptive", args.adaptive_windows)):
-        out += [(f"{kind} {w} {p}", kind, DecodeConfig(window=w, adaptive=kind == "adaptive", placeholder=p, **common))
-                for p in args.placeholders for w in windows]
+
+    def zipar(kind, w, p, rule, **extra):
+        return (f"{kind} {w} {p} {rule}", kind,
+                DecodeConfig(window=w, adaptive=kind == "adaptive", placeholder=p, first_row=rule, **common, **extra))
+    for rule in args.first_rows:
+        for kind, windows in (("fixed", args.windows), ("adaptive", args.adaptive_windows)):
+            out += [zipar(kind, w, p, rule) for p in args.placeholders for w in windows]
+    # other placeholders, under the layout's default first-row rule (serial for the demo)
+    out += [zipar("fixed", w, p, "serial") for p in args.extra_placeholders for w in args.placeholder_windows
+            if p not in args.placeholders or "serial" not in args.first_rows or w not in args.windows]
     out += [(f"official {w}", "official", DecodeConfig(window=w, compat="official", **common)) for w in args.compat_windows]
     # speculative Jacobi drafting along rows (common/row_drafts.py): alone (NTP + drafts) and with ZipAR
     p = args.draft_placeholder
     for init in args.draft_inits:
         tag = "" if init == "above" else f" {init}"
-        drafts = lambda L: dict(draft_len=L, draft_init=init, **common)  # noqa: E731
         for L in args.draft_lens:
-            out.append((f"SJD L={L}{tag}", "sjd", DecodeConfig(window=None, **drafts(L))))
-            for kind in ("fixed", "adaptive"):
-                out += [(f"{kind} {w} {p} + SJD L={L}{tag}", f"{kind}+sjd",
-                         DecodeConfig(window=w, adaptive=kind == "adaptive", placeholder=p, **drafts(L)))
-                        for w in args.draft_windows]
+            drafts = dict(draft_len=L, draft_init=init)
+            out.append((f"SJD L={L}{tag}", "sjd", DecodeConfig(window=None, **drafts, **common)))
+            for kind in args.draft_kinds:
+                out += [(f"{name} + SJD L={L}{tag}", f"{kind}+sjd", config) for w in args.draft_windows
+                        for name, _, config in [zipar(kind, w, p, "serial", **drafts)]]
+    if args.part:
+        k, n = args.part
+        out = out[:1] + out[1:][k - 1::n]  # round robin; every part runs NTP, the agreement reference
     return out
 
 
@@ -116,7 +129,9 @@ def main(args) -> list[dict]:
         tokens, passes, seconds, windows, rejections, drafts = run_setting(gpt, config, labels, seeds, args.batch_size)
         reference = tokens if reference is None else reference  # NTP runs first
         passes_mean = statistics.mean(passes)
+        rule = "" if kind in ("ntp", "sjd") else first_row_rule(layout_for(gpt), config.first_row, config.compat)
         rows.append({"setting": name, "kind": kind, "placeholder": "" if kind == "ntp" else config.placeholder,
+                     "first_row": rule,
                      "window": config.window or gpt.grid_size,
                      "passes_mean": passes_mean, "pass_reduction": 1 - passes_mean / ntp_passes, "seconds": seconds,
                      **score(scorer, tokenizer, tokens, labels, reference, args.groups),
@@ -124,13 +139,14 @@ def main(args) -> list[dict]:
                      "rejections": statistics.mean(rejections) if rejections else "",
                      **draft_columns(config, drafts)})
         print(f"{name}: {passes_mean:.1f} passes, {seconds:.1f}s", file=sys.stderr)
+        write_csv(mark_frontier(rows), args.out_csv)  # so far: an interrupted run keeps its finished settings
     write_outputs(rows, args)
     return rows
 
 
 def read_rows(paths) -> list[dict]:
-    """The rows of earlier runs' CSVs (e.g. runs made side by side, one per core), the first of each setting
-    kept, ordered by draft length (stable: each file's order otherwise)."""
+    """The rows of earlier runs' CSVs (e.g. runs made side by side, one per core, or --part runs), the first
+    of each setting kept, in the table's order."""
     def value(text):
         for kind in (int, float):
             try:
@@ -145,7 +161,30 @@ def read_rows(paths) -> list[dict]:
                 if row["setting"] not in seen:
                     seen.add(row["setting"])
                     rows.append({k: v if k in ("setting", "row_tokens_per_pass") else value(v) for k, v in row.items()})
-    return sorted(rows, key=lambda r: r["draft_len"])
+    return rows
+
+
+def table_order(row) -> tuple:
+    """Kind, then placeholder, first-row rule, draft length, window: the order of every table and merge."""
+    rule = ("serial", "early", "").index(str(row["first_row"]))
+    return (KINDS.index(row["kind"]), str(row["placeholder"]), rule, row["draft_len"], row["window"])
+
+
+def mark_frontier(rows) -> list[dict]:
+    """Sorted rows, each marked with whether it is on the Pareto frontier of passes vs digits-FID (lower
+    is better) and of passes vs accuracy (higher is better): no other setting is at least as good on both
+    axes and better on one. Point estimates; the table's spreads say which differences are noise."""
+    rows = sorted(rows, key=table_order)
+
+    def on_frontier(r, better):
+        return not any(o is not r and o["passes_mean"] <= r["passes_mean"] and better(o, r, True)
+                       and (o["passes_mean"] < r["passes_mean"] or better(o, r, False)) for o in rows)
+    for r in rows:
+        r["frontier_fid"] = "yes" if on_frontier(
+            r, lambda o, r, eq: o["digits_fid"] <= r["digits_fid"] if eq else o["digits_fid"] < r["digits_fid"]) else ""
+        r["frontier_accuracy"] = "yes" if on_frontier(
+            r, lambda o, r, eq: o["accuracy"] >= r["accuracy"] if eq else o["accuracy"] > r["accuracy"]) else ""
+    return rows
 
 
 def markdown(rows, args) -> str:
@@ -153,16 +192,20 @@ def markdown(rows, args) -> str:
               "run best).") if args.from_csv else ""
     head = (f"Demo model, {args.num_samples} samples per setting (labels i % 10, seeds (seed {args.seed}, i)), "
             f"cfg {args.cfg_scale}, temperature {args.temperature}; spread = std over {args.groups} groups of "
-            f"{args.num_samples // args.groups}. official = compat='official' (placeholder above).{merged}\n\n"
+            f"{args.num_samples // args.groups}. Setting names: kind, window, placeholder, first-row rule (serial: "
+            "row 1 opens when row 0 is complete; early: after w tokens of row 0). official = compat='official' "
+            "(serial, placeholder above). F: on the Pareto frontier of passes vs digits-FID; A: of passes vs "
+            f"accuracy.{merged}\n\n"
             "| setting | passes | reduction | seconds | class accuracy | digits-FID | agreement with NTP "
-            "| accepted window | rejections/image | tokens/row-pass | draft rejections/image |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|\n")
+            "| accepted window | rejections/image | tokens/row-pass | draft rejections/image | frontier |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|\n")
     fmt = lambda x: f"{x:.2f}" if isinstance(x, float) else str(x)  # noqa: E731
+    marks = lambda r: "".join(m for m, key in (("F", "frontier_fid"), ("A", "frontier_accuracy")) if r[key])  # noqa: E731
     return head + "".join(
         f"| {r['setting']} | {r['passes_mean']:.1f} | {100 * r['pass_reduction']:.1f}% | {r['seconds']:.1f} | "
         f"{r['accuracy']:.3f} ± {r['accuracy_std']:.3f} | {r['digits_fid']:.1f} ± {r['digits_fid_std']:.1f} | "
         f"{r['agreement']:.3f} ± {r['agreement_std']:.3f} | {fmt(r['accepted_window'])} | {fmt(r['rejections'])} | "
-        f"{fmt(r['tokens_per_row_pass'])} | {fmt(r['draft_rejections'])} |\n"
+        f"{fmt(r['tokens_per_row_pass'])} | {fmt(r['draft_rejections'])} | {marks(r)} |\n"
         for r in rows)
 
 
@@ -172,44 +215,56 @@ def plot(rows, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
-    colors = {"above": "tab:blue", "left": "tab:red", "mean": "tab:green"}
-    curves = sorted({(r["kind"], r["placeholder"], r["draft_init"]) for r in rows if r["kind"] != "ntp"})
-    for metric, ax, label in (("accuracy", axes[0], "class accuracy"), ("digits_fid", axes[1], "digits-FID")):
-        for kind, policy, init in curves:
+    fig, axes = plt.subplots(1, 2, figsize=(14, 5))
+    colors = {("fixed", "above"): "tab:blue", ("adaptive", "above"): "tab:orange", ("fixed", "mean"): "tab:green",
+              ("fixed", "token:0"): "tab:purple", ("fixed", "left"): "tab:red", ("adaptive", "mean"): "tab:olive"}
+    family = lambda r: (r["kind"], r["placeholder"], r["first_row"], r["draft_init"])  # noqa: E731
+    for metric, ax, label, frontier in (("digits_fid", axes[0], "digits-FID (lower is better)", "frontier_fid"),
+                                        ("accuracy", axes[1], "class accuracy (higher is better)", "frontier_accuracy")):
+        for kind, policy, rule, init in sorted({family(r) for r in rows if r["kind"] != "ntp"}):
             pts = sorted((r["passes_mean"], r[metric], r[f"{metric}_std"]) for r in rows
-                         if (r["kind"], r["placeholder"], r["draft_init"]) == (kind, policy, init))
+                         if family(r) == (kind, policy, rule, init))
             xs, ys, es = zip(*pts)
-            style = {"fixed": "o-", "adaptive": "s--", "official": "^:", "sjd": "D-", "fixed+sjd": "o-.",
-                     "adaptive+sjd": "s-."}[kind]
-            color = {"official": "black", "sjd": "tab:brown", "fixed+sjd": "tab:olive",
-                     "adaptive+sjd": "tab:cyan"}.get(kind, colors.get(policy, "tab:purple"))
-            name = {"official": "official (above)", "sjd": "SJD (NTP + drafts)"}.get(kind, f"{kind} {policy}")
-            name += f", drafts start {init}" if init else ""
-            ax.errorbar(xs, ys, yerr=es, fmt=style, color=color, label=name, capsize=3, markersize=4,
-                        alpha=0.5 if init not in ("", "above") else 1.0)
+            marker = {"fixed": "o", "adaptive": "s", "official": "^", "sjd": "D", "fixed+sjd": "P",
+                      "adaptive+sjd": "X"}[kind]
+            line = "--" if rule == "early" else "-"
+            color = {"official": "black", "sjd": "tab:brown", "fixed+sjd": "tab:cyan",
+                     "adaptive+sjd": "tab:pink"}.get(kind, colors.get((kind, policy), "tab:gray"))
+            name = {"official": "official (serial, above)", "sjd": "NTP + row drafts"}.get(
+                kind, f"{kind} {policy} {rule}".strip())
+            ax.errorbar(xs, ys, yerr=es, fmt=marker + line, color=color, label=name, capsize=2, markersize=4,
+                        alpha=0.55 if rule == "early" else 1.0)
         for r in rows:
             if r["kind"] == "ntp":
                 ax.errorbar([r["passes_mean"]], [r[metric]], yerr=[r[f"{metric}_std"]], fmt="k*", markersize=12,
                             label="NTP")
+        best = sorted((r["passes_mean"], r[metric]) for r in rows if r[frontier])
+        if best:
+            ax.step(*zip(*best), where="post", color="black", linewidth=2.5, alpha=0.25, label="Pareto frontier")
         ax.set_xlabel("forward passes per image")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-    axes[1].set_yscale("log")
-    axes[1].legend(fontsize=7, ncol=2)
-    fig.suptitle("Demo model (24x24 tokens): quality vs forward passes, by window kind and placeholder")
+    axes[0].set_yscale("log")
+    axes[0].legend(fontsize=7, ncol=2)
+    fig.suptitle("Demo model (24x24 tokens): quality vs forward passes; solid: serial first row, dashed: early")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
 
-def write_outputs(rows, args):
-    for path in (args.out_md, args.out_csv, args.out_png):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out_md).write_text(markdown(rows, args))
-    with open(args.out_csv, "w", newline="") as f:
+def write_csv(rows, path):
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
+
+
+def write_outputs(rows, args):
+    rows = mark_frontier(rows)
+    for path in (args.out_md, args.out_png):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out_md).write_text(markdown(rows, args))
+    write_csv(rows, args.out_csv)
     plot(rows, args.out_png)
     print(markdown(rows, args))
 
@@ -233,25 +288,45 @@ def check_run_args(args) -> None:
                          "least 2 samples a group (a digits-FID needs 2)")
 
 
+def part_arg(text: str) -> tuple[int, int]:
+    try:
+        k, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected K/N (e.g. 1/2), got {text!r}") from None
+    if not 1 <= k <= n:
+        raise argparse.ArgumentTypeError(f"K/N needs 1 <= K <= N, got {text!r}")
+    return k, n
+
+
 def build_parser() -> argparse.ArgumentParser:
     results = Path(__file__).resolve().parent / "results"
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_args(p)
     p.add_argument("--cfg-scale", type=float, default=DEMO.cfg_scale, help="CFG scale (the demo CLI default)")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    p.add_argument("--first-rows", nargs="*", default=list(FIRST_ROW_RULES), choices=FIRST_ROW_RULES,
+                   help="first-row rules the fixed and adaptive windows run under (common/schedule.py)")
+    p.add_argument("--placeholders", nargs="*", default=["above"],
+                   help="row-opening placeholder policies of the fixed and adaptive curves (common/placeholder.py)")
+    p.add_argument("--windows", type=int, nargs="*", default=[2, 4, 6, 8, 10, 12, 14, 16, 20], help="fixed windows")
+    p.add_argument("--adaptive-windows", type=int, nargs="*", default=[4, 8, 12, 16], help="adaptive w_min")
     # token:0 is the demo's background: 38% of the training digits' tokens, 97.6% of their last column
-    p.add_argument("--placeholders", nargs="*", default=["above", "left", "mean", "token:0"],
-                   help="row-opening placeholder policies for fixed and adaptive windows (common/placeholder.py)")
-    p.add_argument("--windows", type=int, nargs="*", default=[2, 4, 8, 16], help="fixed windows")
-    p.add_argument("--adaptive-windows", type=int, nargs="*", default=[4, 8, 16], help="adaptive w_min")
-    p.add_argument("--compat-windows", type=int, nargs="*", default=[2, 4, 8, 16],
+    p.add_argument("--extra-placeholders", nargs="*", default=["mean", "token:0"],
+                   help="more placeholders, at --placeholder-windows, fixed windows, serial first row")
+    p.add_argument("--placeholder-windows", type=int, nargs="*", default=[4, 8, 12, 16],
+                   help="fixed windows of the --extra-placeholders")
+    p.add_argument("--compat-windows", type=int, nargs="*", default=[4, 8, 12, 16],
                    help="windows for the paper code's schedule and mask (compat='official')")
-    p.add_argument("--draft-lens", type=int, nargs="*", default=[2, 4, 8],
-                   help="row-draft lengths L for SJD (NTP + drafts) and ZipAR + SJD (common/row_drafts.py)")
-    p.add_argument("--draft-windows", type=int, nargs="*", default=[8], help="fixed and adaptive windows combined with drafts")
+    p.add_argument("--draft-lens", type=int, nargs="*", default=[8],
+                   help="row-draft lengths L for NTP + drafts and ZipAR + drafts (common/row_drafts.py)")
+    p.add_argument("--draft-windows", type=int, nargs="*", default=[16], help="windows combined with drafts")
+    p.add_argument("--draft-kinds", nargs="*", default=["fixed", "adaptive"], choices=["fixed", "adaptive"],
+                   help="window kinds combined with drafts (serial first row)")
     p.add_argument("--draft-inits", nargs="*", default=["above"], choices=DRAFT_INITS,
-                   help="how new drafts start (common/row_drafts.py); each adds its own SJD settings")
-    p.add_argument("--draft-placeholder", default="token:0", help="placeholder policy of the ZipAR + SJD settings")
+                   help="how new drafts start (common/row_drafts.py); each adds its own drafted settings")
+    p.add_argument("--draft-placeholder", default="above", help="placeholder policy of the ZipAR + drafts settings")
+    p.add_argument("--part", type=part_arg, default=None, metavar="K/N",
+                   help="run the K-th of N round-robin parts of the settings (each with NTP); merge with --from-csv")
     p.add_argument("--from-csv", nargs="+", default=None, metavar="CSV",
                    help="run nothing: merge these tables (same --num-samples and settings flags) into the outputs")
     p.add_argument("--out-md", default=str(results / "tradeoff.md"), help="markdown table")

@@ -19,7 +19,7 @@ from common.config import PRECISIONS, DecodeConfig
 from common.engine import DecodeResult
 from common.images import IMAGE_FORMATS, save_png_atomic
 from common.sampling import image_seeds
-from common.schedule import Layout, num_passes
+from common.schedule import Layout, first_row_rule, num_passes
 
 # bad input a user can fix: reported as one line, exit status 2 (no traceback)
 USER_ERRORS = (ValueError, FileNotFoundError, CheckpointError)
@@ -188,7 +188,7 @@ def _check_writable_dir(folder: Path, flag: str, given: Path) -> None:
 
 
 @contextmanager
-def pass_progress(config: DecodeConfig, rows: int, cols: int, quiet: bool):
+def pass_progress(config: DecodeConfig, rows: int, cols: int, quiet: bool, end_of_row: bool = False):
     """A tqdm bar over forward passes on stderr; yields the engine's on_pass callback (None when quiet).
     Total: the schedule's pass count (adaptive windows: NTP's, an upper bound)."""
     if quiet:
@@ -197,7 +197,8 @@ def pass_progress(config: DecodeConfig, rows: int, cols: int, quiet: bool):
     from tqdm import tqdm
 
     window = cols if config.adaptive else config.window_for(cols)
-    bar = tqdm(total=num_passes(Layout(rows, cols, 1), window, config.compat), desc="decoding", unit="pass",
+    bar = tqdm(total=num_passes(Layout(rows, cols, 1, end_of_row), window, config.compat, config.first_row),
+               desc="decoding", unit="pass",
                file=sys.stderr, leave=False)
     try:
         yield lambda record: bar.update()
@@ -234,7 +235,7 @@ def run_end_of_row(pipe, prompts: list[str], size, config: DecodeConfig, args: a
     seeds = image_seeds(args.seed, torch.arange(len(prompts), device=device))
     start = time.perf_counter()
     note_window(config, cols)
-    with pass_progress(config, rows, cols, args.quiet or args.json) as on_pass:
+    with pass_progress(config, rows, cols, args.quiet or args.json, end_of_row=True) as on_pass:
         result = pipe.generate(prompts, seeds, config, size, on_pass=on_pass, compile=args.compile)
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -261,6 +262,7 @@ def end_of_row_report(result: DecodeResult, config: DecodeConfig, rows: int, col
         "seconds": round(seconds, 4),
         "grid": [rows, cols],
         "window": config.window_for(cols),
+        "first_row": first_row_rule(Layout(rows, cols, 1, end_of_row=True), config.first_row, config.compat),
         "image_passes": result.image_passes,
         "files": files,
     }

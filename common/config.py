@@ -6,6 +6,7 @@ import torch
 
 from common.placeholder import DEFAULT_POLICY, POLICIES, check_policy
 from common.row_drafts import DRAFT_INITS
+from common.schedule import FIRST_ROW_RULES, check_first_row
 
 # --precision choices of every script: the model dtype
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -19,6 +20,8 @@ class DecodeConfig:
     adaptive: bool = False  # window is then w_min: row openings are drafted and verified (section 3.3)
     placeholder: str = DEFAULT_POLICY  # what a row's opening query is fed (common.placeholder)
     compat: str | None = None  # "official": the paper code's schedule and mask
+    first_row: str | None = None  # row 1 opens when row 0 is complete ("serial") or at the window ("early");
+    # None: the layout's default, serial without end-of-row tokens (LlamaGen), early with (common.schedule)
     cfg_scale: float = 1.0  # > 1 runs an unconditional branch (LlamaGen semantics)
     cfg_interval: float = -1  # -1: guide every token; else tokens 0 .. cfg_interval + 1
     temperature: float = 1.0
@@ -37,6 +40,7 @@ class DecodeConfig:
         check_policy(self.placeholder)
         if self.compat not in (None, "official"):
             raise ValueError(f"compat must be None or 'official', got {self.compat!r}")
+        check_first_row(self.first_row, self.compat)
         if self.compat == "official" and self.placeholder != "above":
             raise ValueError("compat='official' feeds the released code's placeholder, 'above'; drop --placeholder")
         if self.temperature < 0:
@@ -86,6 +90,10 @@ def add_decode_args(parser: argparse.ArgumentParser, *, cfg_scale: float | None,
     g.add_argument("--compat", choices=["official"], default=None,
                    help="reproduce the paper's released LlamaGen code: first row serial, placeholder 'above', a mask "
                         "that reads unwritten (zero) cache slots; windows 1 .. W-1")
+    g.add_argument("--first-row", choices=FIRST_ROW_RULES, default=None,
+                   help="when row 1 opens: serial = once row 0 is complete, 2W + (H-2)w passes (the paper's counts "
+                        "and released code); early = after w tokens of row 0 like every row, (H-1)w + W passes; "
+                        "default: serial for LlamaGen, early for Lumina-mGPT and Emu3 (end-of-row layouts)")
     g.add_argument("--cfg-scale", type=float, default=cfg_scale, help="classifier-free guidance scale (> 1 enables it); default per model")
     g.add_argument("--cfg-interval", type=float, default=-1, help="guide tokens 0..cfg_interval+1 only; -1 = all")
     g.add_argument("--temperature", type=float, default=temperature,
@@ -115,7 +123,7 @@ def decode_config_from_args(args: argparse.Namespace) -> DecodeConfig:
                          "--adaptive an adaptive ZipAR window (with --window as w_min)")
     return DecodeConfig(
         window=None if args.ntp else args.window, adaptive=args.adaptive and not args.ntp,
-        placeholder=args.placeholder, compat=args.compat,
+        placeholder=args.placeholder, compat=args.compat, first_row=args.first_row,
         cfg_scale=args.cfg_scale, cfg_interval=args.cfg_interval, temperature=args.temperature,
         top_k=args.top_k, top_p=args.top_p, draft_len=args.draft_len, draft_init=args.draft_init,
     )

@@ -154,7 +154,7 @@ def _min_passes(layout: Layout, window: int, config: DecodeConfig) -> int:
     pass than the row above (its last cell needs that row complete): row 0 alone needs the prefix
     pass and ceil((W-1) / (L+1)) more, and each further row at least one."""
     if config.draft_len == 0:
-        return num_passes(layout, window, config.compat)
+        return num_passes(layout, window, config.compat, config.first_row)
     return 1 + -(-(layout.cols - 1) // (config.draft_len + 1)) + layout.rows - 1
 
 

@@ -1,15 +1,25 @@
 """ZipAR decoding schedule: which grid cells each forward pass decodes (paper section 3.2).
 
 Pure functions of the token layout and the window. The rule (`window_allows`): cell (r, c) may be
-decoded once (r, c-1) is decoded and row r-1 holds at least min(c + w, W) decoded tokens. Every pass decodes
-every cell the rule allows, so the number of passes is the critical path of the rule, counting the
-prefill pass that yields cell (0, 0): (H-1)*w + W. Row 0 is not special; plain next-token
-prediction is the same schedule with w = W.
+decoded once (r, c-1) is decoded and row r-1 holds at least min(c + w_r, W) decoded tokens, w_r being
+the window row r follows row r-1 with. Every pass decodes every cell the rule allows, so the number of
+passes is the critical path of the rule, counting the prefill pass that yields cell (0, 0). Plain
+next-token prediction is the same schedule with w = W.
+
+The first-row rule (`FIRST_ROW_RULES`, `first_row_rule`) sets w_1, the window of the row 0 -> row 1
+transition, the one place it is decided:
+  serial  row 1 opens when row 0 is complete (w_1 = W): 2W + (H-2)*w passes. The paper's pass counts
+          (Table 1: LlamaGen-L ZipAR-16 takes 422 = 2*24 + 22*17 steps with adaptive windows) and its
+          released LlamaGen code use it. Default for layouts without end-of-row tokens (LlamaGen): row 1's
+          opening query otherwise has no row above to take a placeholder from, and on the demo model the
+          early start costs about twice the digits-FID at w = 16 (benchmarks/results/tradeoff.md).
+  early   row 1 follows row 0 at the window like every other row: (H-1)*w + W passes. Default for
+          end-of-row layouts (Lumina-mGPT, Emu3), whose openers are fed the real end-of-row token and
+          whose released Lumina-mGPT code opens row 1 early.
 
 `compat="official"` reproduces the paper's released LlamaGen code (ThisisBillhe/ZipAR,
 LlamaGen-ZipAR/autoregressive/models/generate_zipar.py; tests/test_compat_official.py compares
-tokens and forward calls with outputs of that code): row 0 is decoded whole before row 1 starts,
-i.e. the window of the 0 -> 1 transition is W, giving 2W + (H-2)*w passes. Running it shows which
+tokens and forward calls with outputs of that code): the serial first-row rule, 2W + (H-2)*w passes. Running it shows which
 windows it supports: 2 <= w < W. At w = 1 it fails an assertion; we extend its rule to w = 1 (the
 same schedule rule and visibility). At w = W it copies row r-1's latest token into cell (r+1, 0)
 instead of sampling it, and above W it raises IndexError; compat refuses w >= W. It exists for
@@ -18,6 +28,8 @@ LlamaGen's layout only (no end-of-row tokens).
 from dataclasses import dataclass
 
 import numpy as np
+
+FIRST_ROW_RULES = ("serial", "early")
 
 
 @dataclass(frozen=True)
@@ -52,8 +64,27 @@ class Layout:
         return self.prefix_len + r * self.row_stride + c
 
 
-def row_windows(layout: Layout, window: int, compat: str | None = None) -> list[int]:
-    """Window used to open each row r+1 (r = 0 .. H-2), clipped to W."""
+def check_first_row(first_row: str | None, compat: str | None = None) -> None:
+    """Refuse a first-row rule that is not one, or that contradicts compat="official" (serial)."""
+    if first_row not in (None, *FIRST_ROW_RULES):
+        raise ValueError(f"first_row must be one of {', '.join(FIRST_ROW_RULES)} (or None: the layout's default), "
+                         f"got {first_row!r}")
+    if compat == "official" and first_row == "early":
+        raise ValueError("compat='official' decodes row 0 whole before row 1 opens (the released code); "
+                         "drop first_row='early' (--first-row early)")
+
+
+def first_row_rule(layout: Layout, first_row: str | None = None, compat: str | None = None) -> str:
+    """The first-row rule a decode follows: `first_row` if given, else the layout's default (serial
+    without end-of-row tokens, early with them); compat="official" is serial (the released code)."""
+    check_first_row(first_row, compat)
+    if compat == "official":
+        return "serial"
+    return first_row or ("early" if layout.end_of_row else "serial")
+
+
+def row_windows(layout: Layout, window: int, compat: str | None = None, first_row: str | None = None) -> list[int]:
+    """Window used to open each row r+1 (r = 0 .. H-2), clipped to W; row 1's by the first-row rule."""
     if window < 1:
         raise ValueError(f"window must be >= 1, got {window}")
     if compat not in (None, "official"):
@@ -65,7 +96,7 @@ def row_windows(layout: Layout, window: int, compat: str | None = None) -> list[
                          f"instead of sampling it at w = W and fails above), got {window}")
     w = min(window, layout.cols)
     windows = [w] * (layout.rows - 1)
-    if compat == "official" and windows:
+    if first_row_rule(layout, first_row, compat) == "serial" and windows:
         windows[0] = layout.cols
     return windows
 
@@ -101,6 +132,6 @@ def decode_pass_table(layout: Layout, windows: list[int]) -> np.ndarray:
     return table
 
 
-def num_passes(layout: Layout, window: int, compat: str | None = None) -> int:
+def num_passes(layout: Layout, window: int, compat: str | None = None, first_row: str | None = None) -> int:
     """Forward passes for the whole image: the critical path, prefill included."""
-    return int(decode_pass_table(layout, row_windows(layout, window, compat)).max()) + 1
+    return int(decode_pass_table(layout, row_windows(layout, window, compat, first_row)).max()) + 1

@@ -50,14 +50,14 @@ import torch
 
 from common.placeholder import placeholder_source
 from common import schedule
-from common.schedule import Layout, row_windows
+from common.schedule import Layout, first_row_rule, row_windows
 
 # what a query's logits decide: nothing, a token, an opener draft, an opener verification, a row draft's check
 PAD, DRAW, DRAFT, VERIFY, CHECK = 0, 1, 2, 3, 4
 PREFIX_SOURCE = -1  # the query's input is the condition embedding at its slot
 
 
-def queries_per_pass(layout: Layout, window: int, draft_len: int = 0) -> int:
+def queries_per_pass(layout: Layout, window: int, draft_len: int = 0, serial_first_row: bool = False) -> int:
     """The most queries one image can run in a decode pass with (minimum) window w < W and L =
     draft_len row drafts (a row's cell lane is then at most L + 1 queries).
 
@@ -75,12 +75,13 @@ def queries_per_pass(layout: Layout, window: int, draft_len: int = 0) -> int:
     w = min(window, W)
     if w >= W:
         return max(draft_len + 1, 2 if layout.end_of_row else 1)
-    return open_rows_bound(layout, w) * (draft_len + 1) + 1
+    return open_rows_bound(layout, w, serial_first_row) * (draft_len + 1) + 1
 
 
-def open_rows_bound(layout: Layout, window: int) -> int:
-    """The most rows holding 1..W-1 decided tokens at once (see `queries_per_pass`)."""
-    return min(layout.rows, 1 + (layout.cols - 1) // max(window, 1))
+def open_rows_bound(layout: Layout, window: int, serial_first_row: bool = False) -> int:
+    """The most rows holding 1..W-1 decided tokens (or opening) at once (see `queries_per_pass`)."""
+    rows = max(layout.rows - 1, 1) if serial_first_row else layout.rows
+    return min(rows, 1 + (layout.cols - 1) // max(window, 1))
 
 
 @dataclass(frozen=True)
@@ -155,13 +156,14 @@ class Scheduler:
         self.draft_len = config.draft_len
         self.per_image = config.per_image_schedule
         self.w_min = config.window_for(W)
-        self.row_windows = row_windows(layout, self.w_min, config.compat)
+        self.row_windows = row_windows(layout, self.w_min, config.compat, config.first_row)
+        serial = first_row_rule(layout, config.first_row, config.compat) == "serial"
         self.opener_base = T + H * layout.row_stride
         self.scratch = self.opener_base + (0 if layout.end_of_row else max(H - 1, 0))
         self.num_slots = self.scratch + 1
-        self.num_queries = queries or queries_per_pass(layout, self.w_min, self.draft_len)
+        self.num_queries = queries or queries_per_pass(layout, self.w_min, self.draft_len, serial)
         # rows that can hold drafts at once: a ring of draft-distribution buffers indexed by r mod this
-        self.draft_rows = open_rows_bound(layout, self.w_min)
+        self.draft_rows = open_rows_bound(layout, self.w_min, serial)
         N = layout.num_cells
         self.placeholder_column = N + (H if layout.end_of_row else 0)
         self.trash = self.placeholder_column + 1  # token-buffer column that padding decides

@@ -18,7 +18,7 @@ from common.cli import (add_deprecated, add_flag, add_runtime_args, check_output
 from common.config import DecodeConfig, add_decode_args, decode_config_from_args
 from common.images import save_grid
 from common.sampling import image_seeds
-from common.schedule import num_passes
+from common.schedule import first_row_rule, num_passes
 from llamagen.generate import decode_images, generate, layout_for
 from llamagen.loader import TOKENIZERS, load_models, tokenizer_downsample
 from llamagen.model import GPT_PRESETS
@@ -91,6 +91,7 @@ def main(args: argparse.Namespace) -> dict:
         "grid": [layout.rows, layout.cols],
         "window": config.window_for(layout.cols),
         "compat": config.compat,
+        "first_row": first_row_rule(layout, config.first_row, config.compat),
         "out": str(args.out),
         "image_passes": result.image_passes,
         "tokens": result.tokens.tolist(),

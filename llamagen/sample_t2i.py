@@ -22,7 +22,7 @@ from common.config import PRECISIONS, DecodeConfig, add_decode_args, decode_conf
 from common.images import save_grid
 from common.prompts import read_prompt_file
 from common.sampling import image_seeds
-from common.schedule import num_passes
+from common.schedule import first_row_rule, num_passes
 from llamagen.captions import T5CaptionEncoder, load_caption_rows, pad_caption_rows, t5_caption_features
 from llamagen.checkpoint import load_gpt_weights
 from llamagen.generate import decode_images, layout_for
@@ -120,6 +120,7 @@ def main(args: argparse.Namespace) -> dict:
         "grid": [layout.rows, layout.cols],
         "window": config.window_for(layout.cols),
         "compat": config.compat,
+        "first_row": first_row_rule(layout, config.first_row, config.compat),
         "caption_tokens": mask.sum(dim=1).tolist(),
         "out": str(args.out),
         "image_passes": result.image_passes,

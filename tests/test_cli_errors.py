@@ -127,7 +127,7 @@ def test_threads_flag_and_default(tmp_path, capsys, monkeypatch):
 def test_progress_bar_over_passes_on_stderr(flags, shown, tmp_path, capsys):
     assert sample_cli([*ONE_DIGIT, "--window", "8", *flags, "--out", str(tmp_path / "x.png")]) == 0
     err = capsys.readouterr().err
-    assert ("/208" in err and "pass" in err) == shown  # fixed window 8 on 24x24: 208 passes
+    assert ("/224" in err and "pass" in err) == shown  # fixed window 8 on 24x24: 2*24 + 22*8 = 224 passes
 
 
 @pytest.mark.parametrize("cli,argv,needle", [

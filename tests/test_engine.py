@@ -1,6 +1,8 @@
 """The engine's core invariants on tiny random LlamaGen models (non-zero output layer):
 (a) w >= W reproduces next-token prediction, (b) every logit equals an uncached forward over exactly
 what the query saw, (c) forward passes = the schedule's critical path, (d) batch invariance."""
+import itertools
+
 import pytest
 import torch
 
@@ -10,7 +12,7 @@ from common.engine import decode, decode_steps, start_decode
 from common.schedule import Layout
 from common.scheduler import Scheduler, queries_per_pass
 from llamagen.generate import condition_prefix, generate, layout_for
-from tests.helpers.llamagen import CountingModel, reference_ntp, run_oracle, tiny_gpt
+from tests.helpers.llamagen import CountingModel, formula_passes, reference_ntp, run_oracle, tiny_gpt
 from tests.oracle import fed_token_violations, oracle_error, record_passes
 
 
@@ -36,18 +38,19 @@ def test_cfg_interval_reproduces_ntp():
     assert torch.equal(generate(gpt, labels, seeds, config).tokens, reference_ntp(gpt, labels, seeds, config))
 
 
-@pytest.mark.parametrize("grid,window,batch,cfg_scale,placeholder", [
-    (4, 1, 1, 1.0, "left"), (4, 2, 2, 3.0, "left"), (5, 3, 3, 2.0, "above"), (5, 1, 2, 1.0, "above"),
-    (6, 2, 1, 4.0, "left"), (6, 5, 2, 2.0, "left"), (4, 4, 2, 3.0, "left"),
+@pytest.mark.parametrize("grid,window,batch,cfg_scale,placeholder,first_row", [
+    (4, 1, 1, 1.0, "left", "early"), (4, 2, 2, 3.0, "left", "serial"), (5, 3, 3, 2.0, "above", "early"),
+    (5, 1, 2, 1.0, "above", "serial"), (6, 2, 1, 4.0, "left", "early"), (6, 2, 1, 4.0, "above", "serial"),
+    (6, 5, 2, 2.0, "left", "early"), (4, 4, 2, 3.0, "left", "serial"),
 ])
-def test_oracle_every_logit_equals_uncached_forward(grid, window, batch, cfg_scale, placeholder):
+def test_oracle_every_logit_equals_uncached_forward(grid, window, batch, cfg_scale, placeholder, first_row):
     gpt = tiny_gpt(grid, seed=grid)
-    config = DecodeConfig(window=window, cfg_scale=cfg_scale, placeholder=placeholder, top_k=30)
+    config = DecodeConfig(window=window, cfg_scale=cfg_scale, placeholder=placeholder, top_k=30, first_row=first_row)
     labels, seeds = torch.arange(batch) + 2, torch.arange(batch) * 7
     with torch.inference_mode():
         err, passes = run_oracle(gpt, layout_for(gpt), config, labels, seeds)
     assert err <= 1e-4
-    assert passes == (grid - 1) * window + grid
+    assert passes == formula_passes(grid, grid, window, first_row)
 
 
 def test_oracle_with_longer_prefix_gqa_and_end_of_row_tokens():
@@ -77,11 +80,13 @@ def test_forward_passes_equal_critical_path(grid, eor):
     layout = Layout(H, W, 1, end_of_row=eor)
     prefix = condition_prefix(gpt, torch.tensor([1]), DecodeConfig())
     fixed = torch.full((H,), 62) if eor else None
-    for w in (1, 2, W - 1, W):
+    for w, first_row in itertools.product((1, 2, W - 1, W), (None, "serial", "early")):
         counting = CountingModel(gpt)
         with torch.inference_mode():
-            result = decode(counting, prefix, torch.tensor([0]), layout, DecodeConfig(window=w), fixed)
-        assert counting.calls == result.forward_passes == (H - 1) * w + W
+            result = decode(counting, prefix, torch.tensor([0]), layout, DecodeConfig(window=w, first_row=first_row),
+                            fixed)
+        default = "early" if eor else "serial"
+        assert counting.calls == result.forward_passes == formula_passes(H, W, w, first_row or default)
         if not eor and w < W:  # compat runs the released code's windows, w < W
             counting = CountingModel(gpt)
             with torch.inference_mode():
@@ -108,7 +113,7 @@ def test_placeholder_inputs_follow_policy():
     gpt = tiny_gpt(5)
     layout = layout_for(gpt)
     for policy in ("left", "above"):
-        config = DecodeConfig(window=2, placeholder=policy)
+        config = DecodeConfig(window=2, placeholder=policy, first_row="early")
         state = start_decode(gpt, condition_prefix(gpt, torch.tensor([1]), config), torch.tensor([4]), layout, config)
         placeholder_inputs = {}
         with torch.inference_mode():
@@ -189,7 +194,7 @@ def test_every_decode_pass_has_one_shape(config):
         shapes = {(tuple(r.batch.slots.shape), tuple(r.mask.shape), tuple(r.logits.shape))
                   for r in decode_steps(gpt, padded) if r.index > 0}
         plain_slots = [r.batch.slots for r in decode_steps(gpt, plain) if r.index > 0]
-    q = queries_per_pass(layout, config.window_for(layout.cols))
+    q = queries_per_pass(layout, config.window_for(layout.cols), serial_first_row=True)  # LlamaGen's default
     assert [s[0] for s in shapes] == [(2 if config.adaptive else 1, q)]  # fixed: one schedule for the batch
     assert len(shapes) == 1
     if not config.adaptive:
@@ -204,16 +209,16 @@ def test_queries_per_pass_bound_holds(H, W, eor):
     gpt = tiny_gpt(max(H, W), cls_token_num=2)
     layout = Layout(H, W, 2, end_of_row=eor)
     fixed = torch.full((H,), 62) if eor else None
-    for window in sorted({1, 2, 3, W - 1, W} - {0}):
+    for window, first_row in itertools.product(sorted({1, 2, 3, W - 1, W} - {0}), ("serial", "early")):
         for adaptive in (False, True):
-            config = DecodeConfig(window=window, adaptive=adaptive, cfg_scale=2.0)
+            config = DecodeConfig(window=window, adaptive=adaptive, cfg_scale=2.0, first_row=first_row)
             state = start_decode(gpt, condition_prefix(gpt, torch.tensor([1, 2, 3]), config),
                                  torch.tensor([0, 1, 2]), layout, config, fixed)
             state.scheduler = Scheduler(layout, config, "cpu", queries=3 * H)
             with torch.inference_mode():
                 most = max(int((r.batch.slots != state.scheduler.scratch).sum(1).max())
                            for r in decode_steps(gpt, state) if r.index > 0)
-            bound = queries_per_pass(layout, window)
+            bound = queries_per_pass(layout, window, serial_first_row=first_row == "serial")
             assert most <= bound, (window, adaptive)
             if not adaptive and window < W:
                 assert most >= bound - 1, window
@@ -235,7 +240,7 @@ def test_position_shift_moves_each_rows_positions():
     """Left-padded prompts of different lengths: row m's queries run at (plan position - shift[m]),
     clamped at 0, in every pass; with CFG the uncond rows get their own shift."""
     gpt = tiny_gpt(4, cls_token_num=4)
-    layout, config = Layout(4, 4, 4), DecodeConfig(window=2, cfg_scale=2.0)
+    layout, config = Layout(4, 4, 4), DecodeConfig(window=2, cfg_scale=2.0, first_row="early")
     seeds, shift = torch.tensor([1, 2]), torch.tensor([0, 2, 3, 1])
     valid = torch.arange(4)[None, :] >= shift[:, None]
     prefix = gpt.embed_condition(torch.tensor([1, 2, 10, 10]))

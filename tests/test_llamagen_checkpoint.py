@@ -305,7 +305,7 @@ def test_cli_random_init_success(tmp_path, capsys):
     report = json.loads(out)
     assert report["grid"] == [4, 4]
     assert report["window"] == 2
-    assert report["forward_passes"] == (4 - 1) * 2 + 4  # ZipAR: rows start w apart, then W for the last row
+    assert report["forward_passes"] == 2 * 4 + (4 - 2) * 2  # ZipAR: row 0 whole, later rows start w apart
     assert report["ntp_forward_passes"] == 16
     tokens = torch.tensor(report["tokens"])
     assert tokens.shape == (2, 4, 4)
@@ -319,3 +319,23 @@ def test_cli_random_init_success(tmp_path, capsys):
         assert img.size == (2 * (8 + 2) + 2, 8 + 2 + 2)
         assert img.mode == "RGB"
     assert "random" in err  # the noise warning goes to stderr, not into the JSON
+
+
+@pytest.mark.parametrize("flags,passes,rule", [([], 2 * 4 + 2 * 2, "serial"), (["--first-row", "serial"], 12, "serial"),
+                                               (["--first-row", "early"], 3 * 2 + 4, "early")])
+def test_cli_first_row_rule(flags, passes, rule, tmp_path, capsys):
+    """LlamaGen's default is the serial first row (2W + (H-2)w passes); --first-row early opens row 1 after w tokens."""
+    rc = cli(["--gpt-model", "GPT-tiny", "--vq-model", "VQ-tiny", "--random-init", "--image-size", "8",
+              "--class-labels", "1", "--window", "2", "--json", "--out", str(tmp_path / "g.png"), *flags])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    report = json.loads(out)
+    assert (report["forward_passes"], report["first_row"]) == (passes, rule)
+
+
+def test_cli_first_row_early_with_compat_is_one_line(tmp_path, capsys):
+    rc = cli(["--gpt-model", "GPT-tiny", "--vq-model", "VQ-tiny", "--random-init", "--image-size", "8",
+              "--class-labels", "1", "--window", "2", "--compat", "official", "--first-row", "early",
+              "--out", str(tmp_path / "g.png")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "--first-row early" in err[0], err

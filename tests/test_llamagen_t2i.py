@@ -22,7 +22,7 @@ from llamagen.generate import layout_for
 from llamagen.generate_t2i import caption_prefix, generate
 from llamagen.model import CAPTION_TOKENS, GPTConfig, Transformer, gpt_config, t2i_config
 from llamagen.sample_t2i import cli
-from tests.helpers.llamagen import CountingModel, tiny_gpt
+from tests.helpers.llamagen import CountingModel, formula_passes, tiny_gpt
 from tests.official_keys import official_keys
 from tests.oracle import full_forward
 
@@ -192,18 +192,19 @@ def replay_error(gpt, layout, config, condition, seeds):
     return worst, passes
 
 
-@pytest.mark.parametrize("grid,window,cfg_scale,adaptive", [(4, 1, 3.0, False), (5, 2, 2.0, False),
-                                                          (4, 2, 1.0, False), (5, 1, 2.0, True)])
-def test_oracle_with_caption_mask(grid, window, cfg_scale, adaptive):
+@pytest.mark.parametrize("grid,window,cfg_scale,adaptive,first_row", [
+    (4, 1, 3.0, False, "serial"), (5, 2, 2.0, False, "early"), (4, 2, 1.0, False, "serial"), (5, 1, 2.0, True, "serial"),
+    (5, 1, 2.0, True, "early")])
+def test_oracle_with_caption_mask(grid, window, cfg_scale, adaptive, first_row):
     gpt = tiny_t2i(grid, seed=grid)
     feats, valid = captions_of_lengths([1, 40], seed=grid)
-    config = DecodeConfig(window=window, cfg_scale=cfg_scale, top_k=30, adaptive=adaptive)
+    config = DecodeConfig(window=window, cfg_scale=cfg_scale, top_k=30, adaptive=adaptive, first_row=first_row)
     seeds = torch.tensor([3, 4])
     with torch.inference_mode():
         err, passes = replay_error(gpt, layout_for(gpt), config, caption_prefix(gpt, feats, valid, config), seeds)
     assert err <= 1e-4
     if not adaptive:
-        assert passes == (grid - 1) * window + grid
+        assert passes == formula_passes(grid, grid, window, first_row)
 
 
 @pytest.mark.parametrize("config", [DecodeConfig(window=2, cfg_scale=7.5, top_k=40),
@@ -223,7 +224,8 @@ def test_batch_invariance_with_captions_of_different_lengths(config):
 
 def test_passes_at_512px_and_counted_on_a_tiny_grid():
     layout = Layout(32, 32, T)  # t2i_XL_stage2_512: 32x32 tokens after a 120-token caption
-    assert {w: num_passes(layout, w) for w in (3, 7, 11, 15)} == {w: 31 * w + 32 for w in (3, 7, 11, 15)}
+    assert {w: num_passes(layout, w) for w in (3, 7, 11, 15)} == {w: 2 * 32 + 30 * w for w in (3, 7, 11, 15)}
+    assert {w: num_passes(layout, w, first_row="early") for w in (3, 15)} == {w: 31 * w + 32 for w in (3, 15)}
     assert num_passes(layout, 32) == 1024
     gpt = tiny_t2i(5)
     feats, valid = captions_of_lengths([4])
@@ -233,7 +235,7 @@ def test_passes_at_512px_and_counted_on_a_tiny_grid():
         with torch.inference_mode():
             result = decode(counting, caption_prefix(gpt, feats, valid, config), torch.tensor([0]), layout_for(gpt),
                             config)
-        assert counting.calls == result.forward_passes == 4 * w + 5
+        assert counting.calls == result.forward_passes == 2 * 5 + 3 * w
 
 
 # ----------------------------------------------------------------------------- caption features
@@ -341,7 +343,7 @@ def test_cli_with_precomputed_features(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert rc == 0, err
     report = json.loads(out)
-    assert report["forward_passes"] == 3 * 2 + 4 and report["ntp_forward_passes"] == 16
+    assert report["forward_passes"] == 2 * 4 + 2 * 2 and report["ntp_forward_passes"] == 16
     assert report["caption_tokens"] == [3, 50]
 
 

@@ -17,7 +17,8 @@ from tests.helpers.llamagen import CountingModel, record_decode, run_oracle, tin
 from tests.oracle import full_forward
 
 DATA = Path(__file__).parent / "data"
-MODES = {"ntp": dict(window=None), "fixed": dict(window=2), "adaptive": dict(window=1, adaptive=True)}
+MODES = {"ntp": dict(window=None), "fixed": dict(window=2), "adaptive": dict(window=1, adaptive=True),
+         "fixed early": dict(window=2, first_row="early"), "adaptive early": dict(window=1, adaptive=True, first_row="early")}
 
 
 def test_no_drafts_reproduces_the_engine_before_drafts():
@@ -26,8 +27,10 @@ def test_no_drafts_reproduces_the_engine_before_drafts():
     before = torch.load(DATA / "tokens_before_row_drafts.pt")
     gpt = tiny_gpt(5, seed=3)
     labels, seeds = torch.tensor([0, 4, 9]), torch.tensor([1, 22, 333])
-    configs = {"ntp": DecodeConfig(cfg_scale=2.0, top_k=20), "fixed": DecodeConfig(window=2, cfg_scale=2.0),
-               "adaptive": DecodeConfig(window=1, adaptive=True, placeholder="left", temperature=1.3)}
+    # that engine opened row 1 after w tokens of row 0: first_row="early"
+    configs = {"ntp": DecodeConfig(cfg_scale=2.0, top_k=20),
+               "fixed": DecodeConfig(window=2, cfg_scale=2.0, first_row="early"),
+               "adaptive": DecodeConfig(window=1, adaptive=True, placeholder="left", temperature=1.3, first_row="early")}
     for name, config in configs.items():
         assert config.draft_len == 0
         with torch.inference_mode():

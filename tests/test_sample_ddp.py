@@ -26,7 +26,7 @@ from tests.helpers.sample_ddp import launch, npz_of, pngs, run_dir
 
 N = 12
 RUN_ARGS = ["--window", "2", "--num-fid-samples", str(N)]  # w = 2: 23 * 2 + 24 = 70 passes an image
-PASSES = 23 * 2 + 24
+PASSES = 2 * 24 + 22 * 2  # the serial first row
 
 
 @pytest.fixture(scope="module")
@@ -161,6 +161,19 @@ def test_other_arguments_are_refused_unless_overwrite(tmp_path, capsys, monkeypa
     (folder / "args.json").unlink()  # PNGs without a record of how they were made
     code, err = run_inline(args, capsys)
     assert code == 2 and len(err) == 1 and "no args.json" in err[0]
+
+
+def test_first_row_rule_names_its_run(tmp_path, capsys, monkeypatch):
+    """An explicit --first-row is part of the run folder's name and identity; the default is not named."""
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    args = ["--window", "2", "--num-fid-samples", "1", "--out-dir", str(tmp_path)]
+    assert run_inline(args, capsys)[0] == 0
+    assert run_inline([*args, "--first-row", "early"], capsys)[0] == 0
+    names = sorted(p.name for p in tmp_path.iterdir() if p.is_dir())
+    assert len(names) == 2 and sum("-first-row-early-" in n for n in names) == 1, names
+    early = next(p for p in tmp_path.iterdir() if p.is_dir() and "first-row-early" in p.name)
+    assert json.loads((early / "args.json").read_text())["image_set"]["decoding"]["first_row"] == "early"
+    assert json.loads((early / "summary.json").read_text())["forward_passes"]["mean"] == 23 * 2 + 24
 
 
 @pytest.mark.parametrize("extra,message", [

@@ -8,7 +8,7 @@ import torch
 from common.config import DecodeConfig
 from common.engine import decode_steps, start_decode
 from common.schedule import Layout, decode_pass_table, num_passes, row_windows
-from tests.helpers.llamagen import tiny_gpt
+from tests.helpers.llamagen import formula_passes, tiny_gpt
 
 GRIDS = [(1, 1), (1, 5), (4, 1), (3, 4), (5, 5), (4, 7), (24, 24)]
 
@@ -33,21 +33,40 @@ def simulate(H, W, w, first_row_whole=False):
     return table, k
 
 
+@pytest.mark.parametrize("first_row", ["serial", "early"])
 @pytest.mark.parametrize("H,W", GRIDS)
-def test_pass_table_matches_brute_force_and_formula(H, W):
+def test_pass_table_matches_brute_force_and_formula_passes(H, W, first_row):
     layout = Layout(H, W, prefix_len=1)
     for w in sorted({1, 2, max(W - 1, 1), W, W + 3}):
-        table = decode_pass_table(layout, row_windows(layout, w))
-        ref, passes = simulate(H, W, min(w, W))
+        table = decode_pass_table(layout, row_windows(layout, w, first_row=first_row))
+        ref, passes = simulate(H, W, min(w, W), first_row_whole=first_row == "serial")
         assert np.array_equal(table, ref)
-        assert num_passes(layout, w) == passes == (H - 1) * min(w, W) + W
+        assert num_passes(layout, w, first_row=first_row) == passes == formula_passes(H, W, w, first_row)
 
 
 def test_paper_numbers():
-    assert num_passes(Layout(24, 24, 1), 16) == 392  # the paper's code needs 400
+    # Table 1 of the paper: LlamaGen-L (24x24) ZipAR-16 takes 2*24 + 22*17 = 422 steps adaptively, i.e.
+    # its fixed schedule is 2W + (H-2)w: 400 at w = 16, the released code's count too
+    assert num_passes(Layout(24, 24, 1), 16) == 400 == 2 * 24 + 22 * 16
+    assert num_passes(Layout(24, 24, 1), 16, first_row="early") == 392
     assert num_passes(Layout(24, 24, 1), 16, compat="official") == 400
     assert num_passes(Layout(24, 24, 1), 8, compat="official") == 224  # landscape.md: official 224 at w=8
-    assert num_passes(Layout(16, 16, 1), 8) == 136
+    assert num_passes(Layout(16, 16, 1), 8) == 2 * 16 + 14 * 8
+    assert num_passes(Layout(16, 16, 1), 8, first_row="early") == 136
+    # end-of-row layouts (Lumina-mGPT 768 px) open row 1 early by default; serial on request
+    assert num_passes(Layout(48, 48, 30, end_of_row=True), 14) == 47 * 14 + 48
+    assert num_passes(Layout(48, 48, 30, end_of_row=True), 14, first_row="serial") == 2 * 48 + 46 * 14
+
+
+def test_first_row_rule_refusals():
+    with pytest.raises(ValueError, match="first_row must be one of serial, early"):
+        row_windows(Layout(3, 3, 1), 2, first_row="whole")
+    with pytest.raises(ValueError, match="first_row='early'"):
+        row_windows(Layout(3, 3, 1), 2, "official", first_row="early")
+    with pytest.raises(ValueError, match="--first-row early"):
+        DecodeConfig(window=2, compat="official", first_row="early")
+    with pytest.raises(ValueError, match="first_row must be one of"):
+        DecodeConfig(window=2, first_row="late")
 
 
 @pytest.mark.parametrize("H,W", [(3, 4), (5, 5), (24, 24)])
@@ -60,21 +79,32 @@ def test_official_compat_schedule(H, W):
         assert passes == 2 * W + (H - 2) * w
 
 
-def fixed_window_records(layout, w, compat=None):
+def fixed_window_records(layout, w, compat=None, first_row=None):
     """The PassRecords of a fixed-window decode of one image with a tiny random model, and its state."""
     gpt = tiny_gpt(max(layout.rows, layout.cols), cls_token_num=layout.prefix_len)
-    config = DecodeConfig(window=w, compat=compat)
+    config = DecodeConfig(window=w, compat=compat, first_row=first_row)
     fixed = torch.full((layout.rows,), 62) if layout.end_of_row else None
     state = start_decode(gpt, gpt.embed_condition(torch.tensor([1])), torch.tensor([0]), layout, config, fixed)
     with torch.inference_mode():
         return list(decode_steps(gpt, state)), state
 
 
-def test_end_of_row_layout_same_schedule_and_passes():
+@pytest.mark.parametrize("first_row", [None, "serial", "early"])
+def test_end_of_row_layout_same_schedule_and_passes(first_row):
+    """Records counted against the formula; an end-of-row layout's default is the early first row."""
     for H, W, w in [(3, 4, 2), (5, 5, 1), (4, 6, 6)]:
         layout = Layout(H, W, 2, end_of_row=True)
-        records, _ = fixed_window_records(layout, w)
-        assert len(records) == num_passes(layout, w) == (H - 1) * w + W
+        records, _ = fixed_window_records(layout, w, first_row=first_row)
+        assert len(records) == num_passes(layout, w, first_row=first_row) == formula_passes(H, W, w, first_row or "early")
+
+
+@pytest.mark.parametrize("first_row", [None, "serial", "early"])
+def test_fixed_decode_runs_the_formula_passes(first_row):
+    """A layout without end-of-row tokens defaults to the serial first row."""
+    for H, W, w in [(3, 4, 2), (5, 5, 1), (4, 6, 3)]:
+        records, _ = fixed_window_records(Layout(H, W, 2), w, first_row=first_row)
+        assert len(records) == num_passes(Layout(H, W, 2), w, first_row=first_row) == formula_passes(
+            H, W, w, first_row or "serial")
 
 
 def test_invalid_window():
@@ -116,14 +146,15 @@ COMPAT_CASES = [(3, 4, 1, False), (4, 5, 2, False), (4, 4, 3, False), (5, 6, 3, 
 
 
 # compat mode reproduces the LlamaGen code only, so it has no end-of-row cases
-@pytest.mark.parametrize("H,W,w,eor,compat", [c + (None,) for c in LLAMAGEN_CASES]
-                         + [c + ("official",) for c in COMPAT_CASES]
-                         + [(3, 4, 2, True, None), (4, 3, 1, True, None)])
-def test_masks_match_brute_force(H, W, w, eor, compat):
+# compat is serial by definition (early is refused: test_first_row_rule_refusals)
+@pytest.mark.parametrize("H,W,w,eor,compat,first_row",
+                         [c + (None, rule) for c in LLAMAGEN_CASES + [(3, 4, 2, True), (4, 3, 1, True)]
+                          for rule in ("serial", "early")] + [c + ("official", None) for c in COMPAT_CASES])
+def test_masks_match_brute_force(H, W, w, eor, compat, first_row):
     """The scheduler's masks, pass by pass, against the visibility derived from the pass table."""
     layout = Layout(H, W, prefix_len=2, end_of_row=eor)
-    table = decode_pass_table(layout, row_windows(layout, w, compat))
-    records, state = fixed_window_records(layout, w, compat)
+    table = decode_pass_table(layout, row_windows(layout, w, compat, first_row))
+    records, state = fixed_window_records(layout, w, compat, first_row)
     sched = state.scheduler
     positions = sched.slot_positions.tolist()
     for rec in records:
@@ -137,10 +168,11 @@ def test_masks_match_brute_force(H, W, w, eor, compat):
             assert got == sorted(brute_force_visible(layout, table, rec.index, p, compat)), (rec.index, p)
 
 
+@pytest.mark.parametrize("first_row", ["serial", "early"])
 @pytest.mark.parametrize("H,W,w", [(4, 5, 2), (6, 6, 1), (5, 8, 3)])
-def test_every_slot_written_once_and_each_cell_sampled_once(H, W, w):
+def test_every_slot_written_once_and_each_cell_sampled_once(H, W, w, first_row):
     layout = Layout(H, W, 1)
-    records, state = fixed_window_records(layout, w)
+    records, state = fixed_window_records(layout, w, first_row=first_row)
     scratch, trash = state.scheduler.scratch, state.scheduler.trash
     slots = [s for r in records for s in r.batch.slots[0].tolist() if s != scratch]
     assert len(slots) == len(set(slots))
@@ -152,7 +184,7 @@ def test_every_slot_written_once_and_each_cell_sampled_once(H, W, w):
                 decided_at[c] = r.index
     assert sorted(decided_at) == list(range(H * W))
     assert all(decided_at[r * W + c] == table for (r, c), table in np.ndenumerate(decode_pass_table(
-        layout, row_windows(layout, w))))
+        layout, row_windows(layout, w, first_row=first_row))))
 
 
 def test_one_window_rule_for_fixed_adaptive_and_the_pass_table(monkeypatch, request):
@@ -175,8 +207,8 @@ def test_one_window_rule_for_fixed_adaptive_and_the_pass_table(monkeypatch, requ
     request.addfinalizer(fixed_pass_sizes.cache_clear)
     fixed = generate(gpt, labels, seeds, DecodeConfig(window=2))
     adaptive = generate(gpt, labels, seeds, DecodeConfig(window=2, adaptive=True))
-    assert plain_fixed.forward_passes == 5 * 2 + 6
-    assert fixed.forward_passes == num_passes(layout, 2) == 5 * 3 + 6  # the table follows the patched rule
+    assert plain_fixed.forward_passes == 2 * 6 + 4 * 2  # serial first row
+    assert fixed.forward_passes == num_passes(layout, 2) == 2 * 6 + 4 * 3  # the table follows the patched rule
     # adaptive drafts open one pass later, so every accepted window is at least w_min + 2
     assert min(min(w) for w in plain_adaptive.accepted_windows) == 3
     assert min(min(w) for w in adaptive.accepted_windows) >= 4

@@ -10,49 +10,80 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import tradeoff  # noqa: E402
 
 
-def test_tradeoff_benchmark_smoke(tmp_path):
-    args = tradeoff.build_parser().parse_args([
+def smoke_args(tmp_path, *extra):
+    return tradeoff.build_parser().parse_args([
         "--num-samples", "2", "--batch-size", "2", "--groups", "1", "--windows", "2", "--adaptive-windows", "4",
-        "--compat-windows", "2", "--placeholders", "mean", "--draft-lens", "2", "--draft-windows", "4",
-        "--draft-placeholder", "mean", "--out-md", str(tmp_path / "t.md"), "--out-csv", str(tmp_path / "t.csv"),
-        "--out-png", str(tmp_path / "t.png")])
+        "--extra-placeholders", "mean", "--placeholder-windows", "2", "--compat-windows", "2", "--draft-lens", "2",
+        "--draft-windows", "4", "--draft-kinds", "fixed", *extra])
+
+
+def out_args(tmp_path, stem):
+    return ["--out-md", str(tmp_path / f"{stem}.md"), "--out-csv", str(tmp_path / f"{stem}.csv"),
+            "--out-png", str(tmp_path / f"{stem}.png")]
+
+
+def test_tradeoff_benchmark_smoke(tmp_path):
+    args = smoke_args(tmp_path, *out_args(tmp_path, "t"))
     tradeoff.main(args)
     rows = list(csv.DictReader((tmp_path / "t.csv").open()))
     assert list(rows[0]) == tradeoff.COLUMNS
-    assert [r["setting"] for r in rows] == ["NTP", "fixed 2 mean", "adaptive 4 mean", "official 2",
-                                            "SJD L=2", "fixed 4 mean + SJD L=2", "adaptive 4 mean + SJD L=2"]
+    assert [r["setting"] for r in rows] == [
+        "NTP", "fixed 2 above serial", "fixed 2 above early", "fixed 2 mean serial", "adaptive 4 above serial",
+        "adaptive 4 above early", "official 2", "SJD L=2", "fixed 4 above serial + SJD L=2"]
     by = {r["setting"]: r for r in rows}
-    for name in ("SJD L=2", "fixed 4 mean + SJD L=2"):  # drafts decide 1..L+1 tokens a row-pass
+    for name in ("SJD L=2", "fixed 4 above serial + SJD L=2"):  # drafts decide 1..L+1 tokens a row-pass
         assert 1.0 <= float(by[name]["tokens_per_row_pass"]) <= 3.0
         assert len(by[name]["row_tokens_per_pass"].split()) == 24
     assert float(by["SJD L=2"]["passes_mean"]) < float(by["NTP"]["passes_mean"])
     assert by["SJD L=2"]["draft_init"] == "above" and by["NTP"]["draft_init"] == ""
     assert float(by["NTP"]["agreement"]) == 1.0
-    assert float(by["fixed 2 mean"]["passes_mean"]) == 23 * 2 + 24
-    assert float(by["fixed 2 mean"]["agreement"]) < 1.0
-    assert by["fixed 2 mean"]["placeholder"] == "mean" and by["NTP"]["placeholder"] == ""
-    assert by["official 2"]["placeholder"] == "above"
+    # the two first-row rules, by the paper's formulas
+    assert float(by["fixed 2 above serial"]["passes_mean"]) == 2 * 24 + 22 * 2
+    assert float(by["fixed 2 above early"]["passes_mean"]) == 23 * 2 + 24
+    assert by["fixed 2 above early"]["first_row"] == "early" and by["NTP"]["first_row"] == ""
+    assert float(by["fixed 2 mean serial"]["agreement"]) < 1.0
+    assert by["fixed 2 mean serial"]["placeholder"] == "mean" and by["NTP"]["placeholder"] == ""
+    assert by["official 2"]["placeholder"] == "above" and by["official 2"]["first_row"] == "serial"
     assert float(by["official 2"]["passes_mean"]) == 2 * 24 + 22 * 2
+    check_frontier_marks(rows)
     assert (tmp_path / "t.png").stat().st_size > 0 and (tmp_path / "t.md").read_text().count("\n") >= 6
-    check_merge_of_side_by_side_runs(args, tmp_path)
+    check_parts_merge_into_the_whole_run(tmp_path)
 
 
-def check_merge_of_side_by_side_runs(args, tmp_path):
-    """--from-csv: two runs, each with its own NTP reference (one of them holding the drafts), give the
-    one run's table: the first row of each setting, the settings in draft-length order."""
-    lines = (tmp_path / "t.csv").read_text().splitlines()
-    header, rows = lines[0], lines[1:]
-    drafts = [r for r in rows if "SJD" in r]
-    (tmp_path / "a.csv").write_text("\n".join([header, rows[0], *drafts]) + "\n")
-    (tmp_path / "b.csv").write_text("\n".join([header, *[r for r in rows if r not in drafts]]) + "\n")
+def check_frontier_marks(rows):
+    """A row is marked iff no other row has at most its passes and at most its FID (one strictly less),
+    checked here by brute force over the CSV's rounded-trip numbers."""
+    num = lambda r, k: float(r[k])  # noqa: E731
+    for r in rows:
+        dominated = any(num(o, "passes_mean") <= num(r, "passes_mean") and num(o, "digits_fid") <= num(r, "digits_fid")
+                        and (num(o, "passes_mean"), num(o, "digits_fid")) != (num(r, "passes_mean"), num(r, "digits_fid"))
+                        for o in rows)
+        assert (r["frontier_fid"] == "yes") == (not dominated), r["setting"]
+    cheapest = min(rows, key=lambda r: (num(r, "passes_mean"), num(r, "digits_fid")))
+    assert cheapest["frontier_fid"] == "yes"
+
+
+def check_parts_merge_into_the_whole_run(tmp_path):
+    """--part 1/2 and 2/2 each run NTP and half the settings; --from-csv merges them into the one run's table."""
+    for k in (1, 2):
+        tradeoff.main(smoke_args(tmp_path, "--part", f"{k}/2", *out_args(tmp_path, f"p{k}")))
+    parts = [list(csv.DictReader((tmp_path / f"p{k}.csv").open())) for k in (1, 2)]
+    assert parts[0][0]["setting"] == parts[1][0]["setting"] == "NTP"
+    assert len(parts[0]) + len(parts[1]) == 9 + 1
     merged = tradeoff.build_parser().parse_args([
-        "--num-samples", "2", "--groups", "1", "--from-csv", str(tmp_path / "a.csv"), str(tmp_path / "b.csv"),
-        "--out-md", str(tmp_path / "m.md"), "--out-csv", str(tmp_path / "m.csv"), "--out-png", str(tmp_path / "m.png")])
+        "--num-samples", "2", "--groups", "1", "--from-csv", str(tmp_path / "p1.csv"), str(tmp_path / "p2.csv"),
+        *out_args(tmp_path, "m")])
     tradeoff.write_outputs(tradeoff.read_rows(merged.from_csv), merged)
-    body = lambda name: (tmp_path / name).read_text().splitlines()[1:]  # noqa: E731  (the header says "merged")
-    assert body("m.md") == body("t.md")
+    drop_seconds = lambda path: [{k: v for k, v in r.items() if k != "seconds"}  # noqa: E731
+                                 for r in csv.DictReader(path.open())]
+    assert drop_seconds(tmp_path / "m.csv") == drop_seconds(tmp_path / "t.csv")
     assert "Merged from 2 runs" in (tmp_path / "m.md").read_text()
-    assert list(csv.reader((tmp_path / "m.csv").open())) == list(csv.reader((tmp_path / "t.csv").open()))
+
+
+def test_part_flag_is_checked():
+    for bad in ("0/2", "3/2", "1-2"):
+        with pytest.raises(SystemExit):
+            tradeoff.build_parser().parse_args(["--part", bad])
 
 
 def test_sampling_sweep_smoke(tmp_path):

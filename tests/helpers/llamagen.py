@@ -62,3 +62,10 @@ def run_oracle(gpt, layout, config, labels, seeds, fixed_tokens=None, valid=None
     """Invariant (b) (tests.oracle) on a class-conditional decode: (max abs logit error, passes)."""
     state, condition, passes = record_decode(gpt, layout, config, labels, seeds, fixed_tokens, valid)
     return oracle_error(gpt, condition, passes), len(passes)
+
+
+def formula_passes(H, W, w, first_row):
+    """Pass counts as the paper states them, independent of common.schedule: (H-1)w + W with the early
+    first row, 2W + (H-2)w with the serial one (row 1 waits for all of row 0)."""
+    w = min(w, W)
+    return (H - 1) * w + W if first_row == "early" or H == 1 else 2 * W + (H - 2) * w
