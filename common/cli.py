@@ -16,7 +16,8 @@ import torch
 
 from common.checkpoint import CheckpointError
 from common.config import PRECISIONS, DecodeConfig
-from common.engine import DecodeResult
+from common.determinism import use_deterministic_kernels
+from common.engine import CUDA_GRAPHS, DecodeResult
 from common.images import IMAGE_FORMATS, save_png_atomic
 from common.sampling import image_seeds
 from common.schedule import Layout, first_row_rule, num_passes
@@ -87,7 +88,8 @@ def add_deprecated(p: argparse.ArgumentParser, old: str, new: str, action: str |
 
 
 def add_runtime_args(p: argparse.ArgumentParser, model: str = "the model") -> None:
-    """--device, --precision, --seed, --compile, --quiet and --threads: declared here once for every script."""
+    """--device, --precision, --seed, --compile, --cuda-graphs, --deterministic, --quiet and --threads:
+    declared here once for every script."""
     g = p.add_argument_group("runtime")
     g.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                    help="torch device (cpu, cuda, cuda:N); under torchrun 'cuda' means cuda:LOCAL_RANK")
@@ -97,6 +99,11 @@ def add_runtime_args(p: argparse.ArgumentParser, model: str = "the model") -> No
     g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
                    help="the engine torch.compiles its per-pass step, every pass padded to one shape "
                         "(same tokens; worth it on CUDA; off by default)")
+    g.add_argument("--cuda-graphs", dest="compile", action="store_const", const=CUDA_GRAPHS,
+                   help="--compile with CUDA graphs (torch.compile mode reduce-overhead): each pass replays one "
+                        "captured graph on a GPU; on a CPU the same as --compile")
+    g.add_argument("--deterministic", action="store_true",
+                   help="deterministic kernels (common/determinism.py): run-to-run equal tokens on a GPU, slower")
     g.add_argument("--quiet", action="store_true", help="no progress bar on stderr (--json implies it)")
     g.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads; default: this host's cores shared by its ranks (all of them for one "
@@ -122,6 +129,8 @@ def check_runtime(args: argparse.Namespace) -> torch.device:
     if args.threads < 1:
         raise ValueError(f"--threads must be >= 1, got {args.threads}")
     torch.set_num_threads(args.threads)
+    if args.deterministic:
+        use_deterministic_kernels()
     return device
 
 
@@ -206,11 +215,15 @@ def pass_progress(config: DecodeConfig, rows: int, cols: int, quiet: bool, end_o
         bar.close()
 
 
-def note_window(config: DecodeConfig, cols: int) -> None:
-    """Say on stderr when a window at least the row width makes the run plain next-token prediction."""
+def note_window(config: DecodeConfig, cols: int, args: argparse.Namespace) -> None:
+    """Say on stderr when a window at least the row width makes the run plain next-token prediction. Equal
+    tokens are promised where they hold: on a CPU, or in fp32 (a GPU's bf16/fp16 kernels differ by pass
+    shape, and NTP's passes have other shapes than a window's; benchmarks/gpu_suite.py measures it)."""
     if config.window is not None and config.window >= cols:
+        exact = torch.device(args.device).type == "cpu" or args.precision == "fp32"
+        same = "same tokens as --ntp" if exact else f"same schedule as --ntp; in {args.precision} on a GPU tokens can differ"
         print(f"note: --window {config.window} >= the row width {cols}: this is plain next-token prediction "
-              f"({'adaptive openings are never drafted' if config.adaptive else 'same tokens as --ntp'})",
+              f"({'adaptive openings are never drafted' if config.adaptive else same})",
               file=sys.stderr)
 
 
@@ -234,7 +247,7 @@ def run_end_of_row(pipe, prompts: list[str], size, config: DecodeConfig, args: a
     rows, cols = pipe.grid(size)
     seeds = image_seeds(args.seed, torch.arange(len(prompts), device=device))
     start = time.perf_counter()
-    note_window(config, cols)
+    note_window(config, cols, args)
     with pass_progress(config, rows, cols, args.quiet or args.json, end_of_row=True) as on_pass:
         result = pipe.generate(prompts, seeds, config, size, on_pass=on_pass, compile=args.compile)
     if device.type == "cuda":

@@ -7,9 +7,11 @@ pass (notebooks and tests iterate it); `decode` runs it to the end. A decode pas
 forward over all of them, guide, filter and sample every query, run the adaptive acceptance test,
 scatter the tokens and advance the schedule. Every decode pass has one shape, so the whole step
 can be compiled once (`compile=True`: torch.compile(fullgraph=True)) and, on a GPU, served by
-CUDA graphs. Nothing in it reads back to the host. Fixed windows run the precomputed pass count
-(the schedule's critical path) with no synchronisation at all; adaptive windows run at least the
-pass count of their minimum window, then read one flag per pass to know when every image is done.
+CUDA graphs (`compile="reduce-overhead"`). Nothing in it reads back to the host. Fixed windows run
+the precomputed pass count (the schedule's critical path) with no synchronisation at all; per-image
+schedules (adaptive windows, row drafts) run at least the pass count of their minimum window, then
+read back a lower bound on the passes still needed (`Scheduler.passes_left_bound`) and run that many
+before reading again: a few reads per decode instead of one per pass, and never an extra pass.
 Eager decodes on a CPU, where compute grows with the queries and a read-back costs nothing, skip
 padding: fixed-window passes run at their precomputed sizes, adaptive ones at the busiest image's.
 """
@@ -64,6 +66,7 @@ class DecodeState:
     row_draft_kind: torch.Tensor | None = None  # (B, R*L + 1) which q each entry holds (common.row_drafts)
     mean_input: torch.Tensor | None = None  # (D,) placeholder "mean": set after the prefix pass
     passes_run: int = 0
+    host_reads: int = 0  # per-image schedules: times the decode read the schedule back to the host
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,7 @@ class DecodeResult:
     tokens_per_row_pass: list[float] | None = None
     row_tokens_per_pass: list[list[float]] | None = None
     draft_rejections: list[int] | None = None
+    host_reads: int = 0  # times the decode loop read the schedule back to the host (0 for fixed windows)
 
 
 def cfg_active(cells: torch.Tensor, cfg_interval: float) -> torch.Tensor:
@@ -111,8 +115,7 @@ def start_decode(model: Decoder, condition: Condition | torch.Tensor, seeds: tor
     condition: the prefix (common.condition; a bare (B_model, T, D) tensor is one without padding),
     B_model = 2B with CFG ([cond; uncond]), else B. seeds: (B,) int64, one per image.
     fixed_tokens: (H,) end-of-row token ids for layouts with them. compile: torch.compile the decode
-    pass (fullgraph, static shapes; a string names the backend, True is inductor): one compilation
-    per decode shape, the same tokens.
+    pass (fullgraph, static shapes; see `compiled_step`): one compilation per decode shape, the same tokens.
     """
     condition = as_condition(condition)
     device = condition.device
@@ -139,13 +142,25 @@ def start_decode(model: Decoder, condition: Condition | torch.Tensor, seeds: tor
     pass_sizes = None if compile or per_image else scheduler.fixed_pass_sizes()
     trim_on_host = per_image and not compile and device.type == "cpu"
     if compile:
-        backend = compile if isinstance(compile, str) else "inductor"
-        step = torch.compile(decode_pass, fullgraph=True, dynamic=False, backend=backend)
+        step = compiled_step(compile)
     # fixed windows: one schedule shared by the batch (leading dim 1); adaptive or drafting: one per image
     schedule = scheduler.initial_state(batch if per_image else 1)
     return DecodeState(layout, config, scheduler, schedule, seeds.to(device), tokens,
                        model.new_cache(model_batch, scheduler.num_slots, device), condition, prefix_keys,
                        min_passes, step, pass_sizes, trim_on_host, torch.zeros_like(tokens))
+
+
+CUDA_GRAPHS = "reduce-overhead"  # compile= value: inductor with CUDA graphs (torch.compile's mode)
+
+
+def compiled_step(compile: bool | str) -> Callable:
+    """torch.compile'd decode_pass: True is inductor; CUDA_GRAPHS is inductor whose graphs replay by CUDA
+    graphs on a GPU (the step's state tensors are updated in place, so their addresses are static; a
+    PassRecord's tensors then hold until the next pass); any other string names a dynamo backend."""
+    if compile == CUDA_GRAPHS:
+        return torch.compile(decode_pass, fullgraph=True, dynamic=False, mode=CUDA_GRAPHS)
+    backend = compile if isinstance(compile, str) else "inductor"
+    return torch.compile(decode_pass, fullgraph=True, dynamic=False, backend=backend)
 
 
 def _min_passes(layout: Layout, window: int, config: DecodeConfig) -> int:
@@ -283,13 +298,22 @@ def decode_steps(model: Decoder, state: DecodeState) -> Iterator[PassRecord]:
         record = prefix_pass(model, state)
         state.passes_run = 1
         yield record
-    while state.passes_run < state.min_passes or (  # per-image schedules' tail: one flag a pass
-            state.config.per_image_schedule and not bool(state.scheduler.done(state.schedule))):
-        *fields, input_ids, mask, logits, decided, accepted = state.step(model, state)
-        record = PassRecord(state.passes_run, PassBatch(False, *fields), input_ids, mask, logits, decided, accepted,
-                            state.tokens.clone(), state.draws.clone())
-        state.passes_run += 1
-        yield record
+    target = state.min_passes
+    while True:
+        while state.passes_run < target:
+            *fields, input_ids, mask, logits, decided, accepted = state.step(model, state)
+            record = PassRecord(state.passes_run, PassBatch(False, *fields), input_ids, mask, logits, decided,
+                                accepted, state.tokens.clone(), state.draws.clone())
+            state.passes_run += 1
+            yield record
+        if not state.config.per_image_schedule:
+            return
+        # per-image schedules: one read per stretch of passes the schedule guarantees, not one per pass
+        left = int(state.scheduler.passes_left_bound(state.schedule))
+        state.host_reads += 1
+        if left == 0:
+            return
+        target = state.passes_run + left
 
 
 def _check_placeholder(model: Decoder, state: DecodeState, num_codes: int, device) -> None:
@@ -321,4 +345,4 @@ def decode(model: Decoder, condition: Condition | torch.Tensor, seeds: torch.Ten
                         schedule.rejections.tolist() if adaptive else None,
                         (gain.sum(1) / passes.sum(1).clamp(min=1)).tolist() if drafting else None,
                         (gain / passes.clamp(min=1)).tolist() if drafting else None,
-                        schedule.draft_rejections.tolist() if drafting else None)
+                        schedule.draft_rejections.tolist() if drafting else None, state.host_reads)

@@ -379,6 +379,17 @@ class Scheduler:
     def done(self, state: ScheduleState) -> torch.Tensor:
         return (state.count == self.layout.cols).all()
 
+    def passes_left_bound(self, state: ScheduleState) -> torch.Tensor:
+        """() int64: a lower bound on the passes the batch still needs, 0 iff every image is done. A
+        row gains at most L + 1 tokens a pass (one without row drafts; an opening decides one), and
+        row r+1 completes at least one pass after row r (its last cell needs row r complete), so
+        row k still needs ceil((W - count) / (L + 1)) passes and the last row H-1-k more. The decode
+        reads it once per stretch of passes it guarantees, instead of a "done" flag every pass."""
+        W, H, L = self.layout.cols, self.layout.rows, self.draft_len
+        own = (W - state.count + L) // (L + 1)  # (B, H)
+        rows_below = H - 1 - self.rows
+        return torch.where(state.count < W, own + rows_below, 0).max()
+
 
 @functools.lru_cache(maxsize=64)
 def fixed_pass_sizes(layout: Layout, config) -> tuple[int, ...]:

@@ -76,7 +76,7 @@ def main(args: argparse.Namespace) -> dict:
     seeds = image_seeds(args.seed, torch.arange(len(labels), device=device))
 
     start = time.perf_counter()
-    note_window(config, gpt.grid_size)
+    note_window(config, gpt.grid_size, args)
     with pass_progress(config, gpt.grid_size, gpt.grid_size, args.quiet or args.json) as on_pass:
         result = generate(gpt, labels, seeds, config, on_pass=on_pass, compile=args.compile)
     if device.type == "cuda":

@@ -105,7 +105,7 @@ def main(args: argparse.Namespace) -> dict:
     seeds = image_seeds(args.seed, torch.arange(features.shape[0], device=device))
 
     start = time.perf_counter()
-    note_window(config, grid)
+    note_window(config, grid, args)
     with pass_progress(config, grid, grid, args.quiet or args.json) as on_pass:
         result = generate(gpt, features, mask, seeds, config, on_pass=on_pass, compile=args.compile)
     if device.type == "cuda":

@@ -166,3 +166,33 @@ def test_cli_reports_adaptive_telemetry(tmp_path, capsys):
     assert all(num_passes(Layout(24, 24, 1), 4) <= p <= 576 for p in report["image_passes"])
     assert report["forward_passes"] == max(report["image_passes"])
     assert all(5 <= w["min"] <= w["mean"] <= w["max"] <= 24 for w in report["accepted_window"])
+
+
+@pytest.mark.parametrize("config", [
+    DecodeConfig(window=1, adaptive=True, cfg_scale=2.0, placeholder="left"),
+    DecodeConfig(window=2, adaptive=True, first_row="early"),
+    DecodeConfig(window=1, adaptive=True, draft_len=2, cfg_scale=2.0),
+    DecodeConfig(window=None, draft_len=3),
+], ids=["adaptive", "adaptive-early", "adaptive-drafts", "ntp-drafts"])
+def test_passes_left_bound_is_a_lower_bound_and_host_reads_are_few(config):
+    """After every pass the bound is at most the passes the decode really still ran, 0 exactly when it
+    is done; the loop runs no pass beyond the last image's and reads the schedule far less than once a
+    pass after its minimum (the loop before read a "done" flag every pass from there)."""
+    from common.engine import decode_steps, start_decode
+    from llamagen.generate import condition_prefix
+    from tests.helpers.llamagen import CountingModel
+
+    gpt = tiny_gpt(8, seed=5)
+    labels, seeds = torch.arange(4), torch.arange(4) * 7 + 2
+    state = start_decode(gpt, condition_prefix(gpt, labels, config), seeds, layout_for(gpt), config)
+    counting, bounds = CountingModel(gpt), []
+    with torch.inference_mode():
+        for _ in decode_steps(counting, state):
+            bounds.append(int(state.scheduler.passes_left_bound(state.schedule)))
+    total = state.passes_run
+    assert counting.calls == total == int(state.schedule.image_passes.max())
+    assert all(b <= total - (k + 1) for k, b in enumerate(bounds)), bounds
+    assert bounds[-1] == 0 and min(bounds[:-1]) > 0
+    per_pass_reads = total - state.min_passes + 1
+    assert per_pass_reads >= 8, "the decode must have a tail past its minimum for the count to mean something"
+    assert 1 <= state.host_reads <= per_pass_reads // 2, (state.host_reads, per_pass_reads)
