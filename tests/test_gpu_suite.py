@@ -1,0 +1,36 @@
+"""benchmarks/gpu_suite.py --smoke: every code path of the GPU suite, on tiny shapes on the CPU, where
+its correctness pairs are real properties (one device, deterministic kernels: all equal)."""
+import csv
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import gpu_suite  # noqa: E402
+
+
+def test_smoke_run_covers_every_section(tmp_path):
+    md = gpu_suite.main(gpu_suite.build_parser().parse_args(["--smoke", "--out-dir", str(tmp_path)]))
+    assert md == tmp_path / "gpu_cpu_smoke.md"
+    rows = list(csv.DictReader(md.with_suffix(".csv").open()))
+    checks = [r for r in rows if r["section"] == "correctness"]
+    assert {r["check"] for r in checks} >= {"NTP, run twice", "w = W (4) vs NTP", "compiled vs eager, fixed 2",
+                                            "compiled vs eager, adaptive 2", "cuda graphs vs eager, adaptive 2",
+                                            "image 3 alone vs in a batch of 8"}
+    assert any("sample_ddp, torchrun (gloo" in r["check"] for r in checks)
+    assert all(r["result"] == "equal" for r in checks), [r for r in checks if r["result"] != "equal"]
+    timed = [r for r in rows if r["section"] == "llamagen"]
+    assert {(r["step"], r["setting"]) for r in timed} == {(s, x) for s in gpu_suite.STEPS
+                                                          for x in ("NTP", "2", "adaptive 2")}
+    assert not any(r.get("error") for r in timed)
+    assert all(float(r["passes"]) == 16 for r in timed if r["setting"] == "NTP")
+    assert all(int(r["host_reads"]) == 0 for r in timed if not r["setting"].startswith("adaptive"))
+    assert {r["family"] for r in rows if r["section"] == "t2i"} == {"lumina", "emu3"}
+    text = md.read_text()
+    assert "## Skipped (budget)\n\n(none)" in text and "smoke run" in text
+
+
+def test_budget_skips_with_a_line(tmp_path):
+    budget = gpu_suite.Budget(1.0)
+    assert budget.fits("a", 0.5) and not budget.fits("b", 100.0)
+    assert budget.skipped and budget.skipped[0].startswith("b: would take about 100 s")
