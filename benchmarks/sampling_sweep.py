@@ -45,11 +45,16 @@ def main(args) -> list[dict]:
     n = args.num_samples
     labels, seeds = torch.arange(n) % gpt.config.num_classes, image_seeds(args.seed, torch.arange(n))
     rows = []
-    for cfg_scale, temperature in grid(args):
+    points = grid(args)
+    if args.part:
+        k, n = args.part
+        points = points[k - 1::n]
+    for cfg_scale, temperature in points:
         sampling = dict(cfg_scale=cfg_scale, temperature=temperature)
         reference = None
+        zipar = f"{'adaptive' if args.adaptive else 'fixed'} {args.window}"
         for method, config in (("NTP", DecodeConfig(window=None, **sampling)),
-                               (f"adaptive {args.w_min}", DecodeConfig(window=args.w_min, adaptive=True, **sampling))):
+                               (zipar, DecodeConfig(window=args.window, adaptive=args.adaptive, **sampling))):
             tokens, passes, *_ = tradeoff.run_setting(gpt, config, labels, seeds, args.batch_size)
             reference = tokens if reference is None else reference  # agreement with NTP at the same setting
             rows.append({"method": method, "cfg_scale": cfg_scale, "temperature": temperature,
@@ -85,7 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
     results = Path(__file__).resolve().parent / "results"
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     tradeoff.add_run_args(p)
-    p.add_argument("--w-min", type=int, default=8, help="adaptive ZipAR's minimum window")
+    p.add_argument("--window", "--w-min", dest="window", type=int, default=16,
+                   help="ZipAR's window (w_min with --adaptive); first row serial, placeholder above (the defaults)")
+    p.add_argument("--adaptive", action=argparse.BooleanOptionalAction, default=False,
+                   help="adaptive windows (--window is w_min) or fixed ones")
+    p.add_argument("--part", type=tradeoff.part_arg, default=None, metavar="K/N",
+                   help="run the K-th of N round-robin parts of the sampling settings; merge with --from-csv")
+    p.add_argument("--from-csv", nargs="+", default=None, metavar="CSV", help="run nothing: merge these tables")
     p.add_argument("--cfg-scales", type=float, nargs="*", default=[1.5, 2.0, 3.0, 4.0, 6.0], help="at temperature 1")
     p.add_argument("--base-cfg", type=float, default=2.0, help="cfg scale of the temperature sweep")
     p.add_argument("--temperatures", type=float, nargs="*", default=[0.7, 0.85, 1.0], help="at --base-cfg")
@@ -94,5 +105,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def read_rows(paths) -> list[dict]:
+    """Rows of --part runs, in the sweep's order (cfg scales at temperature 1, then temperatures)."""
+    rows = [r for path in paths for r in csv.DictReader(open(path, newline=""))]
+    for r in rows:
+        r.update({k: float(v) for k, v in r.items() if k != "method"})
+    return rows
+
+
 if __name__ == "__main__":
-    main(build_parser().parse_args())
+    a = build_parser().parse_args()
+    if a.from_csv:
+        order = {point: i for i, point in enumerate(grid(a))}
+        write(sorted(read_rows(a.from_csv), key=lambda r: (order[(r["cfg_scale"], r["temperature"])],
+                                                           r["method"] != "NTP")), a)
+    else:
+        main(a)

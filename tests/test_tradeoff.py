@@ -90,7 +90,7 @@ def test_sampling_sweep_smoke(tmp_path):
     import sampling_sweep
 
     args = sampling_sweep.build_parser().parse_args([
-        "--num-samples", "4", "--batch-size", "4", "--groups", "2", "--w-min", "4", "--cfg-scales", "3.0", "--base-cfg", "3.0",
+        "--num-samples", "4", "--batch-size", "4", "--groups", "2", "--w-min", "4", "--adaptive", "--cfg-scales", "3.0", "--base-cfg", "3.0",
         "--temperatures", "1.0",
         "--out-md", str(tmp_path / "s.md"), "--out-csv", str(tmp_path / "s.csv")])
     sampling_sweep.main(args)
