@@ -258,7 +258,7 @@ def test_position_shift_moves_each_rows_positions():
         Condition(prefix, position_shift=torch.tensor([0, 1]))
 
 
-FED_TOKEN_CASES = [(mode, policy) for mode in ("ntp", "fixed", "adaptive")
+FED_TOKEN_CASES = [(mode, policy) for mode in ("ntp", "fixed", "adaptive", "fixed early", "adaptive early")
                    for policy in ("above", "left", "mean", "token:5")] + [("official", "above")]
 
 
@@ -267,8 +267,9 @@ def test_every_query_is_fed_a_token_decided_in_an_earlier_pass(mode, policy):
     """Invariant (e) (tests.oracle.fed_token_violations) in every mode and placeholder policy; the
     oracle replay too where the mode reads written slots only (not compat, which reads zeros)."""
     gpt = tiny_gpt(6, seed=2)
-    config = DecodeConfig(window=None if mode == "ntp" else 2, adaptive=mode == "adaptive", placeholder=policy,
-                          compat="official" if mode == "official" else None, cfg_scale=2.0)
+    config = DecodeConfig(window=None if mode == "ntp" else 2, adaptive=mode.startswith("adaptive"), placeholder=policy,
+                          compat="official" if mode == "official" else None, cfg_scale=2.0,
+                          first_row="early" if mode.endswith("early") else None)
     labels, seeds = torch.tensor([1, 4, 7]), torch.tensor([0, 5, 9])
     prefix = condition_prefix(gpt, labels, config)
     with torch.inference_mode():
