@@ -41,7 +41,7 @@ from tqdm import tqdm
 from common.cli import add_deprecated, add_flag, add_runtime_args, check_runtime, fill_random_init_config, run_main
 from common.config import PRECISIONS, DecodeConfig, add_decode_args, decode_config_from_args
 from common.images import save_png_with_text_atomic, to_fid_uint8
-from common.placeholder import DEFAULT_POLICY
+from common.placeholder import COMPAT_POLICY, DEFAULT_POLICY
 from common.prompts import collect_prompts
 from common.run_folder import build_npz, check_run_dir, existing_state, image_text, png_path, write_json_atomic
 from common.sampling import image_seeds
@@ -147,7 +147,8 @@ def check_prompt_args(args: argparse.Namespace, preset: PromptPreset) -> None:
 def run_name(args: argparse.Namespace, config: DecodeConfig) -> str:
     """The run folder's name: the official pattern, with the ZipAR settings in it."""
     decoding = "ntp" if config.window is None else f"{'adaptive-' if config.adaptive else ''}w{config.window}"
-    placeholder = None if config.placeholder == DEFAULT_POLICY else config.placeholder.replace(":", "_")
+    default = COMPAT_POLICY if config.compat else DEFAULT_POLICY
+    placeholder = None if config.placeholder == default else config.placeholder.replace(":", "_")
     first_row = config.first_row and f"first-row-{config.first_row}"  # None: the family's default rule
     decoding += "".join(f"-{x}" for x in (config.compat, placeholder, first_row) if x)
     decoding += f"-sjd{config.draft_len}-{config.draft_init}" if config.draft_len else ""

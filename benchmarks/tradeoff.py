@@ -48,9 +48,10 @@ def settings(args) -> list[tuple[str, str, DecodeConfig]]:
     def zipar(kind, w, p, rule, **extra):
         return (f"{kind} {w} {p} {rule}", kind,
                 DecodeConfig(window=w, adaptive=kind == "adaptive", placeholder=p, first_row=rule, **common, **extra))
-    for rule in args.first_rows:
-        for kind, windows in (("fixed", args.windows), ("adaptive", args.adaptive_windows)):
-            out += [zipar(kind, w, p, rule) for p in args.placeholders for w in windows]
+    for rule, policies in (("serial", args.placeholders), ("early", args.early_placeholders)):
+        if rule in args.first_rows:
+            for kind, windows in (("fixed", args.windows), ("adaptive", args.adaptive_windows)):
+                out += [zipar(kind, w, p, rule) for p in policies for w in windows]
     # other placeholders, under the layout's default first-row rule (serial for the demo)
     out += [zipar("fixed", w, p, "serial") for p in args.extra_placeholders for w in args.placeholder_windows
             if p not in args.placeholders or "serial" not in args.first_rows or w not in args.windows]
@@ -306,8 +307,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
     p.add_argument("--first-rows", nargs="*", default=list(FIRST_ROW_RULES), choices=FIRST_ROW_RULES,
                    help="first-row rules the fixed and adaptive windows run under (common/schedule.py)")
-    p.add_argument("--placeholders", nargs="*", default=["above"],
-                   help="row-opening placeholder policies of the fixed and adaptive curves (common/placeholder.py)")
+    p.add_argument("--placeholders", nargs="*", default=["above-or-mean", "above"],
+                   help="row-opening placeholder policies of the fixed and adaptive curves with the serial first row "
+                        "(common/placeholder.py)")
+    p.add_argument("--early-placeholders", nargs="*", default=["above"],
+                   help="placeholder policies of the fixed and adaptive curves with the early first row")
     p.add_argument("--windows", type=int, nargs="*", default=[2, 4, 6, 8, 10, 12, 14, 16, 20], help="fixed windows")
     p.add_argument("--adaptive-windows", type=int, nargs="*", default=[4, 8, 12, 16], help="adaptive w_min")
     # token:0 is the demo's background: 38% of the training digits' tokens, 97.6% of their last column

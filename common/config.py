@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 import torch
 
-from common.placeholder import DEFAULT_POLICY, POLICIES, check_policy
+from common.placeholder import COMPAT_POLICY, DEFAULT_POLICY, POLICIES, check_policy
 from common.row_drafts import DRAFT_INITS
 from common.schedule import FIRST_ROW_RULES, check_first_row
 
@@ -18,7 +18,8 @@ class DecodeConfig:
 
     window: int | None = None
     adaptive: bool = False  # window is then w_min: row openings are drafted and verified (section 3.3)
-    placeholder: str = DEFAULT_POLICY  # what a row's opening query is fed (common.placeholder)
+    placeholder: str | None = None  # what a row's opening query is fed (common.placeholder); None: the
+    # default, DEFAULT_POLICY, or the released code's "above" with compat="official"; set to it on construction
     compat: str | None = None  # "official": the paper code's schedule and mask
     first_row: str | None = None  # row 1 opens when row 0 is complete ("serial") or at the window ("early");
     # None: the layout's default, serial without end-of-row tokens (LlamaGen), early with (common.schedule)
@@ -37,11 +38,13 @@ class DecodeConfig:
             raise ValueError("adaptive decoding needs a minimum window (window=w_min), not next-token prediction")
         if self.adaptive and self.compat is not None:
             raise ValueError("compat='official' has fixed windows only; drop adaptive or compat")
+        if self.placeholder is None:
+            object.__setattr__(self, "placeholder", COMPAT_POLICY if self.compat == "official" else DEFAULT_POLICY)
         check_policy(self.placeholder)
         if self.compat not in (None, "official"):
             raise ValueError(f"compat must be None or 'official', got {self.compat!r}")
         check_first_row(self.first_row, self.compat)
-        if self.compat == "official" and self.placeholder != "above":
+        if self.compat == "official" and self.placeholder != COMPAT_POLICY:
             raise ValueError("compat='official' feeds the released code's placeholder, 'above'; drop --placeholder")
         if self.temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
@@ -83,10 +86,11 @@ def add_decode_args(parser: argparse.ArgumentParser, *, cfg_scale: float | None,
     g.add_argument("--adaptive", action="store_true",
                    help="adaptive window (paper section 3.3): --window is w_min; row openings drafted and verified")
     g.add_argument("--ntp", action="store_true", help="plain next-token prediction (ignores --window)")
-    g.add_argument("--placeholder", type=_placeholder_arg, default=DEFAULT_POLICY, metavar="|".join(POLICIES),
-                   help="token fed to row r+1's opening query while (r, W-1) is not decoded yet: above = the latest "
-                        "token of row r-1 (the paper code's choice; default), left = the latest token of row r, "
-                        "token:<id> = a fixed code, mean = the mean token embedding (common/placeholder.py)")
+    g.add_argument("--placeholder", type=_placeholder_arg, default=None, metavar="|".join(POLICIES),
+                   help="what row r+1's opening query is fed while (r, W-1) is not decoded yet: above-or-mean = "
+                        "(r-1, W-1) once decided, else the mean token embedding (default), above = the latest token "
+                        "of row r-1 (the paper code's choice; --compat official's), left = the latest token of row r, "
+                        "mean = the mean token embedding, token:<id> = a fixed code (common/placeholder.py)")
     g.add_argument("--compat", choices=["official"], default=None,
                    help="reproduce the paper's released LlamaGen code: first row serial, placeholder 'above', a mask "
                         "that reads unwritten (zero) cache slots; windows 1 .. W-1")

@@ -24,7 +24,7 @@ from common.condition import Condition, as_condition
 from common.config import DecodeConfig
 from common.kv_cache import KVCache
 from common.masks import visibility_mask
-from common.placeholder import MEAN_INPUT, fixed_token, mean_embedding
+from common.placeholder import MEAN_INPUT, feeds_mean_embedding, fixed_token, mean_embedding
 from common import row_drafts
 from common.sampling import (PURPOSE_ACCEPT, PURPOSE_RESIDUAL, PURPOSE_TOKEN, draw_key, filter_logits, guide,
                              key_uniform, sample_probs, verify_draft)
@@ -323,7 +323,7 @@ def _check_placeholder(model: Decoder, state: DecodeState, num_codes: int, devic
     code = fixed_token(policy)
     if code is not None and code >= num_codes:
         raise ValueError(f"placeholder {policy!r}: the model samples codes 0..{num_codes - 1}")
-    if policy == "mean" and not state.layout.end_of_row:
+    if feeds_mean_embedding(policy) and not state.layout.end_of_row:
         state.mean_input = mean_embedding(model.embed_tokens, num_codes, device)
 
 

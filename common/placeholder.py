@@ -11,21 +11,27 @@ Cell (r+1, 0) is predicted by the query at the position of (r, W-1). When row r+
   "token:<id>"  a fixed code, e.g. a model's background or most frequent code.
   "mean"        the mean of the token-embedding table over the codes the model samples, fed as the
                 input embedding: a model-agnostic "unknown" input.
-The first two read decided tokens only: the counts passed in are those decided before the opening
-pass. The last two need no decided token; the engine feeds them from the placeholder column of its
-token buffer. This module is the one place the rule lives; fixed and adaptive schedules both call
+  "above-or-mean"  (r-1, W-1), the cell right above the missing one, once decided (row r-1
+                complete), else "mean": the default. It equals "above" wherever row r-1 is complete
+                at the opening (w >= W/2 for fixed windows) and replaces above's mid-row token, a
+                stroke of the row before as often as not, by the unknown input elsewhere; on the demo
+                model no other model-agnostic policy does better at any window (README trade-off).
+"above" and "left" read decided tokens only: the counts passed in are those decided before the
+opening pass. The mean embedding and fixed codes need no decided token; the engine feeds them from
+the placeholder column of its token buffer. This module is the one place the rule lives; fixed and adaptive schedules both call
 `placeholder_source`.
 """
 import torch
 
-POLICIES = ("above", "left", "mean", "token:<id>")
-DEFAULT_POLICY = "above"
+POLICIES = ("above-or-mean", "above", "left", "mean", "token:<id>")
+DEFAULT_POLICY = "above-or-mean"
+COMPAT_POLICY = "above"  # what the paper's released code feeds (compat="official")
 MEAN_INPUT = -2  # recorded input id of a query fed the mean embedding
 
 
 def check_policy(policy: str) -> str:
     """Validate a policy string; returns it unchanged."""
-    if policy in ("above", "left", "mean"):
+    if policy in ("above-or-mean", "above", "left", "mean"):
         return policy
     if policy.startswith("token:"):
         value = policy[len("token:"):]
@@ -40,7 +46,12 @@ def fixed_token(policy: str) -> int | None:
 
 
 def needs_decided_token(policy: str) -> bool:
-    return policy in ("above", "left")
+    return policy in ("above", "left", "above-or-mean")
+
+
+def feeds_mean_embedding(policy: str) -> bool:
+    """Whether the policy ever feeds the mean embedding (the engine then computes it once)."""
+    return policy in ("mean", "above-or-mean")
 
 
 def placeholder_source(policy: str, row: torch.Tensor, decided: torch.Tensor, cols: int,
@@ -54,6 +65,10 @@ def placeholder_source(policy: str, row: torch.Tensor, decided: torch.Tensor, co
     """
     if not needs_decided_token(policy):
         return torch.full_like(row, placeholder_column)
+    if policy == "above-or-mean":  # (row-1, W-1) once decided, else the mean (row 0 has no row above)
+        above = (row - 1).clamp(min=0)
+        complete = (row >= 1) & (decided.gather(1, above) == cols)
+        return torch.where(complete, above * cols + cols - 1, placeholder_column)
     # "above" reads row-1; row 0 has no row above and falls back to "left"
     source_row = torch.where(row >= 1, row - 1, row) if policy == "above" else row
     count = decided.gather(1, source_row)

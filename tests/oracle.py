@@ -12,7 +12,7 @@ import torch
 
 from common.condition import as_condition
 from common.engine import decode_steps, start_decode
-from common.placeholder import MEAN_INPUT, fixed_token, needs_decided_token
+from common.placeholder import MEAN_INPUT, feeds_mean_embedding, fixed_token, needs_decided_token
 
 
 def full_forward(model, x, positions, mask):
@@ -80,8 +80,9 @@ def fed_token_violations(state, records) -> list[str]:
                 elif s in eol:
                     if fed != int(state.tokens[b, s]):
                         bad.append(f"{where}: fed {fed} for the fixed end-of-row token")
-                elif s == state.scheduler.placeholder_column and not needs_decided_token(policy):
-                    expected = MEAN_INPUT if policy == "mean" else fixed_token(policy)
+                elif s == state.scheduler.placeholder_column and (feeds_mean_embedding(policy)
+                                                                  or not needs_decided_token(policy)):
+                    expected = MEAN_INPUT if feeds_mean_embedding(policy) else fixed_token(policy)
                     if fed != expected:
                         bad.append(f"{where}: fed {fed} for placeholder {policy!r}")
                 else:

@@ -178,6 +178,39 @@ def test_oracle_with_padded_condition_prefix(adaptive):
     assert not torch.equal(free.tokens, state.tokens)
 
 
+def test_above_or_mean_feeds_the_cell_above_once_decided_else_the_mean():
+    """The default policy, pass by pass on a real decode: an opening query of row r+1 is fed (r-1, W-1)
+    when row r-1 was complete before the pass, else the mean embedding (MEAN_INPUT); the early first row
+    makes row 1's opener (no row above) take the mean. With w >= W/2 every later opener has a complete
+    row r-1, so the decode equals "above"'s token for token."""
+    from common.placeholder import MEAN_INPUT
+    gpt = tiny_gpt(6, seed=4)
+    layout = layout_for(gpt)
+    H = W = 6
+    for w in (1, 2):
+        config = DecodeConfig(window=w, first_row="early")
+        state = start_decode(gpt, condition_prefix(gpt, torch.tensor([2]), config), torch.tensor([3]), layout, config)
+        count_before, fed = [0] * H, {}
+        with torch.inference_mode():
+            for rec in decode_steps(gpt, state):
+                for i, slot in enumerate(rec.batch.slots[0].tolist()):
+                    if layout.prefix_len + layout.num_cells <= slot < state.scheduler.scratch:
+                        r = slot - layout.prefix_len - layout.num_cells  # the opener of row r+1
+                        complete = r >= 1 and count_before[r - 1] == W
+                        fed[r] = (rec.input_ids[0, i].item(), complete)
+                decided = [c for c in rec.batch.cells[0].tolist() if c < layout.num_cells]
+                for c in decided:
+                    count_before[c // W] = max(count_before[c // W], c % W + 1)
+        grid = state.tokens[0, :H * W].reshape(H, W)
+        assert fed and any(not complete for _, complete in fed.values())
+        for r, (token, complete) in fed.items():
+            assert token == (grid[r - 1, W - 1].item() if complete else MEAN_INPUT), (w, r)
+    labels, seeds = torch.tensor([1, 2]), torch.tensor([5, 6])
+    for w in (3, 4):
+        assert torch.equal(generate(gpt, labels, seeds, DecodeConfig(window=w)).tokens,
+                           generate(gpt, labels, seeds, DecodeConfig(window=w, placeholder="above")).tokens)
+
+
 @pytest.mark.parametrize("config", [DecodeConfig(window=2, cfg_scale=3.0, top_k=40), DecodeConfig(window=1),
                                     DecodeConfig(window=3, compat="official"), DecodeConfig(window=None),
                                     DecodeConfig(window=2, adaptive=True, cfg_scale=2.0)])
@@ -259,7 +292,7 @@ def test_position_shift_moves_each_rows_positions():
 
 
 FED_TOKEN_CASES = [(mode, policy) for mode in ("ntp", "fixed", "adaptive", "fixed early", "adaptive early")
-                   for policy in ("above", "left", "mean", "token:5")] + [("official", "above")]
+                   for policy in ("above-or-mean", "above", "left", "mean", "token:5")] + [("official", "above")]
 
 
 @pytest.mark.parametrize("mode,policy", FED_TOKEN_CASES)

@@ -28,8 +28,9 @@ def test_tradeoff_benchmark_smoke(tmp_path):
     rows = list(csv.DictReader((tmp_path / "t.csv").open()))
     assert list(rows[0]) == tradeoff.COLUMNS
     assert [r["setting"] for r in rows] == [
-        "NTP", "fixed 2 above serial", "fixed 2 above early", "fixed 2 mean serial", "adaptive 4 above serial",
-        "adaptive 4 above early", "official 2", "SJD L=2", "fixed 4 above serial + SJD L=2"]
+        "NTP", "fixed 2 above serial", "fixed 2 above early", "fixed 2 above-or-mean serial", "fixed 2 mean serial",
+        "adaptive 4 above serial", "adaptive 4 above early", "adaptive 4 above-or-mean serial", "official 2",
+        "SJD L=2", "fixed 4 above serial + SJD L=2"]
     by = {r["setting"]: r for r in rows}
     for name in ("SJD L=2", "fixed 4 above serial + SJD L=2"):  # drafts decide 1..L+1 tokens a row-pass
         assert 1.0 <= float(by[name]["tokens_per_row_pass"]) <= 3.0
@@ -69,7 +70,7 @@ def check_parts_merge_into_the_whole_run(tmp_path):
         tradeoff.main(smoke_args(tmp_path, "--part", f"{k}/2", *out_args(tmp_path, f"p{k}")))
     parts = [list(csv.DictReader((tmp_path / f"p{k}.csv").open())) for k in (1, 2)]
     assert parts[0][0]["setting"] == parts[1][0]["setting"] == "NTP"
-    assert len(parts[0]) + len(parts[1]) == 9 + 1
+    assert len(parts[0]) + len(parts[1]) == 11 + 1
     merged = tradeoff.build_parser().parse_args([
         "--num-samples", "2", "--groups", "1", "--from-csv", str(tmp_path / "p1.csv"), str(tmp_path / "p2.csv"),
         *out_args(tmp_path, "m")])
