@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from common.cli import (add_deprecated, add_flag, add_runtime_args, check_output_dir, check_runtime,
+from common.cli import (add_alias, add_deprecated, add_flag, add_runtime_args, check_output_dir, check_runtime,
                         fill_random_init_config, run_end_of_row, run_main)
 from common.config import PRECISIONS, DecodeConfig, add_decode_args, decode_config_from_args
 from common.prompts import collect_prompts
@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_decode_args(p, cfg_scale=DEFAULT.cfg_scale, top_k=DEFAULT.top_k, temperature=DEFAULT.temperature)
     # the official generate_examples/generate.py flag; without it argparse would reject the prefix --cfg as
     # ambiguous (--cfg-scale, --cfg-interval). An exact option string wins over prefix matching.
-    p.add_argument("--cfg", dest="cfg_scale", type=float, default=argparse.SUPPRESS, help="alias of --cfg-scale")
+    add_alias(p, "--cfg", "--cfg-scale")
     add_deprecated(p, "--out", "--out-dir")
     add_deprecated(p, "--prompts", "--prompts-file")
     add_deprecated(p, "--vqgan-dir", "--vq-path")
