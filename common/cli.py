@@ -368,7 +368,7 @@ def run_main(main: Callable, args, interrupted: str | None = None) -> int:
         if interrupted is None:
             raise
         if os.environ.get("RANK", "0") == "0":
-            sys.stderr.write(f"\ninterrupted: {interrupted}\n")
+            sys.stderr.write(f"interrupted: {interrupted}\n")
             sys.stderr.flush()
         return 130
     return 0
