@@ -105,8 +105,8 @@ def add_alias(p: argparse.ArgumentParser, old: str, new: str, action: str | None
             super().__call__(parser, namespace, values, option_string)
 
     options = dict(type=target.type, choices=target.choices, metavar=target.metavar)
-    if nargs is not None:
-        options["nargs"] = nargs
+    if nargs is not None or target.nargs not in (None, 0):  # the old spelling takes as many values
+        options["nargs"] = nargs if nargs is not None else target.nargs
     p.add_argument(old, action=Alias, dest=target.dest, default=argparse.SUPPRESS,
                    help=argparse.SUPPRESS if deprecated else f"the same as {new}", **options)
 
