@@ -12,14 +12,19 @@ autoregressive/sample/sample_c2i_ddp.py (folder name, pixel conversion, npz layo
   i = r, r + world, r + 2 world, ... The engine's randomness is counter-based, so image i is the same PNG
   for any world size and batch size on one device type. (The official script draws random classes per
   batch and seeds global_seed * world_size + rank.)
-- Resumable. PNGs are written atomically; a re-run skips images already complete (PIL verify, and the
-  tEXt label, prompt and seed those of the index: common/run_folder.py's metadata_matches) and redoes
-  missing, damaged or mismatching ones (a PNG of another index). args.json in the run folder records the
-  arguments that define the image set (not N, batch size or world size: re-running with a larger N
-  extends a run); a folder holding another image set is refused unless --overwrite, which deletes it.
+- Resumable and bound to what made it. PNGs are written atomically; a re-run skips images already
+  complete (PIL verify, and the tEXt label, prompt, seed and image-set digest those of the index and the
+  run: common/run_folder.py's metadata_matches) and redoes missing, damaged or mismatching ones (a PNG of
+  another index or another run). args.json in the run folder records the image set: the arguments that
+  decide the pixels (not N, batch size or world size: re-running with a larger N extends a run) and the
+  content of every weight and tokenizer file (sha256, common/fingerprint.py; cached beside each file). A
+  folder holding another image set is refused unless --overwrite, which deletes it. args.json is written
+  once every rank has loaded its weights, so a failed start records nothing. Rank 0 holds an flock on the
+  folder while the run writes it (common.run_folder.locked_run_dir): a second run into it is refused.
 - Reported. Each PNG carries its label, seed and forward passes in tEXt chunks (so resumed images are
-  counted too); rank 0 writes summary.json beside the PNGs and the npz (arr_0: uint8 NHWC images, the
-  ADM evaluator's input; arr_1: labels, as guided-diffusion's image_sample.py saves them, or prompt indices).
+  counted too); rank 0 writes summary.json beside the PNGs and RUN-nN.npz beside the folder (arr_0: uint8
+  NHWC images, the ADM evaluator's input; arr_1: labels, as guided-diffusion's image_sample.py saves them,
+  or prompt indices), named by N so that a smaller N never overwrites a larger npz.
 The presets are the model folders' tables (llamagen/presets.py, emu3/presets.py, lumina_mgpt/presets.py);
 the samplers are llamagen.loader.ClassImages and common.t2i_pipeline.PromptImages.
 """
@@ -32,6 +37,7 @@ import sys
 import time
 from contextlib import ExitStack
 from dataclasses import asdict
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -39,13 +45,14 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from common.cli import (USER_ERRORS, HelpFormatter, add_deprecated, add_flag, add_runtime_args, check_input_dir,
+from common.cli import (HelpFormatter, add_deprecated, add_flag, add_runtime_args, check_input_dir,
                         check_input_file, check_random_init, check_runtime, fill_random_init_config, run_main)
 from common.config import PRECISIONS, DecodeConfig, add_decode_args, decode_config_from_args
 from common.fingerprint import fingerprint
 from common.images import save_png_with_text_atomic, to_fid_uint8
 from common.placeholder import DEFAULT_POLICY
 from common.prompts import collect_prompts
+from common.ranks import agree, attempt, barrier, dist_env
 from common.run_folder import (build_npz, check_image_set, clear_run_dir, existing_state, image_set_digest,
                                image_text, locked_run_dir, npz_path, png_path, write_json_atomic)
 from common.sampling import image_seeds
@@ -73,11 +80,6 @@ def preset_of(name: str) -> Preset | PromptPreset:
     if name not in PRESETS:
         raise ValueError(f"unknown --model {name!r}; valid: {', '.join(PRESETS)}")
     return PRESETS[name]
-
-
-def dist_env() -> tuple[int, int, int]:
-    """(rank, world size, local rank) as torchrun sets them; (0, 1, 0) under plain python."""
-    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("LOCAL_RANK", "0"))
 
 
 def fill_defaults(args: argparse.Namespace) -> argparse.Namespace:
@@ -255,34 +257,6 @@ def load_sampler(args, device: torch.device) -> ClassImages | PromptImages:
     return PromptImages(pipeline, collect_prompts(args.prompt, args.prompts_file), preset.size, args.compile)
 
 
-def barrier(distributed: bool, device: torch.device) -> None:
-    if distributed and device.type == "cuda":
-        dist.barrier(device_ids=[device.index])
-    elif distributed:
-        dist.barrier()
-
-
-def agree(distributed: bool, error: str | None) -> None:
-    """Every rank learns whether any rank failed (its error line, or None); all then raise the first
-    failure, so no rank waits at a barrier for one that has quit."""
-    errors = [error]
-    if distributed:
-        errors = [None] * dist.get_world_size()
-        dist.all_gather_object(errors, error)
-    failed = [(r, e) for r, e in enumerate(errors) if e is not None]
-    if failed:
-        rank, message = failed[0]
-        raise ValueError(message if len(errors) == 1 or rank == 0 else f"rank {rank}: {message}")
-
-
-def attempt(fn, *args):
-    """(fn(*args), None), or (None, the message of the user error it raised)."""
-    try:
-        return fn(*args), None
-    except USER_ERRORS as e:
-        return None, str(e)
-
-
 def main(args: argparse.Namespace) -> dict | None:
     rank, world, local_rank = dist_env()
     config = check_args(args, world)
@@ -293,8 +267,8 @@ def main(args: argparse.Namespace) -> dict | None:
     distributed = "WORLD_SIZE" in os.environ
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    if distributed:
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if distributed:  # a long timeout: rank 0 may hash tens of GB of weights before the first collective
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(hours=1))
     try:
         with ExitStack() as held:
             return run(args, config, rank, world, device, distributed, run_dir, held)

@@ -44,7 +44,8 @@ def main(args) -> list[dict]:
         try:
             DecodeConfig(window=args.w_min, adaptive=True, cfg_scale=cfg_scale, temperature=temperature)
         except ValueError as e:
-            raise ValueError(f"--cfg-scales/--temperatures point cfg {cfg_scale}, temperature {temperature}: {e}") from None
+            raise ValueError(f"--cfg-scales/--temperatures point cfg {cfg_scale}, temperature {temperature}: "
+                             f"{e}") from None
     gpt = Transformer(gpt_config("demo"), grid_size=DEMO.image_size).eval()
     load_gpt_weights(gpt, args.gpt_ckpt, "demo")
     tokenizer, scorer = IntensityTokenizer.load(args.tokenizer), DigitScorer.load(args.classifier)
