@@ -82,8 +82,11 @@ def check_image_set(run_dir: Path, key: dict, overwrite: bool) -> None:
             raise RunFolderError(f"{meta} is unreadable ({e}); pass --overwrite to start the run afresh") from None
         differ = [k for k in [*key, *(k for k in stored if k not in key)] if stored.get(k) != key.get(k)]
         if differ:
-            raise RunFolderError(f"{run_dir} holds a run with other arguments (differ: {', '.join(differ)}); "
-                                 "use another --out-dir, or --overwrite to delete it")
+            older = any(isinstance(stored.get(k), dict) and "bytes" in stored[k] for k in differ)
+            raise RunFolderError(f"{run_dir} holds a run with other arguments (differ: {', '.join(differ)}"
+                                 + ("; its record names weight files by name and size, from before content "
+                                    "fingerprints, so its images cannot be matched to weights" if older else "")
+                                 + "); use another --out-dir, or --overwrite to delete it")
     elif any(run_dir.glob("[0-9]*.png")):
         raise RunFolderError(f"{run_dir} holds PNGs but no args.json (not a run of this script, or one whose "
                              "start failed); use another --out-dir, or --overwrite to delete them")

@@ -131,6 +131,18 @@ def test_another_checkpoint_of_the_same_name_and_size_is_another_run(tmp_path, c
     assert record["gpt_ckpt"] == fp.fingerprint(a) != fp.fingerprint(b)
 
 
+def test_a_record_from_before_fingerprints_is_refused_with_the_reason(tmp_path, capsys):
+    out = tmp_path / "out"
+    args = [*RUN, "--num-fid-samples", "1", "--out-dir", out]
+    assert run_inline(args, capsys)[0] == 0
+    record = run_dir(out) / "args.json"
+    meta = json.loads(record.read_text())
+    meta["image_set"]["gpt_ckpt"] = {"name": "gpt_demo.pt", "bytes": Path(DEMO.gpt_ckpt).stat().st_size}
+    record.write_text(json.dumps(meta))
+    code, err = run_inline(args, capsys)
+    assert code == 2 and len(err) == 1 and "differ: gpt_ckpt; its record names weight files by name and size" in err[0]
+
+
 def test_a_png_of_another_image_set_is_redone_not_kept(tmp_path, capsys):
     out = tmp_path / "out"
     args = [*RUN, "--num-fid-samples", "3", "--out-dir", out]
