@@ -1,7 +1,7 @@
 """Score a sample .npz from sample_ddp.py: FID and Inception Score, or for the demo model digits-FID and accuracy.
 
-python evaluate.py samples/demo-...npz --digits
-python evaluate.py samples/llamagen-L-...npz VIRTUAL_imagenet256_labeled.npz
+python evaluate.py samples/demo-...-n64.npz --digits
+python evaluate.py samples/llamagen-L-...-n50000.npz VIRTUAL_imagenet256_labeled.npz
 
 ImageNet: Inception features from torch-fidelity (toshas/torch-fidelity), imported only here and only when
 asked for. Chosen over pytorch-fid and clean-fid because its `inception-v3-compat` extractor is a port of the
@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from common.cli import HelpFormatter, check_device, run_main
 from common.metrics import feature_stats, frechet_distance
 from llamagen.demo_classifier import DigitScorer
 from llamagen.presets import DEMO_DIR
@@ -36,18 +37,42 @@ class EvalError(ValueError):
     """Something the evaluation needs is missing or malformed; the message says what."""
 
 
-def load_samples(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """(N, H, W, 3) uint8 images from arr_0, and arr_1 labels if present."""
+def load_samples(path: str | Path, what: str = "sample file") -> tuple[np.ndarray, np.ndarray | None]:
+    """(N, H, W, 3) uint8 images from arr_0, and arr_1 labels if present; N >= 2 (a covariance needs two)."""
     path = Path(path)
+    if path.is_dir():
+        raise EvalError(f"{what} {path} is a folder; expected an .npz (sample_ddp.py writes RUN-nN.npz)")
     if not path.is_file():
-        raise EvalError(f"sample file not found: {path}")
-    with np.load(path) as f:
-        if "arr_0" not in f:
-            raise EvalError(f"{path} has no arr_0 (keys: {', '.join(f.files)})")
-        images, labels = f["arr_0"], f.get("arr_1")
+        raise EvalError(f"{what} not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if "arr_0" not in f:
+                raise EvalError(f"{path} has no arr_0 (keys: {', '.join(f.files)})")
+            images, labels = f["arr_0"], f["arr_1"] if "arr_1" in f else None
+    except EvalError:
+        raise
+    except Exception as e:  # not a zip, truncated, pickled objects, a bare .npy
+        raise EvalError(f"cannot read {what} {path} as an .npz: {type(e).__name__}: {e}") from None
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
         raise EvalError(f"{path}: arr_0 must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
+    if len(images) < 2:
+        raise EvalError(f"{path} holds {len(images)} image(s); FID needs at least 2 (their covariance)")
+    if labels is not None and labels.shape != (len(images),):
+        raise EvalError(f"{path}: arr_1 must hold one label per image, ({len(images)},), got {labels.shape}")
     return images, labels
+
+
+def check_digit_images(images: np.ndarray, path) -> None:
+    """--digits scores the demo model's images: grey (R = G = B) squares whose side is a multiple of 24, so
+    block means recover its 24x24 grid exactly (sample_ddp.py --model demo saves 96x96). Other images (an
+    ImageNet run's 256 px colour images, say) would give a meaningless digits-FID."""
+    n, h, w, _ = images.shape
+    if h != w or h % DIGITS_SIZE:
+        raise EvalError(f"--digits scores the demo model's {DIGITS_SIZE}x{DIGITS_SIZE}-token digits, saved as square "
+                        f"images a multiple of {DIGITS_SIZE} px wide (sample_ddp.py --model demo: 96x96); {path} "
+                        f"holds {h}x{w} images")
+    if not (np.array_equal(images[..., 0], images[..., 1]) and np.array_equal(images[..., 0], images[..., 2])):
+        raise EvalError(f"--digits scores the demo model's grey digits; {path} holds colour images")
 
 
 def digits_grey(images: np.ndarray) -> torch.Tensor:
@@ -104,12 +129,25 @@ def inception_score(logits: np.ndarray, splits: int = 10) -> tuple[float, float]
     return float(np.mean(scores)), float(np.std(scores))
 
 
+def check_reference(path: str | Path) -> Path:
+    """A readable reference .npz holding mu and sigma (an ADM reference batch) or arr_0 images."""
+    path = Path(path)
+    if not path.is_file():
+        raise EvalError(f"reference file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as ref:
+            keys = ref.files
+    except Exception as e:  # not a zip, truncated, a bare .npy
+        raise EvalError(f"cannot read reference {path} as an .npz: {type(e).__name__}: {e}") from None
+    if not ({"mu", "sigma"} <= set(keys) or "arr_0" in keys):
+        raise EvalError(f"{path} has neither mu/sigma nor arr_0 (keys: {', '.join(keys)})")
+    return path
+
+
 def inception_metrics(images: np.ndarray, reference: str | Path, extractor, batch_size: int,
                       device: torch.device) -> dict:
     """FID against the reference (its stored mu/sigma if any, else its arr_0 images) and IS of the samples."""
-    reference = Path(reference)
-    if not reference.is_file():
-        raise EvalError(f"reference file not found: {reference}")
+    reference = check_reference(reference)
     pool, logits = extract(extractor, images, batch_size, device)
     mu, sigma = feature_stats(pool)
     with np.load(reference) as ref:
@@ -127,14 +165,21 @@ def inception_metrics(images: np.ndarray, reference: str | Path, extractor, batc
 
 
 def main(args: argparse.Namespace) -> dict:
+    if args.digits and args.reference is not None:
+        raise EvalError(f"--digits scores against the demo classifier's stored statistics of real digits; the "
+                        f"reference {args.reference} would be ignored: drop it, or drop --digits for FID against it")
+    if args.batch_size < 1:
+        raise EvalError(f"--batch-size must be >= 1, got {args.batch_size}")
+    device = check_device(args.device)
     images, labels = load_samples(args.samples)
     if args.digits:
+        check_digit_images(images, args.samples)
         result = digits_metrics(images, labels, args.classifier)
         print(f"digits-FID: {result['digits_fid']:.4f}\naccuracy: {result['accuracy']:.4f}", file=sys.stderr)
     else:
         if args.reference is None:
             raise EvalError("FID needs a reference .npz (e.g. VIRTUAL_imagenet256_labeled.npz), or --digits for the demo model")
-        device = torch.device(args.device)
+        check_reference(args.reference)
         extractor = inception_extractor(args.inception_weights, device)
         result = inception_metrics(images, args.reference, extractor, args.batch_size, device)
         print(f"FID: {result['fid']:.4f}\nInception Score: {result['inception_score']:.4f}", file=sys.stderr)
@@ -143,7 +188,7 @@ def main(args: argparse.Namespace) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("samples", help="sample .npz (arr_0: uint8 NHWC images; arr_1: labels, optional)")
     p.add_argument("reference", nargs="?", default=None, help="reference .npz for FID (ADM reference batch)")
     p.add_argument("--digits", action="store_true", help="demo model: digits-FID and class accuracy instead of FID")
@@ -156,12 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cli(argv=None) -> int:
-    try:
-        main(build_parser().parse_args(argv))
-    except (EvalError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_main(main, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -12,14 +12,19 @@ autoregressive/sample/sample_c2i_ddp.py (folder name, pixel conversion, npz layo
   i = r, r + world, r + 2 world, ... The engine's randomness is counter-based, so image i is the same PNG
   for any world size and batch size on one device type. (The official script draws random classes per
   batch and seeds global_seed * world_size + rank.)
-- Resumable. PNGs are written atomically; a re-run skips images already complete (PIL verify, and the
-  tEXt label, prompt and seed those of the index: common/run_folder.py's metadata_matches) and redoes
-  missing, damaged or mismatching ones (a PNG of another index). args.json in the run folder records the
-  arguments that define the image set (not N, batch size or world size: re-running with a larger N
-  extends a run); a folder holding another image set is refused unless --overwrite, which deletes it.
+- Resumable and bound to what made it. PNGs are written atomically; a re-run skips images already
+  complete (PIL verify, and the tEXt label, prompt, seed and image-set digest those of the index and the
+  run: common/run_folder.py's metadata_matches) and redoes missing, damaged or mismatching ones (a PNG of
+  another index or another run). args.json in the run folder records the image set: the arguments that
+  decide the pixels (not N, batch size or world size: re-running with a larger N extends a run) and the
+  content of every weight and tokenizer file (sha256, common/fingerprint.py; cached beside each file). A
+  folder holding another image set is refused unless --overwrite, which deletes it. args.json is written
+  once every rank has loaded its weights, so a failed start records nothing. Rank 0 holds an flock on the
+  folder while the run writes it (common.run_folder.locked_run_dir): a second run into it is refused.
 - Reported. Each PNG carries its label, seed and forward passes in tEXt chunks (so resumed images are
-  counted too); rank 0 writes summary.json beside the PNGs and the npz (arr_0: uint8 NHWC images, the
-  ADM evaluator's input; arr_1: labels, as guided-diffusion's image_sample.py saves them, or prompt indices).
+  counted too); rank 0 writes summary.json beside the PNGs and RUN-nN.npz beside the folder (arr_0: uint8
+  NHWC images, the ADM evaluator's input; arr_1: labels, as guided-diffusion's image_sample.py saves them,
+  or prompt indices), named by N so that a smaller N never overwrites a larger npz.
 The presets are the model folders' tables (llamagen/presets.py, emu3/presets.py, lumina_mgpt/presets.py);
 the samplers are llamagen.loader.ClassImages and common.t2i_pipeline.PromptImages.
 """
@@ -30,7 +35,9 @@ import json
 import os
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import asdict
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -38,12 +45,16 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from common.cli import add_deprecated, add_flag, add_runtime_args, check_runtime, fill_random_init_config, run_main
+from common.cli import (HelpFormatter, add_deprecated, add_flag, add_runtime_args, check_input_dir,
+                        check_input_file, check_random_init, check_runtime, fill_random_init_config, run_main)
 from common.config import PRECISIONS, DecodeConfig, add_decode_args, decode_config_from_args
+from common.fingerprint import fingerprint
 from common.images import save_png_with_text_atomic, to_fid_uint8
 from common.placeholder import COMPAT_POLICY, DEFAULT_POLICY
 from common.prompts import collect_prompts
-from common.run_folder import build_npz, check_run_dir, existing_state, image_text, png_path, write_json_atomic
+from common.ranks import agree, attempt, barrier, dist_env
+from common.run_folder import (build_npz, check_image_set, clear_run_dir, existing_state, image_set_digest,
+                               image_text, locked_run_dir, npz_path, png_path, write_json_atomic)
 from common.sampling import image_seeds
 from common.t2i_pipeline import PromptImages, PromptPreset
 from emu3.config import PRESETS as EMU3_CONFIGS
@@ -69,11 +80,6 @@ def preset_of(name: str) -> Preset | PromptPreset:
     if name not in PRESETS:
         raise ValueError(f"unknown --model {name!r}; valid: {', '.join(PRESETS)}")
     return PRESETS[name]
-
-
-def dist_env() -> tuple[int, int, int]:
-    """(rank, world size, local rank) as torchrun sets them; (0, 1, 0) under plain python."""
-    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("LOCAL_RANK", "0"))
 
 
 def fill_defaults(args: argparse.Namespace) -> argparse.Namespace:
@@ -117,13 +123,15 @@ def check_class_args(args: argparse.Namespace, preset: Preset) -> None:
                          f"--model {args.model} is class-conditional")
     if args.config is not None:
         raise ValueError(f"--config is for the text-to-image presets; --model {args.model} is one architecture")
+    check_random_init(args, ["--gpt-ckpt", "--vq-path", "--ckpt-dir"])
     if not args.random_init:
         if args.gpt_ckpt is None or args.vq_path is None:
             raise ValueError(f"--model {args.model}: pass --ckpt-dir holding {preset.gpt_file} and {preset.vq_file}, "
                              "or --gpt-ckpt and --vq-path, or --random-init")
+        if args.ckpt_dir is not None:
+            check_input_dir(args.ckpt_dir, "--ckpt-dir", f"folder holding {preset.gpt_file} and {preset.vq_file}")
         for flag, path in (("--gpt-ckpt", args.gpt_ckpt), ("--vq-path", args.vq_path)):
-            if not Path(path).is_file():
-                raise FileNotFoundError(f"{flag}: checkpoint file not found: {path}")
+            check_input_file(path, flag, "checkpoint file")
 
 
 def check_prompt_args(args: argparse.Namespace, preset: PromptPreset) -> None:
@@ -135,13 +143,14 @@ def check_prompt_args(args: argparse.Namespace, preset: PromptPreset) -> None:
     if args.gpt_ckpt or args.ckpt_dir:
         raise ValueError(f"--model {args.model}: use --model-path (and --vq-path, --tokenizer-path), "
                          "not the LlamaGen --gpt-ckpt/--ckpt-dir")
+    check_random_init(args, ["--model-path", "--vq-path", "--tokenizer-path"])
     if not args.random_init:
         if args.model_path is None:
             raise ValueError(f"--model {args.model}: pass --model-path (a {preset.checkpoint} folder), or --random-init")
         for flag, path in (("--model-path", args.model_path), ("--vq-path", args.vq_path),
                            ("--tokenizer-path", args.tokenizer_path)):
-            if path is not None and not Path(path).is_dir():
-                raise FileNotFoundError(f"{flag}: folder not found: {path}")
+            if path is not None:
+                check_input_dir(path, flag)
 
 
 def run_name(args: argparse.Namespace, config: DecodeConfig) -> str:
@@ -160,15 +169,13 @@ def run_name(args: argparse.Namespace, config: DecodeConfig) -> str:
             f"{args.precision}-seed-{args.seed}")
 
 
-def image_set(args: argparse.Namespace, config: DecodeConfig) -> dict:
-    """The arguments that decide the pixels of image i (not N, batch size or world size). The key names
-    predate the current flag names (global_seed: --seed; vq_ckpt: a LlamaGen --vq-path), so earlier runs resume."""
-    def weights(path):  # name and size: moving the folder keeps the run, another file does not
-        if args.random_init or path is None:
-            return None
-        path = Path(path)
-        files = sorted(path.glob("*.safetensors")) + sorted(path.glob("*.ckpt")) if path.is_dir() else [path]
-        return {"name": path.name, "bytes": sum(f.stat().st_size for f in files)}
+def image_set(args: argparse.Namespace, config: DecodeConfig, cache_dir: Path | None = None) -> dict:
+    """The arguments and files that decide the pixels of image i (not N, batch size or world size). Weight
+    and tokenizer files enter by content (common/fingerprint.py: sha256, cached beside each file, else in
+    cache_dir), so moving a folder keeps the run and another file of the same name and size does not.
+    The key names predate the current flag names (global_seed: --seed; vq_ckpt: a LlamaGen --vq-path)."""
+    def weights(path):
+        return None if args.random_init or path is None else fingerprint(path, cache_dir)
     prompts = args.model in PROMPT_LOADERS
     files = {} if prompts else {"gpt_ckpt": weights(args.gpt_ckpt), "vq_ckpt": weights(args.vq_path)}
     key = {"model": args.model, **files, "random_init": args.random_init, "image_size_eval": args.image_size_eval,
@@ -177,28 +184,22 @@ def image_set(args: argparse.Namespace, config: DecodeConfig) -> dict:
     if prompts:  # the prompt list decides the images; its file name does not
         text = "\n".join(collect_prompts(args.prompt, args.prompts_file))
         key.update(prompts_sha256=hashlib.sha256(text.encode()).hexdigest(), model_path=weights(args.model_path),
-                   vq_path=weights(args.vq_path),
+                   vq_path=weights(args.vq_path), tokenizer_path=weights(args.tokenizer_path),
                    random_init_config=(None if not args.random_init else  # "full": the name of earlier runs
                                        "full" if args.config == preset_of(args.model).config else args.config))
     return key
 
 
-def start_run_dir(run_dir: Path, npz: Path, args: argparse.Namespace, key: dict) -> None:
-    """Rank 0, after every rank's checks: clear the folder for --overwrite, then record the arguments."""
-    if args.overwrite:
-        for path in [*run_dir.glob("[0-9]*.png"), *run_dir.glob(".*.png.tmp"), run_dir / "summary.json", npz]:
-            path.unlink(missing_ok=True)
-    write_json_atomic(run_dir / "args.json", {"image_set": key, "args": vars(args)})
-
-
-def index_text(sampler, global_seed: int, idx: torch.Tensor) -> list[dict[str, str]]:
-    """The identity tEXt of images idx, from the index rule alone: label (class i % num_classes, or prompt
-    index i % N), seed image_seeds(global_seed, i), and the prompt itself for the text-to-image presets."""
+def index_text(sampler, global_seed: int, idx: torch.Tensor, digest: str) -> list[dict[str, str]]:
+    """The identity tEXt of images idx, from the index rule and the run: label (class i % num_classes, or
+    prompt index i % N), seed image_seeds(global_seed, i), the prompt itself for the text-to-image presets,
+    and the run's image-set digest (common.run_folder.image_set_digest)."""
     labels, seeds = sampler.labels(idx).tolist(), image_seeds(global_seed, idx).tolist()
     texts = []
     for label, seed in zip(labels, seeds):
         prompt = sampler.prompt(label)
-        texts.append({"label": str(label), "seed": str(seed), **({} if prompt is None else {"prompt": prompt})})
+        texts.append({"label": str(label), "seed": str(seed), **({} if prompt is None else {"prompt": prompt}),
+                      "image_set": digest})
     return texts
 
 
@@ -257,46 +258,67 @@ def load_sampler(args, device: torch.device) -> ClassImages | PromptImages:
     return PromptImages(pipeline, collect_prompts(args.prompt, args.prompts_file), preset.size, args.compile)
 
 
-def barrier(distributed: bool, device: torch.device) -> None:
-    if distributed and device.type == "cuda":
-        dist.barrier(device_ids=[device.index])
-    elif distributed:
-        dist.barrier()
-
-
 def main(args: argparse.Namespace) -> dict | None:
     rank, world, local_rank = dist_env()
     config = check_args(args, world)
     run_dir = Path(args.out_dir) / run_name(args, config)
-    npz = run_dir.with_name(run_dir.name + ".npz")
-    key = image_set(args, config)
-    check_run_dir(run_dir, key, args.overwrite)
-
     device = torch.device(args.device)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", local_rank)
     distributed = "WORLD_SIZE" in os.environ
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    if distributed:
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if distributed:  # a long timeout: rank 0 may hash tens of GB of weights before the first collective
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(hours=1))
     try:
-        return run(args, config, rank, world, device, distributed, run_dir, npz, key)
+        with ExitStack() as held:
+            return run(args, config, rank, world, device, distributed, run_dir, held)
     finally:
         if distributed:
             dist.destroy_process_group()
 
 
-def run(args, config, rank, world, device, distributed, run_dir, npz, key) -> dict | None:
-    if rank == 0:
-        start_run_dir(run_dir, npz, args, key)
-    sampler = load_sampler(args, device)
+def claim_run_dir(run_dir: Path, args, config, held: ExitStack) -> dict:
+    """Rank 0: lock the run folder for this run (held until `held` closes), compute the image set (weight
+    fingerprints) and check it against the folder's record. Returns the image-set key."""
+    held.enter_context(locked_run_dir(run_dir))
+    key = image_set(args, config, run_dir / ".sha256")
+    check_image_set(run_dir, key, args.overwrite)
+    return key
+
+
+def start_run_dir(run_dir: Path, args: argparse.Namespace, key: dict) -> None:
+    """Rank 0, once every rank has its model: clear the folder for --overwrite, then record the image
+    set. Nothing is written before this, so a start that fails (a bad checkpoint, a wrong preset) leaves
+    no record that would refuse the corrected command."""
+    if args.overwrite:
+        clear_run_dir(run_dir)
+    write_json_atomic(run_dir / "args.json", {"image_set": key, "args": vars(args)})
+
+
+def run(args, config, rank, world, device, distributed, run_dir, held: ExitStack) -> dict | None:
+    claimed, error = attempt(claim_run_dir, run_dir, args, config, held) if rank == 0 else (None, None)
+    agree(distributed, error)
+    shared = [claimed]
+    if distributed:
+        dist.broadcast_object_list(shared, src=0)
+    key = shared[0]
+    digest = image_set_digest(key)
+
+    def load():
+        sampler = load_sampler(args, device)
+        config.check_grid(sampler.grid[1])
+        return sampler
+    sampler, error = attempt(load)
+    agree(distributed, error)
+    agree(distributed, attempt(start_run_dir, run_dir, args, key)[1] if rank == 0 else None)
     size = args.image_size_eval
+    npz = npz_path(run_dir, args.num_fid_samples)
     barrier(distributed, device)  # the folder is ready
 
     mine_idx = torch.arange(rank, args.num_fid_samples, world)
     states = [existing_state(run_dir, i, size, t)
-              for i, t in zip(mine_idx.tolist(), index_text(sampler, args.seed, mine_idx))]
+              for i, t in zip(mine_idx.tolist(), index_text(sampler, args.seed, mine_idx, digest))]
     todo = [i for i, state in zip(mine_idx.tolist(), states) if state != "complete"]
     mismatched = [states.count("mismatch")] * world
     if distributed:
@@ -309,26 +331,25 @@ def run(args, config, rank, world, device, distributed, run_dir, npz, key) -> di
               f"rank 0 has {len(todo)} to make", file=sys.stderr)
         if sum(mismatched):
             print(f"{sum(mismatched)} existing image(s) redone: their metadata did not match their index "
-                  "(label or prompt, seed)", file=sys.stderr)
+                  "(label or prompt, seed) or this run (image set: arguments, weights)", file=sys.stderr)
     barrier(distributed, device)
     wall_start = start = time.perf_counter()
-    bar = tqdm(total=len(todo), desc="rank 0", unit="img", disable=rank != 0 or args.quiet, file=sys.stderr)
     written, passes = 0, []
-    for b in range(0, len(todo), args.per_proc_batch_size):
-        idx = torch.tensor(todo[b:b + args.per_proc_batch_size])
-        seeds, identities = image_seeds(args.seed, idx), index_text(sampler, args.seed, idx)
-        images, result = sampler.make(idx, seeds.to(device), config)  # (B, 3, h, w)
-        pixels = to_fid_uint8(images, size)  # (B, size, size, 3)
-        for j, i in enumerate(idx.tolist()):
-            save_png_with_text_atomic(pixels[j], png_path(run_dir, i), image_text(identities[j], result, j))
-            written += 1
-            passes.append(result.image_passes[j])
-            bar.set_postfix(passes=f"{np.mean(passes):.1f}", refresh=False)
-            bar.update(1)  # per image, so the rate and the estimate count images
-            if args.stop_after is not None and written >= args.stop_after:
-                print(f"rank {rank}: stopped after {written} images (--stop-after test hook)", file=sys.stderr)
-                os._exit(STOPPED_EXIT_CODE)  # like a kill: no clean-up, no barrier
-    bar.close()
+    with tqdm(total=len(todo), desc="rank 0", unit="img", disable=rank != 0 or args.quiet, file=sys.stderr) as bar:
+        for b in range(0, len(todo), args.per_proc_batch_size):
+            idx = torch.tensor(todo[b:b + args.per_proc_batch_size])
+            seeds, identities = image_seeds(args.seed, idx), index_text(sampler, args.seed, idx, digest)
+            images, result = sampler.make(idx, seeds.to(device), config)  # (B, 3, h, w)
+            pixels = to_fid_uint8(images, size)  # (B, size, size, 3)
+            for j, i in enumerate(idx.tolist()):
+                save_png_with_text_atomic(pixels[j], png_path(run_dir, i), image_text(identities[j], result, j))
+                written += 1
+                passes.append(result.image_passes[j])
+                bar.set_postfix(passes=f"{np.mean(passes):.1f}", refresh=False)
+                bar.update(1)  # per image, so the rate and the estimate count images
+                if args.stop_after is not None and written >= args.stop_after:
+                    print(f"rank {rank}: stopped after {written} images (--stop-after test hook)", file=sys.stderr)
+                    os._exit(STOPPED_EXIT_CODE)  # like a kill: no clean-up, no barrier
     seconds = time.perf_counter() - start
     mine = {"rank": rank, "seconds": seconds, "generated": written}
     per_rank = [None] * world
@@ -340,7 +361,7 @@ def run(args, config, rank, world, device, distributed, run_dir, npz, key) -> di
 
     summary = None
     if rank == 0:
-        expected = index_text(sampler, args.seed, torch.arange(args.num_fid_samples))
+        expected = index_text(sampler, args.seed, torch.arange(args.num_fid_samples), digest)
         texts = build_npz(run_dir, npz, expected, size)
         summary = summarize(args, config, sampler, texts, per_rank, wall, device, npz)
         write_json_atomic(run_dir / "summary.json", summary)
@@ -356,7 +377,7 @@ def run(args, config, rank, world, device, distributed, run_dir, npz, key) -> di
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--model", default="demo", metavar="NAME",
                    help=f"preset: model, tokenizer, sizes, default cfg/top-k; one of {', '.join(PRESETS)}")
     add_flag(p, "--prompt", help="text-to-image presets: a prompt (repeatable); image i uses prompt i mod N of "
@@ -393,7 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cli(argv=None) -> int:
-    return run_main(lambda args: main(fill_defaults(args)), build_parser().parse_args(argv))
+    return run_main(lambda args: main(fill_defaults(args)), build_parser().parse_args(argv),
+                    interrupted="complete images are kept; rerun the same command to resume")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ host-device synchronisation). Fixed and adaptive windows, several batch sizes an
 Times the first `--passes` decode passes after the prefill (the steady state of a decode: several
 rows active), median of `--repeats`, and prints a Markdown table of microseconds per pass.
 
-python benchmarks/engine_overhead.py --batches 1 32 128 --grids 24 48 90:eol
+python benchmarks/engine_overhead.py --batch-sizes 1 32 128 --grids 24 48 90:eol
 """
 import argparse
 import platform
@@ -19,6 +19,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common.cli import (HelpFormatter, add_deprecated, add_flag, check_device, check_positive,  # noqa: E402
+                        run_main, set_threads)
 from common.config import DecodeConfig  # noqa: E402
 from common.engine import decode_steps, start_decode  # noqa: E402
 from common.kv_cache import KVCache  # noqa: E402
@@ -47,7 +49,10 @@ class NullModel:
 
 def grid_layout(spec: str) -> Layout:
     """'24' -> a 24x24 LlamaGen layout; '90:eol' -> 90x90 with end-of-row tokens (Lumina-mGPT, Emu3)."""
-    size, _, kind = spec.partition(":")
+    size, colon, kind = spec.partition(":")
+    if not size.isdigit() or int(size) < 1 or (colon and kind != "eol"):
+        raise ValueError(f"--grids {spec!r}: a grid is its side in tokens, optionally with ':eol' for "
+                         "end-of-row tokens (e.g. 24, 90:eol)")
     return Layout(rows=int(size), cols=int(size), prefix_len=1, end_of_row=kind == "eol")
 
 
@@ -74,18 +79,29 @@ def time_passes(model, layout, config, batch, passes, device, compile):
     return (time.perf_counter() - start) / max(timed, 1) if start is not None else float("nan")
 
 
+def check_args(args) -> list[Layout]:
+    """Everything cheap, before any timing: counts, grids, the device, the settings."""
+    check_positive(batch_sizes=args.batch_sizes, window=args.window, vocab=args.vocab, passes=args.passes,
+                   repeats=args.repeats)
+    layouts = [grid_layout(spec) for spec in args.grids]
+    check_device(args.device)
+    for adaptive in (False, True):
+        DecodeConfig(window=args.window, adaptive=adaptive, cfg_scale=args.cfg_scale, top_k=args.top_k)
+    set_threads(args)
+    return layouts
+
+
 def main(args):
+    layouts = check_args(args)
     device = torch.device(args.device)
-    torch.set_num_threads(args.threads)
     model = NullModel(args.vocab, device)
     print(f"null model (vocab {args.vocab}), window {args.window}, cfg {args.cfg_scale}, first {args.passes} decode "
           f"passes, median of {args.repeats}, {device} ({platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} threads), torch {torch.__version__}, compile {args.compile}\n")
     print("| grid | batch | fixed (us/pass) | adaptive (us/pass) |")
     print("|---|---|---|---|")
-    for spec in args.grids:
-        layout = grid_layout(spec)
-        for batch in args.batches:
+    for layout in layouts:
+        for batch in args.batch_sizes:
             cells = []
             for adaptive in (False, True):
                 config = DecodeConfig(window=args.window, adaptive=adaptive, cfg_scale=args.cfg_scale, top_k=args.top_k)
@@ -96,18 +112,24 @@ def main(args):
             print(f"| {layout.rows}x{layout.cols}{eol} | {batch} | {cells[0]} | {cells[1]} |", flush=True)
 
 
-if __name__ == "__main__":
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--grids", nargs="+", default=["24", "48", "90:eol"], help="grid sizes; ':eol' adds end-of-row tokens")
-    p.add_argument("--batches", type=int, nargs="+", default=[1, 32, 128], help="images per decode")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32, 128], metavar="N",
+                   help="images per decode, one row of the table each")
     p.add_argument("--window", type=int, default=16, help="ZipAR window (w_min when adaptive)")
     p.add_argument("--vocab", type=int, default=64, help="codes the null model samples")
     p.add_argument("--cfg-scale", type=float, default=2.0, help="CFG scale (> 1 doubles the model batch)")
     p.add_argument("--top-k", type=int, default=0, help="top-k (0 = off)")
     p.add_argument("--passes", type=int, default=60, help="decode passes timed per run")
     p.add_argument("--repeats", type=int, default=3, help="runs per cell")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    add_flag(p, "--threads", default=1, help="torch CPU threads (>= 1)")
     p.add_argument("--device", default="cpu", help="torch device")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
                    help="torch.compile the engine's per-pass step")
-    main(p.parse_args())
+    add_deprecated(p, "--batches", "--batch-sizes")
+    return p
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main, build_parser().parse_args()))

@@ -4,7 +4,7 @@ or real weights for adaptive numbers that mean something). Reports passes, secon
 pass, the share of time spent outside the model's forward (engine overhead), images/s and ratios to
 NTP measured in the same run; prints a Markdown table and optionally writes a CSV.
 
-python benchmarks/latency.py --gpt-model GPT-B --image-size 384 --windows 8 12 16 --batch 1
+python benchmarks/latency.py --gpt-model GPT-B --image-size 384 --windows 8 12 16 --batch-size 1
 """
 import argparse
 import csv
@@ -18,12 +18,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common.cli import (HelpFormatter, add_deprecated, add_flag, check_device, check_input_file,  # noqa: E402
+                        check_output_file, check_positive, run_main, set_threads)
 from common.config import PRECISIONS, DecodeConfig  # noqa: E402
 from common.sampling import image_seeds  # noqa: E402
 from llamagen.checkpoint import build_gpt, load_gpt_weights  # noqa: E402
 from llamagen.generate import generate  # noqa: E402
 from llamagen.model import GPT_PRESETS, random_init_  # noqa: E402
-
 
 
 class TimedModel:
@@ -85,7 +86,34 @@ def mean_rejections(result) -> float | str:
     return "" if result.rejections is None else statistics.mean(result.rejections)
 
 
+def settings(args) -> list[tuple[str, DecodeConfig]]:
+    """(row name, config) of NTP, the fixed windows and the adaptive ones; each config validated here."""
+    out = [(None, False)] + [(w, False) for w in args.windows] + [(w, True) for w in args.adaptive_windows]
+    return [("NTP" if w is None else f"{'adaptive ' if adaptive else ''}{w}",
+             DecodeConfig(window=w, adaptive=adaptive, cfg_scale=args.cfg_scale, top_k=args.top_k))
+            for w, adaptive in out]
+
+
+def check_args(args) -> list[tuple[str, DecodeConfig]]:
+    """Everything cheap, before a model is built: counts, the device, files, the settings, the CSV path."""
+    check_positive(windows=args.windows, adaptive_windows=args.adaptive_windows, batch_size=args.batch_size,
+                   repeats=args.repeats, image_size=args.image_size, downsample=args.downsample)
+    if args.image_size % args.downsample:
+        raise ValueError(f"--image-size {args.image_size} must be a multiple of --downsample {args.downsample}")
+    check_device(args.device)
+    if args.gpt_ckpt:
+        check_input_file(args.gpt_ckpt, "--gpt-ckpt", "checkpoint file")
+    if args.out_csv:
+        check_output_file(args.out_csv, "--out-csv", (".csv",), "a CSV table")
+    configs = settings(args)
+    for _, config in configs:
+        config.check_grid(args.image_size // args.downsample)
+    set_threads(args)
+    return configs
+
+
 def main(args):
+    configs = check_args(args)
     device = torch.device(args.device)
     gpt = build_gpt(args.gpt_model, args.image_size, args.downsample)
     if args.gpt_ckpt:
@@ -93,19 +121,15 @@ def main(args):
     else:
         random_init_(gpt, 0)
     gpt = gpt.to(device=device, dtype=PRECISIONS[args.precision]).eval()
-    if args.threads:
-        torch.set_num_threads(args.threads)
     rows = []
-    settings = [(None, False)] + [(w, False) for w in args.windows] + [(w, True) for w in args.adaptive_windows]
-    for window, adaptive in settings:
-        config = DecodeConfig(window=window, adaptive=adaptive, cfg_scale=args.cfg_scale, top_k=args.top_k)
-        passes, times, forward_times, result = time_config(gpt, config, args.batch, args.repeats, device, args.compile)
+    for name, config in configs:
+        passes, times, forward_times, result = time_config(gpt, config, args.batch_size, args.repeats, device,
+                                                           args.compile)
         med = statistics.median(times)
         overhead = statistics.median(1 - f / t for f, t in zip(forward_times, times))
-        name = "NTP" if window is None else f"{'adaptive ' if adaptive else ''}{window}"
         rows.append({"setting": name, "passes": passes, "median_s": med, "min_s": min(times), "max_s": max(times),
-                     "s_per_image": med / args.batch, "ms_per_pass": 1000 * med / passes,
-                     "engine_overhead": overhead, "images_per_s": args.batch / med,
+                     "s_per_image": med / args.batch_size, "ms_per_pass": 1000 * med / passes,
+                     "engine_overhead": overhead, "images_per_s": args.batch_size / med,
                      "accepted_window": mean_accepted_window(result), "rejections": mean_rejections(result)})
     ntp = rows[0]
     for r in rows:
@@ -113,7 +137,7 @@ def main(args):
         r["time_ratio"] = r["median_s"] / ntp["median_s"]
     grid = args.image_size // args.downsample
     weights = args.gpt_ckpt or "random weights"
-    print(f"{args.gpt_model} ({weights}), {grid}x{grid} grid, batch {args.batch}, {args.precision}, "
+    print(f"{args.gpt_model} ({weights}), {grid}x{grid} grid, batch {args.batch_size}, {args.precision}, "
           f"cfg {args.cfg_scale}, compile {args.compile}, {device} ({platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} threads), torch {torch.__version__}, median of {args.repeats}\n")
     print("| setting | passes | passes/NTP | time/NTP | s/image (median) | min-max s | ms/pass | engine overhead "
@@ -124,29 +148,37 @@ def main(args):
               f"{r['s_per_image']:.3f} | {r['min_s']:.2f}-{r['max_s']:.2f} | {r['ms_per_pass']:.1f} | "
               f"{100 * r['engine_overhead']:.1f}% | {r['images_per_s']:.2f} | {fmt(r['accepted_window'])} | "
               f"{fmt(r['rejections'])} |")
-    if args.csv:
-        with open(args.csv, "w", newline="") as f:
+    if args.out_csv:
+        Path(args.out_csv).parent.mkdir(parents=True, exist_ok=True)
+        with open(args.out_csv, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
+    return rows
 
 
-if __name__ == "__main__":
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--gpt-model", choices=list(GPT_PRESETS), default="GPT-B", help="GPT preset")
     p.add_argument("--image-size", type=int, default=384, help="image size in pixels")
     p.add_argument("--downsample", type=int, default=16, help="VQ downsample factor (16 for VQ-16)")
     p.add_argument("--windows", type=int, nargs="+", default=[8, 12, 16], help="ZipAR windows to time besides NTP")
     p.add_argument("--adaptive-windows", type=int, nargs="*", default=[], help="adaptive w_min values to time")
-    p.add_argument("--gpt-ckpt", default=None, help="load these weights instead of random ones (e.g. the demo model)")
-    p.add_argument("--batch", type=int, default=1, help="images per call")
+    add_flag(p, "--gpt-ckpt", help="load these weights instead of random ones (e.g. the demo model)")
+    add_flag(p, "--batch-size")
     p.add_argument("--cfg-scale", type=float, default=2.0, help="CFG scale (> 1 doubles the model batch)")
     p.add_argument("--top-k", type=int, default=0, help="top-k (0 = off)")
     p.add_argument("--repeats", type=int, default=3, help="timed runs per setting after one warm-up")
     p.add_argument("--precision", choices=list(PRECISIONS), default="fp32", help="GPT dtype")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
+    add_flag(p, "--threads")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
                    help="torch.compile the engine's decode pass (fullgraph; fixed and adaptive windows)")
-    p.add_argument("--csv", default=None, help="also write the rows to this CSV file")
-    main(p.parse_args())
+    add_flag(p, "--out-csv", help="also write the rows to this CSV file")
+    add_deprecated(p, "--batch", "--batch-size")
+    add_deprecated(p, "--csv", "--out-csv")
+    return p
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main, build_parser().parse_args()))

@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import tradeoff  # noqa: E402
+from common.cli import HelpFormatter, add_flag, run_main  # noqa: E402
 from common.config import DecodeConfig  # noqa: E402
 from common.sampling import image_seeds  # noqa: E402
 from llamagen.checkpoint import load_gpt_weights  # noqa: E402
@@ -38,7 +39,13 @@ def grid(args) -> list[tuple[float, float]]:
 @torch.inference_mode()
 def main(args) -> list[dict]:
     tradeoff.check_run_args(args)
-    torch.set_num_threads(args.threads)
+    tradeoff.check_outputs(args, md=args.out_md, csv=args.out_csv)
+    for cfg_scale, temperature in grid(args):  # validated (finite, in range) before the model loads
+        try:
+            DecodeConfig(window=args.w_min, adaptive=True, cfg_scale=cfg_scale, temperature=temperature)
+        except ValueError as e:
+            raise ValueError(f"--cfg-scales/--temperatures point cfg {cfg_scale}, temperature {temperature}: "
+                             f"{e}") from None
     gpt = Transformer(gpt_config("demo"), grid_size=DEMO.image_size).eval()
     load_gpt_weights(gpt, args.gpt_ckpt, "demo")
     tokenizer, scorer = IntensityTokenizer.load(args.tokenizer), DigitScorer.load(args.classifier)
@@ -88,10 +95,10 @@ def write(rows, args):
 
 def build_parser() -> argparse.ArgumentParser:
     results = Path(__file__).resolve().parent / "results"
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     tradeoff.add_run_args(p)
     p.add_argument("--window", "--w-min", dest="window", type=int, default=16,
-                   help="ZipAR's window (w_min with --adaptive); first row serial, placeholder above (the defaults)")
+                   help="ZipAR's window (w_min with --adaptive), with the default first row and placeholder")
     p.add_argument("--adaptive", action=argparse.BooleanOptionalAction, default=False,
                    help="adaptive windows (--window is w_min) or fixed ones")
     p.add_argument("--part", type=tradeoff.part_arg, default=None, metavar="K/N",
@@ -100,8 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cfg-scales", type=float, nargs="*", default=[1.5, 2.0, 3.0, 4.0, 6.0], help="at temperature 1")
     p.add_argument("--base-cfg", type=float, default=2.0, help="cfg scale of the temperature sweep")
     p.add_argument("--temperatures", type=float, nargs="*", default=[0.7, 0.85, 1.0], help="at --base-cfg")
-    p.add_argument("--out-md", default=str(results / "sampling_sweep.md"), help="markdown table")
-    p.add_argument("--out-csv", default=str(results / "sampling_sweep.csv"), help="CSV table")
+    add_flag(p, "--out-md", default=str(results / "sampling_sweep.md"))
+    add_flag(p, "--out-csv", default=str(results / "sampling_sweep.csv"))
     return p
 
 
@@ -120,4 +127,4 @@ if __name__ == "__main__":
         write(sorted(read_rows(a.from_csv), key=lambda r: (order[(r["cfg_scale"], r["temperature"])],
                                                            r["method"] != "NTP")), a)
     else:
-        main(a)
+        sys.exit(run_main(main, a))

@@ -3,10 +3,10 @@ grids and vocabularies, with random weights and a decoder of chosen size (--dims
 shape). Times decoding only (tokens, not the image decoder). NTP is measured on a sample of
 --ntp-sample passes and extrapolated to the full pass count: every pass attends over the same static
 cache of all slots, so its cost does not grow along the sequence (the measured passes say so: see
-ms/pass). Prints a Markdown table; --out writes it to a file.
+ms/pass). Prints a Markdown table; --out-md writes it to a file.
 
 python benchmarks/t2i_latency.py --family emu3 --windows 5 7 10
-python benchmarks/t2i_latency.py --family lumina --windows 11 14 17 20 --batch 1
+python benchmarks/t2i_latency.py --family lumina --windows 11 14 17 20 --batch-size 1
 """
 import argparse
 import dataclasses
@@ -20,6 +20,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.latency import TimedModel  # noqa: E402
+from common.cli import (HelpFormatter, add_deprecated, add_flag, check_device, check_output_file,  # noqa: E402
+                        check_positive, run_main)
 from common.config import PRECISIONS, DecodeConfig  # noqa: E402
 from common.engine import decode_steps  # noqa: E402
 from common.hf_shards import empty_model  # noqa: E402
@@ -84,23 +86,44 @@ def timed_decode(pipe, prompts, seeds, config, size, device, max_passes=None):
         pipe.coded = coded
 
 
+def check_args(args) -> dict:
+    """Everything cheap, before a model is built; returns the decoding settings shared by every row."""
+    check_positive(windows=args.windows, batch_size=args.batch_size, dim=args.dim, layers=args.layers,
+                   heads=args.heads, kv_heads=args.kv_heads)
+    if args.ntp_sample < 2:
+        raise ValueError(f"--ntp-sample {args.ntp_sample} must be >= 2 (the prefill pass, then at least one more)")
+    if args.dim % args.heads or args.heads % (args.kv_heads or args.heads):
+        raise ValueError(f"--dim {args.dim} must be a multiple of --heads {args.heads}, and --heads a multiple of "
+                         f"--kv-heads {args.kv_heads}")
+    check_device(args.device)
+    if args.out_md:
+        check_output_file(args.out_md, "--out-md", (".md",), "a Markdown table")
+    sampling = dict(cfg_scale=3.0, top_k=args.top_k)
+    for w in args.windows:
+        DecodeConfig(window=w, **sampling)  # validated here, not after the model is built
+    args.dims = dict(dim=args.dim, n_layers=args.layers, n_heads=args.heads, n_kv_heads=args.kv_heads or args.heads,
+                     ffn_hidden=int(args.dim * 8 / 3) // 64 * 64)
+    return sampling
+
+
 def main(args) -> str:
+    cfg = check_args(args)
     device = torch.device(args.device)
     torch.manual_seed(0)
     pipe, size, text = build(args, device)
     rows, cols = pipe.grid(size)
-    prompts = [PROMPT] * args.batch
-    seeds = image_seeds(0, torch.arange(args.batch, device=device))
-    cfg = dict(cfg_scale=3.0, top_k=args.top_k)
+    prompts = [PROMPT] * args.batch_size
+    seeds = image_seeds(0, torch.arange(args.batch_size, device=device))
     timed_decode(pipe, prompts, seeds, DecodeConfig(window=args.windows[0], **cfg), size, device, max_passes=8)  # warm-up
     ntp_total = rows * cols
     n, wall, fwd, prefill = timed_decode(pipe, prompts, seeds, DecodeConfig(window=None, **cfg), size, device,
                                          args.ntp_sample)
     ntp_seconds = prefill + (wall - prefill) / (n - 1) * (ntp_total - 1)  # the prefill pass, then the rest
     lines = [f"{args.family}: decoder dim {text.dim}, {text.n_layers} layers, {text.n_heads} heads "
-             f"({text.n_kv_heads} kv), vocab {text.vocab_size}; {rows}x{cols} grid, batch {args.batch}, CFG 3.0 "
-             f"(model batch {2 * args.batch}), {args.precision}, {device.type} ({platform.processor() or platform.machine()}, "
-             f"{torch.get_num_threads()} threads), torch {torch.__version__}", "",
+             f"({text.n_kv_heads} kv), vocab {text.vocab_size}; {rows}x{cols} grid, batch {args.batch_size}, CFG 3.0 "
+             f"(model batch {2 * args.batch_size}), {args.precision}, {device.type} "
+             f"({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads), "
+             f"torch {torch.__version__}", "",
              "| setting | passes | passes/NTP | seconds | time/NTP | ms/pass | engine overhead |", "|---|---|---|---|---|---|---|",
              f"| NTP (sampled {n} passes) | {ntp_total} | 1.000 | {ntp_seconds:.1f} (extrapolated) | 1.000 | "
              f"{1000 * (wall - prefill) / (n - 1):.1f} | {1 - fwd / wall:.1%} |"]
@@ -110,16 +133,17 @@ def main(args) -> str:
                      f"{1000 * wall / n:.1f} | {1 - fwd / wall:.1%} |")
     table = "\n".join(lines)
     print(table)
-    if args.out:
-        Path(args.out).write_text(table + "\n")
+    if args.out_md:
+        Path(args.out_md).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out_md).write_text(table + "\n")
     return table
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--family", choices=["emu3", "lumina"], required=True, help="model family")
     p.add_argument("--windows", type=int, nargs="+", required=True, help="ZipAR windows to time")
-    p.add_argument("--batch", type=int, default=1, help="images per decode")
+    add_flag(p, "--batch-size")
     p.add_argument("--ntp-sample", type=int, default=200, help="NTP passes to time (>= 2; extrapolated to the grid)")
     p.add_argument("--dim", type=int, default=768, help="decoder width (ignored with --full)")
     p.add_argument("--layers", type=int, default=12, help="decoder layers (ignored with --full)")
@@ -130,12 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=2000, help="top-k")
     p.add_argument("--precision", choices=list(PRECISIONS), default="fp32", help="decoder dtype")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
-    p.add_argument("--out", default=None, help="write the Markdown table here")
+    add_flag(p, "--out-md", help="write the Markdown table here")
+    add_deprecated(p, "--batch", "--batch-size")
+    add_deprecated(p, "--out", "--out-md")
     return p
 
 
 if __name__ == "__main__":
-    a = build_parser().parse_args()
-    a.dims = dict(dim=a.dim, n_layers=a.layers, n_heads=a.heads, n_kv_heads=a.kv_heads or a.heads,
-                  ffn_hidden=int(a.dim * 8 / 3) // 64 * 64)
-    main(a)
+    sys.exit(run_main(main, build_parser().parse_args()))

@@ -21,6 +21,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common.cli import (HelpFormatter, add_flag, check_input_file, check_output_file, check_positive,  # noqa: E402
+                        run_main, set_threads)
 from common.config import DecodeConfig  # noqa: E402
 from common.row_drafts import DRAFT_INITS  # noqa: E402
 from common.metrics import paired_agreement  # noqa: E402
@@ -116,7 +118,8 @@ def score(scorer, tokenizer, tokens, labels, reference, num_groups):
 @torch.inference_mode()
 def main(args) -> list[dict]:
     check_run_args(args)
-    torch.set_num_threads(args.threads)
+    check_outputs(args, md=args.out_md, csv=args.out_csv, png=args.out_png)
+    configs = settings(args)  # every DecodeConfig validated before the model loads
     gpt = Transformer(gpt_config("demo"), grid_size=DEMO.image_size).eval()
     load_gpt_weights(gpt, args.gpt_ckpt, "demo")
     tokenizer = IntensityTokenizer.load(args.tokenizer)
@@ -126,7 +129,7 @@ def main(args) -> list[dict]:
     seeds = image_seeds(args.seed, torch.arange(n))
     ntp_passes = layout_for(gpt).num_cells
     rows, reference = [], None
-    for name, kind, config in settings(args):
+    for name, kind, config in configs:
         tokens, passes, seconds, windows, rejections, drafts = run_setting(gpt, config, labels, seeds, args.batch_size)
         reference = tokens if reference is None else reference  # NTP runs first
         passes_mean = statistics.mean(passes)
@@ -274,19 +277,35 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     """Flags every demo-model quality benchmark shares: samples, seeds, threads and the demo's files."""
     p.add_argument("--num-samples", type=int, default=500, help="images per setting (a multiple of --groups)")
     p.add_argument("--groups", type=int, default=5, help="equal groups of samples whose metric std is the spread")
-    p.add_argument("--batch-size", type=int, default=100, help="images per generate call")
+    add_flag(p, "--batch-size", default=100)
     p.add_argument("--seed", type=int, default=0, help="global seed; image i uses seed (seed, i)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads (1: timings that hold up when the machine is shared)")
+    add_flag(p, "--threads", default=1, help="torch CPU threads (1: timings that hold up when the machine is shared)")
     p.add_argument("--gpt-ckpt", default=DEMO.gpt_ckpt, help="demo GPT checkpoint")
     p.add_argument("--tokenizer", default=DEMO.vq_ckpt, help="demo tokenizer spec")
     p.add_argument("--classifier", default=str(DEMO_DIR / "digit_classifier.pt"), help="digit classifier")
 
 
 def check_run_args(args) -> None:
-    if args.groups < 1 or args.num_samples % args.groups or args.num_samples < 2 * args.groups:
-        raise SystemExit(f"error: --num-samples {args.num_samples} must be a multiple of --groups {args.groups} with at "
+    """The demo-model benchmarks' shared flags (add_run_args), before any work; sets the thread count."""
+    check_positive(num_samples=args.num_samples, groups=args.groups, batch_size=args.batch_size)
+    if args.num_samples % args.groups or args.num_samples < 2 * args.groups:
+        raise ValueError(f"--num-samples {args.num_samples} must be a multiple of --groups {args.groups} with at "
                          "least 2 samples a group (a digits-FID needs 2)")
+    for flag, path, what in (("--gpt-ckpt", args.gpt_ckpt, "checkpoint file"), ("--tokenizer", args.tokenizer,
+                             "tokenizer spec"), ("--classifier", args.classifier, "classifier checkpoint")):
+        check_input_file(path, flag, what)
+    for name in ("windows", "adaptive_windows", "placeholder_windows", "compat_windows", "draft_lens",
+                 "draft_windows", "w_min"):
+        if hasattr(args, name):
+            check_positive(**{name: getattr(args, name)})
+    set_threads(args)
+
+
+def check_outputs(args, **paths) -> None:
+    """--out-md, --out-csv, --out-png: writable files with their suffixes, before the run."""
+    for kind, path in paths.items():
+        check_output_file(path, f"--out-{kind}", (f".{kind}",), {"md": "a Markdown table", "csv": "a CSV table",
+                                                                 "png": "the plot"}[kind])
 
 
 def part_arg(text: str) -> tuple[int, int]:
@@ -301,7 +320,7 @@ def part_arg(text: str) -> tuple[int, int]:
 
 def build_parser() -> argparse.ArgumentParser:
     results = Path(__file__).resolve().parent / "results"
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     add_run_args(p)
     p.add_argument("--cfg-scale", type=float, default=DEMO.cfg_scale, help="CFG scale (the demo CLI default)")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
@@ -333,15 +352,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run the K-th of N round-robin parts of the settings (each with NTP); merge with --from-csv")
     p.add_argument("--from-csv", nargs="+", default=None, metavar="CSV",
                    help="run nothing: merge these tables (same --num-samples and settings flags) into the outputs")
-    p.add_argument("--out-md", default=str(results / "tradeoff.md"), help="markdown table")
-    p.add_argument("--out-csv", default=str(results / "tradeoff.csv"), help="CSV table")
+    add_flag(p, "--out-md", default=str(results / "tradeoff.md"))
+    add_flag(p, "--out-csv", default=str(results / "tradeoff.csv"))
     p.add_argument("--out-png", default=str(results / "tradeoff.png"), help="plot of quality vs passes")
     return p
 
 
+def cli(argv=None) -> int:
+    def run(args):
+        if args.from_csv:
+            check_outputs(args, md=args.out_md, csv=args.out_csv, png=args.out_png)
+            return write_outputs(read_rows(args.from_csv), args)
+        return main(args)
+    return run_main(run, build_parser().parse_args(argv))
+
+
 if __name__ == "__main__":
-    args = build_parser().parse_args()
-    if args.from_csv:
-        write_outputs(read_rows(args.from_csv), args)
-    else:
-        main(args)
+    sys.exit(cli())

@@ -7,6 +7,7 @@ import os
 import sys
 import tempfile
 import time
+import weakref
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
@@ -42,7 +43,27 @@ SHARED_FLAGS: dict[str, dict] = {
                      help="with --random-init: the architecture built (default: the model's own; tiny for tests)"),
     "--random-init": dict(action="store_true", help="random weights, no checkpoint files (speed and engine tests)"),
     "--json": dict(action="store_true", help="print one JSON object (passes, timing, outputs) on stdout"),
+    # the benchmarks' (benchmarks/*.py)
+    "--batch-size": dict(type=int, metavar="N", default=1, help="images per decode call"),
+    "--threads": dict(type=int, metavar="N", default=None,
+                      help="torch CPU threads (>= 1); default: this host's cores shared by its ranks (all of them "
+                           "for one process, cores / LOCAL_WORLD_SIZE under torchrun)"),
+    "--out-csv": dict(metavar="FILE", help="write the results as a CSV table here (.csv)"),
+    "--out-md": dict(metavar="FILE", help="write the results as a Markdown table here (.md)"),
 }
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Every CLI's --help: the module docstring as written, and each flag's default after its help
+    ("(default: 16)"); flags whose default is unset (None: filled per model), off (False) or that say
+    their default themselves get nothing added."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if ("%(default)" in text or not action.option_strings or action.default is None
+                or action.default is False or action.default is argparse.SUPPRESS):
+            return text
+        return f"{text} (default: %(default)s)"
 
 
 def add_flag(p, name: str, **overrides) -> None:
@@ -66,25 +87,76 @@ def fill_random_init_config(args: argparse.Namespace, configs, default: str) -> 
     return args.config
 
 
-def add_deprecated(p: argparse.ArgumentParser, old: str, new: str, action: str | None = None,
-                   nargs: str | None = None) -> None:
-    """`old`, an earlier spelling of `new`, keeps working for one release: it sets `new`'s value (its dest,
-    type and choices; `action`/`nargs` where the old flag took its values otherwise, e.g. action="extend",
-    nargs="+" for a list that is now a repeatable flag) and prints `warning: OLD is deprecated; use NEW`
-    on stderr. Hidden from --help."""
+def add_alias(p: argparse.ArgumentParser, old: str, new: str, action: str | None = None,
+              nargs: str | None = None, deprecated: bool = False) -> None:
+    """`old`, another spelling of `new`: it sets `new`'s value (its dest, type and choices; `action`/`nargs`
+    where the old flag took its values otherwise, e.g. action="extend", nargs="+" for a list that is now a
+    repeatable flag). Giving both spellings with different values is refused (one line, exit status 2)
+    instead of the later one silently winning. deprecated: hidden from --help, and each use prints
+    `warning: OLD is deprecated; use NEW` on stderr."""
     target = p._option_string_actions[new]
-    base = p._registry_get("action", action, action) if action else type(target)
+    _guard_spellings(target)
+    base = p._registry_get("action", action, action) if action else _plain_action(target)
 
-    class Deprecated(base):
+    class Alias(_spelling_checked(base)):
         def __call__(self, parser, namespace, values, option_string=None):
-            sys.stderr.write(f"warning: {old} is deprecated; use {new}\n")  # one write per line (see run_main)
+            if deprecated:
+                sys.stderr.write(f"warning: {old} is deprecated; use {new}\n")  # one write per line (see run_main)
             super().__call__(parser, namespace, values, option_string)
 
     options = dict(type=target.type, choices=target.choices, metavar=target.metavar)
-    if nargs is not None:
-        options["nargs"] = nargs
-    p.add_argument(old, action=Deprecated, dest=target.dest, default=argparse.SUPPRESS, help=argparse.SUPPRESS,
-                   **options)
+    if nargs is not None or target.nargs not in (None, 0):  # the old spelling takes as many values
+        options["nargs"] = nargs if nargs is not None else target.nargs
+    p.add_argument(old, action=Alias, dest=target.dest, default=argparse.SUPPRESS,
+                   help=argparse.SUPPRESS if deprecated else f"the same as {new}", **options)
+
+
+def add_deprecated(p: argparse.ArgumentParser, old: str, new: str, action: str | None = None,
+                   nargs: str | None = None) -> None:
+    """`old`, an earlier spelling of `new`, keeps working for one release (add_alias, deprecated)."""
+    add_alias(p, old, new, action, nargs, deprecated=True)
+
+
+def _plain_action(action: argparse.Action) -> type:
+    return getattr(type(action), "plain", type(action))
+
+
+# per parsed namespace (by id, dropped when the namespace is collected): dest -> {spelling: value it set}
+_SPELLINGS: dict[int, dict[str, dict]] = {}
+
+
+def _spelling_checked(base: type) -> type:
+    """`base` that records which spelling set its dest to which value in this parse, and refuses a second
+    spelling that sets another value. Lists that spellings extend (--prompt, --prompts) combine instead."""
+    class Checked(base):
+        plain = base
+
+        def __call__(self, parser, namespace, values, option_string=None):
+            super().__call__(parser, namespace, values, option_string)
+            value = getattr(namespace, self.dest, None)
+            if isinstance(value, list):
+                return
+            if id(namespace) not in _SPELLINGS:
+                _SPELLINGS[id(namespace)] = {}
+                weakref.finalize(namespace, _SPELLINGS.pop, id(namespace), None)
+            seen = _SPELLINGS[id(namespace)].setdefault(self.dest, {})
+            for other, earlier in seen.items():
+                if other != option_string and earlier != value:
+                    parser.exit(2, f"error: {other} {_shown(earlier)} and {option_string} {_shown(value)} are two "
+                                   "spellings of one setting with different values; give one of them\n")
+            seen[option_string] = value
+    return Checked
+
+
+def _shown(value) -> str:
+    return "" if isinstance(value, bool) else str(value)
+
+
+def _guard_spellings(target: argparse.Action) -> None:
+    """Make `target`, the flag an alias stands for, record its spelling too: its class becomes the
+    _spelling_checked subclass of its own class (the flag was declared elsewhere, e.g. add_decode_args)."""
+    if not hasattr(type(target), "plain"):
+        target.__class__ = _spelling_checked(type(target))
 
 
 def add_runtime_args(p: argparse.ArgumentParser, model: str = "the model") -> None:
@@ -105,9 +177,7 @@ def add_runtime_args(p: argparse.ArgumentParser, model: str = "the model") -> No
     g.add_argument("--deterministic", action="store_true",
                    help="deterministic kernels (common/determinism.py): run-to-run equal tokens on a GPU, slower")
     g.add_argument("--quiet", action="store_true", help="no progress bar on stderr (--json implies it)")
-    g.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads; default: this host's cores shared by its ranks (all of them for one "
-                        "process, cores / LOCAL_WORLD_SIZE under torchrun)")
+    add_flag(g, "--threads")
 
 
 def default_threads() -> int:
@@ -124,14 +194,20 @@ def check_runtime(args: argparse.Namespace) -> torch.device:
     if args.precision is None:
         args.precision = default_precision(args.device)
     check_precision(args.precision, device)
+    set_threads(args)
+    if args.deterministic:
+        use_deterministic_kernels()
+    return device
+
+
+def set_threads(args: argparse.Namespace) -> int:
+    """--threads: >= 1 (None: default_threads()); fills args.threads and sets torch's thread count."""
     if args.threads is None:
         args.threads = default_threads()
     if args.threads < 1:
         raise ValueError(f"--threads must be >= 1, got {args.threads}")
     torch.set_num_threads(args.threads)
-    if args.deterministic:
-        use_deterministic_kernels()
-    return device
+    return args.threads
 
 
 def default_precision(device: str) -> str:
@@ -151,9 +227,20 @@ def check_device(name: str) -> torch.device:
                          "use --device cpu")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise ValueError(f"--device {name}, but only {torch.cuda.device_count()} CUDA device(s) are visible")
-    if device.type not in ("cpu", "cuda", "mps", "xpu"):
+    if device.type in OTHER_BACKENDS and not OTHER_BACKENDS[device.type]():
+        raise ValueError(f"--device {name}, but this torch build (torch {torch.__version__}) has no usable "
+                         f"{device.type} backend here; use --device cpu" +
+                         (" or cuda" if torch.cuda.is_available() else ""))
+    if device.type not in ("cpu", "cuda", *OTHER_BACKENDS):
         raise ValueError(f"--device {name}: the {device.type!r} backend is not supported; use cpu or cuda")
     return device
+
+
+# backends torch names that a build may lack: device type -> whether this build can use it here
+OTHER_BACKENDS = {
+    "mps": lambda: torch.backends.mps.is_available(),  # Apple GPUs
+    "xpu": lambda: hasattr(torch, "xpu") and torch.xpu.is_available(),  # Intel GPUs
+}
 
 
 def check_precision(precision: str, device: torch.device) -> None:
@@ -161,16 +248,56 @@ def check_precision(precision: str, device: torch.device) -> None:
         raise ValueError("--precision fp16 is not supported on CPU; use fp32 or bf16")
 
 
-def check_output_file(path: str | Path, flag: str = "--out") -> Path:
-    """An image file we can write, checked before the work: a known suffix, not a folder, its folder
-    writable."""
+def check_output_file(path: str | Path, flag: str = "--out", suffixes=tuple(IMAGE_FORMATS),
+                      kind: str = "the format written") -> Path:
+    """A file we can write, checked before the work: one of `suffixes` (what the suffix means: `kind`), not
+    a folder, its folder writable (or creatable)."""
     path = Path(path)
     if path.is_dir():
-        raise ValueError(f"{flag} {path} is a folder; give an image file name, e.g. {path / 'samples.png'}")
-    if path.suffix.lower() not in IMAGE_FORMATS:
-        raise ValueError(f"{flag} {path}: the file name must end in {', '.join(IMAGE_FORMATS)} (the format written)")
+        raise ValueError(f"{flag} {path} is a folder; give a file name, e.g. {path / ('out' + suffixes[0])}")
+    if path.suffix.lower() not in suffixes:
+        raise ValueError(f"{flag} {path}: the file name must end in {', '.join(suffixes)} ({kind})")
     _check_writable_dir(path.parent, flag, path)
     return path
+
+
+def check_input_file(path: str | Path, flag: str, what: str = "file") -> Path:
+    """An existing file (not a folder) given by `flag`; FileNotFoundError or ValueError saying which."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{flag} {path} is a folder; expected a {what}")
+    if not path.is_file():
+        raise FileNotFoundError(f"{flag}: {what} not found: {path}")
+    return path
+
+
+def check_input_dir(path: str | Path, flag: str, what: str = "folder") -> Path:
+    """An existing folder (not a file) given by `flag`; FileNotFoundError or ValueError saying which."""
+    path = Path(path)
+    if path.is_file():
+        raise ValueError(f"{flag} {path} is a file; expected a {what}")
+    if not path.is_dir():
+        raise FileNotFoundError(f"{flag}: {what} not found: {path}")
+    return path
+
+
+def check_random_init(args: argparse.Namespace, flags: list[str]) -> None:
+    """--random-init builds random weights and reads no files: refuse file flags given with it (they
+    would be ignored). `flags`: the script's file flags, e.g. ["--gpt-ckpt", "--vq-path"]."""
+    given = [f for f in flags if getattr(args, f[2:].replace("-", "_"), None) is not None]
+    if args.random_init and given:
+        raise ValueError(f"--random-init builds random weights and reads no files, so {' and '.join(given)} "
+                         "would be ignored; drop " + ("it" if len(given) == 1 else "them") +
+                         " or drop --random-init")
+
+
+def check_positive(**counts) -> None:
+    """Counts a user gives (a flag's value, or each value of a list flag) must be >= 1: keyword
+    names are flags with '_' for '-' (windows=[8, 0] -> "--windows 0 must be >= 1")."""
+    for name, values in counts.items():
+        for value in values if isinstance(values, (list, tuple)) else [values]:
+            if value is not None and value < 1:
+                raise ValueError(f"--{name.replace('_', '-')} {value} must be >= 1")
 
 
 def check_output_dir(path: str | Path, flag: str = "--out-dir") -> Path:
@@ -227,14 +354,23 @@ def note_window(config: DecodeConfig, cols: int, args: argparse.Namespace) -> No
               file=sys.stderr)
 
 
-def run_main(main: Callable, args) -> int:
-    """main(args); a USER_ERRORS exception becomes `error: ...` on stderr and exit status 2."""
+def run_main(main: Callable, args, interrupted: str | None = None) -> int:
+    """main(args); a USER_ERRORS exception becomes `error: ...` on stderr and exit status 2. interrupted:
+    the line Ctrl-C (KeyboardInterrupt) prints instead of a traceback (under torchrun, rank 0's only),
+    exit status 130; None lets the interrupt through."""
     try:
         main(args)
     except USER_ERRORS as e:
         sys.stderr.write(f"error: {e}\n")  # one write: lines of concurrent ranks never interleave
         sys.stderr.flush()
         return 2
+    except KeyboardInterrupt:
+        if interrupted is None:
+            raise
+        if os.environ.get("RANK", "0") == "0":
+            sys.stderr.write(f"interrupted: {interrupted}\n")
+            sys.stderr.flush()
+        return 130
     return 0
 
 

@@ -1,5 +1,6 @@
 """Decoding settings: one frozen dataclass, validated once, shared by every script and notebook."""
 import argparse
+import math
 from dataclasses import dataclass
 
 import torch
@@ -32,36 +33,45 @@ class DecodeConfig:
     draft_init: str = "above"  # how a new draft position starts (common.row_drafts.DRAFT_INITS)
 
     def __post_init__(self):
+        """Every message names the command-line flag that sets the field (--cfg-scale for cfg_scale)."""
         if self.window is not None and self.window < 1:
-            raise ValueError(f"window must be >= 1 (or None for next-token prediction), got {self.window}")
+            raise ValueError(f"--window must be >= 1 (or --ntp for next-token prediction), got {self.window}")
         if self.adaptive and self.window is None:
-            raise ValueError("adaptive decoding needs a minimum window (window=w_min), not next-token prediction")
+            raise ValueError("--adaptive needs a minimum window (--window w_min), not next-token prediction (--ntp)")
         if self.adaptive and self.compat is not None:
-            raise ValueError("compat='official' has fixed windows only; drop adaptive or compat")
+            raise ValueError("--compat official has fixed windows only; drop --adaptive or --compat")
         if self.placeholder is None:
             object.__setattr__(self, "placeholder", COMPAT_POLICY if self.compat == "official" else DEFAULT_POLICY)
         check_policy(self.placeholder)
         if self.compat not in (None, "official"):
-            raise ValueError(f"compat must be None or 'official', got {self.compat!r}")
+            raise ValueError(f"--compat must be 'official' or unset, got {self.compat!r}")
         check_first_row(self.first_row, self.compat)
         if self.compat == "official" and self.placeholder != COMPAT_POLICY:
-            raise ValueError("compat='official' feeds the released code's placeholder, 'above'; drop --placeholder")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+            raise ValueError("--compat official feeds the released code's placeholder, 'above'; drop --placeholder")
+        # float flags: argparse's float() takes "nan" and "inf", and nan passes every comparison below
+        # unchecked (nan <= 0 is False), so finiteness is checked first
+        _check_number("--temperature", self.temperature, ">= 0", lambda x: x >= 0)
+        _check_number("--top-p", self.top_p, "in (0, 1] (1 = off)", lambda x: 0.0 < x <= 1.0)
+        _check_number("--cfg-scale", self.cfg_scale, "> 0 (> 1 enables guidance)", lambda x: x > 0)
+        _check_number("--cfg-interval", self.cfg_interval, ">= -1 (-1 = every token)", lambda x: x >= -1)
         if self.top_k < 0:
-            raise ValueError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
-        if not 0.0 < self.top_p <= 1.0:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.cfg_scale <= 0:
-            raise ValueError(f"cfg_scale must be > 0, got {self.cfg_scale}")
+            raise ValueError(f"--top-k must be >= 0 (0 = off), got {self.top_k}")
         if self.draft_len < 0:
-            raise ValueError(f"draft_len must be >= 0 (0 = no row drafts), got {self.draft_len}")
+            raise ValueError(f"--draft-len must be >= 0 (0 = no row drafts), got {self.draft_len}")
         if self.draft_init not in DRAFT_INITS:
-            raise ValueError(f"draft_init must be one of {', '.join(DRAFT_INITS)}, got {self.draft_init!r}")
+            raise ValueError(f"--draft-init must be one of {', '.join(DRAFT_INITS)}, got {self.draft_init!r}")
         if self.draft_len and self.compat is not None:
-            raise ValueError("compat='official' reproduces the released code, which has no drafts; drop compat or draft_len")
-        if self.cfg_interval < -1:
-            raise ValueError(f"cfg_interval must be >= -1 (-1 = always), got {self.cfg_interval}")
+            raise ValueError("--compat official reproduces the released code, which has no drafts; drop --compat "
+                             "or --draft-len")
+
+    def check_grid(self, cols: int) -> None:
+        """The settings that need the grid: a row of W = cols tokens holds at most W - 1 drafts (its cells
+        after the first decided one), so a longer --draft-len drafts nothing more and is refused. Called by
+        the scheduler of every decode, and by the CLIs as soon as they know the grid."""
+        if self.draft_len > cols - 1:
+            raise ValueError(f"--draft-len {self.draft_len} on a grid {cols} tokens wide: a row has at most "
+                             f"{cols - 1} cells to draft after its first decided token, so longer drafts add "
+                             f"nothing; use --draft-len {cols - 1} or less")
 
     @property
     def per_image_schedule(self) -> bool:
@@ -75,6 +85,11 @@ class DecodeConfig:
     def window_for(self, cols: int) -> int:
         """The window the schedule uses on a grid of `cols` columns (NTP is w = W)."""
         return cols if self.window is None else min(self.window, cols)
+
+
+def _check_number(flag: str, value: float, rule: str, ok) -> None:
+    if not math.isfinite(value) or not ok(value):
+        raise ValueError(f"{flag} must be a finite number {rule}, got {value}")
 
 
 def add_decode_args(parser: argparse.ArgumentParser, *, cfg_scale: float | None, top_k: int | None,

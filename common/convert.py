@@ -10,7 +10,7 @@ it reads the file with the same safe loader as the rest and converts only files 
 The weights: --key if given, else the first of state_dict, model, module, ema that holds a dict of tensors,
 else the file's top level if it holds tensors only.
 
-python -m common.convert vqgan.ckpt --trust-pickle                # writes vqgan.safetensors
+python -m common.convert vqgan.ckpt --trust-pickle                # writes vqgan.safetensors (suffix replaced)
 python -m common.convert c2i_B_256.pt --key ema --out c2i_B_256_ema.safetensors
 """
 import argparse
@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from common.checkpoint import CheckpointError, checkpoint_format, read_checkpoint
-from common.cli import run_main
+from common.cli import HelpFormatter, check_input_file, check_output_file, run_main
 
 CONTAINERS = ("state_dict", "model", "module", "ema")  # Lightning keeps its weights under "state_dict"
 WHAT = "checkpoint to convert"
@@ -102,6 +102,7 @@ def write_atomically(state: dict, out: Path, metadata: dict) -> None:
 
 def main(args: argparse.Namespace) -> Path:
     path = Path(args.file)
+    check_input_file(path, WHAT, "checkpoint file")
     out = Path(args.out) if args.out is not None else path.with_suffix(".safetensors")
     if out.resolve() == path.resolve():
         raise ValueError(f"--out {out} is the input file itself; choose another --out")
@@ -109,6 +110,7 @@ def main(args: argparse.Namespace) -> Path:
         raise ValueError(f"{out} already exists; pass --force to overwrite it")
     if not out.parent.is_dir():
         raise FileNotFoundError(f"--out: folder not found: {out.parent}")
+    check_output_file(out, "--out", (".safetensors",), "the format written; loaders read safetensors by its name")
     ckpt = load_trusting_pickle(path) if args.trust_pickle else read_checkpoint(path, WHAT)
     state, key = find_state_dict(ckpt, args.key, path)
     write_atomically(safetensors_ready(state), out, {"format": "pt", "source": path.name, "key": key or "."})
@@ -121,7 +123,7 @@ def main(args: argparse.Namespace) -> Path:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m common.convert", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("file", help="checkpoint to convert (.pt, .pth, .ckpt, .bin)")
     p.add_argument("--trust-pickle", action="store_true",
                    help="load with torch.load(weights_only=False), which runs code from the file: "
@@ -129,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key", default=None,
                    help=f"the key holding the weights; default the first of {', '.join(CONTAINERS)} "
                         f"holding tensors, else the top level")
-    p.add_argument("--out", default=None, help="output .safetensors file; default FILE with its suffix replaced")
+    p.add_argument("--out", default=None, help="output file, ending in .safetensors; default FILE with its suffix "
+                                               "replaced by .safetensors (vqgan.ckpt -> vqgan.safetensors)")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     return p
 

@@ -3,7 +3,8 @@ into a model tensor by tensor, so a 7B/8B model never has a second full copy in 
 
 `empty_model` builds the module on the meta device and allocates it once in the target dtype;
 `load_shards` then copies each stored tensor into its parameter (casting to the model's dtype) and
-requires the exact key set: an unknown, missing or mis-shaped key is a CheckpointError naming it.
+requires the exact key set: an unknown, missing or mis-shaped key, or one holding NaN or inf, is a
+CheckpointError naming it.
 """
 import json
 from pathlib import Path
@@ -13,7 +14,7 @@ import torch
 import torch.nn as nn
 from torch.overrides import TorchFunctionMode
 
-from common.checkpoint import CheckpointError
+from common.checkpoint import CheckpointError, check_finite
 
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
@@ -107,6 +108,7 @@ def load_shards(model: nn.Module, folder: str | Path, what: str,
                 if tuple(tensor.shape) != tuple(target.shape):
                     raise CheckpointError(f"{what}: key {key!r} has shape {tuple(tensor.shape)}, expected "
                                           f"{tuple(target.shape)}: wrong config?")
+                check_finite(tensor, key, what, path)
                 with torch.no_grad():
                     target.copy_(tensor)
                 loaded.add(name)

@@ -1,12 +1,18 @@
-"""The run folder of a resumable image-sampling job (sample_ddp.py): the image-set check, atomic
-JSON, one PNG per global index and what its tEXt must say, the resume verdict, and the npz.
+"""The run folder of a resumable image-sampling job (sample_ddp.py): its lock, the image-set check,
+atomic JSON, one PNG per global index and what its tEXt must say, the resume verdict, and the npz.
 
-An image's identity is its tEXt label, seed and prompt (made from the index alone by the sampler);
-`metadata_matches` is the one rule deciding whether a PNG on disk is the image of its index.
+An image's identity is its tEXt label, seed and prompt (made from the index alone by the sampler) and
+the digest of the run's image set (arguments and weight fingerprints); `metadata_matches` is the one
+rule deciding whether a PNG on disk is the image of its index in this run.
 """
+import fcntl
+import glob
+import hashlib
 import json
 import os
+import socket
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -15,27 +21,89 @@ from PIL import Image
 from common.images import read_png_checked
 
 
-def check_run_dir(run_dir: Path, key: dict, overwrite: bool) -> None:
-    """Refuse a folder holding another image set (unless overwrite); make sure we can write there."""
-    meta = run_dir / "args.json"
-    if not overwrite and meta.is_file():
-        try:
-            stored = json.loads(meta.read_text())["image_set"]
-        except (ValueError, KeyError) as e:
-            raise ValueError(f"{meta} is unreadable ({e}); pass --overwrite to start the run afresh") from None
-        differ = [k for k in key if stored.get(k) != key[k]]
-        if differ:
-            raise ValueError(f"{run_dir} holds a run with other arguments (differ: {', '.join(differ)}); "
-                             "use another --sample-dir, or --overwrite to delete it")
-    elif not overwrite and any(run_dir.glob("[0-9]*.png")):
-        raise ValueError(f"{run_dir} holds PNGs but no args.json (not a run of this script); "
-                         "use another --sample-dir, or --overwrite to delete them")
+class RunFolderError(ValueError):
+    """A run folder that cannot be used as asked (held by another run, holding another image set)."""
+
+
+LOCK_NAME = ".lock"
+
+
+@contextmanager
+def locked_run_dir(run_dir: Path):
+    """Make run_dir and hold an exclusive lock on it while the block runs.
+
+    The lock is fcntl.flock on run_dir/.lock: the kernel drops it when the holder exits, however it
+    exits (a kill, a crash), so a stale lock never needs clearing by hand. The holder writes its pid and
+    host into the file for the message another run gets. flock is advisory and local: on a network
+    file system it holds only between processes of one host (NFS) or not at all, so two hosts sampling
+    into one shared folder are not kept apart by it.
+    """
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=run_dir, prefix=".write-test-"):
             pass
+        f = open(run_dir / LOCK_NAME, "a+")
     except OSError as e:
-        raise ValueError(f"cannot write to the sample dir {run_dir}: {e.strerror or e}") from None
+        raise RunFolderError(f"cannot write to the run folder {run_dir} (under --out-dir): {e.strerror or e}") from None
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise RunFolderError(f"{run_dir} is in use by a running sample_ddp.py ({holder}); wait for it to "
+                                 "finish, or stop it, or give another --out-dir") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on host {socket.gethostname()}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            f.seek(0)
+            f.truncate()  # the lock goes with the file's closing; a stale holder line would mislead nobody
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def image_set_digest(key: dict) -> str:
+    """sha256 of the image-set key (canonical JSON): the tEXt every PNG of the run carries."""
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+def check_image_set(run_dir: Path, key: dict, overwrite: bool) -> None:
+    """Refuse a folder holding another image set (unless overwrite, which deletes it later)."""
+    meta = run_dir / "args.json"
+    if overwrite:
+        return
+    if meta.is_file():
+        try:
+            stored = json.loads(meta.read_text())["image_set"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise RunFolderError(f"{meta} is unreadable ({e}); pass --overwrite to start the run afresh") from None
+        differ = [k for k in [*key, *(k for k in stored if k not in key)] if stored.get(k) != key.get(k)]
+        if differ:
+            older = any(isinstance(stored.get(k), dict) and "bytes" in stored[k] for k in differ)
+            raise RunFolderError(f"{run_dir} holds a run with other arguments (differ: {', '.join(differ)}"
+                                 + ("; its record names weight files by name and size, from before content "
+                                    "fingerprints, so its images cannot be matched to weights" if older else "")
+                                 + "); use another --out-dir, or --overwrite to delete it")
+    elif any(run_dir.glob("[0-9]*.png")):
+        raise RunFolderError(f"{run_dir} holds PNGs but no args.json (not a run of this script, or one whose "
+                             "start failed); use another --out-dir, or --overwrite to delete them")
+
+
+def npz_path(run_dir: Path, n: int) -> Path:
+    """The npz of images 0..n-1, beside the run folder and named by n: a run with a smaller
+    --num-fid-samples writes its own file and never shrinks a larger one."""
+    return run_dir.with_name(f"{run_dir.name}-n{n}.npz")
+
+
+def clear_run_dir(run_dir: Path) -> None:
+    """--overwrite: delete the run's images, summary, record and every npz of it."""
+    npzs = [*run_dir.parent.glob(f"{glob.escape(run_dir.name)}-n*.npz"), run_dir.with_name(run_dir.name + ".npz")]
+    for path in [*run_dir.glob("[0-9]*.png"), *run_dir.glob(".*.png.tmp"), run_dir / "summary.json",
+                 run_dir / "args.json", *npzs]:
+        path.unlink(missing_ok=True)
 
 
 def write_json_atomic(path: Path, obj: dict) -> None:
@@ -48,15 +116,17 @@ def png_path(run_dir: Path, i: int) -> Path:
     return run_dir / f"{i:06d}.png"
 
 
-IDENTITY_KEYS = ("label", "seed", "prompt")  # the tEXt that an image's index decides
+IDENTITY_KEYS = ("label", "seed", "prompt", "image_set")  # the tEXt that an image's index and the run decide
 
 
 def metadata_matches(text: dict[str, str], expected: dict[str, str]) -> bool:
     """Whether a PNG's tEXt says it is the image of the index that `expected` (index_text) describes.
 
-    The rule: its label, seed and prompt entries equal exactly what this run writes for that index (a class
-    image has no prompt entry). Anything else, e.g. a valid PNG copied over from another index or made by
-    another prompt list, is not that image: resume redoes it, like a damaged one, and build_npz refuses it.
+    The rule: its label, seed, prompt and image_set entries equal exactly what this run writes for that
+    index (a class image has no prompt entry; image_set is image_set_digest of the run's arguments and
+    weight fingerprints). Anything else, e.g. a valid PNG copied over from another index, made by another
+    prompt list or by other weights, is not that image: resume redoes it, like a damaged one, and
+    build_npz refuses it.
     """
     return all(text.get(key) == expected.get(key) for key in IDENTITY_KEYS)
 
@@ -75,6 +145,7 @@ def image_text(identity: dict[str, str], result, j: int) -> dict[str, str]:
     text = {"label": identity["label"], "seed": identity["seed"], "forward_passes": str(result.image_passes[j])}
     if "prompt" in identity:  # after forward_passes: the chunk order (and bytes) of earlier runs
         text["prompt"] = identity["prompt"]
+    text["image_set"] = identity["image_set"]
     if result.accepted_windows is not None:
         text["accepted_windows"] = json.dumps(result.accepted_windows[j])
         text["rejections"] = str(result.rejections[j])
@@ -98,8 +169,8 @@ def build_npz(run_dir: Path, npz: Path, expected: list[dict[str, str]], size: in
             texts.append(dict(im.text))
         if not metadata_matches(texts[i], expected[i]):
             got = {k: texts[i][k] for k in IDENTITY_KEYS if k in texts[i]}
-            raise RuntimeError(f"{png_path(run_dir, i)} is not image {i}: its metadata {got} does not match "
-                               f"{expected[i]}; re-run to redo it")
+            raise RunFolderError(f"{png_path(run_dir, i)} is not image {i}: its metadata {got} does not match "
+                                 f"{expected[i]}; rerun the same command to redo it")
     labels = np.array([int(t["label"]) for t in expected], dtype=np.int64)
     tmp = npz.with_name(f".{npz.stem}.tmp.npz")
     np.savez(tmp, arr_0=pixels, arr_1=labels)

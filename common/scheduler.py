@@ -150,6 +150,7 @@ class Scheduler:
 
     def __init__(self, layout: Layout, config, device, queries: int | None = None):
         H, W, T = layout.rows, layout.cols, layout.prefix_len
+        config.check_grid(W)
         self.layout, self.device = layout, device
         self.config = config
         self.adaptive, self.placeholder, self.compat = config.adaptive, config.placeholder, config.compat

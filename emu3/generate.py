@@ -9,12 +9,12 @@ temperature 1, top-p 1. The pipeline API (load_pipeline, Emu3Pipeline.generate) 
 """
 import argparse
 import sys
-from pathlib import Path
 
 import torch
 
-from common.cli import (add_deprecated, add_flag, add_runtime_args, check_output_dir, check_runtime,
-                        fill_random_init_config, run_end_of_row, run_main)
+from common.cli import (HelpFormatter, add_deprecated, add_flag, add_runtime_args, check_input_dir,
+                        check_output_dir, check_random_init, check_runtime, fill_random_init_config,
+                        run_end_of_row, run_main)
 from common.config import PRECISIONS, DecodeConfig, add_decode_args, decode_config_from_args
 from common.prompts import collect_prompts
 from emu3.config import PRESETS
@@ -30,13 +30,14 @@ def check_args(args: argparse.Namespace) -> tuple[DecodeConfig, list[str]]:
     prompts = collect_prompts(args.prompt, args.prompts_file)
     parse_ratio(args.ratio)  # the grid itself needs the model's image area
     fill_random_init_config(args, PRESETS, DEFAULT.config)
+    check_random_init(args, ["--model-path", "--vq-path", "--tokenizer-path"])
     if not args.random_init:
         if args.model_path is None:
             raise ValueError("pass --model-path (and --vq-path), or --random-init to run without files")
         for flag, path in (("--model-path", args.model_path), ("--vq-path", args.vq_path),
                            ("--tokenizer-path", args.tokenizer_path)):
-            if path is not None and not Path(path).is_dir():
-                raise FileNotFoundError(f"{flag}: folder not found: {path}")
+            if path is not None:
+                check_input_dir(path, flag)
     check_runtime(args)
     check_output_dir(args.out_dir)
     return config, prompts
@@ -54,7 +55,7 @@ def main(args: argparse.Namespace) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     add_flag(p, "--model-path", help="BAAI/Emu3-Gen or BAAI/Emu3-Gen-hf folder (safetensors shards)")
     add_flag(p, "--vq-path", help="BAAI/Emu3-VisionTokenizer folder; default --model-path if that is an -hf folder")
     add_flag(p, "--tokenizer-path", help="folder with emu3.tiktoken and emu3_vision_tokens.txt (default --model-path)")

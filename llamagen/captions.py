@@ -83,23 +83,33 @@ def t5_caption_features(encoder: T5CaptionEncoder, prompts: list[str], left_padd
 
 
 def load_caption_rows(path: str | Path) -> torch.Tensor:
-    """One caption's valid feature rows, (n, C) float32, from a .npy/.pt file holding (n, C) or (1, n, C)."""
+    """One caption's valid feature rows, (n, C) float32, from a .npy/.pt file holding (n, C) or (1, n, C)
+    finite numbers; anything else (a text or empty file, another shape) is a ValueError naming the file."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"--caption-features {path} is a folder; expected a .npy or .pt file")
     if not path.is_file():
         raise FileNotFoundError(f"--caption-features: file not found: {path}")
-    if path.suffix == ".npy":
-        rows = torch.from_numpy(np.load(path, allow_pickle=False))
-    elif path.suffix in (".pt", ".pth"):
-        rows = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(rows, torch.Tensor):
-            raise ValueError(f"--caption-features: {path} must hold one tensor, got {type(rows).__name__}")
-    else:
+    if path.suffix not in (".npy", ".pt", ".pth"):
         raise ValueError(f"--caption-features: {path} must be .npy or .pt")
+    try:
+        if path.suffix == ".npy":
+            rows = torch.from_numpy(np.load(path, allow_pickle=False))
+        else:
+            rows = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # empty, text, truncated, pickled objects: all "not a feature file"
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"--caption-features: cannot read {path} as a {path.suffix} array "
+                         f"({path.stat().st_size} bytes): {reason}") from None
+    if not isinstance(rows, torch.Tensor):
+        raise ValueError(f"--caption-features: {path} must hold one tensor, got {type(rows).__name__}")
     if rows.dim() == 3 and rows.shape[0] == 1:
         rows = rows[0]
-    if rows.dim() != 2 or rows.shape[0] == 0:
-        raise ValueError(f"--caption-features: {path} holds shape {tuple(rows.shape)}; "
-                         "expected (n, C) or (1, n, C), n >= 1")
+    if rows.dim() != 2 or rows.shape[0] == 0 or not rows.is_floating_point():
+        raise ValueError(f"--caption-features: {path} holds {rows.dtype} of shape {tuple(rows.shape)}; "
+                         "expected float (n, C) or (1, n, C), n >= 1")
+    if not torch.isfinite(rows).all():
+        raise ValueError(f"--caption-features: {path} holds non-finite values (NaN or inf)")
     return rows.float()
 
 

@@ -9,12 +9,12 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-from common.cli import (add_deprecated, add_flag, add_runtime_args, check_output_file, check_runtime,
-                        decode_telemetry, note_window, pass_progress, run_main)
+from common.cli import (HelpFormatter, add_deprecated, add_flag, add_runtime_args, check_input_file,
+                        check_output_file, check_random_init, check_runtime, decode_telemetry, note_window,
+                        pass_progress, run_main)
 from common.config import DecodeConfig, add_decode_args, decode_config_from_args
 from common.images import save_grid
 from common.sampling import image_seeds
@@ -49,16 +49,17 @@ def check_args(args: argparse.Namespace) -> DecodeConfig:
         raise ValueError(f"--image-size {args.image_size}: {args.gpt_model} checkpoints are trained at "
                          f"{' or '.join(map(str, sizes))} px; another size gives a grid the model never saw "
                          "(--random-init takes any size)")
+    config.check_grid(args.image_size // downsample)
     num_classes = GPT_PRESETS[args.gpt_model].num_classes
     bad = [c for c in args.class_labels if not 0 <= c < num_classes]
     if bad:
         raise ValueError(f"--class-labels {bad} out of range: {args.gpt_model} has classes 0..{num_classes - 1}")
+    check_random_init(args, ["--gpt-ckpt", "--vq-path"])
     if not args.random_init:
         if args.gpt_ckpt is None or args.vq_path is None:
             raise ValueError("pass --gpt-ckpt and --vq-path, or --random-init to run without checkpoints")
         for flag, path in (("--gpt-ckpt", args.gpt_ckpt), ("--vq-path", args.vq_path)):
-            if not Path(path).is_file():
-                raise FileNotFoundError(f"{flag}: checkpoint file not found: {path}")
+            check_input_file(path, flag, "checkpoint file")
     check_runtime(args)
     check_output_file(args.out)
     return config
@@ -106,7 +107,7 @@ def main(args: argparse.Namespace) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--gpt-model", choices=list(GPT_PRESETS), default="demo",
                    help="GPT preset; 'demo' is the small digits model committed in checkpoints/demo")
     add_flag(p, "--gpt-ckpt", help="GPT checkpoint, e.g. c2i_B_256.pt; demo: the committed one")

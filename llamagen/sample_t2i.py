@@ -12,12 +12,12 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-from common.cli import (add_deprecated, add_flag, add_runtime_args, check_output_file, check_runtime,
-                        decode_telemetry, note_window, pass_progress, run_main)
+from common.cli import (HelpFormatter, add_deprecated, add_flag, add_runtime_args, check_input_dir,
+                        check_input_file, check_output_file, check_random_init, check_runtime, decode_telemetry,
+                        note_window, pass_progress, run_main)
 from common.config import PRECISIONS, DecodeConfig, add_decode_args, decode_config_from_args
 from common.images import save_grid
 from common.prompts import read_prompt_file
@@ -44,27 +44,29 @@ def check_args(args: argparse.Namespace) -> DecodeConfig:
     downsample = tokenizer_downsample(args.vq_model)
     if args.image_size <= 0 or args.image_size % downsample:
         raise ValueError(f"--image-size {args.image_size} must be a positive multiple of {downsample} ({args.vq_model})")
+    config.check_grid(args.image_size // downsample)
     if args.caption_features and args.t5_path:
         raise ValueError("pass --t5-path (encode --prompt) or --caption-features, not both")
+    if args.caption_features and (args.prompt or args.prompts_file):
+        raise ValueError("--caption-features are the captions (one file per image); --prompt/--prompts-file "
+                         "would be ignored: give one or the other (prompts need --t5-path)")
     if not args.caption_features:
         if not args.t5_path:
             raise ValueError("pass --t5-path (a local flan-t5-xl folder) or --caption-features")
-        if not Path(args.t5_path).is_dir():
-            raise FileNotFoundError(f"--t5-path: folder not found: {args.t5_path}")
+        check_input_dir(args.t5_path, "--t5-path", "flan-t5-xl folder")
         if not all(p.strip() for p in prompts_of(args)):
             raise ValueError("--prompt must not be empty")
     for path in args.caption_features or ():
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"--caption-features: file not found: {path}")
+        load_caption_rows(path)  # read here: a text, empty or wrong-shape file is refused before any model
     if args.caption_dim < 1:
         raise ValueError(f"--caption-dim must be >= 1, got {args.caption_dim}")
+    check_random_init(args, ["--gpt-ckpt", "--vq-path"])
     if not args.random_init:
         if args.gpt_ckpt is None or args.vq_path is None:
             raise ValueError(f"pass --gpt-ckpt and --vq-path (e.g. {T2I.gpt_file}, {T2I.vq_file}), or --random-init "
                              "to run without checkpoints")
         for flag, path in (("--gpt-ckpt", args.gpt_ckpt), ("--vq-path", args.vq_path)):
-            if not Path(path).is_file():
-                raise FileNotFoundError(f"{flag}: checkpoint file not found: {path}")
+            check_input_file(path, flag, "checkpoint file")
     check_runtime(args)
     check_output_file(args.out)
     return config
@@ -136,7 +138,7 @@ def main(args: argparse.Namespace) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     add_flag(p, "--prompt", help="a text prompt, encoded with --t5-path; repeat for several images; default "
                                  "(with no --prompts-file either) the official four demo prompts")
     add_flag(p, "--prompts-file")

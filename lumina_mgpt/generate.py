@@ -9,12 +9,12 @@ CFG 3.0 (the official branch that starts at BOI), image top-k 2000, temperature 
 """
 import argparse
 import sys
-from pathlib import Path
 
 import torch
 
-from common.cli import (add_deprecated, add_flag, add_runtime_args, check_output_dir, check_runtime,
-                        fill_random_init_config, run_end_of_row, run_main)
+from common.cli import (HelpFormatter, add_alias, add_deprecated, add_flag, add_runtime_args, check_input_dir,
+                        check_output_dir, check_random_init, check_runtime, fill_random_init_config,
+                        run_end_of_row, run_main)
 from common.config import PRECISIONS, DecodeConfig, add_decode_args, decode_config_from_args
 from common.prompts import collect_prompts
 from lumina_mgpt.config import PRESETS, RESOLUTIONS
@@ -34,12 +34,12 @@ def check_args(args: argparse.Namespace) -> tuple[DecodeConfig, list[str]]:
     prompts = collect_prompts(args.prompt, args.prompts_file)
     check_size(args.width, args.height, resolution_for(args))
     fill_random_init_config(args, PRESETS, DEFAULT.config)
+    check_random_init(args, ["--model-path", "--vq-path", "--tokenizer-path"])
     if not args.random_init:
         if args.model_path is None or args.vq_path is None:
             raise ValueError("pass --model-path and --vq-path, or --random-init to run without files")
         for flag, path in (("--model-path", args.model_path), ("--vq-path", args.vq_path)):
-            if not Path(path).is_dir():
-                raise FileNotFoundError(f"{flag}: folder not found: {path}")
+            check_input_dir(path, flag)
     check_runtime(args)
     check_output_dir(args.out_dir)
     return config, prompts
@@ -57,7 +57,7 @@ def main(args: argparse.Namespace) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     add_flag(p, "--model-path", help="Alpha-VLLM/Lumina-mGPT-7B-{512,768,768-Omni,1024} folder")
     add_flag(p, "--vq-path", help="Meta's chameleon tokenizer folder with vqgan.yaml and vqgan.ckpt")
     add_flag(p, "--tokenizer-path", help="tokenizer.json or its folder (default --model-path; only the -768 repo "
@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_decode_args(p, cfg_scale=DEFAULT.cfg_scale, top_k=DEFAULT.top_k, temperature=DEFAULT.temperature)
     # the official generate_examples/generate.py flag; without it argparse would reject the prefix --cfg as
     # ambiguous (--cfg-scale, --cfg-interval). An exact option string wins over prefix matching.
-    p.add_argument("--cfg", dest="cfg_scale", type=float, default=argparse.SUPPRESS, help="alias of --cfg-scale")
+    add_alias(p, "--cfg", "--cfg-scale")
     add_deprecated(p, "--out", "--out-dir")
     add_deprecated(p, "--prompts", "--prompts-file")
     add_deprecated(p, "--vqgan-dir", "--vq-path")

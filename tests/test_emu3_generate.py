@@ -198,7 +198,7 @@ def test_bad_prompts_are_refused(pipe):
 
 def test_cli_random_init_end_to_end(tmp_path):
     prompts = tmp_path / "prompts.txt"
-    prompts.write_text("a red fox\n\na blue bird\n")
+    prompts.write_text("a red fox\na blue bird\n\n")  # a blank line at the end is no prompt
     out = run_python(["-m", "emu3.generate", "--random-init", "--config", "tiny", "--prompt", "a cat",
                       "--prompts-file", str(prompts), "--ratio", RATIO, "--window", "2", "--out-dir", str(tmp_path / "out"),
                       "--json"])

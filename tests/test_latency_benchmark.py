@@ -10,16 +10,19 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-def run_script(name: str, args: list[str], monkeypatch) -> None:
+def run_script(name: str, args: list[str], monkeypatch) -> int:
+    """The script's exit status."""
     monkeypatch.setattr(sys, "argv", [name, *args])
-    runpy.run_path(str(BENCHMARKS / name), run_name="__main__")
+    with pytest.raises(SystemExit) as done:
+        runpy.run_path(str(BENCHMARKS / name), run_name="__main__")
+    return done.value.code
 
 
 def test_latency_benchmark_runs_and_writes_csv(tmp_path, monkeypatch):
     out = tmp_path / "lat.csv"
-    run_script("latency.py", ["--gpt-model", "GPT-tiny", "--image-size", "64", "--windows", "1", "4",
-                              "--adaptive-windows", "2", "--repeats", "1", "--threads", "1", "--csv", str(out)],
-               monkeypatch)
+    assert run_script("latency.py", ["--gpt-model", "GPT-tiny", "--image-size", "64", "--windows", "1", "4",
+                                     "--adaptive-windows", "2", "--repeats", "1", "--threads", "1",
+                                     "--out-csv", str(out)], monkeypatch) == 0
     rows = list(csv.DictReader(out.open()))
     assert [r["setting"] for r in rows] == ["NTP", "1", "4", "adaptive 2"]
     for col in ("passes", "pass_ratio", "time_ratio", "s_per_image", "ms_per_pass", "engine_overhead", "images_per_s"):
@@ -30,7 +33,7 @@ def test_latency_benchmark_runs_and_writes_csv(tmp_path, monkeypatch):
 @pytest.mark.parametrize("family", ["emu3", "lumina"])
 def test_t2i_latency_benchmark_runs_on_the_tiny_configs(family, tmp_path, monkeypatch):
     out = tmp_path / "t.md"
-    run_script("t2i_latency.py", ["--family", family, "--tiny", "--windows", "1", "2", "--ntp-sample", "4",
-                                  "--out", str(out)], monkeypatch)
+    assert run_script("t2i_latency.py", ["--family", family, "--tiny", "--windows", "1", "2", "--ntp-sample", "4",
+                                         "--out-md", str(out)], monkeypatch) == 0
     rows = [line for line in out.read_text().splitlines() if line.startswith("| w=")]
     assert [r.split("|")[2].strip() for r in rows] == ["7", "10"]  # (H-1)w + W passes on the 4x4 grid

@@ -100,8 +100,9 @@ def _exact_marginal(gpt, label, config, k):
 
 # (mode, L, draft_init, grid, vocab, (row, col)): (0, 2) is drafted from its left (row 0); on the 2x2
 # grid with w = 1, (1, 1) is always drafted from (0, 1) above it before its check
-MARGINALS = [("ntp", 2, "random", 3, 64, (0, 2)), ("fixed", 3, "left", 3, 64, (0, 2)),
-             ("fixed", 1, "above", 2, 8, (1, 1)), ("adaptive", 2, "above", 2, 8, (1, 1))]
+# (L = W - 1 at most: a longer draft is refused, DecodeConfig.check_grid)
+MARGINALS = [("ntp", 2, "random", 3, 64, (0, 2)), ("fixed", 2, "left", 3, 64, (0, 2)),
+             ("fixed", 1, "above", 2, 8, (1, 1)), ("adaptive", 1, "above", 2, 8, (1, 1))]
 
 
 @pytest.mark.parametrize("mode,draft_len,init,grid,vocab,cell", MARGINALS)

@@ -88,7 +88,7 @@ def test_resume_after_kill_redoes_only_missing_and_corrupt(single, tmp_path, cap
     killed = launch([*args, "--stop-after", "6"])
     assert killed.returncode == sample_ddp.STOPPED_EXIT_CODE, killed.stderr
     folder = run_dir(tmp_path)
-    assert len(list(folder.glob("*.png"))) == 6 and not npz_of(folder).exists()
+    assert len(list(folder.glob("*.png"))) == 6 and not npz_of(folder, N).exists()
     truncated = folder / "000002.png"
     truncated.write_bytes(truncated.read_bytes()[:200])  # a damaged file that looks finished by name
     kept = {p.name: p.stat().st_mtime_ns for p in folder.glob("*.png") if p != truncated}
@@ -180,8 +180,8 @@ def test_first_row_rule_names_its_run(tmp_path, capsys, monkeypatch):
     (["--model", "llamagen-XS"], "unknown --model 'llamagen-XS'; valid: demo, llamagen-B, llamagen-L"),
     (["--gpt-ckpt", "missing.pt"], "--gpt-ckpt: checkpoint file not found: missing.pt"),
     (["--model", "llamagen-L"], "--model llamagen-L: pass --ckpt-dir holding c2i_L_384.pt and vq_ds16_c2i.pt"),
-    (["--ckpt-dir", "nowhere"], "checkpoint file not found: nowhere/gpt_demo.pt"),
-    (["--out-dir", "FILE/sub"], "cannot write to the sample dir"),
+    (["--ckpt-dir", "nowhere"], "--ckpt-dir: folder holding gpt_demo.pt and tokenizer.json not found: nowhere"),
+    (["--out-dir", "FILE/sub"], "cannot write to the run folder"),
 ])
 def test_errors_are_one_line(extra, message, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)

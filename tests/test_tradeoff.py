@@ -105,5 +105,5 @@ def test_sampling_sweep_smoke(tmp_path):
 
 def test_too_few_samples_for_the_groups_is_an_error():
     args = tradeoff.build_parser().parse_args(["--num-samples", "5", "--groups", "5"])
-    with pytest.raises(SystemExit, match="--num-samples 5 must be a multiple of --groups 5 with at least 2 samples a group"):
+    with pytest.raises(ValueError, match="--num-samples 5 must be a multiple of --groups 5 with at least 2 samples a group"):
         tradeoff.main(args)

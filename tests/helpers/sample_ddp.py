@@ -23,8 +23,12 @@ def run_dir(sample_dir: Path) -> Path:
     return folder
 
 
-def npz_of(folder: Path) -> Path:
-    return folder.with_name(folder.name + ".npz")
+def npz_of(folder: Path, n: int | None = None) -> Path:
+    """The run's npz of n images; None: its only one."""
+    if n is not None:
+        return folder.with_name(f"{folder.name}-n{n}.npz")
+    (npz,) = folder.parent.glob(f"{folder.name}-n*.npz")
+    return npz
 
 
 def pngs(folder: Path) -> dict[str, bytes]:
