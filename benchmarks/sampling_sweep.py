@@ -42,7 +42,7 @@ def main(args) -> list[dict]:
     tradeoff.check_outputs(args, md=args.out_md, csv=args.out_csv)
     for cfg_scale, temperature in grid(args):  # validated (finite, in range) before the model loads
         try:
-            DecodeConfig(window=args.w_min, adaptive=True, cfg_scale=cfg_scale, temperature=temperature)
+            DecodeConfig(window=args.window, adaptive=args.adaptive, cfg_scale=cfg_scale, temperature=temperature)
         except ValueError as e:
             raise ValueError(f"--cfg-scales/--temperatures point cfg {cfg_scale}, temperature {temperature}: "
                              f"{e}") from None

@@ -295,7 +295,7 @@ def check_run_args(args) -> None:
                              "tokenizer spec"), ("--classifier", args.classifier, "classifier checkpoint")):
         check_input_file(path, flag, what)
     for name in ("windows", "adaptive_windows", "placeholder_windows", "compat_windows", "draft_lens",
-                 "draft_windows", "w_min"):
+                 "draft_windows", "window"):
         if hasattr(args, name):
             check_positive(**{name: getattr(args, name)})
     set_threads(args)
