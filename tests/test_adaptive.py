@@ -166,3 +166,25 @@ def test_cli_reports_adaptive_telemetry(tmp_path, capsys):
     assert all(num_passes(Layout(24, 24, 1), 4) <= p <= 576 for p in report["image_passes"])
     assert report["forward_passes"] == max(report["image_passes"])
     assert all(5 <= w["min"] <= w["mean"] <= w["max"] <= 24 for w in report["accepted_window"])
+
+
+@pytest.mark.parametrize("v", [2, 7, 130, 300])
+def test_a_rejection_resamples_where_p_exceeds_q(v):
+    """After a rejection the token comes from norm(max(0, p - q)): p(x) > q(x), for every draft,
+    uniform and pair of distributions with filtered (zero) entries on either side."""
+    gen = torch.Generator().manual_seed(v)
+    n = 4000
+    p, q = torch.rand(2, n, v, generator=gen) ** 3
+    p[torch.rand(n, v, generator=gen) < 0.3] = 0
+    q[torch.rand(n, v, generator=gen) < 0.3] = 0
+    p[:, 0] += 1e-3  # no empty distribution
+    q[:, -1] += 1e-3
+    p, q = p / p.sum(-1, keepdim=True), q / q.sum(-1, keepdim=True)
+    cells = torch.arange(n)[None]
+    draft = sample_logits(torch.log(q)[None], draw_key(torch.tensor([v]), cells, PURPOSE_TOKEN))
+    token, accepted = verify_draft(p[None], q[None], draft, draw_key(torch.tensor([v]), cells, PURPOSE_ACCEPT),
+                                   draw_key(torch.tensor([v]), cells, PURPOSE_RESIDUAL))
+    x = token[0, ~accepted[0]]
+    assert len(x) > n // 10  # many rejections
+    rows = (~accepted[0]).nonzero()[:, 0]
+    assert (p[rows, x] > q[rows, x]).all()
