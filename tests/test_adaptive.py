@@ -196,3 +196,25 @@ def test_passes_left_bound_is_a_lower_bound_and_host_reads_are_few(config):
     per_pass_reads = total - state.min_passes + 1
     assert per_pass_reads >= 8, "the decode must have a tail past its minimum for the count to mean something"
     assert 1 <= state.host_reads <= per_pass_reads // 2, (state.host_reads, per_pass_reads)
+
+
+@pytest.mark.parametrize("v", [2, 7, 130, 300])
+def test_a_rejection_resamples_where_p_exceeds_q(v):
+    """After a rejection the token comes from norm(max(0, p - q)): p(x) > q(x), for every draft,
+    uniform and pair of distributions with filtered (zero) entries on either side."""
+    gen = torch.Generator().manual_seed(v)
+    n = 4000
+    p, q = torch.rand(2, n, v, generator=gen) ** 3
+    p[torch.rand(n, v, generator=gen) < 0.3] = 0
+    q[torch.rand(n, v, generator=gen) < 0.3] = 0
+    p[:, 0] += 1e-3  # no empty distribution
+    q[:, -1] += 1e-3
+    p, q = p / p.sum(-1, keepdim=True), q / q.sum(-1, keepdim=True)
+    cells = torch.arange(n)[None]
+    draft = sample_logits(torch.log(q)[None], draw_key(torch.tensor([v]), cells, PURPOSE_TOKEN))
+    token, accepted = verify_draft(p[None], q[None], draft, draw_key(torch.tensor([v]), cells, PURPOSE_ACCEPT),
+                                   draw_key(torch.tensor([v]), cells, PURPOSE_RESIDUAL))
+    x = token[0, ~accepted[0]]
+    assert len(x) > n // 10  # many rejections
+    rows = (~accepted[0]).nonzero()[:, 0]
+    assert (p[rows, x] > q[rows, x]).all()

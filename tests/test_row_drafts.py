@@ -229,3 +229,56 @@ def test_every_family_drafts_through_the_cli(module, argv, tmp_path, capsys):
     assert report["forward_passes"] == max(report["image_passes"])
     assert all(1.0 <= t <= 3.0 for t in report["tokens_per_row_pass"])
     assert len(report["draft_rejections"]) == len(report["image_passes"])
+
+
+class CertainModel(CountingModel):
+    """Every query predicts `code` with certainty (a huge logit there): every row draft is kept."""
+
+    def __init__(self, model, code):
+        super().__init__(model)
+        self.code = code
+
+    def __call__(self, *args):
+        return super().__call__(*args).index_fill(-1, torch.tensor([self.code]), 1e4)
+
+
+def accepted_drafts_passes(H, W, w, serial, L):
+    """Passes of a decode whose every draft is kept, from the rules alone: the prefill decides (0, 0);
+    each pass an open row decides the next L + 1 cells the window rule allows given the counts before
+    the pass (cell c needs min(c + w_r, W) tokens above), an unopened row opens with one token once
+    the row above holds min(w_r, W); w_1 = W with the serial first row."""
+    windows = [W, W if serial else min(w, W)] + [min(w, W)] * (H - 2)
+    count, passes = [1] + [0] * (H - 1), 1
+    while min(count) < W:
+        before = list(count)
+        for r in range(H):
+            above = W if r == 0 else before[r - 1]
+            lane = 1 if before[r] == 0 else L + 1  # an opener decides only (r, 0)
+            c = before[r]
+            while c < W and c - before[r] < lane and above >= min(c + windows[r], W):
+                c += 1
+            count[r] = c
+        passes += 1
+    return passes
+
+
+@pytest.mark.parametrize("window,first_row", [(1, "early"), (1, "serial"), (2, "early"), (None, None)])
+@pytest.mark.parametrize("draft_len", [1, 2, 4])
+def test_certain_model_meets_the_drafted_pass_bound(window, first_row, draft_len):
+    """With every draft kept the decode runs exactly the passes the rules give, no more: the engine
+    asks whether it is done from its lower bound on (row 0 alone needs 1 + ceil((W-1)/(L+1))
+    passes, each further row one more), and the early first row at w = 1 meets that bound."""
+    gpt = tiny_gpt(6, seed=1)
+    H = W = 6
+    for init in ("above", "left"):
+        config = DecodeConfig(window=window, first_row=first_row, draft_len=draft_len, draft_init=init,
+                              cfg_scale=2.0)
+        certain = CertainModel(gpt, code=5)
+        with torch.inference_mode():
+            result = generate(certain, torch.tensor([1, 2]), torch.tensor([3, 4]), config)
+        serial = window is not None and first_row == "serial"
+        expected = accepted_drafts_passes(H, W, window or W, serial, draft_len)
+        assert certain.calls == result.forward_passes == expected, (init, certain.calls, expected)
+        assert (result.tokens == 5).all() and result.draft_rejections == [0, 0]
+        if window == 1 and first_row == "early":
+            assert expected == 1 + -(-(W - 1) // (draft_len + 1)) + H - 1

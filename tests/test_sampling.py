@@ -1,4 +1,5 @@
-"""Sampling maths: exact filters against reference loops, statistical tests of the counter-based draws."""
+"""Sampling maths: exact filters against reference loops, statistical tests of the counter-based draws,
+the inverse-CDF contract at exact ties and under rounding at block boundaries, seed packing."""
 import math
 
 import numpy as np
@@ -132,3 +133,101 @@ def test_two_level_inverse_cdf_equals_the_flat_one(vocab):
     ours = sample_probs(p[:, None].expand(-1, 50, -1), u)
     assert torch.equal(ours, flat)
     assert (p.gather(1, ours) > 0).all()
+
+
+def exact_weights(gen, vocab, rows):
+    """(rows, vocab) small integer weights, half of them zero, some whole blocks empty: every
+    cumulative sum is exact in float32 and float64, so the contract has one answer even at ties."""
+    w = torch.randint(1, 4, (rows, vocab), generator=gen).float()
+    w[torch.rand(rows, vocab, generator=gen) < 0.5] = 0
+    w[1::2, 128:256] = 0
+    w[2, :] = 0
+    w[2, -1] = 1  # only the very last entry
+    w[w.sum(-1) == 0, 0] = 1
+    return w
+
+
+def boundary_uniforms(cdf, total, ulps=2):
+    """Uniforms that put u * total on every distinct cumulative sum, a few ulps either side of it,
+    and at the ends of [0, 1)."""
+    ends = torch.tensor([0.0, 2**-33, 1 - 2**-33, 1 - 2**-53], dtype=torch.float64)
+    u = torch.cat([ends, cdf.unique()[:-1] / total])
+    around = [u]
+    up, down = u, u
+    for _ in range(ulps):
+        up, down = torch.nextafter(up, torch.ones_like(u)), torch.nextafter(down, torch.zeros_like(u))
+        around += [up, down]
+    return torch.cat(around).clamp(min=0, max=1 - 2**-53)
+
+
+@pytest.mark.parametrize("vocab", [1, 2, 5, 127, 128, 129, 255, 256, 257, 300, 1000])
+def test_inverse_cdf_takes_the_first_index_exceeding_at_exact_ties(vocab):
+    """With exact cumulative sums the contract is a brute-force search: the first index whose sum
+    exceeds u * total, so u * total on a boundary belongs to the next non-zero entry; u = 0 to the
+    first non-zero entry. Every index is in [0, V) and has p > 0."""
+    gen = torch.Generator().manual_seed(vocab)
+    ties = 0
+    for p in exact_weights(gen, vocab, 6):
+        cdf = p.double().cumsum(-1)
+        total = float(cdf[-1])
+        u = boundary_uniforms(cdf, total)
+        got = sample_probs(p.expand(len(u), -1), u)
+        x = u * total  # the product the sampler forms: its total is exact here
+        want = torch.searchsorted(cdf, x, right=True)
+        ties += int(torch.isin(x, cdf).sum())
+        assert (got < vocab).all() and (p[got] > 0).all(), vocab
+        assert torch.equal(got, want), (vocab, u[got != want][:4].tolist(), got[got != want][:4].tolist())
+    assert ties > 0 or vocab == 1
+
+
+def rounding_weights(gen, vocab, block):
+    """Float weights whose block sums round differently from the sums inside a block: heavy-tailed
+    random rows, and a row whose blocks are (0, 1, then codes of weight 2**-54): torch's float64 sum
+    of such a block (several accumulators on CPU) exceeds its cumulative sum (one accumulator, which
+    drops every 2**-54 after the 1) by tens of ulps. Every block starts with a zero entry, so an
+    index that spills into the next block has p = 0; the crafted row's blocks also end with one."""
+    p = torch.rand(4, vocab, generator=gen) ** 6
+    p[torch.rand(4, vocab, generator=gen) < 0.5] = 0
+    p[-1] = 2.0**-54
+    p[-1, 1::block] = 1.0
+    p[-1, block - 1::block] = 0
+    p[:, ::block] = 0
+    return p
+
+
+@pytest.mark.parametrize("vocab,block", [(1000, 128), (700, 128), (333, 16), (1500, 128)])
+def test_inverse_cdf_near_block_boundaries_under_rounding(vocab, block):
+    """Where block sums and in-block sums round differently, u * total just below a block's end can
+    land past the block's own cumulative sum. The draw must still be an index < V with p > 0 whose
+    interval [cdf - p, cdf) holds u * total up to rounding; away from every boundary it is the first
+    index whose (float64) cumulative sum exceeds u * total."""
+    gen = torch.Generator().manual_seed(vocab + block)
+    for p in rounding_weights(gen, vocab, block):
+        cdf = p.double().cumsum(-1)
+        total = float(cdf[-1])
+        # block ends as a flat cumulative sum and as the sampler's sums of block sums see them
+        block_sums = torch.nn.functional.pad(p, (0, -vocab % block)).view(-1, block).sum(-1, dtype=torch.float64)
+        ends = torch.cat([cdf[block - 1::block], block_sums.cumsum(-1)])
+        u = boundary_uniforms(ends, total, ulps=24)
+        got = sample_probs(p.expand(len(u), -1), u, block)
+        assert (got < vocab).all() and (p[got] > 0).all()
+        x, tol = u * total, 1e-9 * total
+        assert ((cdf[got] - p[got].double() - tol <= x) & (x < cdf[got] + tol)).all()
+        clear = (cdf[None, :] - x[:, None]).abs().min(-1).values > tol
+        assert torch.equal(got[clear], torch.searchsorted(cdf, x[clear], right=True))
+
+
+def test_image_seeds_distinct_at_large_indices_and_seeds():
+    """(base, index) -> seed is injective over the whole range: indices past 2**16, 2**20 and 2**31
+    never collide with another base's small indices, and base seeds reach 2**31 - 1."""
+    bases = [0, 1, 2, 15, 16, 255, 256, 2**15, 2**16, 2**20, 2**31 - 2, 2**31 - 1]
+    indices = [0, 1, 2, 255, 256, 65535, 65536, 65537, 2**20 - 1, 2**20, 2**20 + 1, 2**24, 2**31 - 1, 2**31,
+               2**32 - 1]
+    seeds = {(base, i): s for base in bases for i, s in zip(indices, image_seeds(base, torch.tensor(indices)).tolist())}
+    assert len(set(seeds.values())) == len(seeds)
+    assert seeds[0, 65536] != seeds[1, 0] and seeds[0, 2**20] != seeds[16, 0] and seeds[0, 2**31] != seeds[1, 0]
+    # distinct seeds give distinct keys: the hash reads all 64 bits
+    keys = draw_key(torch.tensor(list(seeds.values())), torch.zeros(len(seeds), 1, dtype=torch.int64), PURPOSE_TOKEN)
+    assert len(set(keys[:, 0].tolist())) == len(seeds)
+    with pytest.raises(ValueError, match="seed"):
+        image_seeds(2**31, torch.arange(2))

@@ -1,0 +1,211 @@
+"""Fault injection: plant one-line bugs in a scratch copy of the repository and check that the tests
+named for each one catch it (fail), while the same tests pass on the unchanged copy.
+
+    python tests/mutations.py                  # every mutation
+    python tests/mutations.py --only tie       # those whose name contains "tie"
+    python tests/mutations.py --verbose        # and name the tests that failed under each
+
+The work tree is never modified: its files (tracked, plus untracked ones git does not ignore) are
+copied to a temporary folder, and each mutation is applied there and undone after its run. Exit
+status 1 when a mutation is missed or the unchanged copy fails its tests. Not a test module:
+tests/test_mutations.py only checks that every mutation still applies to the current sources.
+"""
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Mutation:
+    name: str
+    file: str  # relative to the repository root
+    old: str  # exact text, found exactly once in the file
+    new: str
+    tests: tuple[str, ...]  # pytest node ids that must fail once the mutation is applied
+
+
+SAMPLING, ADAPTIVE, ROW_DRAFTS = "tests/test_sampling.py", "tests/test_adaptive.py", "tests/test_row_drafts.py"
+TIES = f"{SAMPLING}::test_inverse_cdf_takes_the_first_index_exceeding_at_exact_ties"
+ROUNDING = f"{SAMPLING}::test_inverse_cdf_near_block_boundaries_under_rounding"
+SEEDS = f"{SAMPLING}::test_image_seeds_distinct_at_large_indices_and_seeds"
+RESIDUAL = f"{ADAPTIVE}::test_a_rejection_resamples_where_p_exceeds_q"
+BOUND = f"{ROW_DRAFTS}::test_certain_model_meets_the_drafted_pass_bound"
+OPENINGS = "tests/test_draw_keys.py::test_adaptive_openings_count_attempts_and_replay"
+REDRAWS = "tests/test_draw_keys.py::test_row_draft_draws_replay_with_fresh_attempts"
+VISIBILITY = "tests/test_visibility.py"
+
+MUTATIONS = [
+    # 1. the sampler's boundary contract
+    Mutation("sampler: in-block tie goes to the entry that only reaches u*total", "common/sampling.py",
+             "cumsum(-1), x - before, right=True)", "cumsum(-1), x - before, right=False)", (TIES,)),
+    Mutation("sampler: block tie goes to the block that only reaches u*total", "common/sampling.py",
+             "searchsorted(block_cdf, x, right=True)", "searchsorted(block_cdf, x, right=False)", (TIES,)),
+    Mutation("sampler: no fallback when rounding puts u*total past the block", "common/sampling.py",
+             "return (b * block + torch.minimum(j, last))[..., 0]", "return (b * block + j)[..., 0]", (ROUNDING,)),
+    Mutation("sampler: fallback takes the block's first non-zero entry", "common/sampling.py",
+             "last = (block - 1) - (inner > 0).flip(-1).to(torch.int32).argmax(-1, keepdim=True)",
+             "last = (inner > 0).to(torch.int32).argmax(-1, keepdim=True)", (ROUNDING,)),
+    Mutation("sampler: fallback takes the block's last entry, zero or not", "common/sampling.py",
+             "last = (block - 1) - (inner > 0).flip(-1).to(torch.int32).argmax(-1, keepdim=True)",
+             "last = torch.full_like(j, block - 1)", (ROUNDING,)),
+    # 2. the drafted pass-count lower bound
+    Mutation("engine: drafted lower bound one pass too high", "common/engine.py",
+             "return 1 + -(-(layout.cols - 1) // (config.draft_len + 1)) + layout.rows - 1",
+             "return 2 + -(-(layout.cols - 1) // (config.draft_len + 1)) + layout.rows - 1", (BOUND,)),
+    Mutation("engine: drafted lower bound counts L tokens a pass, not L + 1", "common/engine.py",
+             "-(-(layout.cols - 1) // (config.draft_len + 1))", "-(-(layout.cols - 1) // config.draft_len)", (BOUND,)),
+    # 3. seed packing
+    Mutation("image_seeds: 16 bits for the image index", "common/sampling.py",
+             "return base_seed * 2**32 + indices", "return base_seed * 2**16 + indices", (SEEDS,)),
+    Mutation("image_seeds: 31 bits for the image index", "common/sampling.py",
+             "return base_seed * 2**32 + indices", "return base_seed * 2**31 + indices", (SEEDS,)),
+    Mutation("image_seeds: base seed 2**31 accepted", "common/sampling.py",
+             "if not 0 <= base_seed < 2**31:", "if not 0 <= base_seed <= 2**31:", (SEEDS,)),
+    # 4. fresh randomness per attempt
+    Mutation("scheduler: opener attempt counter never incremented", "common/scheduler.py",
+             "state.attempts += plan.open_lane.long()", "state.attempts += 0 * plan.open_lane.long()", (OPENINGS,)),
+    Mutation("engine: opener tests reuse attempt 0 keys", "common/engine.py",
+             "attempt = (pb.attempts * is_open).sum(1, keepdim=True)",
+             "attempt = torch.zeros_like(pb.attempts[:, :1])", (OPENINGS,)),
+    Mutation("engine: draw counter not incremented when a token is written", "common/engine.py",
+             "state.draws.scatter_add_(1, cells, torch.ones_like(cells))",
+             "state.draws.scatter_add_(1, cells, torch.zeros_like(cells))", (REDRAWS,)),
+    Mutation("engine: token draws keyed at attempt 0 whatever the draw count", "common/engine.py",
+             "keys = draw_key(state.seeds, cells, PURPOSE_TOKEN, state.draws.gather(1, cells))",
+             "keys = draw_key(state.seeds, cells, PURPOSE_TOKEN)", (REDRAWS,)),
+    Mutation("row drafts: checks keyed at attempt 0", "common/row_drafts.py",
+             "    attempt = state.draws.gather(1, cells)\n    key = lambda",
+             "    attempt = torch.zeros_like(cells)\n    key = lambda", (REDRAWS,)),
+    Mutation("engine: opener resample reuses the acceptance uniform", "common/engine.py",
+             "keys(PURPOSE_ACCEPT), keys(PURPOSE_RESIDUAL))", "keys(PURPOSE_ACCEPT), keys(PURPOSE_ACCEPT))",
+             (OPENINGS,)),
+    # 5. the residual distribution
+    Mutation("residual drawn from p instead of max(0, p - q)", "common/sampling.py",
+             "r = (p - q).clamp(min=0)", "r = p.clamp(min=0)", (RESIDUAL, OPENINGS)),
+    Mutation("residual from max(0, q - p)", "common/sampling.py",
+             "r = (p - q).clamp(min=0)", "r = (q - p).clamp(min=0)", (RESIDUAL, OPENINGS)),
+    # 6. visibility
+    Mutation("masks: a row draft visible to every row", "common/masks.py",
+             "(draft_slots[:, None, :] & (slot_rows == query_rows[..., None]))",
+             "draft_slots[:, None, :]", (VISIBILITY,)),
+    Mutation("scheduler: draft-fed slots live for everyone in their pass", "common/scheduler.py",
+             "slots, on & ~draft_fed)", "slots, on)", (VISIBILITY,)),
+    Mutation("scheduler: placeholder never retired by the real last token", "common/scheduler.py",
+             "live[:, self.opener_base:self.scratch] &= ~feeds_last[:, :-1]",
+             "live[:, self.opener_base:self.scratch] &= True", (VISIBILITY,)),
+    Mutation("scheduler: placeholder does not shadow the real slot (compat)", "common/scheduler.py",
+             "live.scatter_(1, torch.where(opener & ~real, stands_for, self.scratch), False)",
+             "live.scatter_(1, torch.where(opener & ~real, self.scratch, self.scratch), False)", (VISIBILITY,)),
+    Mutation("scheduler: the last kept draft's entry is not made live", "common/scheduler.py",
+             "(fed_col < padded.gather(1, plan.query_rows) - 1)",
+             "(fed_col < padded.gather(1, plan.query_rows) - 2)", (VISIBILITY,)),
+    Mutation("masks: a query does not read its own slot", "common/masks.py",
+             "earlier = slot_positions.to(torch.int32) <= positions",
+             "earlier = slot_positions.to(torch.int32) < positions", (VISIBILITY,)),
+    Mutation("engine: every image's mask from the first image's live slots", "common/engine.py",
+             "mask = visibility_mask(_for_model(plan.live, cfg)",
+             "mask = visibility_mask(_for_model(plan.live[:1], cfg)", (VISIBILITY,)),
+    # more one-line engine bugs
+    Mutation("engine: opener draft distribution never updated", "common/engine.py",
+             "state.draft_probs.copy_(torch.where(is_open.any(1, keepdim=True), p_open, state.draft_probs))",
+             "state.draft_probs.copy_(state.draft_probs)", (OPENINGS,)),
+    Mutation("row drafts: the rejected draft kept instead of its resample", "common/row_drafts.py",
+             "tokens = torch.where(is_check & (cols < first_here), draft,",
+             "tokens = torch.where(is_check & (cols <= first_here), draft,", (REDRAWS,)),
+    Mutation("row drafts: redrafts keep the old q", "common/row_drafts.py",
+             "redrafted = on_row & (cols > first_here)", "redrafted = on_row & (cols > W)", (REDRAWS,)),
+    Mutation("row drafts: a rejected draft redrawn from p, not the residual", "common/row_drafts.py",
+             "(cols == first_here), resampled, drawn))", "(cols == first_here), drawn, drawn))", (REDRAWS,)),
+    Mutation("row drafts: ring entries of different rows collide", "common/row_drafts.py",
+             "(rows % scheduler.draft_rows) * L + cols % L", "(rows % scheduler.draft_rows) + cols % L", (REDRAWS,)),
+    # exact all the same (a point-mass q conditions on the draft), but it accepts less than documented
+    Mutation("row drafts: a random draft tested as if its q were a point mass", "common/row_drafts.py",
+             "return code, Q_UNIFORM", "return code, Q_POINT", (REDRAWS,)),
+    Mutation("engine: verification compares against q from the wrong image", "common/engine.py",
+             "token, ok = verify_draft(p_open, state.draft_probs, draft,",
+             "token, ok = verify_draft(p_open, state.draft_probs.roll(1, 0), draft,", (OPENINGS,)),
+]
+
+
+def copy_sources(dest: Path) -> None:
+    """The work tree's files that git tracks or would track (untracked, not ignored) -> dest."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                            check=True, capture_output=True).stdout.decode().split("\0")
+    for name in filter(None, listed):
+        src = ROOT / name
+        if src.is_file():  # a deleted, not yet staged file is still listed
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name)
+
+
+def run_tests(root: Path, tests, timeout: float) -> tuple[int | None, float, list[str]]:
+    """Run the tests in one process without workers: (pytest exit status, None on timeout; seconds;
+    the failing tests, by function name and parameters)."""
+    start = time.monotonic()
+    cmd = [sys.executable, "-m", "pytest", "-q", "-rfE", "-n", "0", "-p", "no:cacheprovider", *tests]
+    try:
+        done = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=timeout,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+    except subprocess.TimeoutExpired:
+        return None, time.monotonic() - start, []
+    failed = [line.split()[1].split("::", 1)[-1] for line in done.stdout.splitlines()
+              if line.startswith(("FAILED ", "ERROR "))]
+    return done.returncode, time.monotonic() - start, failed
+
+
+def apply(root: Path, m: Mutation) -> str:
+    """Apply m in the copy; returns the original text to restore."""
+    path = root / m.file
+    text = path.read_text()
+    if text.count(m.old) != 1:
+        raise ValueError(f"{m.name}: the old text occurs {text.count(m.old)} times in {m.file}")
+    path.write_text(text.replace(m.old, m.new))
+    return text
+
+
+def main(args) -> int:
+    chosen = [m for m in MUTATIONS if not args.only or any(s in m.name for s in args.only)]
+    with tempfile.TemporaryDirectory(prefix="mutations-") as tmp:
+        root = Path(tmp)
+        copy_sources(root)
+        needed = sorted({t for m in chosen for t in m.tests})
+        status, seconds, failed = run_tests(root, needed, args.timeout * 4)
+        print(f"unchanged copy: {'pass' if status == 0 else 'FAIL'} ({seconds:.0f} s, {len(needed)} test ids)")
+        if status != 0:
+            print("\n".join(f"  failing: {name}" for name in failed))
+            return 1
+        caught = 0
+        for m in chosen:
+            original = apply(root, m)
+            try:
+                status, seconds, failed = run_tests(root, m.tests, args.timeout)
+            finally:
+                (root / m.file).write_text(original)
+            verdict = {0: "MISSED", None: "caught (timeout)", 1: "caught"}.get(status, f"caught (pytest exit {status})")
+            caught += status != 0
+            print(f"{verdict:>8}  {m.name}  [{m.file}; {seconds:.0f} s]", flush=True)
+            if args.verbose and failed:
+                by_test = Counter(name.split("[")[0] for name in failed)
+                print("          failed: " + ", ".join(f"{name} ({n})" for name, n in by_test.items()))
+    print(f"catch rate: {caught}/{len(chosen)} = {caught / max(len(chosen), 1):.0%}")
+    return 0 if caught == len(chosen) else 1
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", nargs="*", default=[], metavar="TEXT",
+                        help="run only the mutations whose name contains one of these strings")
+    parser.add_argument("--timeout", type=float, default=300, help="seconds per mutation's test run")
+    parser.add_argument("--verbose", action=argparse.BooleanOptionalAction, default=False,
+                        help="name the failing tests under each caught mutation (with how many parameter sets failed)")
+    sys.exit(main(parser.parse_args()))
