@@ -7,12 +7,14 @@ to ours plus the release's header passes. Each of the rule's four differences fr
 (common.official: window numbering, header passes, unconditional branch, prompt attention) is needed:
 without any one of them these tests fail."""
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
 from common.config import DecodeConfig
+from common.engine import start_decode
 from common.llama import LlamaConfig, LlamaDecoder
 from common.official import OFFICIAL_RULES, prompt_attention
 from lumina_mgpt.generate import cli
@@ -108,6 +110,15 @@ def test_windows_the_release_fails_at_are_refused(pipe, window):
     assert failed and all("error" in c for c in failed)
     with pytest.raises(ValueError, match=r"zipar_window_size, 2 <= window <= W \+ 1 = 49"):
         run_compat(pipe, failed[:1])
+
+
+def test_the_engine_refuses_a_prefix_against_the_prompt_attention(pipe):
+    """A bidirectional prompt is the pipeline's to mark (Condition.bidirectional); the engine checks that
+    the condition it gets matches the rule instead of decoding with the wrong prefill."""
+    config = DecodeConfig(window=14, compat="official")
+    condition, layout = pipe.condition(["a cat"], GOLDEN["size"], replace(config, prompt_attention="causal"))
+    with pytest.raises(ValueError, match="bidirectional slots"):
+        start_decode(pipe.coded, condition, torch.tensor([0]), layout, config, pipe.eol_row(layout.rows))
 
 
 def test_prompt_attention_is_a_compat_choice():

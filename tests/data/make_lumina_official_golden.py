@@ -10,8 +10,9 @@ released code itself is never stored here.
 
 Settings: 768 x 768 (48 x 48 tokens, the only size the release supports), batch 1 (the only batch),
 greedy (image top-k 1: the release's multinomial then has one choice), the model in float64 (in float32,
-summation-order differences flip near-ties: 2 of 8192 codes 4e-6 apart sent one of 20 decodes on another
-path at cell 1782; the release casts its logits to float32 either way), BOI and the two size tokens forced
+summation order decides near-ties: at eager, cfg 3, window 49 two codes 4e-6 apart at cell 1782 put ours
+and the release's float32 run on different paths, and the release's float32 and float64 runs differ there
+too; the release casts its logits to float32 either way), BOI and the two size tokens forced
 by a logits processor put first (the release samples them), prompts from tests.helpers.lumina's
 stand-in tokenizer at the real Chameleon ids. Two prefill variants: "sdpa", the model loaded as the
 release loads it (from_pretrained leaves config._attn_implementation = "sdpa"), and "eager", loaded with
