@@ -50,6 +50,7 @@ from common.cli import (HelpFormatter, add_deprecated, add_flag, add_runtime_arg
 from common.config import PRECISIONS, DecodeConfig, add_decode_args, decode_config_from_args
 from common.fingerprint import fingerprint
 from common.images import save_png_with_text_atomic, to_fid_uint8
+from common.official import active_rule
 from common.placeholder import COMPAT_POLICY, DEFAULT_POLICY
 from common.prompts import collect_prompts
 from common.ranks import agree, attempt, barrier, dist_env
@@ -159,7 +160,8 @@ def run_name(args: argparse.Namespace, config: DecodeConfig) -> str:
     default = COMPAT_POLICY if config.compat else DEFAULT_POLICY
     placeholder = None if config.placeholder == default else config.placeholder.replace(":", "_")
     first_row = config.first_row and f"first-row-{config.first_row}"  # None: the family's default rule
-    decoding += "".join(f"-{x}" for x in (config.compat, placeholder, first_row) if x)
+    attention = config.prompt_attention and f"prompt-{config.prompt_attention}"  # None: compat's default
+    decoding += "".join(f"-{x}" for x in (config.compat, attention, placeholder, first_row) if x)
     decoding += f"-sjd{config.draft_len}-{config.draft_init}" if config.draft_len else ""
     cfg = f"{config.cfg_scale}" + ("" if config.cfg_interval == -1 else f"-interval-{config.cfg_interval}")
     other = args.random_init and args.config is not None and args.config != preset_of(args.model).config
@@ -210,12 +212,15 @@ def stats(values: list[float]) -> dict:
 def summarize(args, config: DecodeConfig, sampler, texts: list[dict], per_rank: list[dict], wall: float,
               device: torch.device, npz: Path) -> dict:
     rows, cols = sampler.grid
+    rule = active_rule(sampler.layout.family, config.compat)
     generated = sum(r["generated"] for r in per_rank)
     summary = {
         "model": args.model, "preset": asdict(preset_of(args.model)), "num_images": len(texts),
         "grid": [rows, cols], "image_size_eval": args.image_size_eval,
-        "decoding": {**asdict(config), "effective_window": config.window_for(cols)},
+        "decoding": {**asdict(config), "effective_window": config.window_for(sampler.layout)},
         "forward_passes": stats([int(t["forward_passes"]) for t in texts]),
+        # compat="official": header passes the released code spends on tokens our prefill holds (common.official)
+        "official_header_passes": None if rule is None else rule.header_passes,
         "ntp_forward_passes": sampler.ntp_passes,  # the engine's NTP (end-of-row tokens ride along)
         "ntp_forward_passes_official": sampler.ntp_passes_official,
         "adaptive": None, "row_drafts": None,

@@ -21,6 +21,7 @@ from common.determinism import use_deterministic_kernels
 from common.engine import CUDA_GRAPHS, DecodeResult
 from common.images import IMAGE_FORMATS, save_png_atomic
 from common.sampling import image_seeds
+from common.official import active_rule, prompt_attention
 from common.schedule import Layout, first_row_rule, num_passes
 
 # bad input a user can fix: reported as one line, exit status 2 (no traceback)
@@ -324,7 +325,7 @@ def _check_writable_dir(folder: Path, flag: str, given: Path) -> None:
 
 
 @contextmanager
-def pass_progress(config: DecodeConfig, rows: int, cols: int, quiet: bool, end_of_row: bool = False):
+def pass_progress(config: DecodeConfig, layout: Layout, quiet: bool):
     """A tqdm bar over forward passes on stderr; yields the engine's on_pass callback (None when quiet).
     Total: the schedule's pass count (adaptive windows: NTP's, an upper bound)."""
     if quiet:
@@ -332,8 +333,8 @@ def pass_progress(config: DecodeConfig, rows: int, cols: int, quiet: bool, end_o
         return
     from tqdm import tqdm
 
-    window = cols if config.adaptive else config.window_for(cols)
-    bar = tqdm(total=num_passes(Layout(rows, cols, 1, end_of_row), window, config.compat, config.first_row),
+    window = None if config.adaptive else config.window
+    bar = tqdm(total=num_passes(layout, window, config.compat, config.first_row),
                desc="decoding", unit="pass",
                file=sys.stderr, leave=False)
     try:
@@ -342,14 +343,18 @@ def pass_progress(config: DecodeConfig, rows: int, cols: int, quiet: bool, end_o
         bar.close()
 
 
-def note_window(config: DecodeConfig, cols: int, args: argparse.Namespace) -> None:
+def note_window(config: DecodeConfig, layout: Layout, args: argparse.Namespace) -> None:
     """Say on stderr when a window at least the row width makes the run plain next-token prediction. Equal
     tokens are promised where they hold: on a CPU, or in fp32 (a GPU's bf16/fp16 kernels differ by pass
     shape, and NTP's passes have other shapes than a window's; benchmarks/gpu_suite.py measures it)."""
-    if config.window is not None and config.window >= cols:
+    cols, w = layout.cols, config.window_for(layout)
+    if config.window is not None and w >= cols:
         exact = torch.device(args.device).type == "cpu" or args.precision == "fp32"
         same = "same tokens as --ntp" if exact else f"same schedule as --ntp; in {args.precision} on a GPU tokens can differ"
-        print(f"note: --window {config.window} >= the row width {cols}: this is plain next-token prediction "
+        asked = f"--window {config.window}" + (f" (the released code's numbering; ours {w})" if config.compat else "")
+        if config.compat:  # its prefix and guidance may differ from ours (common.official)
+            same = "the schedule of --ntp"
+        print(f"note: {asked} >= the row width {cols}: this is plain next-token prediction "
               f"({'adaptive openings are never drafted' if config.adaptive else same})",
               file=sys.stderr)
 
@@ -380,11 +385,11 @@ def run_end_of_row(pipe, prompts: list[str], size, config: DecodeConfig, args: a
     progress bar over the passes, write image i as --out-dir/{i:04d}.png (to_uint8: the family's official
     pixel conversion, (B, 3, h, w) -> (B, h, w, 3) uint8) and report (--json or one line on stderr)."""
     device = torch.device(args.device)
-    rows, cols = pipe.grid(size)
+    layout = pipe.layout(size)
     seeds = image_seeds(args.seed, torch.arange(len(prompts), device=device))
     start = time.perf_counter()
-    note_window(config, cols, args)
-    with pass_progress(config, rows, cols, args.quiet or args.json, end_of_row=True) as on_pass:
+    note_window(config, layout, args)
+    with pass_progress(config, layout, args.quiet or args.json) as on_pass:
         result = pipe.generate(prompts, seeds, config, size, on_pass=on_pass, compile=args.compile)
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -394,29 +399,43 @@ def run_end_of_row(pipe, prompts: list[str], size, config: DecodeConfig, args: a
     for i, pixels in enumerate(to_uint8(pipe.decode_images(result.tokens))):
         files.append(str(out / f"{i:04d}.png"))
         save_png_atomic(np.asarray(pixels), files[-1])
-    report = end_of_row_report(result, config, rows, cols, pipe.ntp_passes_official(rows, cols), seconds, files)
+    report = end_of_row_report(result, config, layout, pipe.ntp_passes_official(layout.rows, layout.cols), seconds,
+                               files)
     report["prompt_tokens"] = [len(pipe.prompt_ids(p, size)) for p in prompts]
     print_report(report, args.json, out)
     return report
 
 
-def end_of_row_report(result: DecodeResult, config: DecodeConfig, rows: int, cols: int, ntp_official: int,
+def end_of_row_report(result: DecodeResult, config: DecodeConfig, layout: Layout, ntp_official: int,
                       seconds: float, files: list[str]) -> dict:
     """The --json report of the text-to-image CLIs (end-of-row layouts): passes against NTP in our engine
     (end-of-row tokens ride along) and in the official loop (one pass per generated token)."""
     report = {
         "forward_passes": result.forward_passes,
-        "ntp_passes": num_passes(Layout(rows, cols, 1, end_of_row=True), cols),
+        "ntp_passes": num_passes(layout, None),
         "ntp_passes_official": ntp_official,
         "seconds": round(seconds, 4),
-        "grid": [rows, cols],
-        "window": config.window_for(cols),
-        "first_row": first_row_rule(Layout(rows, cols, 1, end_of_row=True), config.first_row, config.compat),
+        "grid": [layout.rows, layout.cols],
+        "window": config.window_for(layout),
+        "first_row": first_row_rule(layout, config.first_row, config.compat),
         "image_passes": result.image_passes,
         "files": files,
     }
+    report.update(official_report(config, layout, result))
     report.update(decode_telemetry(config, result))
     return report
+
+
+def official_report(config: DecodeConfig, layout: Layout, result: DecodeResult) -> dict:
+    """compat="official": the released code's window and forward calls (common.official), whose header
+    passes (Lumina-mGPT: BOI, H and W, one pass each) our prefill covers in its one pass."""
+    rule = active_rule(layout.family, config.compat)
+    if rule is None:
+        return {}
+    return {"compat": config.compat, "official_window": config.window,
+            "prompt_attention": prompt_attention(layout.family, config.compat, config.prompt_attention),
+            "header_passes": rule.header_passes,
+            "official_forward_passes": result.forward_passes + rule.header_passes}
 
 
 def decode_telemetry(config, result) -> dict:
@@ -440,6 +459,10 @@ def print_report(report: dict, as_json: bool, out) -> None:
         print(json.dumps(report))
     else:
         rows, cols = report["grid"]
-        print(f"{report['forward_passes']} forward passes (NTP: {report['ntp_passes']} engine, "
+        released = ""
+        if "official_forward_passes" in report:
+            released = (f" (the released code: {report['official_forward_passes']} forward calls, "
+                        f"{report['header_passes']} of them for the image header)")
+        print(f"{report['forward_passes']} forward passes{released} (NTP: {report['ntp_passes']} engine, "
               f"{report['ntp_passes_official']} official) in {report['seconds']:.2f}s on a {rows}x{cols} grid; "
               f"saved {len(report['files'])} images to {out}", file=sys.stderr)

@@ -19,11 +19,15 @@ class Condition:
     position_shift: (B_model,) int64 or None, subtracted from the RoPE position of every query of
     that row (clamped at 0): a row left-padded by p slots passes p, so its real tokens sit at
     positions 0, 1, ... as in an unpadded run.
+    bidirectional: (B_model, T) bool or None; in the prefix pass, these slots read each other whatever
+    their order (the prompt prefill of the released Lumina-mGPT ZipAR code, common.official); every
+    other prefix query reads causally.
     """
 
     embeddings: torch.Tensor
     valid: torch.Tensor | None = None
     position_shift: torch.Tensor | None = None
+    bidirectional: torch.Tensor | None = None
 
     def __post_init__(self):
         if self.embeddings.dim() != 3:
@@ -33,6 +37,9 @@ class Condition:
             raise ValueError(f"condition valid mask must be ({rows}, {length}), got {tuple(self.valid.shape)}")
         if self.position_shift is not None and tuple(self.position_shift.shape) != (rows,):
             raise ValueError(f"condition position_shift must be ({rows},), got {tuple(self.position_shift.shape)}")
+        if self.bidirectional is not None and tuple(self.bidirectional.shape) != (rows, length):
+            raise ValueError(f"condition bidirectional must be ({rows}, {length}), "
+                             f"got {tuple(self.bidirectional.shape)}")
 
     @property
     def rows(self) -> int:

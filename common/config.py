@@ -5,9 +5,10 @@ from dataclasses import dataclass
 
 import torch
 
+from common.official import PROMPT_ATTENTIONS
 from common.placeholder import COMPAT_POLICY, DEFAULT_POLICY, POLICIES, check_policy
 from common.row_drafts import DRAFT_INITS
-from common.schedule import FIRST_ROW_RULES, check_first_row
+from common.schedule import FIRST_ROW_RULES, Layout, check_first_row, schedule_window
 
 # --precision choices of every script: the model dtype
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -21,7 +22,9 @@ class DecodeConfig:
     adaptive: bool = False  # window is then w_min: row openings are drafted and verified (section 3.3)
     placeholder: str | None = None  # what a row's opening query is fed (common.placeholder); None: the
     # default, DEFAULT_POLICY, or the released code's "above" with compat="official"; set to it on construction
-    compat: str | None = None  # "official": the paper code's schedule and mask
+    compat: str | None = None  # "official": the family's released ZipAR code (common.official), window in its numbering
+    prompt_attention: str | None = None  # compat only: the prompt reads itself "causal"ly or "bidirectional"ly in the
+    # prefill; None: as the released code runs (common.official)
     first_row: str | None = None  # row 1 opens when row 0 is complete ("serial") or at the window ("early");
     # None: the layout's default, serial without end-of-row tokens (LlamaGen), early with (common.schedule)
     cfg_scale: float = 1.0  # > 1 runs an unconditional branch (LlamaGen semantics)
@@ -46,6 +49,12 @@ class DecodeConfig:
         if self.compat not in (None, "official"):
             raise ValueError(f"--compat must be 'official' or unset, got {self.compat!r}")
         check_first_row(self.first_row, self.compat)
+        if self.prompt_attention not in (None, *PROMPT_ATTENTIONS):
+            raise ValueError(f"--prompt-attention must be one of {', '.join(PROMPT_ATTENTIONS)} (or unset), "
+                             f"got {self.prompt_attention!r}")
+        if self.prompt_attention is not None and self.compat is None:
+            raise ValueError("--prompt-attention picks how the released code --compat official reproduces was loaded; "
+                             "use it with --compat official")
         if self.compat == "official" and self.placeholder != COMPAT_POLICY:
             raise ValueError("--compat official feeds the released code's placeholder, 'above'; drop --placeholder")
         # float flags: argparse's float() takes "nan" and "inf", and nan passes every comparison below
@@ -82,9 +91,9 @@ class DecodeConfig:
     def uses_cfg(self) -> bool:
         return self.cfg_scale > 1.0
 
-    def window_for(self, cols: int) -> int:
-        """The window the schedule uses on a grid of `cols` columns (NTP is w = W)."""
-        return cols if self.window is None else min(self.window, cols)
+    def window_for(self, layout: Layout) -> int:
+        """The window the schedule runs on `layout` (NTP is w = W; compat: common.schedule.schedule_window)."""
+        return schedule_window(layout, self.window, self.compat)
 
 
 def _check_number(flag: str, value: float, rule: str, ok) -> None:
@@ -107,8 +116,16 @@ def add_decode_args(parser: argparse.ArgumentParser, *, cfg_scale: float | None,
                         "of row r-1 (the paper code's choice; --compat official's), left = the latest token of row r, "
                         "mean = the mean token embedding, token:<id> = a fixed code (common/placeholder.py)")
     g.add_argument("--compat", choices=["official"], default=None,
-                   help="reproduce the paper's released LlamaGen code: first row serial, placeholder 'above', a mask "
-                        "that reads unwritten (zero) cache slots; windows 1 .. W-1")
+                   help="reproduce the paper's released code of the model family (common/official.py). LlamaGen: "
+                        "first row serial, placeholder 'above', a mask that reads unwritten (zero) cache slots; "
+                        "--window 1 .. W-1. Lumina-mGPT: --window is the release's zipar_window_size (our w + 1: it "
+                        "counts the row's lead token), 2 .. W+1; its CFG branch <s> + <pad>s; a bidirectional prompt "
+                        "prefill (see --prompt-attention); its 3 header passes are reported")
+    g.add_argument("--prompt-attention", choices=PROMPT_ATTENTIONS, default=None,
+                   help="with --compat official: how the prompt attends itself in the prefill. Default: as the "
+                        "release runs, bidirectional for Lumina-mGPT (loaded by from_pretrained with the sdpa config "
+                        "while its eager attention gets no prefill mask), causal for LlamaGen. Lumina-mGPT causal: "
+                        "the release loaded with attn_implementation='eager'")
     g.add_argument("--first-row", choices=FIRST_ROW_RULES, default=None,
                    help="when row 1 opens: serial = once row 0 is complete, 2W + (H-2)w passes (the paper's counts "
                         "and released code); early = after w tokens of row 0 like every row, (H-1)w + W passes; "
@@ -142,7 +159,8 @@ def decode_config_from_args(args: argparse.Namespace) -> DecodeConfig:
                          "--adaptive an adaptive ZipAR window (with --window as w_min)")
     return DecodeConfig(
         window=None if args.ntp else args.window, adaptive=args.adaptive and not args.ntp,
-        placeholder=args.placeholder, compat=args.compat, first_row=args.first_row,
+        placeholder=args.placeholder, compat=args.compat, prompt_attention=args.prompt_attention,
+        first_row=args.first_row,
         cfg_scale=args.cfg_scale, cfg_interval=args.cfg_interval, temperature=args.temperature,
         top_k=args.top_k, top_p=args.top_p, draft_len=args.draft_len, draft_init=args.draft_init,
     )

@@ -24,6 +24,7 @@ from common.condition import Condition, as_condition
 from common.config import DecodeConfig
 from common.kv_cache import KVCache
 from common.masks import visibility_mask
+from common.official import prompt_attention
 from common.placeholder import MEAN_INPUT, feeds_mean_embedding, fixed_token, mean_embedding
 from common import row_drafts
 from common.sampling import (PURPOSE_ACCEPT, PURPOSE_RESIDUAL, PURPOSE_TOKEN, draw_key, filter_logits, guide,
@@ -118,6 +119,11 @@ def start_decode(model: Decoder, condition: Condition | torch.Tensor, seeds: tor
     pass (fullgraph, static shapes; see `compiled_step`): one compilation per decode shape, the same tokens.
     """
     condition = as_condition(condition)
+    if (prompt_attention(layout.family, config.compat, config.prompt_attention) == "bidirectional") != \
+            (condition.bidirectional is not None):
+        raise ValueError(f"the condition's bidirectional slots must be given exactly when the prompt attention is "
+                         f"bidirectional (compat={config.compat!r}, prompt_attention={config.prompt_attention!r}, "
+                         f"family {layout.family!r})")
     device = condition.device
     batch, cfg = seeds.shape[0], config.uses_cfg
     model_batch = 2 * batch if cfg else batch
@@ -136,7 +142,7 @@ def start_decode(model: Decoder, condition: Condition | torch.Tensor, seeds: tor
     if condition.valid is not None:
         prefix_keys = torch.ones(model_batch, scheduler.num_slots, dtype=torch.bool, device=device)
         prefix_keys[:, :layout.prefix_len] = condition.valid.to(device)
-    min_passes = _min_passes(layout, scheduler.w_min, config)
+    min_passes = _min_passes(layout, config)
     step = decode_pass
     per_image = config.per_image_schedule
     pass_sizes = None if compile or per_image else scheduler.fixed_pass_sizes()
@@ -163,13 +169,13 @@ def compiled_step(compile: bool | str) -> Callable:
     return torch.compile(decode_pass, fullgraph=True, dynamic=False, backend=backend)
 
 
-def _min_passes(layout: Layout, window: int, config: DecodeConfig) -> int:
+def _min_passes(layout: Layout, config: DecodeConfig) -> int:
     """Passes every decode runs before asking whether it is done (fixed windows: exactly this many).
     With row drafts a row decides at most L + 1 tokens a pass, and each row completes in a later
     pass than the row above (its last cell needs that row complete): row 0 alone needs the prefix
     pass and ceil((W-1) / (L+1)) more, and each further row at least one."""
     if config.draft_len == 0:
-        return num_passes(layout, window, config.compat, config.first_row)
+        return num_passes(layout, config.window, config.compat, config.first_row)
     return 1 + -(-(layout.cols - 1) // (config.draft_len + 1)) + layout.rows - 1
 
 
@@ -217,6 +223,10 @@ def prefix_pass(model: Decoder, state: DecodeState) -> PassRecord:
     if state.prefix_keys is not None:  # padded condition slots: read by no query but their own
         own = torch.eye(layout.prefix_len, state.scheduler.num_slots, dtype=torch.bool, device=mask.device)
         mask = mask & (state.prefix_keys[:, None, :] | own)
+    if state.condition.bidirectional is not None:  # these slots read each other in any order
+        both = torch.zeros(model_batch, state.scheduler.num_slots, dtype=torch.bool, device=mask.device)
+        both[:, :layout.prefix_len] = state.condition.bidirectional.to(mask.device)
+        mask = mask | (both[:, :layout.prefix_len, None] & both[:, None, :])
     logits = model(prefix, _positions(state, pb.positions), pb.slots, mask, state.cache)
     num_codes = logits.shape[-1]
     _check_placeholder(model, state, num_codes, prefix.device)

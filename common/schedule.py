@@ -17,17 +17,18 @@ transition, the one place it is decided:
           end-of-row layouts (Lumina-mGPT, Emu3), whose openers are fed the real end-of-row token and
           whose released Lumina-mGPT code opens row 1 early.
 
-`compat="official"` reproduces the paper's released LlamaGen code (ThisisBillhe/ZipAR,
-LlamaGen-ZipAR/autoregressive/models/generate_zipar.py; tests/test_compat_official.py compares
-tokens and forward calls with outputs of that code): the serial first-row rule, 2W + (H-2)*w passes. Running it shows which
-windows it supports: 2 <= w < W. At w = 1 it fails an assertion; we extend its rule to w = 1 (the
-same schedule rule and visibility). At w = W it copies row r-1's latest token into cell (r+1, 0)
-instead of sampling it, and above W it raises IndexError; compat refuses w >= W. It exists for
-LlamaGen's layout only (no end-of-row tokens).
+`compat="official"` reproduces the family's released code (common.official holds each family's
+rule): its first-row rule (LlamaGen serial, Lumina-mGPT early), its window numbering and the windows
+it runs (`schedule_window`). LlamaGen's counts decided tokens as ours and runs 2 <= w < W (w = 1, where
+it fails an assertion, is our extension; at w = W it copies a token instead of sampling it, above W it
+raises IndexError; refused). Lumina-mGPT's zipar_window_size counts the row's lead token too, so it is
+our w + 1, and runs 2 <= w <= W + 1: (H-1)(w-1) + W image passes (659 at 48 x 48, w = 14).
 """
 from dataclasses import dataclass
 
 import numpy as np
+
+from common.official import rule_for
 
 FIRST_ROW_RULES = ("serial", "early")
 
@@ -37,13 +38,15 @@ class Layout:
     """Where image tokens sit in the sequence.
 
     prefix_len condition slots come first; then H rows of W content tokens, each row followed by
-    one fixed end-of-row token when `end_of_row` (Lumina-mGPT, Emu3), not for LlamaGen.
+    one fixed end-of-row token when `end_of_row` (Lumina-mGPT, Emu3), not for LlamaGen. `family` names
+    the model family, whose released code compat="official" reproduces (common.official).
     """
 
     rows: int
     cols: int
     prefix_len: int
     end_of_row: bool = False
+    family: str | None = None
 
     def __post_init__(self):
         if self.rows < 1 or self.cols < 1:
@@ -65,36 +68,51 @@ class Layout:
 
 
 def check_first_row(first_row: str | None, compat: str | None = None) -> None:
-    """Refuse a first-row rule that is not one, or that contradicts compat="official" (serial)."""
+    """Refuse a first-row rule that is not one, or one given with compat="official" (the released code's)."""
     if first_row not in (None, *FIRST_ROW_RULES):
         raise ValueError(f"first_row must be one of {', '.join(FIRST_ROW_RULES)} (or None: the layout's default), "
                          f"got {first_row!r}")
-    if compat == "official" and first_row == "early":
-        raise ValueError("compat='official' decodes row 0 whole before row 1 opens (the released code); "
-                         "drop first_row='early' (--first-row early)")
+    if compat == "official" and first_row is not None:
+        raise ValueError(f"compat='official' opens row 1 as the released code does (LlamaGen: once row 0 is "
+                         f"complete; Lumina-mGPT: at the window); drop first_row={first_row!r} "
+                         f"(--first-row {first_row})")
 
 
 def first_row_rule(layout: Layout, first_row: str | None = None, compat: str | None = None) -> str:
     """The first-row rule a decode follows: `first_row` if given, else the layout's default (serial
-    without end-of-row tokens, early with them); compat="official" is serial (the released code)."""
+    without end-of-row tokens, early with them); compat="official": the family's released code's."""
     check_first_row(first_row, compat)
     if compat == "official":
-        return "serial"
+        return rule_for(layout.family).first_row
     return first_row or ("early" if layout.end_of_row else "serial")
 
 
-def row_windows(layout: Layout, window: int, compat: str | None = None, first_row: str | None = None) -> list[int]:
-    """Window used to open each row r+1 (r = 0 .. H-2), clipped to W; row 1's by the first-row rule."""
-    if window < 1:
-        raise ValueError(f"window must be >= 1, got {window}")
+def schedule_window(layout: Layout, window: int | None, compat: str | None = None) -> int:
+    """The window the schedule runs (row r+1 opens once row r holds w decided tokens), clipped to W, from
+    the one asked for: None is next-token prediction (W); under compat="official" `window` is in the
+    released code's numbering, checked against the windows it runs (common.official)."""
     if compat not in (None, "official"):
         raise ValueError(f"compat must be None or 'official', got {compat!r}")
-    if compat == "official" and layout.end_of_row:
-        raise ValueError("compat='official' reproduces the released LlamaGen code; it has no end-of-row layout")
-    if compat == "official" and window >= layout.cols:
-        raise ValueError(f"compat='official' needs window < W = {layout.cols} (the released code copies a token "
-                         f"instead of sampling it at w = W and fails above), got {window}")
-    w = min(window, layout.cols)
+    if window is None:
+        if compat == "official":
+            raise ValueError("compat='official' reproduces the released ZipAR code at a window; drop --ntp")
+        return layout.cols
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    if compat == "official":
+        rule = rule_for(layout.family)
+        lo, hi = rule.window_range(layout.cols)
+        if not lo <= window <= hi:
+            raise ValueError(rule.window_refusal.format(lo=lo, hi=hi, cols=layout.cols, window=window))
+        window -= rule.window_offset
+    return min(window, layout.cols)
+
+
+def row_windows(layout: Layout, window: int | None, compat: str | None = None,
+                first_row: str | None = None) -> list[int]:
+    """Window used to open each row r+1 (r = 0 .. H-2), clipped to W; row 1's by the first-row rule.
+    `window` as asked for (see `schedule_window`)."""
+    w = schedule_window(layout, window, compat)
     windows = [w] * (layout.rows - 1)
     if first_row_rule(layout, first_row, compat) == "serial" and windows:
         windows[0] = layout.cols
@@ -132,6 +150,7 @@ def decode_pass_table(layout: Layout, windows: list[int]) -> np.ndarray:
     return table
 
 
-def num_passes(layout: Layout, window: int, compat: str | None = None, first_row: str | None = None) -> int:
-    """Forward passes for the whole image: the critical path, prefill included."""
+def num_passes(layout: Layout, window: int | None, compat: str | None = None, first_row: str | None = None) -> int:
+    """Forward passes for the whole image: the critical path, prefill included (`window` as asked for,
+    see `schedule_window`)."""
     return int(decode_pass_table(layout, row_windows(layout, window, compat, first_row)).max()) + 1

@@ -26,9 +26,10 @@ reads and decides the token buffer's trash column. So every decode pass has one 
 Python runs and nothing is read back to the host.
 
 Fixed windows are the special case "every opening accepted at its first chance": same lanes, same
-window rule, same placeholder rule, same visibility rule. compat="official" (the released code's
-schedule and mask, common.schedule) differs only in its row windows and in which slots start live
-(every regular slot: the released code attends to unwritten, zero cache entries).
+window rule, same placeholder rule, same visibility rule. compat="official" (the family's released
+code, common.official) differs only in its row windows (common.schedule) and, where its rule says so
+(LlamaGen: the released code attends to unwritten, zero cache entries), in which slots start live:
+every regular slot.
 
 Slots (= cache indices), per model-batch row:
   [0, T)                       condition prefix
@@ -48,9 +49,10 @@ from dataclasses import dataclass
 
 import torch
 
+from common.official import active_rule
 from common.placeholder import placeholder_source
 from common import schedule
-from common.schedule import Layout, first_row_rule, row_windows
+from common.schedule import Layout, first_row_rule, row_windows, schedule_window
 
 # what a query's logits decide: nothing, a token, an opener draft, an opener verification, a row draft's check
 PAD, DRAW, DRAFT, VERIFY, CHECK = 0, 1, 2, 3, 4
@@ -156,8 +158,10 @@ class Scheduler:
         self.adaptive, self.placeholder, self.compat = config.adaptive, config.placeholder, config.compat
         self.draft_len = config.draft_len
         self.per_image = config.per_image_schedule
-        self.w_min = config.window_for(W)
-        self.row_windows = row_windows(layout, self.w_min, config.compat, config.first_row)
+        self.w_min = schedule_window(layout, config.window, config.compat)
+        self.row_windows = row_windows(layout, config.window, config.compat, config.first_row)
+        official = active_rule(layout.family, config.compat)
+        self.reads_unwritten = official is not None and official.reads_unwritten
         serial = first_row_rule(layout, config.first_row, config.compat) == "serial"
         self.opener_base = T + H * layout.row_stride
         self.scratch = self.opener_base + (0 if layout.end_of_row else max(H - 1, 0))
@@ -196,7 +200,7 @@ class Scheduler:
         H, dev = self.layout.rows, self.device
         zeros = lambda: torch.zeros(batch, H, dtype=torch.int64, device=dev)  # noqa: E731
         window = torch.tensor([self.layout.cols] + self.row_windows, dtype=torch.int64, device=dev)
-        live = self.regular.expand(batch, -1).clone() if self.compat == "official" else \
+        live = self.regular.expand(batch, -1).clone() if self.reads_unwritten else \
             torch.zeros(batch, self.num_slots, dtype=torch.bool, device=dev)
         per_image = lambda: torch.zeros(batch, dtype=torch.int64, device=dev)  # noqa: E731
         return ScheduleState(zeros(), window.expand(batch, -1).clone(), zeros(),

@@ -11,10 +11,15 @@ image header alone). Every prompt of a batch and both branches are left-padded t
 padded slots are masked (Condition.valid) and each row's positions are shifted by its pad count
 (Condition.position_shift), so every row sits at positions 0, 1, ... as in an unpadded official run.
 
+compat="official" follows the family's released ZipAR code (common.official): where its rule says so, the
+unconditional branch is the prompt's length of padding ([<s>, <pad> x (P-1)], then the same image header)
+and the prompt (every slot before the image header) reads itself both ways in the prefill.
+
 A family's pipeline is a dataclass deriving from EndOfRowPipeline with fields `model` (LlamaDecoder) and
-`ids` (special ids with `pad` and `eol`), and defines the hooks: `image_vocab_ids`, `grid`, `prompt_ids`,
-`unconditional_ids`, `closing_ids`, `decode_images`, `ntp_passes_official`. `size` is the family's size
-argument: Emu3 an aspect ratio "W:H", Lumina-mGPT (width, height) in pixels.
+`ids` (special ids with `bos`, `pad` and `eol`), a class attribute `family` (its common.official key), and
+defines the hooks: `image_vocab_ids`, `grid`, `prompt_ids`, `image_header`, `unconditional_ids`,
+`closing_ids`, `decode_images`, `ntp_passes_official`. `size` is the family's size argument: Emu3 an
+aspect ratio "W:H", Lumina-mGPT (width, height) in pixels.
 """
 from dataclasses import dataclass
 
@@ -24,6 +29,7 @@ from common.condition import Condition
 from common.config import DecodeConfig
 from common.engine import DecodeResult, DecodeState, decode, start_decode
 from common.image_vocab import ImageVocabDecoder
+from common.official import active_rule, prompt_attention
 from common.prompts import left_pad
 from common.schedule import Layout, num_passes
 
@@ -49,6 +55,8 @@ class PromptPreset:
 class EndOfRowPipeline:
     """Prompts to tokens for an end-of-row family; holds no decoding state (see the module docstring)."""
 
+    family: str  # the family's key in common.official (its released ZipAR code, if any)
+
     # ---------------------------------------------------------------- hooks each family defines
     def image_vocab_ids(self) -> torch.Tensor:
         """(K,) the vocabulary id of each image code."""
@@ -60,6 +68,11 @@ class EndOfRowPipeline:
 
     def prompt_ids(self, prompt: str, size) -> list[int]:
         """The conditional prefix: the prompt in the official template, ending in the image header."""
+        raise NotImplementedError
+
+    def image_header(self, size) -> list[int]:
+        """The tokens that end every prefix after the prompt (needed where the family's official rule
+        pads the prompt for the CFG branch or lets it read itself both ways)."""
         raise NotImplementedError
 
     def unconditional_ids(self, size) -> list[int]:
@@ -89,17 +102,33 @@ class EndOfRowPipeline:
         if not prompts:
             raise ValueError("need at least one prompt")
         rows = [self.prompt_ids(p, size) for p in prompts]
-        if config.uses_cfg:
-            rows += [self.unconditional_ids(size)] * len(prompts)
-        return rows
+        if not config.uses_cfg:
+            return rows
+        rule = active_rule(self.family, config.compat)
+        if rule is not None and rule.unconditional == "padded_prompt":
+            header = self.image_header(size)
+            for row in rows:
+                if row[len(row) - len(header):] != header:
+                    raise ValueError(f"{self.family}: a prefix does not end in the image header {header}")
+            # the released code's branch: <s>, then <pad> up to the prompt's length, then the same header
+            return rows + [[self.ids.bos] + [self.ids.pad] * (len(r) - len(header) - 1) + header for r in rows]
+        return rows + [self.unconditional_ids(size)] * len(prompts)
+
+    def layout(self, size, prefix_len: int = 1) -> Layout:
+        rows, cols = self.grid(size)
+        return Layout(rows=rows, cols=cols, prefix_len=prefix_len, end_of_row=True, family=self.family)
 
     def condition(self, prompts: list[str], size, config: DecodeConfig) -> tuple[Condition, Layout]:
-        """The engine's inputs: the left-padded prefix (masks, position shifts) and the layout."""
-        rows, cols = self.grid(size)
+        """The engine's inputs: the left-padded prefix (masks, position shifts, slots read both ways) and the
+        layout."""
         ids, valid, shift = left_pad(self.prefix_rows(prompts, size, config), self.ids.pad,
                                      self.model.lm_head.weight.device)  # (B_model, T)
-        layout = Layout(rows=rows, cols=cols, prefix_len=ids.shape[1], end_of_row=True)
-        return Condition(self.model.embed_tokens(ids), valid, shift), layout
+        T = ids.shape[1]
+        bidirectional = None
+        if prompt_attention(self.family, config.compat, config.prompt_attention) == "bidirectional":
+            # the prompt of every row, the unconditional one included: its valid slots before the header
+            bidirectional = valid & (torch.arange(T, device=ids.device) < T - len(self.image_header(size)))
+        return Condition(self.model.embed_tokens(ids), valid, shift, bidirectional), self.layout(size, T)
 
     def eol_row(self, rows: int) -> torch.Tensor:
         """(H,) the fixed token closing each row: the EOL code."""
@@ -137,8 +166,9 @@ class PromptImages:
 
     def __init__(self, pipeline: EndOfRowPipeline, prompts: list[str], size, compile: bool = False):
         self.pipeline, self.prompts, self.size, self.compile = pipeline, prompts, size, compile
+        self.layout = pipeline.layout(size)  # prefix_len 1: the prompts decide theirs
         rows, cols = self.grid = pipeline.grid(size)
-        self.ntp_passes = num_passes(Layout(rows, cols, 1, end_of_row=True), cols)  # EOL tokens ride along
+        self.ntp_passes = num_passes(self.layout, None)  # EOL tokens ride along
         self.ntp_passes_official = pipeline.ntp_passes_official(rows, cols)
 
     def labels(self, idx: torch.Tensor) -> torch.Tensor:

@@ -31,7 +31,7 @@ from emu3.vision_decoder import VisionDecoder, random_init_vision_
 
 
 def layout_for(prefix_len: int, rows: int, cols: int) -> Layout:
-    return Layout(rows=rows, cols=cols, prefix_len=prefix_len, end_of_row=True)
+    return Layout(rows=rows, cols=cols, prefix_len=prefix_len, end_of_row=True, family=Emu3Pipeline.family)
 
 
 def ntp_passes_official(rows: int, cols: int) -> int:
@@ -42,6 +42,8 @@ def ntp_passes_official(rows: int, cols: int) -> int:
 @dataclass
 class Emu3Pipeline(EndOfRowPipeline):
     """The loaded parts of Emu3-Gen; holds no decoding state. `size` is an aspect ratio "W:H"."""
+
+    family = "emu3"  # common.official: no released ZipAR code, compat="official" is refused
 
     config: Emu3Config
     model: LlamaDecoder

@@ -12,7 +12,7 @@ from llamagen.model import Transformer
 
 
 def layout_for(gpt: Transformer) -> Layout:
-    return Layout(rows=gpt.grid_size, cols=gpt.grid_size, prefix_len=gpt.config.cls_token_num)
+    return Layout(rows=gpt.grid_size, cols=gpt.grid_size, prefix_len=gpt.config.cls_token_num, family="llamagen")
 
 
 def condition_prefix(gpt: Transformer, labels: torch.Tensor, config: DecodeConfig) -> Condition:

@@ -50,7 +50,7 @@ class ClassImages:
         self.gpt, self.vq = load_models(preset.gpt_model, preset.vq_model, preset.image_size, gpt_ckpt, vq_path,
                                         device, precision, random_init_seed)
         self.compile = compile
-        layout = layout_for(self.gpt)
+        self.layout = layout = layout_for(self.gpt)  # prefix_len: the condition's
         self.grid, self.ntp_passes = (layout.rows, layout.cols), num_passes(layout, layout.cols)
         self.ntp_passes_official = self.ntp_passes
 

@@ -13,7 +13,7 @@ import time
 import torch
 
 from common.cli import (HelpFormatter, add_deprecated, add_flag, add_runtime_args, check_input_file,
-                        check_output_file, check_random_init, check_runtime, decode_telemetry, note_window,
+                        check_output_file, check_random_init, check_runtime, decode_telemetry, note_window, official_report,
                         pass_progress, run_main)
 from common.config import DecodeConfig, add_decode_args, decode_config_from_args
 from common.images import save_grid
@@ -77,8 +77,8 @@ def main(args: argparse.Namespace) -> dict:
     seeds = image_seeds(args.seed, torch.arange(len(labels), device=device))
 
     start = time.perf_counter()
-    note_window(config, gpt.grid_size, args)
-    with pass_progress(config, gpt.grid_size, gpt.grid_size, args.quiet or args.json) as on_pass:
+    note_window(config, layout_for(gpt), args)
+    with pass_progress(config, layout_for(gpt), args.quiet or args.json) as on_pass:
         result = generate(gpt, labels, seeds, config, on_pass=on_pass, compile=args.compile)
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -90,13 +90,14 @@ def main(args: argparse.Namespace) -> dict:
         "ntp_forward_passes": num_passes(layout, layout.cols),
         "seconds": round(seconds, 4),
         "grid": [layout.rows, layout.cols],
-        "window": config.window_for(layout.cols),
+        "window": config.window_for(layout),
         "compat": config.compat,
         "first_row": first_row_rule(layout, config.first_row, config.compat),
         "out": str(args.out),
         "image_passes": result.image_passes,
         "tokens": result.tokens.tolist(),
     }
+    report.update(official_report(config, layout, result))
     report.update(decode_telemetry(config, result))
     if args.json:
         print(json.dumps(report))

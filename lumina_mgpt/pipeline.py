@@ -11,7 +11,12 @@ then the same image tokens; here it is a model-batch row of its own, left-padded
 and position-shifted so it runs at exactly those positions. CFG applies from the first content token, as
 upstream (H and W are not sampled here at all): cfg*(cond - uncond) + uncond on fp32 logits, the same
 formula as common.sampling.guide; then image top-k (2000), temperature, top-p.
-(The ZipAR fork instead uses [<s>, <pad> x (P-1)] of the prompt's length: not offered.)
+
+compat="official" reproduces the paper's released Lumina-mGPT ZipAR code instead (ThisisBillhe/ZipAR,
+Lumina-mGPT-ZipAR; its rule in common.official): --window is its zipar_window_size (our w + 1), its CFG branch
+is [<s>, <pad> x (P-1)] of the prompt's length followed by the same BOI, H, W, batched with the prompt, and
+its prompt attends both ways in the prefill (causal with --prompt-attention causal: the release loaded with
+attn_implementation="eager"). It runs at every size and batch here; the release runs 768 x 768, batch 1.
 """
 from dataclasses import dataclass
 
@@ -49,6 +54,7 @@ def checkpoint_resolution(width: int, height: int) -> int:
 class LuminaPipeline(EndOfRowPipeline):
     """The loaded parts of Lumina-mGPT; holds no decoding state. `size` is (width, height) in pixels."""
 
+    family = "lumina-mgpt"  # common.official
     model: LlamaDecoder
     vq: ChameleonVQGAN
     tokenizer: Tokenizer
@@ -66,6 +72,9 @@ class LuminaPipeline(EndOfRowPipeline):
 
     def prompt_ids(self, prompt: str, size: tuple[int, int]) -> list[int]:
         return prompt_ids(self.tokenizer, self.ids, prompt, *size)
+
+    def image_header(self, size: tuple[int, int]) -> list[int]:
+        return image_header(self.ids, *size)
 
     def unconditional_ids(self, size: tuple[int, int]) -> list[int]:
         return image_header(self.ids, *size)

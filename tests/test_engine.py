@@ -65,6 +65,20 @@ def test_oracle_with_longer_prefix_gqa_and_end_of_row_tokens():
         assert passes == 3 * window + 5
 
 
+def test_oracle_lumina_compat_reads_written_slots_only():
+    """The released Lumina-mGPT code's schedule (common.official) keeps the visibility rule: every logit
+    equals an uncached forward over what it saw (with a causal prefix: the release loaded eager)."""
+    gpt = tiny_gpt(5, seed=3, cls_token_num=2)
+    layout = Layout(rows=5, cols=5, prefix_len=2, end_of_row=True, family="lumina-mgpt")
+    eol = torch.full((5,), 62)
+    for window in (2, 3, 6):  # the release's numbering: our w = window - 1
+        config = DecodeConfig(window=window, compat="official", prompt_attention="causal", cfg_scale=2.0)
+        with torch.inference_mode():
+            err, passes = run_oracle(gpt, layout, config, torch.tensor([1, 2]), torch.tensor([5, 6]), eol)
+        assert err <= 1e-4
+        assert passes == 4 * (window - 1) + 5
+
+
 def test_oracle_detects_reading_unwritten_slots():
     """The check has teeth: compat mode reads zero slots that nobody wrote, so the replay must object."""
     gpt = tiny_gpt(4)
@@ -77,7 +91,7 @@ def test_oracle_detects_reading_unwritten_slots():
 def test_forward_passes_equal_critical_path(grid, eor):
     gpt = tiny_gpt(grid)
     H = W = grid
-    layout = Layout(H, W, 1, end_of_row=eor)
+    layout = Layout(H, W, 1, end_of_row=eor, family=None if eor else "llamagen")
     prefix = condition_prefix(gpt, torch.tensor([1]), DecodeConfig())
     fixed = torch.full((H,), 62) if eor else None
     for w, first_row in itertools.product((1, 2, W - 1, W), (None, "serial", "early")):
@@ -227,7 +241,7 @@ def test_every_decode_pass_has_one_shape(config):
         shapes = {(tuple(r.batch.slots.shape), tuple(r.mask.shape), tuple(r.logits.shape))
                   for r in decode_steps(gpt, padded) if r.index > 0}
         plain_slots = [r.batch.slots for r in decode_steps(gpt, plain) if r.index > 0]
-    q = queries_per_pass(layout, config.window_for(layout.cols), serial_first_row=True)  # LlamaGen's default
+    q = queries_per_pass(layout, config.window_for(layout), serial_first_row=True)  # LlamaGen's default
     assert [s[0] for s in shapes] == [(2 if config.adaptive else 1, q)]  # fixed: one schedule for the batch
     assert len(shapes) == 1
     if not config.adaptive:

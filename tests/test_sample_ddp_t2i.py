@@ -84,3 +84,20 @@ def test_prompt_flags_and_compile_define_the_image_set(prompts, tmp_path, monkey
     assert from_file == inline and from_file["compile"] is False
     assert key("--prompt", kept[0], "--prompts-file", str(prompts))["prompts_sha256"] != from_file["prompts_sha256"]
     assert key("--prompts-file", str(prompts), "--compile")["compile"] is True
+
+
+def test_lumina_preset_runs_the_released_code_with_compat(prompts, tmp_path, monkeypatch):
+    """--compat official on a Lumina-mGPT preset (common.official): --window is the release's
+    zipar_window_size, so 3 opens a row after 2 tokens of the one above: (H-1)*2 + W passes, and the
+    release's 3 header passes are recorded beside them."""
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    args = t2i_args("lumina-mgpt-512", prompts, tmp_path, 2)
+    args[args.index("--window") + 1] = "3"
+    args[args.index("--num-fid-samples") + 1] = "2"
+    assert sample_ddp.cli([*args, "--compat", "official"]) == 0
+    folder = run_dir(tmp_path)
+    assert "-w3-official-" in folder.name
+    summary = json.loads((folder / "summary.json").read_text())
+    rows, cols = summary["grid"]
+    assert summary["forward_passes"]["max"] == (rows - 1) * 2 + cols
+    assert summary["decoding"]["effective_window"] == 2 and summary["official_header_passes"] == 3

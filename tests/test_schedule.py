@@ -7,7 +7,7 @@ import torch
 
 from common.config import DecodeConfig
 from common.engine import decode_steps, start_decode
-from common.schedule import Layout, decode_pass_table, num_passes, row_windows
+from common.schedule import Layout, decode_pass_table, first_row_rule, num_passes, row_windows
 from tests.helpers.llamagen import formula_passes, tiny_gpt
 
 GRIDS = [(1, 1), (1, 5), (4, 1), (3, 4), (5, 5), (4, 7), (24, 24)]
@@ -49,20 +49,30 @@ def test_paper_numbers():
     # its fixed schedule is 2W + (H-2)w: 400 at w = 16, the released code's count too
     assert num_passes(Layout(24, 24, 1), 16) == 400 == 2 * 24 + 22 * 16
     assert num_passes(Layout(24, 24, 1), 16, first_row="early") == 392
-    assert num_passes(Layout(24, 24, 1), 16, compat="official") == 400
-    assert num_passes(Layout(24, 24, 1), 8, compat="official") == 224  # landscape.md: official 224 at w=8
+    assert num_passes(Layout(24, 24, 1, family="llamagen"), 16, compat="official") == 400
+    assert num_passes(Layout(24, 24, 1, family="llamagen"), 8, compat="official") == 224  # landscape.md: 224 at w=8
     assert num_passes(Layout(16, 16, 1), 8) == 2 * 16 + 14 * 8
     assert num_passes(Layout(16, 16, 1), 8, first_row="early") == 136
     # end-of-row layouts (Lumina-mGPT 768 px) open row 1 early by default; serial on request
     assert num_passes(Layout(48, 48, 30, end_of_row=True), 14) == 47 * 14 + 48
     assert num_passes(Layout(48, 48, 30, end_of_row=True), 14, first_row="serial") == 2 * 48 + 46 * 14
+    # the released Lumina-mGPT code: zipar_window_size w opens a row after w - 1 tokens of the one above,
+    # row 0 included: (H-1)(w-1) + W image passes (ThisisBillhe/ZipAR Lumina-mGPT-ZipAR, its own count)
+    lumina = Layout(48, 48, 30, end_of_row=True, family="lumina-mgpt")
+    assert num_passes(lumina, 14, compat="official") == 47 * 13 + 48 == 659
+    assert num_passes(lumina, 16, compat="official") == 753  # the fact sheet's count at the release's default
+    assert num_passes(lumina, 49, compat="official") == 2304 == num_passes(lumina, None)
 
 
 def test_first_row_rule_refusals():
     with pytest.raises(ValueError, match="first_row must be one of serial, early"):
         row_windows(Layout(3, 3, 1), 2, first_row="whole")
-    with pytest.raises(ValueError, match="first_row='early'"):
-        row_windows(Layout(3, 3, 1), 2, "official", first_row="early")
+    for family in ("llamagen", "lumina-mgpt"):  # compat opens row 1 as the family's released code does
+        for rule in ("serial", "early"):
+            with pytest.raises(ValueError, match=f"first_row='{rule}'"):
+                row_windows(Layout(3, 3, 1, family=family), 2, "official", first_row=rule)
+    assert first_row_rule(Layout(3, 3, 1, family="llamagen"), compat="official") == "serial"
+    assert first_row_rule(Layout(3, 3, 1, end_of_row=True, family="lumina-mgpt"), compat="official") == "early"
     with pytest.raises(ValueError, match="--first-row early"):
         DecodeConfig(window=2, compat="official", first_row="early")
     with pytest.raises(ValueError, match="first_row must be one of"):
@@ -71,18 +81,27 @@ def test_first_row_rule_refusals():
 
 @pytest.mark.parametrize("H,W", [(3, 4), (5, 5), (24, 24)])
 def test_official_compat_schedule(H, W):
-    layout = Layout(H, W, 1)
+    layout = Layout(H, W, 1, family="llamagen")
     for w in (1, 2, W - 1):
         table = decode_pass_table(layout, row_windows(layout, w, "official"))
         ref, passes = simulate(H, W, w, first_row_whole=True)
         assert np.array_equal(table, ref)
         assert passes == 2 * W + (H - 2) * w
+    # Lumina-mGPT's release counts the row's lead token: its window w is our w - 1, row 1 included
+    layout = Layout(H, W, 1, end_of_row=True, family="lumina-mgpt")
+    for w in (2, 3, W, W + 1):
+        table = decode_pass_table(layout, row_windows(layout, w, "official"))
+        ref, passes = simulate(H, W, w - 1)
+        assert np.array_equal(table, ref)
+        assert passes == (H - 1) * (w - 1) + W
 
 
 def fixed_window_records(layout, w, compat=None, first_row=None):
-    """The PassRecords of a fixed-window decode of one image with a tiny random model, and its state."""
+    """The PassRecords of a fixed-window decode of one image with a tiny random model, and its state
+    (compat on an end-of-row layout: the Lumina-mGPT release's schedule, with a causal prefix)."""
     gpt = tiny_gpt(max(layout.rows, layout.cols), cls_token_num=layout.prefix_len)
-    config = DecodeConfig(window=w, compat=compat, first_row=first_row)
+    attention = "causal" if compat and layout.end_of_row else None
+    config = DecodeConfig(window=w, compat=compat, first_row=first_row, prompt_attention=attention)
     fixed = torch.full((layout.rows,), 62) if layout.end_of_row else None
     state = start_decode(gpt, gpt.embed_condition(torch.tensor([1])), torch.tensor([0]), layout, config, fixed)
     with torch.inference_mode():
@@ -112,13 +131,20 @@ def test_invalid_window():
         row_windows(Layout(3, 3, 1), 0)
     for w in (3, 4):  # the released code copies a token at w = W and fails above
         with pytest.raises(ValueError, match="window < W"):
-            row_windows(Layout(3, 3, 1), w, "official")
-    with pytest.raises(ValueError, match="end-of-row"):
-        row_windows(Layout(3, 3, 1, end_of_row=True), 2, "official")
+            row_windows(Layout(3, 3, 1, family="llamagen"), w, "official")
+    for w in (1, 5):  # the released Lumina-mGPT code never opens row 1 there
+        with pytest.raises(ValueError, match=r"zipar_window_size, 2 <= window <= W \+ 1 = 4"):
+            row_windows(Layout(3, 3, 1, end_of_row=True, family="lumina-mgpt"), w, "official")
+    for family in ("emu3", None):  # no released ZipAR code
+        with pytest.raises(ValueError, match="exists for llamagen, lumina-mgpt"):
+            row_windows(Layout(3, 3, 1, end_of_row=True, family=family), 2, "official")
+    with pytest.raises(ValueError, match="drop --ntp"):
+        row_windows(Layout(3, 3, 1, family="llamagen"), None, "official")
 
 
 def brute_force_visible(layout, table, k, query_pos, compat):
-    """Positions (and kinds) a query may read in pass k, derived from the decoded sets alone."""
+    """Positions (and kinds) a query may read in pass k, derived from the decoded sets alone. compat: the
+    LlamaGen release's mask, which reads every slot (unwritten ones hold zeros)."""
     H, W, T = layout.rows, layout.cols, layout.prefix_len
     seen = set()
     for t in range(T):
@@ -142,17 +168,19 @@ def brute_force_visible(layout, table, k, query_pos, compat):
 
 
 LLAMAGEN_CASES = [(3, 4, 1, False), (4, 5, 2, False), (4, 4, 4, False), (5, 6, 3, False)]
-COMPAT_CASES = [(3, 4, 1, False), (4, 5, 2, False), (4, 4, 3, False), (5, 6, 3, False)]  # compat: w < W
+COMPAT_CASES = [(3, 4, 1, False), (4, 5, 2, False), (4, 4, 3, False), (5, 6, 3, False)]  # LlamaGen: w < W
+LUMINA_COMPAT_CASES = [(3, 4, 2, True), (4, 3, 4, True), (5, 6, 3, True)]  # the release's 2 <= w <= W + 1
 
 
-# compat mode reproduces the LlamaGen code only, so it has no end-of-row cases
-# compat is serial by definition (early is refused: test_first_row_rule_refusals)
+# compat follows the family's released code: LlamaGen's (no end-of-row tokens) reads unwritten slots,
+# Lumina-mGPT's (end-of-row) only written ones; both first-row rules are the release's (--first-row refused)
 @pytest.mark.parametrize("H,W,w,eor,compat,first_row",
                          [c + (None, rule) for c in LLAMAGEN_CASES + [(3, 4, 2, True), (4, 3, 1, True)]
-                          for rule in ("serial", "early")] + [c + ("official", None) for c in COMPAT_CASES])
+                          for rule in ("serial", "early")]
+                         + [c + ("official", None) for c in COMPAT_CASES + LUMINA_COMPAT_CASES])
 def test_masks_match_brute_force(H, W, w, eor, compat, first_row):
     """The scheduler's masks, pass by pass, against the visibility derived from the pass table."""
-    layout = Layout(H, W, prefix_len=2, end_of_row=eor)
+    layout = Layout(H, W, prefix_len=2, end_of_row=eor, family="lumina-mgpt" if eor else "llamagen")
     table = decode_pass_table(layout, row_windows(layout, w, compat, first_row))
     records, state = fixed_window_records(layout, w, compat, first_row)
     sched = state.scheduler
@@ -165,7 +193,8 @@ def test_masks_match_brute_force(H, W, w, eor, compat, first_row):
             # position 0 beside prefix slot 0, say) must show up as a difference
             got = sorted(("placeholder" if s >= sched.opener_base else "slot", positions[s])
                          for s in np.nonzero(rec.mask[0, i].numpy())[0])
-            assert got == sorted(brute_force_visible(layout, table, rec.index, p, compat)), (rec.index, p)
+            reads_unwritten = compat is not None and not eor
+            assert got == sorted(brute_force_visible(layout, table, rec.index, p, reads_unwritten)), (rec.index, p)
 
 
 @pytest.mark.parametrize("first_row", ["serial", "early"])

@@ -1,6 +1,10 @@
 """Tiny Lumina-mGPT test settings (prompts, image size, decoder config) and transformers' Chameleon
-as the reference for decoder parity."""
+as the reference for decoder parity; a stand-in tokenizer at Chameleon's real ids (the released ZipAR code
+hard-codes them)."""
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+
 from common.llama import LlamaConfig
+from lumina_mgpt.prompt import image_token_name
 
 PROMPTS = ["a cat", "a red cube on the mat photo of a dog in blue"]
 SIZE = (64, 64)  # with a 64-px "checkpoint" size list: a 4x4 grid
@@ -25,3 +29,20 @@ def to_transformers(state):
         if k.startswith("model."):
             out[k[len("model."):]] = v.expand(4, -1).clone() if "_norm." in k and "self_attn" in k else v
     return out
+
+
+def chameleon_id_tokenizer(words=("generate", "an", "image", "of", "according", "to", "the", "following", "prompt",
+                                  ":", "a", "x", "cat", "red", "cube", "on", "mat")) -> Tokenizer:
+    """A word-level tokenizer with Lumina-mGPT's names at the ids of the real Chameleon vocabulary (fact
+    sheet section 2.1: <s> 0, <pad> 1, image codes 4..8195, <eoss> 8196, <racm3:break> 8197, and
+    <reservedNNNNN> at NNNNN + 4, e.g. end-of-turn 8710, EOL 8803, size tokens 8804 + n), then `words`
+    and the digits. The released Lumina-mGPT ZipAR code hard-codes these ids."""
+    names = ["<s>", "<pad>", "</s>", "<unk>", *(image_token_name(c) for c in range(8192)), "<eoss>", "<racm3:break>"]
+    names += [f"<reserved{i - 4:05d}>" for i in range(len(names), 8804 + 65)]  # through the 2048-px size token
+    names += list(dict.fromkeys(words)) + [str(d) for d in range(10)]
+    tok = Tokenizer(models.WordLevel({n: i for i, n in enumerate(names)}, unk_token="<unk>"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace(),
+                                                 pre_tokenizers.Digits(individual_digits=True)])
+    tok.add_special_tokens([n for n in names if n.startswith("<")])
+    return tok
