@@ -198,7 +198,9 @@ def replay_error(gpt, layout, config, condition, seeds):
 def test_oracle_with_caption_mask(grid, window, cfg_scale, adaptive, first_row):
     gpt = tiny_t2i(grid, seed=grid)
     feats, valid = captions_of_lengths([1, 40], seed=grid)
-    config = DecodeConfig(window=window, cfg_scale=cfg_scale, top_k=30, adaptive=adaptive, first_row=first_row)
+    # placeholder "above": this replay embeds the fed ids itself (the mean input has none; tests/oracle.py covers it)
+    config = DecodeConfig(window=window, cfg_scale=cfg_scale, top_k=30, adaptive=adaptive, first_row=first_row,
+                          placeholder="above")
     seeds = torch.tensor([3, 4])
     with torch.inference_mode():
         err, passes = replay_error(gpt, layout_for(gpt), config, caption_prefix(gpt, feats, valid, config), seeds)
