@@ -122,7 +122,7 @@ def test_the_engine_refuses_a_prefix_against_the_prompt_attention(pipe):
 
 
 def test_prompt_attention_is_a_compat_choice():
-    with pytest.raises(ValueError, match="compat='official'"):
+    with pytest.raises(ValueError, match="use it with --compat official"):
         DecodeConfig(window=14, prompt_attention="causal")
     with pytest.raises(ValueError, match="runs causal prompt attention"):  # LlamaGen's release: causal only
         prompt_attention("llamagen", "official", "bidirectional")

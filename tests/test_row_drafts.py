@@ -27,9 +27,9 @@ def test_no_drafts_reproduces_the_engine_before_drafts():
     before = torch.load(DATA / "tokens_before_row_drafts.pt")
     gpt = tiny_gpt(5, seed=3)
     labels, seeds = torch.tensor([0, 4, 9]), torch.tensor([1, 22, 333])
-    # that engine opened row 1 after w tokens of row 0: first_row="early"
+    # that engine opened row 1 after w tokens of row 0 (first_row="early") and fed "above" by default
     configs = {"ntp": DecodeConfig(cfg_scale=2.0, top_k=20),
-               "fixed": DecodeConfig(window=2, cfg_scale=2.0, first_row="early"),
+               "fixed": DecodeConfig(window=2, cfg_scale=2.0, first_row="early", placeholder="above"),
                "adaptive": DecodeConfig(window=1, adaptive=True, placeholder="left", temperature=1.3, first_row="early")}
     for name, config in configs.items():
         assert config.draft_len == 0
