@@ -221,7 +221,8 @@ def plot(rows, path):
 
     fig, axes = plt.subplots(1, 2, figsize=(14, 5))
     colors = {("fixed", "above"): "tab:blue", ("adaptive", "above"): "tab:orange", ("fixed", "mean"): "tab:green",
-              ("fixed", "token:0"): "tab:purple", ("fixed", "left"): "tab:red", ("adaptive", "mean"): "tab:olive"}
+              ("fixed", "token:0"): "tab:purple", ("fixed", "left"): "tab:gray", ("adaptive", "mean"): "tab:gray",
+              ("fixed", "above-or-mean"): "tab:red", ("adaptive", "above-or-mean"): "tab:olive"}
     family = lambda r: (r["kind"], r["placeholder"], r["first_row"], r["draft_init"])  # noqa: E731
     for metric, ax, label, frontier in (("digits_fid", axes[0], "digits-FID (lower is better)", "frontier_fid"),
                                         ("accuracy", axes[1], "class accuracy (higher is better)", "frontier_accuracy")):
