@@ -28,7 +28,8 @@ sys.path.insert(0, str(ROOT))
 
 from common.config import PRECISIONS, DecodeConfig  # noqa: E402
 from common.determinism import deterministic_kernels  # noqa: E402
-from common.engine import CUDA_GRAPHS, decode_steps  # noqa: E402
+from common.cli import HelpFormatter  # noqa: E402
+from common.engine import CUDA_GRAPHS, decode_steps, start_decode  # noqa: E402
 from common.sampling import image_seeds  # noqa: E402
 from common.schedule import Layout, num_passes  # noqa: E402
 from llamagen.checkpoint import build_gpt  # noqa: E402
@@ -171,9 +172,9 @@ def probe_ms_per_pass(gpt, batch: int, compile, device, passes: int = 24) -> tup
     config = config_of(None)
     labels = torch.arange(batch, device=device) % gpt.config.num_classes
     seeds = image_seeds(0, torch.arange(batch, device=device))
-    from common.engine import start_decode
     with torch.inference_mode():
-        state = start_decode(gpt, condition_prefix(gpt, labels, config), seeds, layout_for(gpt), config, compile=compile)
+        prefix = condition_prefix(gpt, labels, config)
+        state = start_decode(gpt, prefix, seeds, layout_for(gpt), config, compile=compile)
         marks = []
         for record in decode_steps(gpt, state):
             sync(device)
@@ -331,7 +332,8 @@ def main(args) -> Path:
     correctness = correctness_rows(plan, device, budget)
     lap("correctness")
     # GPU-bound sections before the long LlamaGen grid: its first model at batch 1 leads
-    llamagen = llamagen_jobs(dataclasses.replace(plan, models=plan.models[:1], batches=plan.batches[:1]), device, budget)
+    first = dataclasses.replace(plan, models=plan.models[:1], batches=plan.batches[:1])
+    llamagen = llamagen_jobs(first, device, budget)
     lap("LlamaGen, first model, batch 1")
     t2i = t2i_rows(plan, device, budget)
     lap("t2i")
@@ -342,8 +344,8 @@ def main(args) -> Path:
     llamagen += llamagen_jobs(dataclasses.replace(plan, models=plan.models[1:]), device, budget)
     kind = "smoke run (tiny shapes, CPU; the code paths only, no GPU figure)" if args.smoke else "GPU run"
     text = (f"# GPU suite: {machine(device)}\n\n{kind}; {plan.dtype} timings, random weights, CFG 2.0 (LlamaGen) / "
-            f"3.0 (t2i); {time.perf_counter() - start:.0f} s of a {args.budget_s:.0f} s budget. Compiled and CUDA-graph "
-            f"steps: {plan.compiler}. `python benchmarks/gpu_suite.py`.\n\n"
+            f"3.0 (t2i); {time.perf_counter() - start:.0f} s of a {args.budget_s:.0f} s budget. Compiled and "
+            f"CUDA-graph steps: {plan.compiler}. `python benchmarks/gpu_suite.py`.\n\n"
             "## Correctness on the device\n\n" + table(correctness, ["check", "dtype", "kernels", "result"]) +
             "\n## LlamaGen c2i (whole decodes; time/NTP against the same model, batch and step)\n\n" +
             table(llamagen, ["model", "batch", "step", "setting", "passes", "passes_per_ntp", "time_per_ntp",
@@ -355,8 +357,8 @@ def main(args) -> Path:
     md = out_dir / f"gpu_{device_tag(device)}.md"
     md.write_text(text)
     with open(md.with_suffix(".csv"), "w", newline="") as f:
-        rows = [{"section": "correctness", **r} for r in correctness] + [{"section": "llamagen", **r} for r in llamagen] \
-            + [{"section": "t2i", **r} for r in t2i]
+        rows = ([{"section": "correctness", **r} for r in correctness] + [{"section": "llamagen", **r} for r in llamagen]
+                + [{"section": "t2i", **r} for r in t2i])
         fields = list(dict.fromkeys(k for r in rows for k in r))
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
@@ -366,7 +368,7 @@ def main(args) -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--budget-s", type=float, default=480.0, help="seconds the whole suite may take (default 480)")
     p.add_argument("--out-dir", default=str(ROOT / "benchmarks" / "results"), help="folder of the .md and .csv")
     p.add_argument("--device", default="cuda", help="the CUDA device to measure")

@@ -18,8 +18,8 @@ Cell (r+1, 0) is predicted by the query at the position of (r, W-1). When row r+
                 model no other model-agnostic policy does better at any window (README trade-off).
 "above" and "left" read decided tokens only: the counts passed in are those decided before the
 opening pass. The mean embedding and fixed codes need no decided token; the engine feeds them from
-the placeholder column of its token buffer. This module is the one place the rule lives; fixed and adaptive schedules both call
-`placeholder_source`.
+the placeholder column of its token buffer. This module is the one place the rule lives; fixed and
+adaptive schedules both call `placeholder_source`.
 """
 import torch
 
