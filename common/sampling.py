@@ -143,4 +143,8 @@ def image_seeds(base_seed: int, indices: torch.Tensor) -> torch.Tensor:
     """Seed of each image: (base_seed, image index) packed into one int64, distinct for every pair."""
     if not 0 <= base_seed < 2**31:
         raise ValueError(f"seed must be in [0, 2**31), got {base_seed}")
+    # an index outside [0, 2**32) would share a seed with another base seed's image ((0, 2**32) is (1, 0));
+    # checked once per batch, on the indices the caller made
+    if indices.numel() and not (0 <= int(indices.min()) and int(indices.max()) < 2**32):
+        raise ValueError(f"image indices must be in [0, 2**32), got {int(indices.min())}..{int(indices.max())}")
     return base_seed * 2**32 + indices.to(torch.int64)

@@ -231,3 +231,11 @@ def test_image_seeds_distinct_at_large_indices_and_seeds():
     assert len(set(keys[:, 0].tolist())) == len(seeds)
     with pytest.raises(ValueError, match="seed"):
         image_seeds(2**31, torch.arange(2))
+
+
+def test_image_indices_outside_32_bits_are_refused():
+    """(0, 2**32) would be (1, 0)'s seed: indices must fit the 32 bits the packing gives them."""
+    assert image_seeds(0, torch.tensor([2**32 - 1])).item() == 2**32 - 1
+    for bad in ([2**32], [-1], [0, 2**33]):
+        with pytest.raises(ValueError, match=r"image indices must be in \[0, 2\*\*32\)"):
+            image_seeds(0, torch.tensor(bad))
