@@ -12,6 +12,7 @@ python benchmarks/tradeoff.py --num-samples 500
 """
 import argparse
 import csv
+import math
 import statistics
 import sys
 import time
@@ -38,7 +39,7 @@ from llamagen.presets import DEMO, DEMO_DIR  # noqa: E402
 COLUMNS = ["setting", "kind", "placeholder", "first_row", "window", "passes_mean", "pass_reduction", "seconds",
            "accuracy", "accuracy_std", "digits_fid", "digits_fid_std", "agreement", "agreement_std", "accepted_window",
            "rejections", "draft_len", "draft_init", "tokens_per_row_pass", "row_tokens_per_pass", "draft_rejections",
-           "frontier_fid", "frontier_accuracy"]
+           "frontier_fid", "frontier_accuracy", "beaten_by"]
 KINDS = ("ntp", "fixed", "adaptive", "official", "sjd", "fixed+sjd", "adaptive+sjd")
 
 
@@ -184,11 +185,20 @@ def mark_frontier(rows) -> list[dict]:
         return not any(o is not r and o["passes_mean"] <= r["passes_mean"] and better(o, r, True)
                        and (o["passes_mean"] < r["passes_mean"] or better(o, r, False)) for o in rows)
     for r in rows:
+        r["beaten_by"] = beaten_beyond_spread(r, rows)
         r["frontier_fid"] = "yes" if on_frontier(
             r, lambda o, r, eq: o["digits_fid"] <= r["digits_fid"] if eq else o["digits_fid"] < r["digits_fid"]) else ""
         r["frontier_accuracy"] = "yes" if on_frontier(
             r, lambda o, r, eq: o["accuracy"] >= r["accuracy"] if eq else o["accuracy"] > r["accuracy"]) else ""
     return rows
+
+
+def beaten_beyond_spread(row, rows) -> str:
+    """The cheapest setting with at most `row`'s passes whose digits-FID is lower by more than the two
+    spreads combined (sqrt(s1^2 + s2^2)); "" if none."""
+    beaten = [o for o in rows if o is not row and o["passes_mean"] <= row["passes_mean"]
+              and row["digits_fid"] - o["digits_fid"] > math.hypot(row["digits_fid_std"], o["digits_fid_std"])]
+    return min(beaten, key=lambda o: (o["passes_mean"], o["digits_fid"]))["setting"] if beaten else ""
 
 
 def markdown(rows, args) -> str:
@@ -199,17 +209,18 @@ def markdown(rows, args) -> str:
             f"{args.num_samples // args.groups}. Setting names: kind, window, placeholder, first-row rule (serial: "
             "row 1 opens when row 0 is complete; early: after w tokens of row 0). official = compat='official' "
             "(serial, placeholder above). F: on the Pareto frontier of passes vs digits-FID; A: of passes vs "
-            f"accuracy.{merged}\n\n"
+            "accuracy. Beaten by: the cheapest setting with at most as many passes whose digits-FID is lower by more "
+            f"than the two spreads combined.{merged}\n\n"
             "| setting | passes | reduction | seconds | class accuracy | digits-FID | agreement with NTP "
-            "| accepted window | rejections/image | tokens/row-pass | draft rejections/image | frontier |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+            "| accepted window | rejections/image | tokens/row-pass | draft rejections/image | frontier | beaten by |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
     fmt = lambda x: f"{x:.2f}" if isinstance(x, float) else str(x)  # noqa: E731
     marks = lambda r: "".join(m for m, key in (("F", "frontier_fid"), ("A", "frontier_accuracy")) if r[key])  # noqa: E731
     return head + "".join(
         f"| {r['setting']} | {r['passes_mean']:.1f} | {100 * r['pass_reduction']:.1f}% | {r['seconds']:.1f} | "
         f"{r['accuracy']:.3f} ± {r['accuracy_std']:.3f} | {r['digits_fid']:.1f} ± {r['digits_fid_std']:.1f} | "
         f"{r['agreement']:.3f} ± {r['agreement_std']:.3f} | {fmt(r['accepted_window'])} | {fmt(r['rejections'])} | "
-        f"{fmt(r['tokens_per_row_pass'])} | {fmt(r['draft_rejections'])} | {marks(r)} |\n"
+        f"{fmt(r['tokens_per_row_pass'])} | {fmt(r['draft_rejections'])} | {marks(r)} | {r['beaten_by']} |\n"
         for r in rows)
 
 

@@ -62,6 +62,11 @@ def check_frontier_marks(rows):
         assert (r["frontier_fid"] == "yes") == (not dominated), r["setting"]
     cheapest = min(rows, key=lambda r: (num(r, "passes_mean"), num(r, "digits_fid")))
     assert cheapest["frontier_fid"] == "yes"
+    for r in rows:  # beaten by: the cheapest setting at most as dear whose FID is lower beyond both spreads
+        better = [o for o in rows if num(o, "passes_mean") <= num(r, "passes_mean") and num(r, "digits_fid")
+                  - num(o, "digits_fid") > (num(r, "digits_fid_std") ** 2 + num(o, "digits_fid_std") ** 2) ** 0.5]
+        expected = min(better, key=lambda o: (num(o, "passes_mean"), num(o, "digits_fid")))["setting"] if better else ""
+        assert r["beaten_by"] == expected, r["setting"]
 
 
 def check_parts_merge_into_the_whole_run(tmp_path):
