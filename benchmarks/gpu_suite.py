@@ -136,11 +136,14 @@ def correctness_rows(plan: Plan, device: torch.device, budget: Budget) -> list[d
                     for adaptive in (False, True):
                         config = config_of(max(W // 2, 1), adaptive)
                         name = f"{step} vs eager, {'adaptive' if adaptive else 'fixed'} {config.window}"
-                        pairs.append((name, run(config, compile_arg(step, plan)), run(config)))
+                        try:
+                            pairs.append((name, run(config, compile_arg(step, plan)), run(config)))
+                        except Exception as e:  # noqa: BLE001 - e.g. CUDA graphs refused: reported as the result
+                            pairs.append((name, f"error: {type(e).__name__}: {str(e).splitlines()[0][:160]}", None))
                 fixed = config_of(max(W // 2, 1))
                 pairs.append(("image 3 alone vs in a batch of 8", run(fixed, first=3), run(fixed, n=8)[3:4]))
             rows += [{"check": name, "dtype": dtype, "kernels": "deterministic" if deterministic else "default",
-                      "result": agreement(a, b)} for name, a, b in pairs]
+                      "result": a if isinstance(a, str) else agreement(a, b)} for name, a, b in pairs]
     return rows
 
 
@@ -328,20 +331,39 @@ def main(args) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     budget = Budget(args.budget_s)
     start = time.perf_counter()
-    lap = lambda what: print(f"[{time.perf_counter() - start:.0f} s] {what} done", file=sys.stderr)  # noqa: E731
-    correctness = correctness_rows(plan, device, budget)
-    lap("correctness")
+    sections = {"correctness": [], "llamagen": [], "t2i": []}
+    errors: list[str] = []
+
+    def section(name: str, what: str, rows_of) -> None:
+        """Runs one job; an exception becomes a listed error (the rest still runs), and the report is
+        rewritten after every job, so a run cut short still leaves what it measured."""
+        try:
+            sections[name] += rows_of()
+        except Exception as e:  # noqa: BLE001 - reported in the output, never swallowed silently
+            errors.append(f"{what}: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}")
+            print(f"error in {errors[-1]}", file=sys.stderr)
+        print(f"[{time.perf_counter() - start:.0f} s] {what} done", file=sys.stderr)
+        write_report(plan, device, args, sections, errors, budget, start, out_dir)
+
+    section("correctness", "correctness", lambda: correctness_rows(plan, device, budget))
     # GPU-bound sections before the long LlamaGen grid: its first model at batch 1 leads
     first = dataclasses.replace(plan, models=plan.models[:1], batches=plan.batches[:1])
-    llamagen = llamagen_jobs(first, device, budget)
-    lap("LlamaGen, first model, batch 1")
-    t2i = t2i_rows(plan, device, budget)
-    lap("t2i")
-    correctness += sample_ddp_rows(plan, device, budget)
-    lap("sample_ddp")
+    section("llamagen", "LlamaGen, first model, batch 1", lambda: llamagen_jobs(first, device, budget))
+    section("t2i", "t2i", lambda: t2i_rows(plan, device, budget))
+    section("correctness", "sample_ddp", lambda: sample_ddp_rows(plan, device, budget))
     rest = dataclasses.replace(plan, batches=plan.batches[1:])
-    llamagen += llamagen_jobs(dataclasses.replace(rest, models=plan.models[:1]), device, budget)
-    llamagen += llamagen_jobs(dataclasses.replace(plan, models=plan.models[1:]), device, budget)
+    section("llamagen", "LlamaGen, first model, larger batches",
+            lambda: llamagen_jobs(dataclasses.replace(rest, models=plan.models[:1]), device, budget))
+    section("llamagen", "LlamaGen, other models",
+            lambda: llamagen_jobs(dataclasses.replace(plan, models=plan.models[1:]), device, budget))
+    md = out_dir / f"gpu_{device_tag(device)}.md"
+    print(md.read_text())
+    return md
+
+
+def write_report(plan: Plan, device, args, sections: dict, errors: list, budget: Budget, start: float,
+                 out_dir: Path) -> Path:
+    correctness, llamagen, t2i = sections["correctness"], sections["llamagen"], sections["t2i"]
     kind = "smoke run (tiny shapes, CPU; the code paths only, no GPU figure)" if args.smoke else "GPU run"
     text = (f"# GPU suite: {machine(device)}\n\n{kind}; {plan.dtype} timings, random weights, CFG 2.0 (LlamaGen) / "
             f"3.0 (t2i); {time.perf_counter() - start:.0f} s of a {args.budget_s:.0f} s budget. Compiled and "
@@ -353,17 +375,17 @@ def main(args) -> Path:
             "\n## Lumina-mGPT and Emu3-Gen (NTP: a sampled stretch, extrapolated)\n\n" +
             table(t2i, ["family", "shape", "batch", "ntp_ms_per_pass", "ntp_s_extrapolated", "window", "passes",
                         "passes_per_ntp", "seconds", "time_per_ntp", "ms_per_pass"]) +
+            "\n## Errors\n\n" + ("".join(f"- {e}\n" for e in errors) or "(none)\n") +
             "\n## Skipped (budget)\n\n" + ("".join(f"- {s}\n" for s in budget.skipped) or "(none)\n"))
     md = out_dir / f"gpu_{device_tag(device)}.md"
     md.write_text(text)
     with open(md.with_suffix(".csv"), "w", newline="") as f:
         rows = ([{"section": "correctness", **r} for r in correctness] + [{"section": "llamagen", **r} for r in llamagen]
                 + [{"section": "t2i", **r} for r in t2i])
-        fields = list(dict.fromkeys(k for r in rows for k in r))
+        fields = list(dict.fromkeys(k for r in rows for k in r)) or ["section"]
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
-    print(text)
     return md
 
 
