@@ -24,7 +24,7 @@ import torch
 from common.condition import Condition, as_condition
 from common.config import DecodeConfig
 from common.kv_cache import KVCache
-from common.masks import visibility_mask
+from common.masks import drafts_above_readable, visibility_mask
 from common.official import prompt_attention
 from common.placeholder import MEAN_INPUT, feeds_mean_embedding, fixed_token, mean_embedding
 from common import row_drafts
@@ -275,11 +275,17 @@ def decode_pass(model: Decoder, state: DecodeState) -> tuple:
         x = torch.where(is_mean[..., None], state.mean_input.to(x.dtype), x)
         input_ids = input_ids.masked_fill(is_mean, MEAN_INPUT)
     # built at model-batch rows directly: cheaper than repeating a (B, Q, S) mask for the CFG half
-    own_drafts = None
+    own_drafts, drafts_above = None, None
     if config.draft_len:
         own_drafts = (_for_model(plan.draft_slots, cfg), scheduler.slot_rows, _for_model(plan.query_rows, cfg))
+    if config.draft_ahead:
+        window = state.schedule.window
+        offsets = torch.cat([window.cumsum(1), torch.zeros_like(window[:, :1])], dim=1)
+        drafts_above = drafts_above_readable(scheduler.slot_rows, scheduler.slot_cols,
+                                             *(_for_model(t, cfg) for t in (plan.query_rows, plan.query_cols,
+                                                                            plan.draft_fed, offsets)))
     mask = visibility_mask(_for_model(plan.live, cfg), scheduler.slot_positions, _for_model(pb.positions, cfg),
-                           own_drafts)
+                           own_drafts, drafts_above)
     if state.prefix_keys is not None:
         mask = mask & state.prefix_keys[:, None, :]
     logits = model(x, _positions(state, pb.positions), _for_model(pb.slots, cfg), mask, state.cache)
