@@ -144,6 +144,9 @@ MUTATIONS = [
     Mutation("scheduler ahead: a row counts the row above's whole lane as fed", "common/scheduler.py",
              "seen = state.count[:, r] + (lane.sum(-1) - 1).clamp(min=0)", "seen = state.count[:, r] + lane.sum(-1)",
              (AHEAD,)),
+    Mutation("engine: compiled steps' state not marked static (CUDA graphs then skipped)", "common/engine.py",
+             "        if state.step is not decode_pass:  # every state tensor", "        if False:  # every state tensor",
+             ("tests/test_compile.py::test_decode_state_lives_at_static_addresses",)),
     # exact all the same (a point-mass q conditions on the draft), but it accepts less than documented
     Mutation("row drafts: a random draft tested as if its q were a point mass", "common/row_drafts.py",
              "return code, Q_UNIFORM", "return code, Q_POINT", (REDRAWS,)),
