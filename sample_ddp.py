@@ -47,16 +47,16 @@ from tqdm import tqdm
 
 from common.cli import (HelpFormatter, add_deprecated, add_flag, add_runtime_args, check_input_dir,
                         check_input_file, check_random_init, check_runtime, fill_random_init_config, run_main)
-from common.config import PRECISIONS, DecodeConfig, add_decode_args, decode_config_from_args
+from common.zipar.config import PRECISIONS, DecodeConfig, add_decode_args, decode_config_from_args
 from common.fingerprint import fingerprint
 from common.images import save_png_with_text_atomic, to_fid_uint8
-from common.official import active_rule
-from common.placeholder import COMPAT_POLICY, DEFAULT_POLICY
+from common.zipar.official import active_rule
+from common.zipar.placeholder import COMPAT_POLICY, DEFAULT_POLICY
 from common.prompts import collect_prompts
 from common.ranks import agree, attempt, barrier, dist_env
 from common.run_folder import (build_npz, check_image_set, clear_run_dir, existing_state, image_set_digest,
                                image_text, locked_run_dir, npz_path, png_path, write_json_atomic)
-from common.sampling import image_seeds
+from common.zipar.sampling import image_seeds
 from common.t2i_pipeline import PromptImages, PromptPreset
 from emu3.config import PRESETS as EMU3_CONFIGS
 from emu3.pipeline import load_preset as load_emu3
@@ -219,7 +219,7 @@ def summarize(args, config: DecodeConfig, sampler, texts: list[dict], per_rank: 
         "grid": [rows, cols], "image_size_eval": args.image_size_eval,
         "decoding": {**asdict(config), "effective_window": config.window_for(sampler.layout)},
         "forward_passes": stats([int(t["forward_passes"]) for t in texts]),
-        # compat="official": header passes the released code spends on tokens our prefill holds (common.official)
+        # compat="official": header passes the released code spends on tokens our prefill holds (common.zipar.official)
         "official_header_passes": None if rule is None else rule.header_passes,
         "ntp_forward_passes": sampler.ntp_passes,  # the engine's NTP (end-of-row tokens ride along)
         "ntp_forward_passes_official": sampler.ntp_passes_official,

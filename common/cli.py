@@ -15,14 +15,14 @@ from typing import Callable
 import numpy as np
 import torch
 
-from common.checkpoint import CheckpointError
-from common.config import PRECISIONS, DecodeConfig
+from common.weights.checkpoint import CheckpointError
+from common.zipar.config import PRECISIONS, DecodeConfig
 from common.determinism import use_deterministic_kernels
-from common.engine import CUDA_GRAPHS, DecodeResult
+from common.zipar.engine import CUDA_GRAPHS, DecodeResult
 from common.images import IMAGE_FORMATS, save_png_atomic
-from common.sampling import image_seeds
-from common.official import active_rule, prompt_attention
-from common.schedule import Layout, first_row_rule, num_passes
+from common.zipar.sampling import image_seeds
+from common.zipar.official import active_rule, prompt_attention
+from common.zipar.schedule import Layout, first_row_rule, num_passes
 
 # bad input a user can fix: reported as one line, exit status 2 (no traceback)
 USER_ERRORS = (ValueError, FileNotFoundError, CheckpointError)
@@ -352,7 +352,7 @@ def note_window(config: DecodeConfig, layout: Layout, args: argparse.Namespace) 
         exact = torch.device(args.device).type == "cpu" or args.precision == "fp32"
         same = "same tokens as --ntp" if exact else f"same schedule as --ntp; in {args.precision} on a GPU tokens can differ"
         asked = f"--window {config.window}" + (f" (the released code's numbering; ours {w})" if config.compat else "")
-        if config.compat:  # its prefix and guidance may differ from ours (common.official)
+        if config.compat:  # its prefix and guidance may differ from ours (common.zipar.official)
             same = "the schedule of --ntp"
         print(f"note: {asked} >= the row width {cols}: this is plain next-token prediction "
               f"({'adaptive openings are never drafted' if config.adaptive else same})",
@@ -427,7 +427,7 @@ def end_of_row_report(result: DecodeResult, config: DecodeConfig, layout: Layout
 
 
 def official_report(config: DecodeConfig, layout: Layout, result: DecodeResult) -> dict:
-    """compat="official": the released code's window and forward calls (common.official), whose header
+    """compat="official": the released code's window and forward calls (common.zipar.official), whose header
     passes (Lumina-mGPT: BOI, H and W, one pass each) our prefill covers in its one pass."""
     rule = active_rule(layout.family, config.compat)
     if rule is None:

@@ -2,7 +2,7 @@
 ZipAR decode in code space -> the official token sequence; pixels through the family's image decoder.
 
 Both generate H rows of W image tokens after a prompt that ends in an image header, each row closed by an
-end-of-row token (EOL), then a few closing tokens. The engine works in code space (common.image_vocab):
+end-of-row token (EOL), then a few closing tokens. The engine works in code space (common.models.image_vocab):
 content cells sample image ids only, EOL is a fixed code the schedule places, and the closing tokens are
 appended afterwards (`sequence_ids`), never decoded: the official logits processors force exactly these.
 
@@ -11,12 +11,12 @@ image header alone). Every prompt of a batch and both branches are left-padded t
 padded slots are masked (Condition.valid) and each row's positions are shifted by its pad count
 (Condition.position_shift), so every row sits at positions 0, 1, ... as in an unpadded official run.
 
-compat="official" follows the family's released ZipAR code (common.official): where its rule says so, the
+compat="official" follows the family's released ZipAR code (common.zipar.official): where its rule says so, the
 unconditional branch is the prompt's length of padding ([<s>, <pad> x (P-1)], then the same image header)
 and the prompt (every slot before the image header) reads itself both ways in the prefill.
 
 A family's pipeline is a dataclass deriving from EndOfRowPipeline with fields `model` (LlamaDecoder) and
-`ids` (special ids with `bos`, `pad` and `eol`), a class attribute `family` (its common.official key), and
+`ids` (special ids with `bos`, `pad` and `eol`), a class attribute `family` (its common.zipar.official key), and
 defines the hooks: `image_vocab_ids`, `grid`, `prompt_ids`, `image_header`, `unconditional_ids`,
 `closing_ids`, `decode_images`, `ntp_passes_official`. `size` is the family's size argument: Emu3 an
 aspect ratio "W:H", Lumina-mGPT (width, height) in pixels.
@@ -25,13 +25,13 @@ from dataclasses import dataclass
 
 import torch
 
-from common.condition import Condition
-from common.config import DecodeConfig
-from common.engine import DecodeResult, DecodeState, decode, start_decode
-from common.image_vocab import ImageVocabDecoder
-from common.official import active_rule, prompt_attention
+from common.zipar.condition import Condition
+from common.zipar.config import DecodeConfig
+from common.zipar.engine import DecodeResult, DecodeState, decode, start_decode
+from common.models.image_vocab import ImageVocabDecoder
+from common.zipar.official import active_rule, prompt_attention
 from common.prompts import left_pad
-from common.schedule import Layout, num_passes
+from common.zipar.schedule import Layout, num_passes
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ class PromptPreset:
 class EndOfRowPipeline:
     """Prompts to tokens for an end-of-row family; holds no decoding state (see the module docstring)."""
 
-    family: str  # the family's key in common.official (its released ZipAR code, if any)
+    family: str  # the family's key in common.zipar.official (its released ZipAR code, if any)
 
     # ---------------------------------------------------------------- hooks each family defines
     def image_vocab_ids(self) -> torch.Tensor:
@@ -136,7 +136,7 @@ class EndOfRowPipeline:
 
     def start(self, prompts: list[str], seeds: torch.Tensor, config: DecodeConfig, size,
               compile: bool = False) -> DecodeState:
-        """For notebooks: a state to iterate with common.engine.decode_steps(pipeline.coded, state)."""
+        """For notebooks: a state to iterate with common.zipar.engine.decode_steps(pipeline.coded, state)."""
         condition, layout = self.condition(prompts, size, config)
         return start_decode(self.coded, condition, seeds, layout, config, self.eol_row(layout.rows), compile)
 
@@ -144,7 +144,7 @@ class EndOfRowPipeline:
     def generate(self, prompts: list[str], seeds: torch.Tensor, config: DecodeConfig, size, on_pass=None,
                  compile: bool = False) -> DecodeResult:
         """prompts (B), seeds (B,) -> DecodeResult: (B, H, W) codes and pass counts (pixels: decode_images).
-        on_pass, compile: see common.engine.decode."""
+        on_pass, compile: see common.zipar.engine.decode."""
         if len(prompts) != seeds.shape[0]:
             raise ValueError(f"{len(prompts)} prompts but {seeds.shape[0]} seeds")
         condition, layout = self.condition(prompts, size, config)

@@ -15,7 +15,7 @@ import torch
 from common.cli import (HelpFormatter, add_deprecated, add_flag, add_runtime_args, check_input_dir,
                         check_output_dir, check_random_init, check_runtime, fill_random_init_config,
                         run_end_of_row, run_main)
-from common.config import PRECISIONS, DecodeConfig, add_decode_args, decode_config_from_args
+from common.zipar.config import PRECISIONS, DecodeConfig, add_decode_args, decode_config_from_args
 from common.prompts import collect_prompts
 from emu3.config import PRESETS
 from emu3.pipeline import Emu3Pipeline, load_pipeline

@@ -15,10 +15,10 @@ import torch
 from common.cli import (HelpFormatter, add_deprecated, add_flag, add_runtime_args, check_input_file,
                         check_output_file, check_random_init, check_runtime, decode_telemetry, note_window, official_report,
                         pass_progress, run_main)
-from common.config import DecodeConfig, add_decode_args, decode_config_from_args
+from common.zipar.config import DecodeConfig, add_decode_args, decode_config_from_args
 from common.images import save_grid
-from common.sampling import image_seeds
-from common.schedule import first_row_rule, num_passes
+from common.zipar.sampling import image_seeds
+from common.zipar.schedule import first_row_rule, num_passes
 from llamagen.generate import decode_images, generate, layout_for
 from llamagen.loader import TOKENIZERS, load_models, tokenizer_downsample
 from llamagen.model import GPT_PRESETS

@@ -18,11 +18,11 @@ import torch
 from common.cli import (HelpFormatter, add_deprecated, add_flag, add_runtime_args, check_input_dir,
                         check_input_file, check_output_file, check_random_init, check_runtime, decode_telemetry,
                         note_window, official_report, pass_progress, run_main)
-from common.config import PRECISIONS, DecodeConfig, add_decode_args, decode_config_from_args
+from common.zipar.config import PRECISIONS, DecodeConfig, add_decode_args, decode_config_from_args
 from common.images import save_grid
 from common.prompts import read_prompt_file
-from common.sampling import image_seeds
-from common.schedule import first_row_rule, num_passes
+from common.zipar.sampling import image_seeds
+from common.zipar.schedule import first_row_rule, num_passes
 from llamagen.captions import T5CaptionEncoder, load_caption_rows, pad_caption_rows, t5_caption_features
 from llamagen.checkpoint import load_gpt_weights
 from llamagen.generate import decode_images, layout_for

@@ -15,7 +15,7 @@ import torch
 from common.cli import (HelpFormatter, add_alias, add_deprecated, add_flag, add_runtime_args, check_input_dir,
                         check_output_dir, check_random_init, check_runtime, fill_random_init_config,
                         run_end_of_row, run_main)
-from common.config import PRECISIONS, DecodeConfig, add_decode_args, decode_config_from_args
+from common.zipar.config import PRECISIONS, DecodeConfig, add_decode_args, decode_config_from_args
 from common.prompts import collect_prompts
 from lumina_mgpt.config import PRESETS, RESOLUTIONS
 from lumina_mgpt.pipeline import LuminaPipeline, checkpoint_resolution, load_pipeline

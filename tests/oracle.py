@@ -1,18 +1,18 @@
-"""Invariants (b) and (e) for any model fitting common.engine.Decoder.
+"""Invariants (b) and (e) for any model fitting common.zipar.engine.Decoder.
 
 (b) record every query of a decode, then replay, per model-batch row, all of them in one uncached
 forward with the recorded visibility; every logit the engine produced must equal the replay's.
 (e) every query is fed a token decided in an earlier pass and never changed afterwards, or a fixed
 end-of-row token, or a placeholder that the policy defines without a decided token. With row drafts
-(common.row_drafts) a query may also be fed a draft: the token its cell held at the end of the
+(common.zipar.row_drafts) a query may also be fed a draft: the token its cell held at the end of the
 previous pass, written (drawn or started) by the decode. The replay cannot see (e): it replays
 whatever was fed. `record_passes` checks (e) on every decode it records.
 """
 import torch
 
-from common.condition import as_condition
-from common.engine import decode_steps, start_decode
-from common.placeholder import MEAN_INPUT, feeds_mean_embedding, fixed_token, needs_decided_token
+from common.zipar.condition import as_condition
+from common.zipar.engine import decode_steps, start_decode
+from common.zipar.placeholder import MEAN_INPUT, feeds_mean_embedding, fixed_token, needs_decided_token
 
 
 def full_forward(model, x, positions, mask):

@@ -5,10 +5,10 @@ import pytest
 import torch
 from scipy import stats
 
-from common.config import DecodeConfig
-from common.sampling import (PURPOSE_ACCEPT, PURPOSE_RESIDUAL, PURPOSE_TOKEN, acceptance_probability, draw_key,
+from common.zipar.config import DecodeConfig
+from common.zipar.sampling import (PURPOSE_ACCEPT, PURPOSE_RESIDUAL, PURPOSE_TOKEN, acceptance_probability, draw_key,
                              sample_logits, residual_distribution, verify_draft)
-from common.schedule import Layout, decode_pass_table, num_passes
+from common.zipar.schedule import Layout, decode_pass_table, num_passes
 from llamagen.generate import generate, layout_for
 from tests.helpers.llamagen import record_decode, reference_ntp, run_oracle, tiny_gpt
 
@@ -178,7 +178,7 @@ def test_passes_left_bound_is_a_lower_bound_and_host_reads_are_few(config):
     """After every pass the bound is at most the passes the decode really still ran, 0 exactly when it
     is done; the loop runs no pass beyond the last image's and reads the schedule far less than once a
     pass after its minimum (the loop before read a "done" flag every pass from there)."""
-    from common.engine import decode_steps, start_decode
+    from common.zipar.engine import decode_steps, start_decode
     from llamagen.generate import condition_prefix
     from tests.helpers.llamagen import CountingModel
 

@@ -1,5 +1,5 @@
 """Fresh randomness in real decodes: every draw, acceptance test and resample replays from the records
-with the documented key (seed, cell, purpose, attempt) (common.sampling), where the attempt is the
+with the documented key (seed, cell, purpose, attempt) (common.zipar.sampling), where the attempt is the
 opener attempt (adaptive verifications) or how often the cell was drawn before (DecodeState.draws);
 attempts count 0, 1, 2, ... per opening, the draw counters rise with every draw, and a rejected test
 resamples a token x with p(x) > q(x)."""
@@ -8,10 +8,10 @@ from collections import Counter
 import pytest
 import torch
 
-from common.config import DecodeConfig
-from common.sampling import (PURPOSE_ACCEPT, PURPOSE_DRAFT, PURPOSE_RESIDUAL, PURPOSE_TOKEN, draw_key, key_uniform,
+from common.zipar.config import DecodeConfig
+from common.zipar.sampling import (PURPOSE_ACCEPT, PURPOSE_DRAFT, PURPOSE_RESIDUAL, PURPOSE_TOKEN, draw_key, key_uniform,
                              sample_probs, verify_draft)
-from common.scheduler import CHECK, DRAFT, DRAW, VERIFY
+from common.zipar.scheduler import CHECK, DRAFT, DRAW, VERIFY
 from llamagen.generate import layout_for
 from tests.helpers.llamagen import tiny_gpt
 from tests.helpers.records import decode_records, decided_at, pick, query_probs

@@ -6,11 +6,11 @@ import itertools
 import pytest
 import torch
 
-from common.condition import Condition
-from common.config import DecodeConfig
-from common.engine import decode, decode_steps, start_decode
-from common.schedule import Layout
-from common.scheduler import Scheduler, queries_per_pass
+from common.zipar.condition import Condition
+from common.zipar.config import DecodeConfig
+from common.zipar.engine import decode, decode_steps, start_decode
+from common.zipar.schedule import Layout
+from common.zipar.scheduler import Scheduler, queries_per_pass
 from llamagen.generate import condition_prefix, generate, layout_for
 from tests.helpers.llamagen import CountingModel, formula_passes, reference_ntp, run_oracle, tiny_gpt
 from tests.oracle import fed_token_violations, oracle_error, record_passes
@@ -66,7 +66,7 @@ def test_oracle_with_longer_prefix_gqa_and_end_of_row_tokens():
 
 
 def test_oracle_lumina_compat_reads_written_slots_only():
-    """The released Lumina-mGPT code's schedule (common.official) keeps the visibility rule: every logit
+    """The released Lumina-mGPT code's schedule (common.zipar.official) keeps the visibility rule: every logit
     equals an uncached forward over what it saw (with a causal prefix: the release loaded eager)."""
     gpt = tiny_gpt(5, seed=3, cls_token_num=2)
     layout = Layout(rows=5, cols=5, prefix_len=2, end_of_row=True, family="lumina-mgpt")
@@ -197,7 +197,7 @@ def test_above_or_mean_feeds_the_cell_above_once_decided_else_the_mean():
     when row r-1 was complete before the pass, else the mean embedding (MEAN_INPUT); the early first row
     makes row 1's opener (no row above) take the mean. With w >= W/2 every later opener has a complete
     row r-1, so the decode equals "above"'s token for token."""
-    from common.placeholder import MEAN_INPUT
+    from common.zipar.placeholder import MEAN_INPUT
     gpt = tiny_gpt(6, seed=4)
     layout = layout_for(gpt)
     H = W = 6

@@ -1,4 +1,4 @@
-"""Tests for llamagen/checkpoint.py, common/checkpoint.py and the llamagen.sample CLI (CPU, seconds).
+"""Tests for llamagen/checkpoint.py, common/weights/checkpoint.py and the llamagen.sample CLI (CPU, seconds).
 
 Container layouts from /work/shared/reference/llamagen.md section 2.2: GPT weights bare (FSDP) or
 under "model" / "module" / "state_dict", an optional `freqs_cis` and pickled `args` Namespace;
@@ -14,11 +14,11 @@ import pytest
 import torch
 from PIL import Image
 
-from common.checkpoint import CheckpointError
+from common.weights.checkpoint import CheckpointError
 from llamagen.checkpoint import build_gpt, load_gpt_weights, load_vq
 from llamagen.model import Transformer, gpt_config, random_init_
 from llamagen.sample import cli
-from llamagen.vq import VQModel, vq_config
+from common.models.vq import VQModel, vq_config
 from tests.helpers.processes import run_python
 
 GRID = 4

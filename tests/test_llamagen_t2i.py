@@ -10,11 +10,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from common.checkpoint import CheckpointError
-from common.config import DecodeConfig
-from common.engine import decode, decode_steps, start_decode
-from common.sampling import PURPOSE_TOKEN, draw_key, filter_logits, guide, sample_logits
-from common.schedule import Layout, num_passes
+from common.weights.checkpoint import CheckpointError
+from common.zipar.config import DecodeConfig
+from common.zipar.engine import decode, decode_steps, start_decode
+from common.zipar.sampling import PURPOSE_TOKEN, draw_key, filter_logits, guide, sample_logits
+from common.zipar.schedule import Layout, num_passes
 from llamagen.captions import (T5CaptionEncoder, left_pad, load_caption_rows, pad_caption_rows, resolve_t5_path,
                                t5_caption_features)
 from llamagen.checkpoint import load_gpt_weights

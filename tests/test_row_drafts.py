@@ -1,4 +1,4 @@
-"""Speculative Jacobi drafting along rows (common.row_drafts): no drafts = the engine before drafts,
+"""Speculative Jacobi drafting along rows (common.zipar.row_drafts): no drafts = the engine before drafts,
 the oracle over every query (drafts included), drafts invisible to other rows, exact marginals,
 batch invariance, the pass count and the query bound."""
 from pathlib import Path
@@ -8,10 +8,10 @@ import pytest
 import torch
 from scipy import stats
 
-from common.config import DecodeConfig
-from common.engine import decode_steps, start_decode
-from common.schedule import Layout
-from common.scheduler import queries_per_pass
+from common.zipar.config import DecodeConfig
+from common.zipar.engine import decode_steps, start_decode
+from common.zipar.schedule import Layout
+from common.zipar.scheduler import queries_per_pass
 from llamagen.generate import condition_prefix, generate, layout_for
 from tests.helpers.llamagen import CountingModel, record_decode, run_oracle, tiny_gpt
 from tests.oracle import full_forward
@@ -127,7 +127,7 @@ def test_drafted_cell_follows_the_exact_model_marginal(mode, draft_len, init, gr
 def test_new_drafts_start_from_the_policy_token(mode, init, monkeypatch):
     """Every new draft holds the policy's token right after it starts: "above" the decided token
     (r-1, c) (row 0: its left token), "left" the token before the row's first new draft."""
-    from common import row_drafts
+    from common.zipar import row_drafts
 
     original, seen = row_drafts.start, []
 

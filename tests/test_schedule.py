@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from common.config import DecodeConfig
-from common.engine import decode_steps, start_decode
-from common.schedule import Layout, decode_pass_table, first_row_rule, num_passes, row_windows
+from common.zipar.config import DecodeConfig
+from common.zipar.engine import decode_steps, start_decode
+from common.zipar.schedule import Layout, decode_pass_table, first_row_rule, num_passes, row_windows
 from tests.helpers.llamagen import formula_passes, tiny_gpt
 
 GRIDS = [(1, 1), (1, 5), (4, 1), (3, 4), (5, 5), (4, 7), (24, 24)]
@@ -217,10 +217,10 @@ def test_every_slot_written_once_and_each_cell_sampled_once(H, W, w, first_row):
 
 
 def test_one_window_rule_for_fixed_adaptive_and_the_pass_table(monkeypatch, request):
-    """Change the rule in its one place (common.schedule.window_allows): fixed decodes, adaptive
+    """Change the rule in its one place (common.zipar.schedule.window_allows): fixed decodes, adaptive
     decodes and the pass table all follow it. Here: one token more of the row above is needed."""
-    from common import schedule
-    from common.scheduler import fixed_pass_sizes
+    from common.zipar import schedule
+    from common.zipar.scheduler import fixed_pass_sizes
     from llamagen.generate import generate, layout_for
 
     def one_more(count_above, col, window, cols):

@@ -2,7 +2,7 @@
 compat="official", row drafts (tests/test_schedule.py covers fixed windows from the pass table).
 
 The brute force knows only what each slot holds, replayed from the records, and the rules as the
-docstrings of common.masks and common.scheduler state them:
+docstrings of common.zipar.masks and common.zipar.scheduler state them:
   - a query reads slots at positions <= its own, never the scratch slot;
   - a slot written in this pass is read by every such query if the token fed there was decided before
     the pass (or is a prefix, end-of-row or placeholder input); if it was a row draft, only by the
@@ -16,8 +16,8 @@ docstrings of common.masks and common.scheduler state them:
 import pytest
 import torch
 
-from common.config import DecodeConfig
-from common.schedule import Layout
+from common.zipar.config import DecodeConfig
+from common.zipar.schedule import Layout
 from llamagen.generate import layout_for
 from tests.helpers.llamagen import tiny_gpt
 from tests.helpers.records import decode_records, decided_at, pick

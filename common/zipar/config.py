@@ -5,10 +5,10 @@ from dataclasses import dataclass
 
 import torch
 
-from common.official import PROMPT_ATTENTIONS
-from common.placeholder import COMPAT_POLICY, DEFAULT_POLICY, POLICIES, check_policy
-from common.row_drafts import DRAFT_INITS
-from common.schedule import FIRST_ROW_RULES, Layout, check_first_row, schedule_window
+from common.zipar.official import PROMPT_ATTENTIONS
+from common.zipar.placeholder import COMPAT_POLICY, DEFAULT_POLICY, POLICIES, check_policy
+from common.zipar.row_drafts import DRAFT_INITS
+from common.zipar.schedule import FIRST_ROW_RULES, Layout, check_first_row, schedule_window
 
 # --precision choices of every script: the model dtype
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -20,20 +20,20 @@ class DecodeConfig:
 
     window: int | None = None
     adaptive: bool = False  # window is then w_min: row openings are drafted and verified (section 3.3)
-    placeholder: str | None = None  # what a row's opening query is fed (common.placeholder); None: the
+    placeholder: str | None = None  # what a row's opening query is fed (common.zipar.placeholder); None: the
     # default, DEFAULT_POLICY, or the released code's "above" with compat="official"; set to it on construction
-    compat: str | None = None  # "official": the family's released ZipAR code (common.official), window in its numbering
+    compat: str | None = None  # "official": the family's released ZipAR code (common.zipar.official), window in its numbering
     prompt_attention: str | None = None  # compat only: the prompt reads itself "causal"ly or "bidirectional"ly in the
-    # prefill; None: as the released code runs (common.official)
+    # prefill; None: as the released code runs (common.zipar.official)
     first_row: str | None = None  # row 1 opens when row 0 is complete ("serial") or at the window ("early");
-    # None: the layout's default, serial without end-of-row tokens (LlamaGen), early with (common.schedule)
+    # None: the layout's default, serial without end-of-row tokens (LlamaGen), early with (common.zipar.schedule)
     cfg_scale: float = 1.0  # > 1 runs an unconditional branch (LlamaGen semantics)
     cfg_interval: float = -1  # -1: guide every token; else tokens 0 .. cfg_interval + 1
     temperature: float = 1.0
     top_k: int = 0  # 0: off
     top_p: float = 1.0  # 1: off
     draft_len: int = 0  # L > 0: each row drafts up to L tokens ahead, verified by speculative Jacobi tests
-    draft_init: str = "above"  # how a new draft position starts (common.row_drafts.DRAFT_INITS)
+    draft_init: str = "above"  # how a new draft position starts (common.zipar.row_drafts.DRAFT_INITS)
 
     def __post_init__(self):
         """Every message names the command-line flag that sets the field (--cfg-scale for cfg_scale)."""
@@ -92,7 +92,7 @@ class DecodeConfig:
         return self.cfg_scale > 1.0
 
     def window_for(self, layout: Layout) -> int:
-        """The window the schedule runs on `layout` (NTP is w = W; compat: common.schedule.schedule_window)."""
+        """The window the schedule runs on `layout` (NTP is w = W; compat: common.zipar.schedule.schedule_window)."""
         return schedule_window(layout, self.window, self.compat)
 
 
@@ -114,9 +114,9 @@ def add_decode_args(parser: argparse.ArgumentParser, *, cfg_scale: float | None,
                    help="what row r+1's opening query is fed while (r, W-1) is not decoded yet: above-or-mean = "
                         "(r-1, W-1) once decided, else the mean token embedding (default), above = the latest token "
                         "of row r-1 (the paper code's choice; --compat official's), left = the latest token of row r, "
-                        "mean = the mean token embedding, token:<id> = a fixed code (common/placeholder.py)")
+                        "mean = the mean token embedding, token:<id> = a fixed code (common/zipar/placeholder.py)")
     g.add_argument("--compat", choices=["official"], default=None,
-                   help="reproduce the paper's released code of the model family (common/official.py). LlamaGen: "
+                   help="reproduce the paper's released code of the model family (common/zipar/official.py). LlamaGen: "
                         "first row serial, placeholder 'above', a mask that reads unwritten (zero) cache slots; "
                         "--window 1 .. W-1. Lumina-mGPT: --window is the release's zipar_window_size (our w + 1: it "
                         "counts the row's lead token), 2 .. W+1; its CFG branch <s> + <pad>s; a bidirectional prompt "
@@ -142,7 +142,7 @@ def add_decode_args(parser: argparse.ArgumentParser, *, cfg_scale: float | None,
     g.add_argument("--draft-init", choices=DRAFT_INITS, default="above",
                    help="how a new draft starts: above = the decided token above it (row 0: its left token), "
                         "left = the row's last token repeated (SJD's LlamaGen choice), random = a uniform code "
-                        "(SJD's Lumina-mGPT/Emu3 choice); common/row_drafts.py")
+                        "(SJD's Lumina-mGPT/Emu3 choice); common/zipar/row_drafts.py")
 
 
 def _placeholder_arg(value: str) -> str:

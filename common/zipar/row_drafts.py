@@ -3,10 +3,10 @@ Text-to-Image Generation with Training-free Speculative Jacobi Decoding"), compo
 
 ZipAR advances several rows per pass; within a row it decides one token per pass. With draft_len
 L > 0 every open row also carries up to L draft tokens after its decided ones (cells count ..
-count+k-1, in the token buffer). Its cell lane (common.scheduler) then runs the last decided token
+count+k-1, in the token buffer). Its cell lane (common.zipar.scheduler) then runs the last decided token
 plus the drafts: query o is fed (r, count+o-1) and yields p_new for (r, count+o). Left to right, the
 draft at each cell is kept with probability min(1, p_new(x) / q(x)), q the distribution it was drawn
-from (common.sampling.verify_draft); at the first rejection the cell takes a draw from
+from (common.zipar.sampling.verify_draft); at the first rejection the cell takes a draw from
 norm(max(0, p_new - q)) and the cells after it are redrawn from this pass's p_new (conditioned on
 the rejected draft: they stay drafts, with q = that p_new). If every draft is kept, the query after
 the last one draws one more token. Each kept token and each resample is an exact draw from the
@@ -16,7 +16,7 @@ are fixed before the pass that tests it, and its test uses fresh counter-based u
 The window rule counts decided tokens only: a row drafts, checks and decides only cells the rule
 lets it decide in that pass (given the rows above's decided tokens), so every decided token sees
 at least what plain ZipAR shows it. A draft's cache entry is visible only to later queries of its
-own row in the same pass (common.masks.visibility_mask); its slot becomes live for everyone only if
+own row in the same pass (common.zipar.masks.visibility_mask); its slot becomes live for everyone only if
 the draft is kept, and a rejected draft's slot is rewritten before anyone reads it.
 
 New draft positions (a row's cells that the window newly allows, up to L ahead) start by a policy
@@ -41,8 +41,8 @@ indexed (r mod R, column mod L), plus one scratch entry; row_draft_kind says per
 """
 import torch
 
-from common.sampling import PURPOSE_ACCEPT, PURPOSE_DRAFT, PURPOSE_RESIDUAL, draw_key, key_uniform, verify_draft
-from common.scheduler import CHECK
+from common.zipar.sampling import PURPOSE_ACCEPT, PURPOSE_DRAFT, PURPOSE_RESIDUAL, draw_key, key_uniform, verify_draft
+from common.zipar.scheduler import CHECK
 
 __all__ = ["DRAFT_INITS", "allocate", "check", "start"]
 

@@ -1,4 +1,4 @@
-"""The one decode loop: runs the ZipAR scheduler (common.scheduler; paper sections 3.2-3.3) with any
+"""The one decode loop: runs the ZipAR scheduler (common.zipar.scheduler; paper sections 3.2-3.3) with any
 model fitting `Decoder`.
 
 `decode_steps` is a generator over an explicit DecodeState that yields one PassRecord per forward
@@ -20,17 +20,17 @@ from typing import Callable, Iterator, Protocol
 
 import torch
 
-from common.condition import Condition, as_condition
-from common.config import DecodeConfig
-from common.kv_cache import KVCache
-from common.masks import visibility_mask
-from common.official import prompt_attention
-from common.placeholder import MEAN_INPUT, feeds_mean_embedding, fixed_token, mean_embedding
-from common import row_drafts
-from common.sampling import (PURPOSE_ACCEPT, PURPOSE_RESIDUAL, PURPOSE_TOKEN, draw_key, filter_logits, guide,
+from common.zipar.condition import Condition, as_condition
+from common.zipar.config import DecodeConfig
+from common.zipar.kv_cache import KVCache
+from common.zipar.masks import visibility_mask
+from common.zipar.official import prompt_attention
+from common.zipar.placeholder import MEAN_INPUT, feeds_mean_embedding, fixed_token, mean_embedding
+from common.zipar import row_drafts
+from common.zipar.sampling import (PURPOSE_ACCEPT, PURPOSE_RESIDUAL, PURPOSE_TOKEN, draw_key, filter_logits, guide,
                              key_uniform, sample_probs, verify_draft)
-from common.schedule import Layout, num_passes
-from common.scheduler import DRAFT, VERIFY, PassBatch, Scheduler, ScheduleState
+from common.zipar.schedule import Layout, num_passes
+from common.zipar.scheduler import DRAFT, VERIFY, PassBatch, Scheduler, ScheduleState
 
 
 class Decoder(Protocol):
@@ -63,8 +63,8 @@ class DecodeState:
     trim_on_host: bool  # eager adaptive on CPU: cut each pass's padding (reading its size back is free there)
     draws: torch.Tensor | None = None  # (B, width) int64 times each cell was drawn: the attempt of its keys
     draft_probs: torch.Tensor | None = None  # (B, V) adaptive: distribution the current opener draft follows
-    row_draft_probs: torch.Tensor | None = None  # (B, R*L + 1, V) row drafts' distributions (common.row_drafts)
-    row_draft_kind: torch.Tensor | None = None  # (B, R*L + 1) which q each entry holds (common.row_drafts)
+    row_draft_probs: torch.Tensor | None = None  # (B, R*L + 1, V) row drafts' distributions (common.zipar.row_drafts)
+    row_draft_kind: torch.Tensor | None = None  # (B, R*L + 1) which q each entry holds (common.zipar.row_drafts)
     mean_input: torch.Tensor | None = None  # (D,) placeholder "mean": set after the prefix pass
     passes_run: int = 0
     host_reads: int = 0  # per-image schedules: times the decode read the schedule back to the host
@@ -113,7 +113,7 @@ def start_decode(model: Decoder, condition: Condition | torch.Tensor, seeds: tor
                  compile: bool | str = False) -> DecodeState:
     """Plan the decode and allocate its token buffer and KV cache.
 
-    condition: the prefix (common.condition; a bare (B_model, T, D) tensor is one without padding),
+    condition: the prefix (common.zipar.condition; a bare (B_model, T, D) tensor is one without padding),
     B_model = 2B with CFG ([cond; uncond]), else B. seeds: (B,) int64, one per image.
     fixed_tokens: (H,) end-of-row token ids for layouts with them. compile: torch.compile the decode
     pass (fullgraph, static shapes; see `compiled_step`): one compilation per decode shape, the same tokens.
@@ -285,7 +285,7 @@ def decode_pass(model: Decoder, state: DecodeState) -> tuple:
 
 
 def _open_rows(state: DecodeState, pb: PassBatch, probs: torch.Tensor, drawn: torch.Tensor):
-    """Adaptive row openings (common.scheduler): a DRAFT keeps its draw and remembers its
+    """Adaptive row openings (common.zipar.scheduler): a DRAFT keeps its draw and remembers its
     distribution; a VERIFY tests the current draft against the new distribution. At most one
     opener query per image and pass. -> (tokens (B, n), accepted (B, n), accepted per image (B,))."""
     is_open = (pb.kinds == DRAFT) | (pb.kinds == VERIFY)  # (B, n)

@@ -17,7 +17,7 @@ transition, the one place it is decided:
           end-of-row layouts (Lumina-mGPT, Emu3), whose openers are fed the real end-of-row token and
           whose released Lumina-mGPT code opens row 1 early.
 
-`compat="official"` reproduces the family's released code (common.official holds each family's
+`compat="official"` reproduces the family's released code (common.zipar.official holds each family's
 rule): its first-row rule (LlamaGen serial, Lumina-mGPT early), its window numbering and the windows
 it runs (`schedule_window`). LlamaGen's counts decided tokens as ours and runs 2 <= w < W (w = 1, where
 it fails an assertion, is our extension; at w = W it copies a token instead of sampling it, above W it
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common.official import rule_for
+from common.zipar.official import rule_for
 
 FIRST_ROW_RULES = ("serial", "early")
 
@@ -39,7 +39,7 @@ class Layout:
 
     prefix_len condition slots come first; then H rows of W content tokens, each row followed by
     one fixed end-of-row token when `end_of_row` (Lumina-mGPT, Emu3), not for LlamaGen. `family` names
-    the model family, whose released code compat="official" reproduces (common.official).
+    the model family, whose released code compat="official" reproduces (common.zipar.official).
     """
 
     rows: int
@@ -90,7 +90,7 @@ def first_row_rule(layout: Layout, first_row: str | None = None, compat: str | N
 def schedule_window(layout: Layout, window: int | None, compat: str | None = None) -> int:
     """The window the schedule runs (row r+1 opens once row r holds w decided tokens), clipped to W, from
     the one asked for: None is next-token prediction (W); under compat="official" `window` is in the
-    released code's numbering, checked against the windows it runs (common.official)."""
+    released code's numbering, checked against the windows it runs (common.zipar.official)."""
     if compat not in (None, "official"):
         raise ValueError(f"compat must be None or 'official', got {compat!r}")
     if window is None:

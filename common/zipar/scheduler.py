@@ -5,21 +5,21 @@ State per image (ScheduleState): decided tokens per row, the window each row fol
 with, opener attempts per row, whether each row's last token is in the cache, which cache slots are
 live. Each pass, every row offers three candidate queries ("lanes"), computed for all rows at once:
   cell    row r holds c tokens (1 <= c < W) and the row above allows (r, c) by the window rule
-          (common.schedule.window_allows, looked up at call time so that
+          (common.zipar.schedule.window_allows, looked up at call time so that
           the rule has exactly one definition): feed (r, c-1), decide (r, c).
   opener  row r holds none and the row above allows (r, 0): the query at the position that predicts
           (r, 0) ((r-1, W-1), or the end-of-row token of row r-1). Fed the real (r-1, W-1) when that
-          row is complete, else the end-of-row token, else a placeholder (common.placeholder).
+          row is complete, else the end-of-row token, else a placeholder (common.zipar.placeholder).
           Fixed windows: the opening is a plain draw. Adaptive windows: the first is a DRAFT, each
           later pass re-runs it as a VERIFY against a window one token larger, until accepted (or
           final, when row r-1 is complete); the window an opening is accepted at is what row r then
           follows row r-1 with. Each attempt overwrites the previous attempt's entry (its slot):
           a superseded opener is never read again, so one slot per row holds them all.
   feed    row r is complete and its last token is not in the cache yet: feed it (keys/values only).
-With row drafts (draft_len L, common.row_drafts) the cell lane is up to L + 1 queries: offset o is
+With row drafts (draft_len L, common.zipar.row_drafts) the cell lane is up to L + 1 queries: offset o is
 fed (r, c+o-1), a draft for o >= 1, and decides (r, c+o) (a CHECK of the draft there, or a DRAW
 after the last draft), for each cell the window rule allows. A draft-fed query's slot is visible
-only to its own row's later queries in the pass (common.masks), and live for all once kept.
+only to its own row's later queries in the pass (common.zipar.masks), and live for all once kept.
 The active lanes of an image are packed, in increasing position, into `queries_per_pass` slots
 (bound derived in `queries_per_pass`); the rest is inert padding that writes a scratch slot nobody
 reads and decides the token buffer's trash column. So every decode pass has one shape, no per-image
@@ -27,7 +27,7 @@ Python runs and nothing is read back to the host.
 
 Fixed windows are the special case "every opening accepted at its first chance": same lanes, same
 window rule, same placeholder rule, same visibility rule. compat="official" (the family's released
-code, common.official) differs only in its row windows (common.schedule) and, where its rule says so
+code, common.zipar.official) differs only in its row windows (common.zipar.schedule) and, where its rule says so
 (LlamaGen: the released code attends to unwritten, zero cache entries), in which slots start live:
 every regular slot.
 
@@ -38,7 +38,7 @@ Slots (= cache indices), per model-batch row:
                                with them, openers write the end-of-row slot itself)
   scratch                      written by padding, never live
 A slot's position is that of the cell it belongs to (openers: the position predicting (r, 0)).
-Visibility (common.masks.visibility_mask): a query reads the live slots at positions <= its own.
+Visibility (common.zipar.masks.visibility_mask): a query reads the live slots at positions <= its own.
 A slot is live from the pass that writes it (the tokens written in a pass were decided in earlier
 ones); a placeholder opener stops being live when the real (r-1, W-1) is fed. Only opener slots are
 ever rewritten, by the next attempt of the same opening, which replaces the entry for every later
@@ -49,10 +49,10 @@ from dataclasses import dataclass
 
 import torch
 
-from common.official import active_rule
-from common.placeholder import placeholder_source
-from common import schedule
-from common.schedule import Layout, first_row_rule, row_windows, schedule_window
+from common.zipar.official import active_rule
+from common.zipar.placeholder import placeholder_source
+from common.zipar import schedule
+from common.zipar.schedule import Layout, first_row_rule, row_windows, schedule_window
 
 # what a query's logits decide: nothing, a token, an opener draft, an opener verification, a row draft's check
 PAD, DRAW, DRAFT, VERIFY, CHECK = 0, 1, 2, 3, 4
