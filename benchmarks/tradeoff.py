@@ -28,7 +28,7 @@ from common.zipar.config import DecodeConfig  # noqa: E402
 from common.zipar.row_drafts import DRAFT_INITS  # noqa: E402
 from common.metrics import paired_agreement  # noqa: E402
 from common.zipar.sampling import image_seeds  # noqa: E402
-from common.zipar.schedule import FIRST_ROW_RULES, first_row_rule  # noqa: E402
+from common.zipar.window import FIRST_ROW_RULES, first_row_rule  # noqa: E402
 from llamagen.checkpoint import load_gpt_weights  # noqa: E402
 from llamagen.demo_classifier import DigitScorer  # noqa: E402
 from llamagen.demo_tokenizer import IntensityTokenizer  # noqa: E402
@@ -337,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cfg-scale", type=float, default=DEMO.cfg_scale, help="CFG scale (the demo CLI default)")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
     p.add_argument("--first-rows", nargs="*", default=list(FIRST_ROW_RULES), choices=FIRST_ROW_RULES,
-                   help="first-row rules the fixed and adaptive windows run under (common/zipar/schedule.py)")
+                   help="first-row rules the fixed and adaptive windows run under (common/zipar/window.py)")
     p.add_argument("--placeholders", nargs="*", default=["above-or-mean", "above"],
                    help="row-opening placeholder policies of the fixed and adaptive curves with the serial first row "
                         "(common/zipar/placeholder.py)")

@@ -8,7 +8,7 @@ mask allows, on the selected layers and batch rows, and keeps it on the CPU, hea
 
 Conventions of the analysis functions (pure, numpy or torch in, numpy out). They take `probs`, one
 image's dense (S, S) matrix from `attention_by_slot` (row = the query written at that slot), and a
-common.zipar.schedule.Layout. The query that *generates* cell (r, c) is the one fed the token before it
+common.zipar.window.Layout. The query that *generates* cell (r, c) is the one fed the token before it
 (`generating_slots`): ZipAR's question is which earlier tokens that query needs. The window is
 ZipAR's: with window w, when (r, c) is generated row r-1 holds columns 0 .. c+w-1 and, transitively,
 row r-k holds columns 0 .. c+k*w-1 (clipped to W). Window 1 therefore covers the token right above.
@@ -19,7 +19,7 @@ from typing import Iterable
 import numpy as np
 import torch
 
-from common.zipar.schedule import Layout
+from common.zipar.window import Layout
 
 
 class AttentionRecorder:

@@ -5,7 +5,7 @@ import torch
 
 from common.zipar.config import PRECISIONS, DecodeConfig
 from common.zipar.engine import DecodeResult
-from common.zipar.schedule import num_passes
+from common.zipar.window import num_passes
 from llamagen.checkpoint import build_gpt, load_gpt_weights, load_vq
 from llamagen.demo_tokenizer import IntensityTokenizer
 from llamagen.generate import decode_images, generate, layout_for

@@ -18,7 +18,7 @@ from common.cli import (HelpFormatter, add_deprecated, add_flag, add_runtime_arg
 from common.zipar.config import DecodeConfig, add_decode_args, decode_config_from_args
 from common.images import save_grid
 from common.zipar.sampling import image_seeds
-from common.zipar.schedule import first_row_rule, num_passes
+from common.zipar.window import first_row_rule, num_passes
 from llamagen.generate import decode_images, generate, layout_for
 from llamagen.loader import TOKENIZERS, load_models, tokenizer_downsample
 from llamagen.model import GPT_PRESETS

@@ -22,7 +22,7 @@ from common.zipar.config import PRECISIONS, DecodeConfig, add_decode_args, decod
 from common.images import save_grid
 from common.prompts import read_prompt_file
 from common.zipar.sampling import image_seeds
-from common.zipar.schedule import first_row_rule, num_passes
+from common.zipar.window import first_row_rule, num_passes
 from llamagen.captions import T5CaptionEncoder, load_caption_rows, pad_caption_rows, t5_caption_features
 from llamagen.checkpoint import load_gpt_weights
 from llamagen.generate import decode_images, layout_for

@@ -8,7 +8,7 @@ from scipy import stats
 from common.zipar.config import DecodeConfig
 from common.zipar.sampling import (PURPOSE_ACCEPT, PURPOSE_RESIDUAL, PURPOSE_TOKEN, acceptance_probability, draw_key,
                              sample_logits, residual_distribution, verify_draft)
-from common.zipar.schedule import Layout, decode_pass_table, num_passes
+from common.zipar.window import Layout, decode_pass_table, num_passes
 from llamagen.generate import generate, layout_for
 from tests.helpers.llamagen import record_decode, reference_ntp, run_oracle, tiny_gpt
 

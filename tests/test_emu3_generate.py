@@ -14,7 +14,7 @@ from common.zipar.config import DecodeConfig
 from common.zipar.engine import decode, decode_steps
 from common.models.llama import random_init_
 from common.zipar.sampling import PURPOSE_TOKEN, draw_key, filter_logits, guide, sample_logits
-from common.zipar.schedule import num_passes
+from common.zipar.window import num_passes
 from emu3.generate import cli
 from emu3.pipeline import Emu3Pipeline, layout_for, load_pipeline, ntp_passes_official
 from emu3.prompt import NEGATIVE_PROMPT, prompt_ids

@@ -9,7 +9,7 @@ import torch
 from common.zipar.condition import Condition
 from common.zipar.config import DecodeConfig
 from common.zipar.engine import decode, decode_steps, start_decode
-from common.zipar.schedule import Layout
+from common.zipar.window import Layout
 from common.zipar.scheduler import Scheduler, queries_per_pass
 from llamagen.generate import condition_prefix, generate, layout_for
 from tests.helpers.llamagen import CountingModel, formula_passes, reference_ntp, run_oracle, tiny_gpt

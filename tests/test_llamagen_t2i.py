@@ -14,7 +14,7 @@ from common.weights.checkpoint import CheckpointError
 from common.zipar.config import DecodeConfig
 from common.zipar.engine import decode, decode_steps, start_decode
 from common.zipar.sampling import PURPOSE_TOKEN, draw_key, filter_logits, guide, sample_logits
-from common.zipar.schedule import Layout, num_passes
+from common.zipar.window import Layout, num_passes
 from llamagen.captions import (T5CaptionEncoder, left_pad, load_caption_rows, pad_caption_rows, resolve_t5_path,
                                t5_caption_features)
 from llamagen.checkpoint import load_gpt_weights

@@ -10,7 +10,7 @@ from scipy import stats
 
 from common.zipar.config import DecodeConfig
 from common.zipar.engine import decode_steps, start_decode
-from common.zipar.schedule import Layout
+from common.zipar.window import Layout
 from common.zipar.scheduler import queries_per_pass
 from llamagen.generate import condition_prefix, generate, layout_for
 from tests.helpers.llamagen import CountingModel, record_decode, run_oracle, tiny_gpt

@@ -7,7 +7,7 @@ import torch
 
 from common.zipar.config import DecodeConfig
 from common.zipar.engine import decode_steps, start_decode
-from common.zipar.schedule import Layout, decode_pass_table, first_row_rule, num_passes, row_windows
+from common.zipar.window import Layout, decode_pass_table, first_row_rule, num_passes, row_windows
 from tests.helpers.llamagen import formula_passes, tiny_gpt
 
 GRIDS = [(1, 1), (1, 5), (4, 1), (3, 4), (5, 5), (4, 7), (24, 24)]
@@ -217,9 +217,9 @@ def test_every_slot_written_once_and_each_cell_sampled_once(H, W, w, first_row):
 
 
 def test_one_window_rule_for_fixed_adaptive_and_the_pass_table(monkeypatch, request):
-    """Change the rule in its one place (common.zipar.schedule.window_allows): fixed decodes, adaptive
+    """Change the rule in its one place (common.zipar.window.window_allows): fixed decodes, adaptive
     decodes and the pass table all follow it. Here: one token more of the row above is needed."""
-    from common.zipar import schedule
+    from common.zipar import window
     from common.zipar.scheduler import fixed_pass_sizes
     from llamagen.generate import generate, layout_for
 
@@ -231,7 +231,7 @@ def test_one_window_rule_for_fixed_adaptive_and_the_pass_table(monkeypatch, requ
     labels, seeds = torch.tensor([1, 2, 3]), torch.tensor([4, 5, 6])
     plain_fixed = generate(gpt, labels, seeds, DecodeConfig(window=2))
     plain_adaptive = generate(gpt, labels, seeds, DecodeConfig(window=2, adaptive=True))
-    monkeypatch.setattr(schedule, "window_allows", one_more)
+    monkeypatch.setattr(window, "window_allows", one_more)
     fixed_pass_sizes.cache_clear()  # remembered pass sizes hold for the rule they were found with
     request.addfinalizer(fixed_pass_sizes.cache_clear)
     fixed = generate(gpt, labels, seeds, DecodeConfig(window=2))

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from common.zipar.config import DecodeConfig
-from common.zipar.schedule import Layout
+from common.zipar.window import Layout
 from llamagen.generate import layout_for
 from tests.helpers.llamagen import tiny_gpt
 from tests.helpers.records import decode_records, decided_at, pick

@@ -8,7 +8,7 @@ import torch
 from common.zipar.official import PROMPT_ATTENTIONS
 from common.zipar.placeholder import COMPAT_POLICY, DEFAULT_POLICY, POLICIES, check_policy
 from common.zipar.row_drafts import DRAFT_INITS
-from common.zipar.schedule import FIRST_ROW_RULES, Layout, check_first_row, schedule_window
+from common.zipar.window import FIRST_ROW_RULES, Layout, check_first_row, schedule_window
 
 # --precision choices of every script: the model dtype
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -26,7 +26,7 @@ class DecodeConfig:
     prompt_attention: str | None = None  # compat only: the prompt reads itself "causal"ly or "bidirectional"ly in the
     # prefill; None: as the released code runs (common.zipar.official)
     first_row: str | None = None  # row 1 opens when row 0 is complete ("serial") or at the window ("early");
-    # None: the layout's default, serial without end-of-row tokens (LlamaGen), early with (common.zipar.schedule)
+    # None: the layout's default, serial without end-of-row tokens (LlamaGen), early with (common.zipar.window)
     cfg_scale: float = 1.0  # > 1 runs an unconditional branch (LlamaGen semantics)
     cfg_interval: float = -1  # -1: guide every token; else tokens 0 .. cfg_interval + 1
     temperature: float = 1.0
@@ -92,7 +92,7 @@ class DecodeConfig:
         return self.cfg_scale > 1.0
 
     def window_for(self, layout: Layout) -> int:
-        """The window the schedule runs on `layout` (NTP is w = W; compat: common.zipar.schedule.schedule_window)."""
+        """The window the schedule runs on `layout` (NTP is w = W; compat: common.zipar.window.schedule_window)."""
         return schedule_window(layout, self.window, self.compat)
 
 

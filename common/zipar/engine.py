@@ -29,7 +29,7 @@ from common.zipar.placeholder import MEAN_INPUT, feeds_mean_embedding, fixed_tok
 from common.zipar import row_drafts
 from common.zipar.sampling import (PURPOSE_ACCEPT, PURPOSE_RESIDUAL, PURPOSE_TOKEN, draw_key, filter_logits, guide,
                              key_uniform, sample_probs, verify_draft)
-from common.zipar.schedule import Layout, num_passes
+from common.zipar.window import Layout, num_passes
 from common.zipar.scheduler import DRAFT, VERIFY, PassBatch, Scheduler, ScheduleState
 
 

@@ -5,7 +5,7 @@ State per image (ScheduleState): decided tokens per row, the window each row fol
 with, opener attempts per row, whether each row's last token is in the cache, which cache slots are
 live. Each pass, every row offers three candidate queries ("lanes"), computed for all rows at once:
   cell    row r holds c tokens (1 <= c < W) and the row above allows (r, c) by the window rule
-          (common.zipar.schedule.window_allows, looked up at call time so that
+          (common.zipar.window.window_allows, looked up at call time so that
           the rule has exactly one definition): feed (r, c-1), decide (r, c).
   opener  row r holds none and the row above allows (r, 0): the query at the position that predicts
           (r, 0) ((r-1, W-1), or the end-of-row token of row r-1). Fed the real (r-1, W-1) when that
@@ -27,7 +27,7 @@ Python runs and nothing is read back to the host.
 
 Fixed windows are the special case "every opening accepted at its first chance": same lanes, same
 window rule, same placeholder rule, same visibility rule. compat="official" (the family's released
-code, common.zipar.official) differs only in its row windows (common.zipar.schedule) and, where its rule says so
+code, common.zipar.official) differs only in its row windows (common.zipar.window) and, where its rule says so
 (LlamaGen: the released code attends to unwritten, zero cache entries), in which slots start live:
 every regular slot.
 
@@ -51,8 +51,8 @@ import torch
 
 from common.zipar.official import active_rule
 from common.zipar.placeholder import placeholder_source
-from common.zipar import schedule
-from common.zipar.schedule import Layout, first_row_rule, row_windows, schedule_window
+from common.zipar import window
+from common.zipar.window import Layout, first_row_rule, row_windows, schedule_window
 
 # what a query's logits decide: nothing, a token, an opener draft, an opener verification, a row draft's check
 PAD, DRAW, DRAFT, VERIFY, CHECK = 0, 1, 2, 3, 4
@@ -230,7 +230,7 @@ class Scheduler:
         cnt = state.count
         above = torch.cat([torch.full_like(cnt[:, :1], W), cnt[:, :-1]], dim=1)
         col = cnt[..., None] + torch.arange(L, device=cnt.device)  # (B, H, L)
-        allowed = (cnt[..., None] >= 1) & (col < W) & schedule.window_allows(
+        allowed = (cnt[..., None] >= 1) & (col < W) & window.window_allows(
             above[..., None], col, state.window[..., None], W)
         target = allowed.sum(-1)  # a prefix of the offsets: the rule is monotone in the column
         new = allowed & (torch.arange(L, device=cnt.device) >= state.drafts[..., None])
@@ -246,19 +246,19 @@ class Scheduler:
         B = cnt.shape[0]
         above = torch.cat([torch.full_like(cnt[:, :1], W), cnt[:, :-1]], dim=1)  # (B, H)
 
-        cell = (cnt >= 1) & (cnt < W) & schedule.window_allows(above, cnt, state.window, W)
+        cell = (cnt >= 1) & (cnt < W) & window.window_allows(above, cnt, state.window, W)
         # the cell lane, offsets o = 0..L: fed (r, c+o-1) (o >= 1: a draft), decides (r, c+o): a CHECK of
         # the draft there, or a DRAW after the last draft; each decided cell the window rule allows
         L = self.draft_len
         o = torch.arange(L + 1, device=cnt.device)
         col = cnt[..., None] + o  # (B, H, L+1) decided column
-        lane = cell[..., None] & (o <= state.drafts[..., None]) & (col < W) & schedule.window_allows(
+        lane = cell[..., None] & (o <= state.drafts[..., None]) & (col < W) & window.window_allows(
             above[..., None], col, state.window[..., None], W)
         cell_slot = start[:, None] + col - 1
         cell_kind = torch.where(o < state.drafts[..., None], CHECK, DRAW)
         lanes_of = lambda t: t.reshape(B, -1)  # noqa: E731  (B, H, L+1) -> (B, H*(L+1))
 
-        opener = (r >= 1) & (cnt == 0) & schedule.window_allows(above, torch.zeros_like(cnt), state.window, W)
+        opener = (r >= 1) & (cnt == 0) & window.window_allows(above, torch.zeros_like(cnt), state.window, W)
         full = above == W
         open_pos = self._opener_position(r.clamp(min=1)).expand(B, -1)
         if layout.end_of_row:

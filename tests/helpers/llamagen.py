@@ -65,7 +65,7 @@ def run_oracle(gpt, layout, config, labels, seeds, fixed_tokens=None, valid=None
 
 
 def formula_passes(H, W, w, first_row):
-    """Pass counts as the paper states them, independent of common.zipar.schedule: (H-1)w + W with the early
+    """Pass counts as the paper states them, independent of common.zipar.window: (H-1)w + W with the early
     first row, 2W + (H-2)w with the serial one (row 1 waits for all of row 0)."""
     w = min(w, W)
     return (H - 1) * w + W if first_row == "early" or H == 1 else 2 * W + (H - 2) * w
