@@ -25,7 +25,7 @@ from common.zipar.config import DecodeConfig  # noqa: E402
 from common.zipar.engine import decode_steps, start_decode  # noqa: E402
 from common.zipar.kv_cache import KVCache  # noqa: E402
 from common.zipar.sampling import image_seeds  # noqa: E402
-from common.zipar.window import Layout  # noqa: E402
+from common.zipar.layout import Layout  # noqa: E402
 
 
 class NullModel:

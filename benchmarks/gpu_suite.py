@@ -31,7 +31,8 @@ from common.determinism import deterministic_kernels  # noqa: E402
 from common.cli import HelpFormatter  # noqa: E402
 from common.zipar.engine import CUDA_GRAPHS, decode_steps, start_decode  # noqa: E402
 from common.zipar.sampling import image_seeds  # noqa: E402
-from common.zipar.window import Layout, num_passes  # noqa: E402
+from common.zipar.layout import Layout  # noqa: E402
+from common.zipar.window import num_passes  # noqa: E402
 from llamagen.checkpoint import build_gpt  # noqa: E402
 from llamagen.generate import condition_prefix, generate, layout_for  # noqa: E402
 from llamagen.model import random_init_  # noqa: E402

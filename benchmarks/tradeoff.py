@@ -24,8 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common.cli import (HelpFormatter, add_flag, check_input_file, check_output_file, check_positive,  # noqa: E402
                         run_main, set_threads)
-from common.zipar.config import DecodeConfig  # noqa: E402
-from common.zipar.row_drafts import DRAFT_INITS  # noqa: E402
+from common.zipar.config import DRAFT_INITS, DecodeConfig  # noqa: E402
 from common.metrics import paired_agreement  # noqa: E402
 from common.zipar.sampling import image_seeds  # noqa: E402
 from common.zipar.window import FIRST_ROW_RULES, first_row_rule  # noqa: E402

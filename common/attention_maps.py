@@ -19,7 +19,7 @@ from typing import Iterable
 import numpy as np
 import torch
 
-from common.zipar.window import Layout
+from common.zipar.layout import Layout
 
 
 class AttentionRecorder:

@@ -22,7 +22,8 @@ from common.zipar.engine import CUDA_GRAPHS, DecodeResult
 from common.images import IMAGE_FORMATS, save_png_atomic
 from common.zipar.sampling import image_seeds
 from common.zipar.official import active_rule, prompt_attention
-from common.zipar.window import Layout, first_row_rule, num_passes
+from common.zipar.layout import Layout
+from common.zipar.window import first_row_rule, num_passes
 
 # bad input a user can fix: reported as one line, exit status 2 (no traceback)
 USER_ERRORS = (ValueError, FileNotFoundError, CheckpointError)

@@ -31,7 +31,8 @@ from common.zipar.engine import DecodeResult, DecodeState, decode, start_decode
 from common.models.image_vocab import ImageVocabDecoder
 from common.zipar.official import active_rule, prompt_attention
 from common.prompts import left_pad
-from common.zipar.window import Layout, num_passes
+from common.zipar.layout import Layout
+from common.zipar.window import num_passes
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import torch
 
 from common.weights.hf_shards import empty_model, read_config_json
 from common.models.llama import LlamaDecoder, random_init_
-from common.zipar.window import Layout
+from common.zipar.layout import Layout
 from common.t2i_pipeline import EndOfRowPipeline, PromptPreset
 from emu3.checkpoint import HF, detect_layout, load_text_model, load_vision_decoder
 from emu3.config import (IMAGE_AREA_GEN, Emu3Config, emu3_config, text_config_from_json,

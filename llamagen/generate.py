@@ -7,7 +7,7 @@ import torch
 from common.zipar.condition import Condition
 from common.zipar.config import DecodeConfig
 from common.zipar.engine import DecodeResult, DecodeState, decode, start_decode
-from common.zipar.window import Layout
+from common.zipar.layout import Layout
 from llamagen.model import Transformer
 
 

@@ -25,7 +25,7 @@ def record_passes(model, layout, config, condition, seeds, fixed_tokens=None):
     """Run a decode and keep, per pass, each model-batch row's queries: (slots, positions the model saw,
     input ids, mask, logits) as plain per-row tensors; inert padding queries (scratch slot) are dropped."""
     state = start_decode(model, condition, seeds, layout, config, fixed_tokens)
-    scratch = state.scheduler.scratch
+    scratch = state.scheduler.slot_map.scratch
     position_shift = state.condition.position_shift
     rows, records = [], []
     for rec in decode_steps(model, state):
@@ -64,7 +64,7 @@ def fed_token_violations(state, records) -> list[str]:
         slots = rec.batch.slots.expand(B, -1).tolist()
         for b, row in enumerate(rec.batch.sources.expand(B, -1).tolist()):
             for q, s in enumerate(row):
-                if slots[b][q] == state.scheduler.scratch:
+                if slots[b][q] == state.scheduler.slot_map.scratch:
                     continue  # inert padding
                 fed, where = int(rec.input_ids[b, q]), f"pass {rec.index}, image {b}, query {q}, source {s}"
                 if s < N and drafting:  # what the buffer held after the previous pass, written by the decode
@@ -80,7 +80,7 @@ def fed_token_violations(state, records) -> list[str]:
                 elif s in eol:
                     if fed != int(state.tokens[b, s]):
                         bad.append(f"{where}: fed {fed} for the fixed end-of-row token")
-                elif s == state.scheduler.placeholder_column and (feeds_mean_embedding(policy)
+                elif s == state.scheduler.slot_map.placeholder_column and (feeds_mean_embedding(policy)
                                                                   or not needs_decided_token(policy)):
                     expected = MEAN_INPUT if feeds_mean_embedding(policy) else fixed_token(policy)
                     if fed != expected:

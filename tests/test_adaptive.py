@@ -8,7 +8,8 @@ from scipy import stats
 from common.zipar.config import DecodeConfig
 from common.zipar.sampling import (PURPOSE_ACCEPT, PURPOSE_RESIDUAL, PURPOSE_TOKEN, acceptance_probability, draw_key,
                              sample_logits, residual_distribution, verify_draft)
-from common.zipar.window import Layout, decode_pass_table, num_passes
+from common.zipar.layout import Layout
+from common.zipar.window import decode_pass_table, num_passes
 from llamagen.generate import generate, layout_for
 from tests.helpers.llamagen import record_decode, reference_ntp, run_oracle, tiny_gpt
 
@@ -135,15 +136,15 @@ def test_only_openers_are_rewritten_and_later_queries_read_the_accepted_one():
             for s in slots.tolist():
                 writes[s] = writes.get(s, 0) + 1
             for i, s in enumerate(slots.tolist()):
-                if pos[i] >= layout.cell_position(1, 0) and not sched.opener_base <= s < sched.scratch:
+                if pos[i] >= layout.cell_position(1, 0) and not sched.slot_map.opener_base <= s < sched.slot_map.scratch:
                     row = (int(pos[i]) - layout.prefix_len) // layout.cols  # the query's own row
                     opened_at.setdefault(row, k)  # the first pass with a query inside the row
                 for t in mask[i].nonzero()[:, 0].tolist():
-                    if sched.opener_base <= t < sched.scratch and s != t:
-                        opened = t - sched.opener_base + 1
+                    if sched.slot_map.opener_base <= t < sched.slot_map.scratch and s != t:
+                        opened = t - sched.slot_map.opener_base + 1
                         assert opened in opened_at and opened_at[opened] <= k
         rewritten = {s for s, n in writes.items() if n > 1}
-        assert rewritten and all(sched.opener_base <= s < sched.scratch for s in rewritten)
+        assert rewritten and all(sched.slot_map.opener_base <= s < sched.slot_map.scratch for s in rewritten)
 
 
 def test_adaptive_rejects_compat_and_ntp():

@@ -11,7 +11,7 @@ from common.attention_maps import (AttentionRecorder, attention_by_slot, cell_sl
 from common.zipar.config import DecodeConfig
 from common.zipar.engine import decode, start_decode
 from common.models.llama import LlamaConfig, LlamaDecoder, random_init_
-from common.zipar.window import Layout
+from common.zipar.layout import Layout
 from llamagen.generate import condition_prefix, layout_for
 from tests.helpers.llamagen import tiny_gpt
 

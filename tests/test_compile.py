@@ -11,7 +11,7 @@ from torch._dynamo.utils import counters
 from common.zipar.condition import Condition
 from common.zipar.config import DecodeConfig
 from common.zipar.engine import decode
-from common.zipar.window import Layout
+from common.zipar.layout import Layout
 from llamagen.checkpoint import load_gpt_weights
 from llamagen.generate import generate
 from llamagen.model import Transformer, gpt_config

@@ -12,7 +12,8 @@ from common.zipar.config import DecodeConfig
 from common.zipar.engine import decode
 from common.models.llama import LlamaConfig, LlamaDecoder, random_init_
 from common.zipar.sampling import PURPOSE_TOKEN, draw_key, filter_logits, guide, sample_logits
-from common.zipar.window import Layout, num_passes
+from common.zipar.layout import Layout
+from common.zipar.window import num_passes
 from lumina_mgpt.checkpoint import load_model
 from lumina_mgpt.pipeline import LuminaPipeline, load_pipeline, ntp_passes_official
 from lumina_mgpt.prompt import image_header, prompt_ids

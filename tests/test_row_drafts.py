@@ -10,7 +10,7 @@ from scipy import stats
 
 from common.zipar.config import DecodeConfig
 from common.zipar.engine import decode_steps, start_decode
-from common.zipar.window import Layout
+from common.zipar.layout import Layout
 from common.zipar.scheduler import queries_per_pass
 from llamagen.generate import condition_prefix, generate, layout_for
 from tests.helpers.llamagen import CountingModel, record_decode, run_oracle, tiny_gpt
@@ -207,7 +207,7 @@ def test_queries_per_pass_bound_holds_with_drafts(H, W, eor):
             state.trim_on_host = False
             for rec in decode_steps(gpt, state):
                 if not rec.batch.is_prefix:
-                    busiest = int((rec.batch.slots != state.scheduler.scratch).sum(1).max())
+                    busiest = int((rec.batch.slots != state.scheduler.slot_map.scratch).sum(1).max())
                     assert busiest <= bound, (window, adaptive, L, rec.index)
 
 

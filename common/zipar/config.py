@@ -5,13 +5,16 @@ from dataclasses import dataclass
 
 import torch
 
+from common.zipar.layout import Layout
 from common.zipar.official import PROMPT_ATTENTIONS
 from common.zipar.placeholder import COMPAT_POLICY, DEFAULT_POLICY, POLICIES, check_policy
-from common.zipar.row_drafts import DRAFT_INITS
-from common.zipar.window import FIRST_ROW_RULES, Layout, check_first_row, schedule_window
+from common.zipar.window import FIRST_ROW_RULES, check_first_row, schedule_window
 
 # --precision choices of every script: the model dtype
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+# how a new row-draft position starts (common.zipar.row_drafts)
+DRAFT_INITS = ("above", "left", "random")
 
 
 @dataclass(frozen=True)
@@ -33,7 +36,7 @@ class DecodeConfig:
     top_k: int = 0  # 0: off
     top_p: float = 1.0  # 1: off
     draft_len: int = 0  # L > 0: each row drafts up to L tokens ahead, verified by speculative Jacobi tests
-    draft_init: str = "above"  # how a new draft position starts (common.zipar.row_drafts.DRAFT_INITS)
+    draft_init: str = "above"  # how a new draft position starts (DRAFT_INITS)
 
     def __post_init__(self):
         """Every message names the command-line flag that sets the field (--cfg-scale for cfg_scale)."""

@@ -29,8 +29,9 @@ from common.zipar.placeholder import MEAN_INPUT, feeds_mean_embedding, fixed_tok
 from common.zipar import row_drafts
 from common.zipar.sampling import (PURPOSE_ACCEPT, PURPOSE_RESIDUAL, PURPOSE_TOKEN, draw_key, filter_logits, guide,
                              key_uniform, sample_probs, verify_draft)
-from common.zipar.window import Layout, num_passes
-from common.zipar.scheduler import DRAFT, VERIFY, PassBatch, Scheduler, ScheduleState
+from common.zipar.layout import Layout
+from common.zipar.window import num_passes
+from common.zipar.scheduler import DRAFT, VERIFY, PassBatch, Scheduler, ScheduleState, fixed_pass_sizes
 
 
 class Decoder(Protocol):
@@ -131,28 +132,28 @@ def start_decode(model: Decoder, condition: Condition | torch.Tensor, seeds: tor
         raise ValueError(f"the condition must be ({model_batch}, {layout.prefix_len}, D) for batch {batch}"
                          f"{' with CFG' if cfg else ''}, got {tuple(condition.embeddings.shape)}")
     scheduler = Scheduler(layout, config, device)
-    tokens = torch.zeros(batch, scheduler.token_buffer_width, dtype=torch.int64, device=device)
+    tokens = torch.zeros(batch, scheduler.slot_map.token_buffer_width, dtype=torch.int64, device=device)
     if layout.end_of_row:
         if fixed_tokens is None or tuple(fixed_tokens.shape) != (layout.rows,):
             raise ValueError(f"an end-of-row layout needs fixed_tokens of shape ({layout.rows},)")
         tokens[:, layout.num_cells:layout.num_cells + layout.rows] = fixed_tokens.to(device)
     if (code := fixed_token(config.placeholder)) is not None:
-        tokens[:, scheduler.placeholder_column] = code
+        tokens[:, scheduler.slot_map.placeholder_column] = code
     prefix_keys = None
     if condition.valid is not None:
-        prefix_keys = torch.ones(model_batch, scheduler.num_slots, dtype=torch.bool, device=device)
+        prefix_keys = torch.ones(model_batch, scheduler.slot_map.num_slots, dtype=torch.bool, device=device)
         prefix_keys[:, :layout.prefix_len] = condition.valid.to(device)
     min_passes = _min_passes(layout, config)
     step = decode_pass
     per_image = config.per_image_schedule
-    pass_sizes = None if compile or per_image else scheduler.fixed_pass_sizes()
+    pass_sizes = None if compile or per_image else fixed_pass_sizes(layout, config)
     trim_on_host = per_image and not compile and device.type == "cpu"
     if compile:
         step = compiled_step(compile)
     # fixed windows: one schedule shared by the batch (leading dim 1); adaptive or drafting: one per image
     schedule = scheduler.initial_state(batch if per_image else 1)
     return DecodeState(layout, config, scheduler, schedule, seeds.to(device), tokens,
-                       model.new_cache(model_batch, scheduler.num_slots, device), condition, prefix_keys,
+                       model.new_cache(model_batch, scheduler.slot_map.num_slots, device), condition, prefix_keys,
                        min_passes, step, pass_sizes, trim_on_host, torch.zeros_like(tokens))
 
 
@@ -218,13 +219,13 @@ def prefix_pass(model: Decoder, state: DecodeState) -> PassRecord:
     layout, cfg = state.layout, state.config.uses_cfg
     prefix = state.condition.embeddings
     model_batch, batch = prefix.shape[0], state.seeds.shape[0]
-    pb = state.scheduler.prefix_pass(state.schedule)
-    mask = visibility_mask(state.schedule.live[:1], state.scheduler.slot_positions, pb.positions)
+    pb, slot_map = state.scheduler.prefix_pass(state.schedule), state.scheduler.slot_map
+    mask = visibility_mask(state.schedule.live[:1], slot_map.slot_positions, pb.positions)
     if state.prefix_keys is not None:  # padded condition slots: read by no query but their own
-        own = torch.eye(layout.prefix_len, state.scheduler.num_slots, dtype=torch.bool, device=mask.device)
+        own = torch.eye(layout.prefix_len, slot_map.num_slots, dtype=torch.bool, device=mask.device)
         mask = mask & (state.prefix_keys[:, None, :] | own)
     if state.condition.bidirectional is not None:  # these slots read each other in any order
-        both = torch.zeros(model_batch, state.scheduler.num_slots, dtype=torch.bool, device=mask.device)
+        both = torch.zeros(model_batch, slot_map.num_slots, dtype=torch.bool, device=mask.device)
         both[:, :layout.prefix_len] = state.condition.bidirectional.to(mask.device)
         mask = mask | (both[:, :layout.prefix_len, None] & both[:, None, :])
     logits = model(prefix, _positions(state, pb.positions), pb.slots, mask, state.cache)
@@ -247,7 +248,7 @@ def decode_pass(model: Decoder, state: DecodeState) -> tuple:
     """One decode pass for the whole batch, as tensors only (the unit torch.compile captures):
     returns (PassBatch fields..., input_ids, mask, logits, decided, accepted)."""
     config, scheduler = state.config, state.scheduler
-    cfg, batch = config.uses_cfg, state.seeds.shape[0]
+    cfg, batch, slot_map = config.uses_cfg, state.seeds.shape[0], scheduler.slot_map
     plan = scheduler.plan(state.schedule)
     if state.pass_sizes is not None:  # eager fixed windows: the pass's precomputed size
         plan = plan.trimmed(state.pass_sizes[state.passes_run])
@@ -258,14 +259,14 @@ def decode_pass(model: Decoder, state: DecodeState) -> tuple:
     input_ids = _per_row(state.tokens.gather(1, pb.sources.expand(batch, -1)), batch, cfg)
     x = model.embed_tokens(input_ids)
     if state.mean_input is not None:  # placeholder "mean": its column is fed the mean embedding
-        is_mean = _per_row((pb.sources == scheduler.placeholder_column) & plan.active, batch, cfg)
+        is_mean = _per_row((pb.sources == slot_map.placeholder_column) & plan.active, batch, cfg)
         x = torch.where(is_mean[..., None], state.mean_input.to(x.dtype), x)
         input_ids = input_ids.masked_fill(is_mean, MEAN_INPUT)
     # built at model-batch rows directly: cheaper than repeating a (B, Q, S) mask for the CFG half
     own_drafts = None
     if config.draft_len:
-        own_drafts = (_for_model(plan.draft_slots, cfg), scheduler.slot_rows, _for_model(plan.query_rows, cfg))
-    mask = visibility_mask(_for_model(plan.live, cfg), scheduler.slot_positions, _for_model(pb.positions, cfg),
+        own_drafts = (_for_model(plan.draft_slots, cfg), slot_map.slot_rows, _for_model(plan.query_rows, cfg))
+    mask = visibility_mask(_for_model(plan.live, cfg), slot_map.slot_positions, _for_model(pb.positions, cfg),
                            own_drafts)
     if state.prefix_keys is not None:
         mask = mask & state.prefix_keys[:, None, :]

@@ -20,7 +20,7 @@ own row in the same pass (common.zipar.masks.visibility_mask); its slot becomes 
 the draft is kept, and a rejected draft's slot is rewritten before anyone reads it.
 
 New draft positions (a row's cells that the window newly allows, up to L ahead) start by a policy
-(DecodeConfig.draft_init, DRAFT_INITS):
+(DecodeConfig.draft_init, common.zipar.config.DRAFT_INITS):
 - "above": the decided token directly above, (r-1, c), with q the point mass on it (acceptance
   p_new(x)). The window rule guarantees (r-1, c) is decided wherever row r may draft c; row 0 has
   no row above and repeats its left token. This is the 2-D prior ZipAR rests on (a token's
@@ -44,9 +44,8 @@ import torch
 from common.zipar.sampling import PURPOSE_ACCEPT, PURPOSE_DRAFT, PURPOSE_RESIDUAL, draw_key, key_uniform, verify_draft
 from common.zipar.scheduler import CHECK
 
-__all__ = ["DRAFT_INITS", "allocate", "check", "start"]
+__all__ = ["allocate", "check", "start"]
 
-DRAFT_INITS = ("above", "left", "random")
 Q_STORED, Q_POINT, Q_UNIFORM = 0, 1, 2  # a draft's q: its ring vector, the point mass on it, uniform
 
 
@@ -113,7 +112,7 @@ def start(state) -> None:
     batch, V = state.seeds.shape[0], state.row_draft_probs.shape[-1]
     rows = sch.rows[:, None].expand(H, L).expand(batch, -1, -1)
     cols = schedule.count[..., None] + torch.arange(L, device=new.device)
-    cells = torch.where(new, rows * W + cols, sch.trash).reshape(batch, -1)
+    cells = torch.where(new, rows * W + cols, sch.slot_map.trash).reshape(batch, -1)
     code, kind = _initial_drafts(state, rows, cols, cells, V)
     state.tokens.scatter_(1, cells, code)
     state.draws.scatter_add_(1, cells, torch.ones_like(cells))

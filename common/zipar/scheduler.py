@@ -31,13 +31,7 @@ code, common.zipar.official) differs only in its row windows (common.zipar.windo
 (LlamaGen: the released code attends to unwritten, zero cache entries), in which slots start live:
 every regular slot.
 
-Slots (= cache indices), per model-batch row:
-  [0, T)                       condition prefix
-  T + r*stride + c             grid cell (r, c); c == W is row r's end-of-row token (if any)
-  opener_base + r - 1          the placeholder opener of row r (layouts without end-of-row tokens;
-                               with them, openers write the end-of-row slot itself)
-  scratch                      written by padding, never live
-A slot's position is that of the cell it belongs to (openers: the position predicting (r, 0)).
+Slots: common.zipar.layout.SlotMap.
 Visibility (common.zipar.masks.visibility_mask): a query reads the live slots at positions <= its own.
 A slot is live from the pass that writes it (the tokens written in a pass were decided in earlier
 ones); a placeholder opener stops being live when the real (r-1, W-1) is fed. Only opener slots are
@@ -52,7 +46,9 @@ import torch
 from common.zipar.official import active_rule
 from common.zipar.placeholder import placeholder_source
 from common.zipar import window
-from common.zipar.window import Layout, first_row_rule, row_windows, schedule_window
+from common.zipar.config import DecodeConfig
+from common.zipar.layout import Layout, SlotMap
+from common.zipar.window import first_row_rule, row_windows, schedule_window
 
 # what a query's logits decide: nothing, a token, an opener draft, an opener verification, a row draft's check
 PAD, DRAW, DRAFT, VERIFY, CHECK = 0, 1, 2, 3, 4
@@ -150,62 +146,33 @@ class Scheduler:
     """The constants of one decode's schedule (layout, windows, slot map); the state lives in a
     ScheduleState. `plan` and `advance` are tensor functions without host synchronisation."""
 
-    def __init__(self, layout: Layout, config, device, queries: int | None = None):
-        H, W, T = layout.rows, layout.cols, layout.prefix_len
-        config.check_grid(W)
-        self.layout, self.device = layout, device
-        self.config = config
-        self.adaptive, self.placeholder, self.compat = config.adaptive, config.placeholder, config.compat
+    def __init__(self, layout: Layout, config: DecodeConfig, device, queries: int | None = None):
+        config.check_grid(layout.cols)
+        self.layout, self.config, self.device = layout, config, device
+        self.slot_map = SlotMap.build(layout, device)
         self.draft_len = config.draft_len
-        self.per_image = config.per_image_schedule
         self.w_min = schedule_window(layout, config.window, config.compat)
         self.row_windows = row_windows(layout, config.window, config.compat, config.first_row)
         official = active_rule(layout.family, config.compat)
         self.reads_unwritten = official is not None and official.reads_unwritten
         serial = first_row_rule(layout, config.first_row, config.compat) == "serial"
-        self.opener_base = T + H * layout.row_stride
-        self.scratch = self.opener_base + (0 if layout.end_of_row else max(H - 1, 0))
-        self.num_slots = self.scratch + 1
         self.num_queries = queries or queries_per_pass(layout, self.w_min, self.draft_len, serial)
         # rows that can hold drafts at once: a ring of draft-distribution buffers indexed by r mod this
         self.draft_rows = open_rows_bound(layout, self.w_min, serial)
-        N = layout.num_cells
-        self.placeholder_column = N + (H if layout.end_of_row else 0)
-        self.trash = self.placeholder_column + 1  # token-buffer column that padding decides
-        r = torch.arange(H, device=device)
-        self.rows = r
-        self.cell_start = T + r * layout.row_stride  # (H,) slot of (r, 0)
-        pos = torch.zeros(self.num_slots, dtype=torch.int64, device=device)
-        pos[:self.opener_base] = torch.arange(self.opener_base, device=device)
-        if H > 1:
-            pos[self.opener_base:self.scratch] = self._opener_position(r[1:])[:self.scratch - self.opener_base]
-        self.slot_positions = pos  # (S,)
-        self.regular = torch.arange(self.num_slots, device=device) < self.opener_base
-        slot_rows = torch.full((self.num_slots,), H, dtype=torch.int64, device=device)
-        cell_slots = (self.cell_start[:, None] + torch.arange(W, device=device)).reshape(-1)
-        slot_rows[cell_slots] = r.repeat_interleave(W)
-        self.slot_rows = slot_rows  # (S,) grid row of each cell slot, H for every other slot
-
-    @property
-    def token_buffer_width(self) -> int:
-        """Columns of the token buffer: cells, end-of-row tokens, placeholder column, trash column."""
-        return self.trash + 1
-
-    def _opener_position(self, r: torch.Tensor) -> torch.Tensor:
-        """Position of the query that predicts (r, 0): (r-1, W-1), or row r-1's end-of-row token."""
-        W = self.layout.cols
-        return self.cell_start[r - 1] + (W if self.layout.end_of_row else W - 1)
+        self.rows = torch.arange(layout.rows, device=device)
 
     def initial_state(self, batch: int) -> ScheduleState:
         H, dev = self.layout.rows, self.device
         zeros = lambda: torch.zeros(batch, H, dtype=torch.int64, device=dev)  # noqa: E731
-        window = torch.tensor([self.layout.cols] + self.row_windows, dtype=torch.int64, device=dev)
-        live = self.regular.expand(batch, -1).clone() if self.reads_unwritten else \
-            torch.zeros(batch, self.num_slots, dtype=torch.bool, device=dev)
+        windows = torch.tensor([self.layout.cols] + self.row_windows, dtype=torch.int64, device=dev)
+        live = self.slot_map.regular.expand(batch, -1).clone() if self.reads_unwritten else \
+            torch.zeros(batch, self.slot_map.num_slots, dtype=torch.bool, device=dev)
         per_image = lambda: torch.zeros(batch, dtype=torch.int64, device=dev)  # noqa: E731
-        return ScheduleState(zeros(), window.expand(batch, -1).clone(), zeros(),
-                             torch.zeros(batch, H, dtype=torch.bool, device=dev), live, per_image(), per_image(),
-                             torch.zeros((), dtype=torch.int64, device=dev), zeros(), zeros(), zeros(), per_image())
+        return ScheduleState(count=zeros(), window=windows.expand(batch, -1).clone(), attempts=zeros(),
+                             fed_last=torch.zeros(batch, H, dtype=torch.bool, device=dev), live=live,
+                             image_passes=per_image(), rejections=per_image(),
+                             pass_index=torch.zeros((), dtype=torch.int64, device=dev), drafts=zeros(),
+                             row_passes=zeros(), row_gain=zeros(), draft_rejections=per_image())
 
     def prefix_pass(self, state: ScheduleState) -> PassBatch:
         """Pass 0: the condition prefix; its last query decides (0, 0)."""
@@ -241,7 +208,8 @@ class Scheduler:
         to `num_queries` per image (`Plan.trimmed` cuts the padding)."""
         layout = self.layout
         H, W, N = layout.rows, layout.cols, layout.num_cells
-        r, start = self.rows, self.cell_start
+        r, start = self.rows, self.slot_map.cell_start
+        scratch, trash = self.slot_map.scratch, self.slot_map.trash
         cnt, att = state.count, state.attempts
         B = cnt.shape[0]
         above = torch.cat([torch.full_like(cnt[:, :1], W), cnt[:, :-1]], dim=1)  # (B, H)
@@ -260,18 +228,18 @@ class Scheduler:
 
         opener = (r >= 1) & (cnt == 0) & window.window_allows(above, torch.zeros_like(cnt), state.window, W)
         full = above == W
-        open_pos = self._opener_position(r.clamp(min=1)).expand(B, -1)
+        open_pos = self.slot_map.opener_position(r.clamp(min=1)).expand(B, -1)
         if layout.end_of_row:
             real = torch.zeros_like(full)
             open_slot = open_pos  # the end-of-row slot
             open_src = (N + r - 1).expand(B, -1)
         else:
             real = full  # row r-1 is complete: its real last token opens row r
-            open_slot = torch.where(real, open_pos, self.opener_base + (r - 1).clamp(min=0))
-            stand_in = placeholder_source(self.placeholder, (r - 1).clamp(min=0).expand(B, -1), cnt, W,
-                                          self.placeholder_column)
+            open_slot = torch.where(real, open_pos, self.slot_map.opener_base + (r - 1).clamp(min=0))
+            stand_in = placeholder_source(self.config.placeholder, (r - 1).clamp(min=0).expand(B, -1), cnt, W,
+                                          self.slot_map.placeholder_column)
             open_src = torch.where(real, r * W - 1, stand_in)
-        if self.adaptive:
+        if self.config.adaptive:
             open_kind = torch.where(att > 0, VERIFY, torch.where(full, DRAW, DRAFT))
         else:
             open_kind = torch.full_like(cnt, DRAW)
@@ -287,7 +255,7 @@ class Scheduler:
         slot = torch.cat([lanes_of(cell_slot), open_slot, last_slot.expand(B, -1)], dim=1)
         pos = torch.cat([lanes_of(cell_slot), open_pos, last_slot.expand(B, -1)], dim=1)
         src = torch.cat([lanes_of(r[:, None] * W + col - 1), open_src, (r * W + W - 1).expand(B, -1)], dim=1)
-        out = torch.cat([lanes_of(r[:, None] * W + col), (r * W).expand(B, -1), torch.full_like(cnt, self.trash)], 1)
+        out = torch.cat([lanes_of(r[:, None] * W + col), (r * W).expand(B, -1), torch.full_like(cnt, trash)], 1)
         kind = torch.cat([lanes_of(cell_kind.expand(B, -1, -1)), open_kind, torch.full_like(cnt, PAD)], dim=1)
         attempt = torch.cat([torch.zeros_like(lanes_of(col)), att, torch.zeros_like(cnt)], dim=1)
         row_of = torch.cat([rows_of_cells.reshape(1, -1).expand(B, -1), torch.full_like(cnt, H),
@@ -295,14 +263,14 @@ class Scheduler:
         fed_draft = torch.cat([lanes_of((o >= 1).expand(B, H, -1)), torch.zeros_like(opener),
                                torch.zeros_like(feed)], dim=1)
 
-        big = self.num_slots + 1  # inactive lanes sort last
+        big = self.slot_map.num_slots + 1  # inactive lanes sort last
         order = torch.argsort(torch.where(active, pos, big), dim=1)[:, :self.num_queries]
         take = lambda t: t.gather(1, order)  # noqa: E731
         on = take(active)
-        slots = torch.where(on, take(slot), self.scratch)
+        slots = torch.where(on, take(slot), scratch)
         positions = torch.where(on, take(pos), 0)
         sources = torch.where(on, take(src), 0)
-        cells = torch.where(on, take(out), self.trash)
+        cells = torch.where(on, take(out), trash)
         kinds = torch.where(on, take(kind), PAD)
         attempts = torch.where(on, take(attempt), 0)
         query_rows = torch.where(on, take(row_of), H)
@@ -310,8 +278,8 @@ class Scheduler:
 
         feeds_last = feed | fed_by_opener
         live = self._live_after(state, opener, real, feeds_last, slots, on & ~draft_fed)
-        draft_slots = torch.zeros_like(live).scatter_(1, torch.where(draft_fed, slots, self.scratch), True)
-        draft_slots[:, self.scratch] = False
+        draft_slots = torch.zeros_like(live).scatter_(1, torch.where(draft_fed, slots, scratch), True)
+        draft_slots[:, scratch] = False
         sample_rows = torch.arange(slots.shape[1], device=cnt.device).expand(B, -1)
         batch = PassBatch(False, slots, positions, sources, sample_rows, cells, kinds, attempts)
         return Plan(batch, live, on, cell, opener, open_kind, feeds_last, above, query_rows, draft_fed,
@@ -323,12 +291,12 @@ class Scheduler:
         live = state.live.clone()
         if not layout.end_of_row and layout.rows > 1:
             # a placeholder shadows the real slot it stands for (unwritten; live zeros in compat mode)
-            stands_for = self.cell_start[(r - 1).clamp(min=0)] + W - 1
-            live.scatter_(1, torch.where(opener & ~real, stands_for, self.scratch), False)
+            stands_for = self.slot_map.cell_start[(r - 1).clamp(min=0)] + W - 1
+            live.scatter_(1, torch.where(opener & ~real, stands_for, self.slot_map.scratch), False)
             # the real (r-1, W-1) retires row r's placeholder opener
-            live[:, self.opener_base:self.scratch] &= ~feeds_last[:, :-1]
+            live[:, self.slot_map.opener_base:self.slot_map.scratch] &= ~feeds_last[:, :-1]
         live.scatter_(1, slots, on)
-        live[:, self.scratch] = False
+        live[:, self.slot_map.scratch] = False
         return live
 
     def advance(self, state: ScheduleState, plan: Plan, accepted: torch.Tensor | None,
@@ -351,10 +319,10 @@ class Scheduler:
             # a draft-fed slot holds a decided token's entry iff that token was kept and is not the
             # row's last decided one (whose entry the next pass writes)
             padded = torch.cat([new_count, torch.zeros_like(new_count[:, :1])], dim=1)  # row H: none
-            fed_col = plan.batch.slots - self.cell_start[plan.query_rows.clamp(max=H - 1)]
+            fed_col = plan.batch.slots - self.slot_map.cell_start[plan.query_rows.clamp(max=H - 1)]
             kept = plan.draft_fed & (fed_col < padded.gather(1, plan.query_rows) - 1)
-            plan.live.scatter_(1, torch.where(kept, plan.batch.slots, self.scratch), True)
-            plan.live[:, self.scratch] = False
+            plan.live.scatter_(1, torch.where(kept, plan.batch.slots, self.slot_map.scratch), True)
+            plan.live[:, self.slot_map.scratch] = False
         state.row_passes += plan.cell_lane.long()
         state.row_gain += gain
         kind = plan.open_kind
@@ -374,13 +342,6 @@ class Scheduler:
         state.image_passes.copy_(torch.where(plan.active.any(1), state.pass_index + 1, state.image_passes))
         state.pass_index += 1
 
-    def fixed_pass_sizes(self) -> tuple[int, ...]:
-        """Fixed windows: the real queries of each decode pass (one schedule for every image). Eager
-        decodes run each pass at its own size; compiled ones pad every pass to `num_queries`."""
-        if self.per_image:
-            raise ValueError("adaptive windows and row drafts have per-image, data-dependent pass sizes")
-        return fixed_pass_sizes(self.layout, self.config)
-
     def done(self, state: ScheduleState) -> torch.Tensor:
         return (state.count == self.layout.cols).all()
 
@@ -397,7 +358,7 @@ class Scheduler:
 
 
 @functools.lru_cache(maxsize=64)
-def fixed_pass_sizes(layout: Layout, config) -> tuple[int, ...]:
+def fixed_pass_sizes(layout: Layout, config: DecodeConfig) -> tuple[int, ...]:
     """The real queries of each pass of a fixed-window schedule, found by running the scheduler once
     on the CPU without a model (a pure function of its arguments, so it is remembered: a sampling
     job decodes many batches with one layout and config)."""

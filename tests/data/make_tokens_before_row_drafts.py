@@ -4,7 +4,7 @@ Run from a checkout of that commit: python make_tokens_before_row_drafts.py CHEC
 import sys, torch
 sys.path.insert(0, sys.argv[1])
 from common.zipar.config import DecodeConfig
-from common.zipar.window import Layout
+from common.zipar.layout import Layout
 from llamagen.generate import generate, layout_for
 from tests.helpers.llamagen import tiny_gpt
 out = {}
