@@ -46,7 +46,8 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from common.cli import (HelpFormatter, add_deprecated, add_flag, add_runtime_args, check_input_dir,
-                        check_input_file, check_random_init, check_runtime, fill_random_init_config, run_main)
+                        check_input_file, check_model_files, check_random_init, check_runtime,
+                        fill_random_init_config, note_random_init, run_main)
 from common.zipar.config import PRECISIONS, DecodeConfig, add_decode_args, decode_config_from_args
 from common.fingerprint import fingerprint
 from common.images import save_png_with_text_atomic, to_fid_uint8
@@ -144,14 +145,8 @@ def check_prompt_args(args: argparse.Namespace, preset: PromptPreset) -> None:
     if args.gpt_ckpt or args.ckpt_dir:
         raise ValueError(f"--model {args.model}: use --model-path (and --vq-path, --tokenizer-path), "
                          "not the LlamaGen --gpt-ckpt/--ckpt-dir")
-    check_random_init(args, ["--model-path", "--vq-path", "--tokenizer-path"])
-    if not args.random_init:
-        if args.model_path is None:
-            raise ValueError(f"--model {args.model}: pass --model-path (a {preset.checkpoint} folder), or --random-init")
-        for flag, path in (("--model-path", args.model_path), ("--vq-path", args.vq_path),
-                           ("--tokenizer-path", args.tokenizer_path)):
-            if path is not None:
-                check_input_dir(path, flag)
+    check_model_files(args, ["--model-path"], check_input_dir, optional=["--vq-path", "--tokenizer-path"],
+                      hint=f" (a {preset.checkpoint} folder)", prefix=f"--model {args.model}: ")
 
 
 def run_name(args: argparse.Namespace, config: DecodeConfig) -> str:
@@ -329,9 +324,7 @@ def run(args, config, rank, world, device, distributed, run_dir, held: ExitStack
     if distributed:
         dist.all_gather_object(mismatched, mismatched[rank])
     if rank == 0:
-        if args.random_init:
-            print(f"--random-init: {args.model} has random weights (seed {args.seed}); images are noise",
-                  file=sys.stderr)
+        note_random_init(args, args.model)
         print(f"{args.model}: {args.num_fid_samples} images in {run_dir} on {world} process(es); "
               f"rank 0 has {len(todo)} to make", file=sys.stderr)
         if sum(mismatched):

@@ -1,6 +1,7 @@
 """What every command-line script shares: the flag vocabulary (SHARED_FLAGS, runtime flags, deprecated
-spellings), the checks of device, precision and output paths made before any model is built, the default
-model precision, the progress bar, the one-line error exit and the end-of-row CLIs' report."""
+spellings), the checks of device, precision, model files and output paths made before any model is built, the
+default model precision, the one-line error exit, and the tail every CLI ends with: decode under a progress
+bar, time, save, report (`decode_and_report`, one --json layout)."""
 import argparse
 import json
 import os
@@ -19,7 +20,7 @@ from common.weights.checkpoint import CheckpointError
 from common.zipar.config import PRECISIONS, DecodeConfig
 from common.determinism import use_deterministic_kernels
 from common.zipar.engine import CUDA_GRAPHS, DecodeResult
-from common.images import IMAGE_FORMATS, save_png_atomic
+from common.images import IMAGE_FORMATS, save_grid, save_png_atomic
 from common.zipar.sampling import image_seeds
 from common.zipar.official import active_rule, prompt_attention
 from common.zipar.layout import Layout
@@ -286,11 +287,42 @@ def check_input_dir(path: str | Path, flag: str, what: str = "folder") -> Path:
 def check_random_init(args: argparse.Namespace, flags: list[str]) -> None:
     """--random-init builds random weights and reads no files: refuse file flags given with it (they
     would be ignored). `flags`: the script's file flags, e.g. ["--gpt-ckpt", "--vq-path"]."""
-    given = [f for f in flags if getattr(args, f[2:].replace("-", "_"), None) is not None]
+    given = [f for f in flags if _flag_value(args, f) is not None]
     if args.random_init and given:
         raise ValueError(f"--random-init builds random weights and reads no files, so {' and '.join(given)} "
                          "would be ignored; drop " + ("it" if len(given) == 1 else "them") +
                          " or drop --random-init")
+
+
+def check_model_files(args: argparse.Namespace, required: list[str], check: Callable, optional: list[str] = (),
+                      unchecked: list[str] = (), hint: str = "", prefix: str = "") -> None:
+    """The model's files, the one check every script makes: with --random-init none may be given
+    (check_random_init); without it every flag in `required` must be (else "pass ... or --random-init"; `hint`
+    follows the flags, `prefix` leads the line), and each given path of `required` and `optional` is checked by check(path, flag)
+    (check_input_dir, or check_input_file with its description). `unchecked`: file flags the loader checks."""
+    check_random_init(args, [*required, *optional, *unchecked])
+    if args.random_init:
+        return
+    if any(_flag_value(args, flag) is None for flag in required):
+        raise ValueError(f"{prefix}pass {' and '.join(required)}{hint}, or --random-init to run without files")
+    for flag in (*required, *optional):
+        if (path := _flag_value(args, flag)) is not None:
+            check(path, flag)
+
+
+def checkpoint_file(path: str, flag: str) -> Path:
+    """check_model_files' check for single-file checkpoints."""
+    return check_input_file(path, flag, "checkpoint file")
+
+
+def note_random_init(args: argparse.Namespace, what: str) -> None:
+    """With --random-init, say on stderr that `what` (the models built) has random weights."""
+    if args.random_init:
+        print(f"--random-init: random weights for {what} (seed {args.seed}); images are noise", file=sys.stderr)
+
+
+def _flag_value(args: argparse.Namespace, flag: str):
+    return getattr(args, flag[2:].replace("-", "_"), None)
 
 
 def check_positive(**counts) -> None:
@@ -380,51 +412,76 @@ def run_main(main: Callable, args, interrupted: str | None = None) -> int:
     return 0
 
 
-def run_end_of_row(pipe, prompts: list[str], size, config: DecodeConfig, args: argparse.Namespace,
-                   to_uint8: Callable) -> dict:
-    """What the text-to-image CLIs do once their pipeline (common.t2i_pipeline) is loaded: decode with a
-    progress bar over the passes, write image i as --out-dir/{i:04d}.png (to_uint8: the family's official
-    pixel conversion, (B, 3, h, w) -> (B, h, w, 3) uint8) and report (--json or one line on stderr)."""
+def decode_and_report(decode: Callable, config: DecodeConfig, layout: Layout, args: argparse.Namespace,
+                      save: Callable[[DecodeResult], dict]) -> dict:
+    """The end of every CLI once its models are loaded: note a window that is plain NTP, decode
+    (decode(on_pass) -> DecodeResult) under a progress bar over the passes, wait for the device, time it,
+    save the images (save(result) -> the report's output entries, "out" among them) and report: --json, one
+    object on stdout (`decode_report`); else one line on stderr."""
     device = torch.device(args.device)
-    layout = pipe.layout(size)
-    seeds = image_seeds(args.seed, torch.arange(len(prompts), device=device))
     start = time.perf_counter()
     note_window(config, layout, args)
     with pass_progress(config, layout, args.quiet or args.json) as on_pass:
-        result = pipe.generate(prompts, seeds, config, size, on_pass=on_pass, compile=args.compile)
+        result = decode(on_pass)
     if device.type == "cuda":
         torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
-    out = Path(args.out_dir)
-    files = []
-    for i, pixels in enumerate(to_uint8(pipe.decode_images(result.tokens))):
-        files.append(str(out / f"{i:04d}.png"))
-        save_png_atomic(np.asarray(pixels), files[-1])
-    report = end_of_row_report(result, config, layout, pipe.ntp_passes_official(layout.rows, layout.cols), seconds,
-                               files)
-    report["prompt_tokens"] = [len(pipe.prompt_ids(p, size)) for p in prompts]
-    print_report(report, args.json, out)
+    report = decode_report(result, config, layout, time.perf_counter() - start)
+    report.update(save(result))
+    print_report(report, args.json)
     return report
 
 
-def end_of_row_report(result: DecodeResult, config: DecodeConfig, layout: Layout, ntp_official: int,
-                      seconds: float, files: list[str]) -> dict:
-    """The --json report of the text-to-image CLIs (end-of-row layouts): passes against NTP in our engine
-    (end-of-row tokens ride along) and in the official loop (one pass per generated token)."""
+def decode_report(result: DecodeResult, config: DecodeConfig, layout: Layout, seconds: float) -> dict:
+    """The one --json layout of every CLI: passes against plain NTP on our engine (`ntp_passes`; end-of-row
+    tokens ride along), timing, the schedule run, then the compat and telemetry entries; the CLI adds where
+    its images went ("out", text-to-image "files") and its own entries (e.g. `ntp_passes_official`)."""
     report = {
         "forward_passes": result.forward_passes,
         "ntp_passes": num_passes(layout, None),
-        "ntp_passes_official": ntp_official,
         "seconds": round(seconds, 4),
         "grid": [layout.rows, layout.cols],
         "window": config.window_for(layout),
+        "compat": config.compat,
         "first_row": first_row_rule(layout, config.first_row, config.compat),
         "image_passes": result.image_passes,
-        "files": files,
     }
     report.update(official_report(config, layout, result))
     report.update(decode_telemetry(config, result))
     return report
+
+
+def save_end_of_row(pipe, prompts: list[str], size, out_dir: str, to_uint8: Callable) -> Callable[[DecodeResult], dict]:
+    """decode_and_report's `save` for the text-to-image pipelines (common.t2i_pipeline): image i as
+    out_dir/{i:04d}.png (to_uint8: the family's official pixel conversion, (B, 3, h, w) -> (B, h, w, 3) uint8)."""
+    def save(result: DecodeResult) -> dict:
+        out, files = Path(out_dir), []
+        for i, pixels in enumerate(to_uint8(pipe.decode_images(result.tokens))):
+            files.append(str(out / f"{i:04d}.png"))
+            save_png_atomic(np.asarray(pixels), files[-1])
+        layout = pipe.layout(size)
+        return {"out": str(out), "files": files,
+                "ntp_passes_official": pipe.ntp_passes_official(layout.rows, layout.cols),
+                "prompt_tokens": [len(pipe.prompt_ids(p, size)) for p in prompts]}
+    return save
+
+
+def save_grid_file(decode_images: Callable, out, **entries) -> Callable[[DecodeResult], dict]:
+    """decode_and_report's `save` for LlamaGen's CLIs: decode_images(tokens) as one grid file `out`, 4 a
+    row; the report holds the tokens and `entries`."""
+    def save(result: DecodeResult) -> dict:
+        save_grid(decode_images(result.tokens), out, nrow=4)
+        return {"out": str(out), **entries, "tokens": result.tokens.tolist()}
+    return save
+
+
+def run_end_of_row(pipe, prompts: list[str], size, config: DecodeConfig, args: argparse.Namespace,
+                   to_uint8: Callable) -> dict:
+    """What the text-to-image CLIs do once their pipeline (common.t2i_pipeline) is loaded: decode_and_report,
+    image i written as --out-dir/{i:04d}.png."""
+    seeds = image_seeds(args.seed, torch.arange(len(prompts), device=torch.device(args.device)))
+    return decode_and_report(
+        lambda on_pass: pipe.generate(prompts, seeds, config, size, on_pass=on_pass, compile=args.compile),
+        config, pipe.layout(size), args, save_end_of_row(pipe, prompts, size, args.out_dir, to_uint8))
 
 
 def official_report(config: DecodeConfig, layout: Layout, result: DecodeResult) -> dict:
@@ -455,15 +512,17 @@ def decode_telemetry(config, result) -> dict:
     return out
 
 
-def print_report(report: dict, as_json: bool, out) -> None:
+def print_report(report: dict, as_json: bool) -> None:
+    """`decode_report`'s report: one JSON object on stdout, or one line on stderr."""
     if as_json:
         print(json.dumps(report))
-    else:
-        rows, cols = report["grid"]
-        released = ""
-        if "official_forward_passes" in report:
-            released = (f" (the released code: {report['official_forward_passes']} forward calls, "
-                        f"{report['header_passes']} of them for the image header)")
-        print(f"{report['forward_passes']} forward passes{released} (NTP: {report['ntp_passes']} engine, "
-              f"{report['ntp_passes_official']} official) in {report['seconds']:.2f}s on a {rows}x{cols} grid; "
-              f"saved {len(report['files'])} images to {out}", file=sys.stderr)
+        return
+    rows, cols = report["grid"]
+    released = ""
+    if "official_forward_passes" in report:
+        released = (f" (the released code: {report['official_forward_passes']} forward calls, "
+                    f"{report['header_passes']} of them for the image header)")
+    official = f", {report['ntp_passes_official']} official" if "ntp_passes_official" in report else ""
+    saved = f"{len(report['files'])} images to {report['out']}" if "files" in report else report["out"]
+    print(f"{report['forward_passes']} forward passes{released} (NTP: {report['ntp_passes']} engine{official}) "
+          f"in {report['seconds']:.2f}s on a {rows}x{cols} grid; saved {saved}", file=sys.stderr)

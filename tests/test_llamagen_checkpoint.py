@@ -306,7 +306,7 @@ def test_cli_random_init_success(tmp_path, capsys):
     assert report["grid"] == [4, 4]
     assert report["window"] == 2
     assert report["forward_passes"] == 2 * 4 + (4 - 2) * 2  # ZipAR: row 0 whole, later rows start w apart
-    assert report["ntp_forward_passes"] == 16
+    assert report["ntp_passes"] == 16
     tokens = torch.tensor(report["tokens"])
     assert tokens.shape == (2, 4, 4)
     assert tokens.dtype == torch.int64

@@ -346,7 +346,7 @@ def test_cli_with_precomputed_features(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert rc == 0, err
     report = json.loads(out)
-    assert report["forward_passes"] == 2 * 4 + 2 * 2 and report["ntp_forward_passes"] == 16
+    assert report["forward_passes"] == 2 * 4 + 2 * 2 and report["ntp_passes"] == 16
     assert report["caption_tokens"] == [3, 50]
 
 
