@@ -38,6 +38,7 @@ from llamagen.generate import condition_prefix, generate, layout_for  # noqa: E4
 from llamagen.model import random_init_  # noqa: E402
 
 STEPS = ("eager", "compiled", "cuda graphs")
+SECTIONS = ("correctness", "llamagen", "t2i", "sample_ddp")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,7 +190,7 @@ def probe_ms_per_pass(gpt, batch: int, compile, device, passes: int = 24) -> tup
     return 1000 * (marks[-1] - marks[half]) / max(len(marks) - 1 - half, 1), first
 
 
-def llamagen_jobs(plan: Plan, device: torch.device, budget: Budget) -> list[dict]:
+def llamagen_jobs(plan: Plan, device: torch.device, budget: Budget, steps=STEPS) -> list[dict]:
     """Per (model, batch, step): NTP, fixed and adaptive windows, whole decodes after one warm-up (which
     compiles, for compiled steps). In priority order: the first model at batch 1, then larger batches,
     then the other models."""
@@ -198,7 +199,7 @@ def llamagen_jobs(plan: Plan, device: torch.device, budget: Budget) -> list[dict
     settings = [(None, False)] + [(w, False) for w in plan.windows] + [(w, True) for w in plan.adaptive]
     for model_name, batch in order:
         gpt = None
-        for step in STEPS:
+        for step in steps:
             compile = compile_arg(step, plan)
             if gpt is None:
                 if not budget.fits(f"{model_name} build", 10):
@@ -325,6 +326,10 @@ def device_tag(device: torch.device) -> str:
 
 def main(args) -> Path:
     plan = SMOKE if args.smoke else GPU
+    chosen = {"windows": args.windows, "adaptive": args.adaptive, "batches": args.batches, "models": args.models}
+    overrides = {k: tuple(v) for k, v in chosen.items() if v is not None}
+    plan = dataclasses.replace(plan, **overrides) if overrides else plan  # `plan is SMOKE` picks the tiny shapes
+    steps = STEPS if args.steps is None else tuple(s.replace("-", " ") for s in args.steps)
     device = torch.device("cpu" if args.smoke else args.device)
     if device.type != "cuda" and not args.smoke:
         raise SystemExit("error: no CUDA device: the suite measures a GPU; --smoke runs its code paths on the CPU")
@@ -346,17 +351,23 @@ def main(args) -> Path:
         print(f"[{time.perf_counter() - start:.0f} s] {what} done", file=sys.stderr)
         write_report(plan, device, args, sections, errors, budget, start, out_dir)
 
-    section("correctness", "correctness", lambda: correctness_rows(plan, device, budget))
+    want = set(args.sections)
+    if "correctness" in want:
+        section("correctness", "correctness", lambda: correctness_rows(plan, device, budget))
     # GPU-bound sections before the long LlamaGen grid: its first model at batch 1 leads
     first = dataclasses.replace(plan, models=plan.models[:1], batches=plan.batches[:1])
-    section("llamagen", "LlamaGen, first model, batch 1", lambda: llamagen_jobs(first, device, budget))
-    section("t2i", "t2i", lambda: t2i_rows(plan, device, budget))
-    section("correctness", "sample_ddp", lambda: sample_ddp_rows(plan, device, budget))
-    rest = dataclasses.replace(plan, batches=plan.batches[1:])
-    section("llamagen", "LlamaGen, first model, larger batches",
-            lambda: llamagen_jobs(dataclasses.replace(rest, models=plan.models[:1]), device, budget))
-    section("llamagen", "LlamaGen, other models",
-            lambda: llamagen_jobs(dataclasses.replace(plan, models=plan.models[1:]), device, budget))
+    if "llamagen" in want:
+        section("llamagen", "LlamaGen, first model, first batch", lambda: llamagen_jobs(first, device, budget, steps))
+    if "t2i" in want:
+        section("t2i", "t2i", lambda: t2i_rows(plan, device, budget))
+    if "sample_ddp" in want:
+        section("correctness", "sample_ddp", lambda: sample_ddp_rows(plan, device, budget))
+    if "llamagen" in want:
+        rest = dataclasses.replace(plan, batches=plan.batches[1:])
+        section("llamagen", "LlamaGen, first model, larger batches",
+                lambda: llamagen_jobs(dataclasses.replace(rest, models=plan.models[:1]), device, budget, steps))
+        section("llamagen", "LlamaGen, other models",
+                lambda: llamagen_jobs(dataclasses.replace(plan, models=plan.models[1:]), device, budget, steps))
     md = out_dir / f"gpu_{device_tag(device)}.md"
     print(md.read_text())
     return md
@@ -396,6 +407,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", default=str(ROOT / "benchmarks" / "results"), help="folder of the .md and .csv")
     p.add_argument("--device", default="cuda", help="the CUDA device to measure")
     p.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU: checks the code paths, no GPU figure")
+    p.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="what to run (default: all)")
+    p.add_argument("--steps", nargs="+", choices=[s.replace(" ", "-") for s in STEPS], default=None,
+                   help="LlamaGen step kinds to time (default: all)")
+    p.add_argument("--windows", type=int, nargs="+", default=None, help="LlamaGen fixed windows (default: the plan's)")
+    p.add_argument("--adaptive", type=int, nargs="*", default=None, help="LlamaGen adaptive w_min (default: the plan's)")
+    p.add_argument("--batches", type=int, nargs="+", default=None, help="LlamaGen batch sizes (default: the plan's)")
+    p.add_argument("--models", nargs="+", default=None, help="LlamaGen models (default: the plan's)")
     return p
 
 

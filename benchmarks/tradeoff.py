@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common.cli import (HelpFormatter, add_flag, check_input_file, check_output_file, check_positive,  # noqa: E402
                         run_main, set_threads)
-from common.zipar.config import DRAFT_INITS, DecodeConfig  # noqa: E402
+from common.zipar.config import DRAFT_COUPLINGS, DRAFT_INITS, DecodeConfig  # noqa: E402
 from common.metrics import paired_agreement  # noqa: E402
 from common.zipar.sampling import image_seeds  # noqa: E402
 from common.zipar.window import FIRST_ROW_RULES, first_row_rule  # noqa: E402
@@ -60,10 +60,10 @@ def settings(args) -> list[tuple[str, str, DecodeConfig]]:
     out += [(f"official {w}", "official", DecodeConfig(window=w, compat="official", **common)) for w in args.compat_windows]
     # speculative Jacobi drafting along rows (common/zipar/row_drafts.py): alone (NTP + drafts) and with ZipAR
     p = args.draft_placeholder
-    for init in args.draft_inits:
-        tag = "" if init == "above" else f" {init}"
+    for init, coupling in [(i, c) for c in args.draft_couplings for i in args.draft_inits]:
+        tag = ("" if init == "above" else f" {init}") + ("" if coupling == "maximal" else f" {coupling}")
         for L in args.draft_lens:
-            drafts = dict(draft_len=L, draft_init=init)
+            drafts = dict(draft_len=L, draft_init=init, draft_coupling=coupling)
             out.append((f"SJD L={L}{tag}", "sjd", DecodeConfig(window=None, **drafts, **common)))
             for kind in args.draft_kinds:
                 out += [(f"{name} + SJD L={L}{tag}", f"{kind}+sjd", config) for w in args.draft_windows
@@ -358,6 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="window kinds combined with drafts (serial first row)")
     p.add_argument("--draft-inits", nargs="*", default=["above"], choices=DRAFT_INITS,
                    help="how new drafts start (common/zipar/row_drafts.py); each adds its own drafted settings")
+    p.add_argument("--draft-couplings", nargs="*", default=["maximal"], choices=DRAFT_COUPLINGS,
+                   help="how drafts are redrawn after a rejection (common/zipar/row_drafts.py); each adds its own settings")
     p.add_argument("--draft-placeholder", default="above", help="placeholder policy of the ZipAR + drafts settings")
     p.add_argument("--part", type=part_arg, default=None, metavar="K/N",
                    help="run the K-th of N round-robin parts of the settings (each with NTP); merge with --from-csv")

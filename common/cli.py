@@ -505,7 +505,8 @@ def decode_telemetry(config, result) -> dict:
                                   for w in result.accepted_windows]
         out["rejections"] = result.rejections
     if config.draft_len:
-        out["draft_len"], out["draft_init"] = config.draft_len, config.draft_init
+        out["draft_len"], out["draft_init"], out["draft_coupling"] = (config.draft_len, config.draft_init,
+                                                                      config.draft_coupling)
         out["tokens_per_row_pass"] = result.tokens_per_row_pass
         out["row_tokens_per_pass"] = result.row_tokens_per_pass
         out["draft_rejections"] = result.draft_rejections

@@ -42,6 +42,7 @@ BOUND = f"{ROW_DRAFTS}::test_certain_model_meets_the_drafted_pass_bound"
 OPENINGS = "tests/test_draw_keys.py::test_adaptive_openings_count_attempts_and_replay"
 REDRAWS = "tests/test_draw_keys.py::test_row_draft_draws_replay_with_fresh_attempts"
 VISIBILITY = "tests/test_visibility.py"
+COUPLED_MARGINAL = f"{ROW_DRAFTS}::test_drafted_cell_follows_the_exact_model_marginal"
 
 MUTATIONS = [
     # 1. the sampler's boundary contract
@@ -119,12 +120,20 @@ MUTATIONS = [
              "state.draft_probs.copy_(torch.where(is_open.any(1, keepdim=True), p_open, state.draft_probs))",
              "state.draft_probs.copy_(state.draft_probs)", (OPENINGS,)),
     Mutation("row drafts: the rejected draft kept instead of its resample", "common/zipar/row_drafts.py",
-             "tokens = torch.where(is_check & (cols < first_here), draft,",
-             "tokens = torch.where(is_check & (cols <= first_here), draft,", (REDRAWS,)),
+             "tokens = torch.where(coupled, verified, drawn)",
+             "tokens = torch.where(coupled, torch.where(cols == first_here, draft, verified), drawn)", (REDRAWS,)),
     Mutation("row drafts: redrafts keep the old q", "common/zipar/row_drafts.py",
              "redrafted = on_row & (cols > first_here)", "redrafted = on_row & (cols > W)", (REDRAWS,)),
     Mutation("row drafts: a rejected draft redrawn from p, not the residual", "common/zipar/row_drafts.py",
-             "(cols == first_here), resampled, drawn))", "(cols == first_here), drawn, drawn))", (REDRAWS,)),
+             "tokens = torch.where(coupled, verified, drawn)",
+             "tokens = torch.where(coupled, torch.where(cols == first_here, drawn, verified), drawn)", (REDRAWS,)),
+    Mutation("row drafts: redrafts drawn afresh under maximal coupling", "common/zipar/row_drafts.py",
+             "coupled = is_check if state.config.draft_coupling == \"maximal\" else",
+             "coupled = is_check & (cols <= first_here) if True else", (REDRAWS,)),
+    Mutation("row drafts: a redraft keeps its old draft without a test", "common/zipar/row_drafts.py",
+             "tokens = torch.where(coupled, verified, drawn)",
+             "tokens = torch.where(coupled, torch.where(cols > first_here, draft, verified), drawn)",
+             (REDRAWS, COUPLED_MARGINAL)),
     Mutation("row drafts: ring entries of different rows collide", "common/zipar/row_drafts.py",
              "(rows % scheduler.draft_rows) * L + cols % L", "(rows % scheduler.draft_rows) + cols % L", (REDRAWS,)),
     # exact all the same (a point-mass q conditions on the draft), but it accepts less than documented

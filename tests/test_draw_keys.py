@@ -31,6 +31,7 @@ def replay(state, records) -> Counter:
     draws, held = torch.zeros_like(records[0].draws), torch.zeros_like(records[0].tokens)  # before the pass
     q_of = {}  # (image, cell) -> the distribution the cell's current row draft was drawn from
     q_open = [None] * B  # the distribution of each image's latest adaptive opener query
+    coupled = state.config.draft_coupling == "maximal"
     for rec in records:
         k, probs = rec.index, query_probs(state, rec)
         cells = rec.batch.cells.expand(B, -1)
@@ -54,16 +55,21 @@ def replay(state, records) -> Counter:
                     if not ok:
                         assert p[decided] > q_open[b][decided], "a rejection resamples where p > q"
                         seen["rejected verification"] += 1
-                elif kind == CHECK and c // W not in rejected_rows:
+                elif kind == CHECK and (c // W not in rejected_rows or coupled):
+                    # up to the row's first rejection: the test decides the cell; after it (maximal
+                    # coupling) the same test, at the same keys, redraws the draft
                     q = q_of[b, c]
                     token, ok = verify_draft(p, q, held[b, c], key(state.seeds[b], c, PURPOSE_ACCEPT, a),
                                              key(state.seeds[b], c, PURPOSE_RESIDUAL, a))
                     assert decided == int(token), (k, b, c, a)
-                    if not ok:
+                    if c // W in rejected_rows:
+                        seen["coupled redraft"] += 1
+                        seen["redraft kept its draft"] += bool(ok)
+                    elif not ok:
                         assert p[decided] > q[decided], "a rejection resamples where p > q"
                         rejected_rows.add(c // W)
                         seen["rejected check"] += 1
-                else:  # a draw, an opener draft, or a cell redrafted after its row's rejection
+                else:  # a draw, an opener draft, or (independent coupling) a redraft after a rejection
                     assert decided == int(drawn[b, i]), (k, b, c, a)
                 if kind in (DRAFT, VERIFY):
                     q_open[b] = p
@@ -118,14 +124,19 @@ def test_adaptive_openings_count_attempts_and_replay(placeholder, first_row, dra
     assert seen["rejected verification"] > 0
 
 
-@pytest.mark.parametrize("mode,draft_len,init", [("fixed", 0, "above"), ("ntp", 3, "above"), ("fixed", 3, "random"),
-                                                 ("fixed", 2, "left"), ("adaptive", 3, "above")])
-def test_row_draft_draws_replay_with_fresh_attempts(mode, draft_len, init):
+@pytest.mark.parametrize("mode,draft_len,init,coupling", [
+    ("fixed", 0, "above", "maximal"), ("ntp", 3, "above", "maximal"), ("fixed", 3, "random", "maximal"),
+    ("fixed", 2, "left", "maximal"), ("adaptive", 3, "above", "maximal"), ("ntp", 3, "above", "independent"),
+    ("fixed", 3, "random", "independent")])
+def test_row_draft_draws_replay_with_fresh_attempts(mode, draft_len, init, coupling):
     modes = {"ntp": dict(window=None), "fixed": dict(window=1), "adaptive": dict(window=1, adaptive=True)}
     gpt = tiny_gpt(6, seed=1)
-    config = DecodeConfig(**modes[mode], draft_len=draft_len, draft_init=init, cfg_scale=2.0, temperature=1.5)
+    config = DecodeConfig(**modes[mode], draft_len=draft_len, draft_init=init, draft_coupling=coupling,
+                          cfg_scale=2.0, temperature=1.5)
     state, records = decode_records(gpt, layout_for(gpt), config, torch.tensor([1, 4, 6]), torch.tensor([5, 6, 7]))
     assert int(records[0].draws[0, 0]) == 1  # the prefix pass draws (0, 0)
     seen = replay(state, records)
     if draft_len:  # drafts were rejected and cells drawn again, at attempts past 0
         assert seen["rejected check"] > 0 and seen["attempt >= 1"] > 0
+    if draft_len and coupling == "maximal":  # redrafts were coupled, and some kept their old draft
+        assert 0 < seen["redraft kept its draft"] < seen["coupled redraft"]

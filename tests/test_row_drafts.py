@@ -101,14 +101,17 @@ def _exact_marginal(gpt, label, config, k):
 # (mode, L, draft_init, grid, vocab, (row, col)): (0, 2) is drafted from its left (row 0); on the 2x2
 # grid with w = 1, (1, 1) is always drafted from (0, 1) above it before its check
 # (L = W - 1 at most: a longer draft is refused, DecodeConfig.check_grid)
-MARGINALS = [("ntp", 2, "random", 3, 64, (0, 2)), ("fixed", 2, "left", 3, 64, (0, 2)),
-             ("fixed", 1, "above", 2, 8, (1, 1)), ("adaptive", 1, "above", 2, 8, (1, 1))]
+# (coupling "maximal": (0, 2) is usually redrafted, coupled to its first draft, after (0, 1) is rejected)
+MARGINALS = [("ntp", 2, "random", 3, 64, (0, 2), "maximal"), ("ntp", 2, "random", 3, 64, (0, 2), "independent"),
+             ("fixed", 2, "left", 3, 64, (0, 2), "maximal"), ("fixed", 1, "above", 2, 8, (1, 1), "maximal"),
+             ("adaptive", 1, "above", 2, 8, (1, 1), "maximal")]
 
 
-@pytest.mark.parametrize("mode,draft_len,init,grid,vocab,cell", MARGINALS)
-def test_drafted_cell_follows_the_exact_model_marginal(mode, draft_len, init, grid, vocab, cell):
+@pytest.mark.parametrize("mode,draft_len,init,grid,vocab,cell,coupling", MARGINALS)
+def test_drafted_cell_follows_the_exact_model_marginal(mode, draft_len, init, grid, vocab, cell, coupling):
     gpt = tiny_gpt(grid, seed=5, vocab_size=vocab)
-    config = DecodeConfig(**MODES[mode], draft_len=draft_len, draft_init=init, temperature=1.5)
+    config = DecodeConfig(**MODES[mode], draft_len=draft_len, draft_init=init, draft_coupling=coupling,
+                          temperature=1.5)
     n = 4000
     with torch.inference_mode():
         expected = _exact_marginal(gpt, 4, config, cell[0] * grid + cell[1]).numpy()

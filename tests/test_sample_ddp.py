@@ -176,6 +176,19 @@ def test_first_row_rule_names_its_run(tmp_path, capsys, monkeypatch):
     assert json.loads((early / "summary.json").read_text())["forward_passes"]["mean"] == 23 * 2 + 24
 
 
+def test_draft_coupling_names_its_run(tmp_path, capsys, monkeypatch):
+    """Row drafts name their length and start; a non-default coupling is named too and enters the identity."""
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    args = ["--window", "2", "--draft-len", "2", "--num-fid-samples", "1", "--out-dir", str(tmp_path)]
+    assert run_inline(args, capsys)[0] == 0
+    assert run_inline([*args, "--draft-coupling", "independent"], capsys)[0] == 0
+    names = sorted(p.name for p in tmp_path.iterdir() if p.is_dir())
+    assert len(names) == 2 and sum("-sjd2-above-independent-" in n for n in names) == 1, names
+    for name in names:
+        record = json.loads((tmp_path / name / "args.json").read_text())["image_set"]["decoding"]
+        assert record["draft_coupling"] == ("independent" if "independent" in name else "maximal")
+
+
 @pytest.mark.parametrize("extra,message", [
     (["--model", "llamagen-XS"], "unknown --model 'llamagen-XS'; valid: demo, llamagen-B, llamagen-L"),
     (["--gpt-ckpt", "missing.pt"], "--gpt-ckpt: checkpoint file not found: missing.pt"),

@@ -13,8 +13,9 @@ from common.zipar.window import FIRST_ROW_RULES, check_first_row, schedule_windo
 # --precision choices of every script: the model dtype
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
-# how a new row-draft position starts (common.zipar.row_drafts)
+# row drafts (common.zipar.row_drafts): how a new draft position starts, how a draft is redrawn after a rejection
 DRAFT_INITS = ("above", "left", "random")
+DRAFT_COUPLINGS = ("maximal", "independent")
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class DecodeConfig:
     top_p: float = 1.0  # 1: off
     draft_len: int = 0  # L > 0: each row drafts up to L tokens ahead, verified by speculative Jacobi tests
     draft_init: str = "above"  # how a new draft position starts (DRAFT_INITS)
+    draft_coupling: str = "maximal"  # how a draft is redrawn after a rejection (DRAFT_COUPLINGS)
 
     def __post_init__(self):
         """Every message names the command-line flag that sets the field (--cfg-scale for cfg_scale)."""
@@ -72,6 +74,9 @@ class DecodeConfig:
             raise ValueError(f"--draft-len must be >= 0 (0 = no row drafts), got {self.draft_len}")
         if self.draft_init not in DRAFT_INITS:
             raise ValueError(f"--draft-init must be one of {', '.join(DRAFT_INITS)}, got {self.draft_init!r}")
+        if self.draft_coupling not in DRAFT_COUPLINGS:
+            raise ValueError(f"--draft-coupling must be one of {', '.join(DRAFT_COUPLINGS)}, "
+                             f"got {self.draft_coupling!r}")
         if self.draft_len and self.compat is not None:
             raise ValueError("--compat official reproduces the released code, which has no drafts; drop --compat "
                              "or --draft-len")
@@ -146,6 +151,10 @@ def add_decode_args(parser: argparse.ArgumentParser, *, cfg_scale: float | None,
                    help="how a new draft starts: above = the decided token above it (row 0: its left token), "
                         "left = the row's last token repeated (SJD's LlamaGen choice), random = a uniform code "
                         "(SJD's Lumina-mGPT/Emu3 choice); common/zipar/row_drafts.py")
+    g.add_argument("--draft-coupling", choices=DRAFT_COUPLINGS, default="maximal",
+                   help="how drafts after a rejection are redrawn: maximal = coupled to the old draft (kept with "
+                        "probability min(1, p/q), else from the residual; as SCD), independent = a fresh draw "
+                        "(SJD); both exact")
 
 
 def _placeholder_arg(value: str) -> str:
@@ -166,4 +175,5 @@ def decode_config_from_args(args: argparse.Namespace) -> DecodeConfig:
         first_row=args.first_row,
         cfg_scale=args.cfg_scale, cfg_interval=args.cfg_interval, temperature=args.temperature,
         top_k=args.top_k, top_p=args.top_p, draft_len=args.draft_len, draft_init=args.draft_init,
+        draft_coupling=args.draft_coupling,
     )

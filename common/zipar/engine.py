@@ -15,6 +15,7 @@ before reading again: a few reads per decode instead of one per pass, and never 
 Eager decodes on a CPU, where compute grows with the queries and a read-back costs nothing, skip
 padding: fixed-window passes run at their precomputed sizes, adaptive ones at the busiest image's.
 """
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable, Iterator, Protocol
 
@@ -170,6 +171,18 @@ def compiled_step(compile: bool | str) -> Callable:
     return torch.compile(decode_pass, fullgraph=True, dynamic=False, backend=backend)
 
 
+def _mark_static_addresses(state: DecodeState) -> None:
+    """Tell dynamo that the decode's state tensors keep their addresses: the compiled step updates them
+    in place, and inductor's CUDA graphs replay a step only if every input it mutates is static (else it
+    skips graphs, "mutated inputs"). Unguarded: a new decode's new tensors re-record, never recompile."""
+    parts = [state, state.schedule, state.condition]
+    tensors = [getattr(part, f.name) for part in parts for f in dataclasses.fields(part)]
+    tensors += [*state.cache.keys, *state.cache.values]
+    for t in tensors:
+        if isinstance(t, torch.Tensor):
+            torch._dynamo.mark_static_address(t, guard=False)
+
+
 def _min_passes(layout: Layout, config: DecodeConfig) -> int:
     """Passes every decode runs before asking whether it is done (fixed windows: exactly this many).
     With row drafts a row decides at most L + 1 tokens a pass, and each row completes in a later
@@ -308,6 +321,8 @@ def decode_steps(model: Decoder, state: DecodeState) -> Iterator[PassRecord]:
     if state.passes_run == 0:
         record = prefix_pass(model, state)
         state.passes_run = 1
+        if state.step is not decode_pass:  # every state tensor now exists (drafts allocate in the prefix pass)
+            _mark_static_addresses(state)
         yield record
     target = state.min_passes
     while True:

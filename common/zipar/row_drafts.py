@@ -8,10 +8,20 @@ plus the drafts: query o is fed (r, count+o-1) and yields p_new for (r, count+o)
 draft at each cell is kept with probability min(1, p_new(x) / q(x)), q the distribution it was drawn
 from (common.zipar.sampling.verify_draft); at the first rejection the cell takes a draw from
 norm(max(0, p_new - q)) and the cells after it are redrawn from this pass's p_new (conditioned on
-the rejected draft: they stay drafts, with q = that p_new). If every draft is kept, the query after
-the last one draws one more token. Each kept token and each resample is an exact draw from the
-model's distribution given the decided tokens, as in speculative decoding: a draft's value and q
-are fixed before the pass that tests it, and its test uses fresh counter-based uniforms.
+the rejected draft: they stay drafts, with q = that p_new), a Jacobi iteration. If every draft is
+kept, the query after the last one draws one more token. Each kept token and each resample is an
+exact draw from the model's distribution given the decided tokens, as in speculative decoding: a
+draft's value and q are fixed before the pass that tests it, and its test uses fresh counter-based
+uniforms.
+
+A redraft is coupled to the draft it replaces (DecodeConfig.draft_coupling, DRAFT_COUPLINGS):
+- "maximal" (default): the same test as a check, min(1, p_new(x)/q(x)) else the residual, is the
+  maximal coupling of the old draft x ~ q with a draw of p_new: the redraft follows p_new exactly and
+  equals x with probability 1 - TV(q, p_new), so a draft whose distribution barely moved stays and
+  the drafts after it keep their context (the coupling of Speculative Coupled Decoding, So et al.
+  2025). Its keys are the cell's keys at that attempt; the next check, one attempt later, draws fresh
+  ones. Exact because a cell's draft never enters its own context, only later cells'.
+- "independent": a fresh draw from p_new (SJD).
 
 The window rule counts decided tokens only: a row drafts, checks and decides only cells the rule
 lets it decide in that pass (given the rows above's decided tokens), so every decided token sees
@@ -81,13 +91,16 @@ def check(state, plan, probs: torch.Tensor, drawn: torch.Tensor) -> tuple[torch.
     q = _draft_q(state, ring, draft, V)
     attempt = state.draws.gather(1, cells)
     key = lambda purpose: draw_key(state.seeds, cells, purpose, attempt)  # noqa: E731
-    resampled, kept = verify_draft(probs, q, draft, key(PURPOSE_ACCEPT), key(PURPOSE_RESIDUAL))
+    verified, kept = verify_draft(probs, q, draft, key(PURPOSE_ACCEPT), key(PURPOSE_RESIDUAL))
     rejected = is_check & ~kept
     first = torch.full((batch, H + 1), W, dtype=torch.int64, device=cells.device)
     first.scatter_reduce_(1, rows, torch.where(rejected, cols, W), reduce="amin")
     first_here = first.gather(1, rows)
-    tokens = torch.where(is_check & (cols < first_here), draft,
-                         torch.where(is_check & (cols == first_here), resampled, drawn))
+    # a checked cell takes the test's outcome: up to the first rejection it is decided; after it, the same
+    # outcome is the redraft, maximally coupled to the old draft (kept with probability min(1, p/q), else
+    # from the residual), so a draft whose distribution barely moved stays; "independent" redraws afresh
+    coupled = is_check if state.config.draft_coupling == "maximal" else is_check & (cols <= first_here)
+    tokens = torch.where(coupled, verified, drawn)
     redrafted = on_row & (cols > first_here)  # drafts again, drawn from this pass's p_new
     ring = _ring_index(sch, rows, cols, redrafted)
     state.row_draft_probs.scatter_(1, ring[..., None].expand(-1, -1, V), probs.to(state.row_draft_probs.dtype))
