@@ -64,10 +64,13 @@ def settings(args) -> list[tuple[str, str, DecodeConfig]]:
         tag = ("" if init == "above" else f" {init}") + ("" if coupling == "maximal" else f" {coupling}")
         for L in args.draft_lens:
             drafts = dict(draft_len=L, draft_init=init, draft_coupling=coupling)
-            out.append((f"SJD L={L}{tag}", "sjd", DecodeConfig(window=None, **drafts, **common)))
-            for kind in args.draft_kinds:
-                out += [(f"{name} + SJD L={L}{tag}", f"{kind}+sjd", config) for w in args.draft_windows
-                        for name, _, config in [zipar(kind, w, p, "serial", **drafts)]]
+            if "off" in args.draft_ahead:
+                out.append((f"SJD L={L}{tag}", "sjd", DecodeConfig(window=None, **drafts, **common)))
+            for ahead in args.draft_ahead:  # drafting ahead needs a window < W: ZipAR + drafts only
+                more = dict(drafts, draft_ahead=ahead == "on")
+                out += [(f"{name} + SJD L={L}{tag}{' ahead' if ahead == 'on' else ''}", f"{kind}+sjd", config)
+                        for kind in args.draft_kinds for w in args.draft_windows
+                        for name, _, config in [zipar(kind, w, p, "serial", **more)]]
     if args.part:
         k, n = args.part
         out = out[:1] + out[1:][k - 1::n]  # round robin; every part runs NTP, the agreement reference
@@ -360,6 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how new drafts start (common/zipar/row_drafts.py); each adds its own drafted settings")
     p.add_argument("--draft-couplings", nargs="*", default=["maximal"], choices=DRAFT_COUPLINGS,
                    help="how drafts are redrawn after a rejection (common/zipar/row_drafts.py); each adds its own settings")
+    p.add_argument("--draft-ahead", nargs="*", default=["off"], choices=["off", "on"],
+                   help="ZipAR + drafts without (off) and with (on) drafting ahead of the window (common/zipar/row_drafts.py)")
     p.add_argument("--draft-placeholder", default="above", help="placeholder policy of the ZipAR + drafts settings")
     p.add_argument("--part", type=part_arg, default=None, metavar="K/N",
                    help="run the K-th of N round-robin parts of the settings (each with NTP); merge with --from-csv")

@@ -505,8 +505,8 @@ def decode_telemetry(config, result) -> dict:
                                   for w in result.accepted_windows]
         out["rejections"] = result.rejections
     if config.draft_len:
-        out["draft_len"], out["draft_init"], out["draft_coupling"] = (config.draft_len, config.draft_init,
-                                                                      config.draft_coupling)
+        out.update(draft_len=config.draft_len, draft_init=config.draft_init, draft_coupling=config.draft_coupling,
+                   draft_ahead=config.draft_ahead)
         out["tokens_per_row_pass"] = result.tokens_per_row_pass
         out["row_tokens_per_pass"] = result.row_tokens_per_pass
         out["draft_rejections"] = result.draft_rejections

@@ -43,6 +43,7 @@ OPENINGS = "tests/test_draw_keys.py::test_adaptive_openings_count_attempts_and_r
 REDRAWS = "tests/test_draw_keys.py::test_row_draft_draws_replay_with_fresh_attempts"
 VISIBILITY = "tests/test_visibility.py"
 COUPLED_MARGINAL = f"{ROW_DRAFTS}::test_drafted_cell_follows_the_exact_model_marginal"
+AHEAD = f"{ROW_DRAFTS}::test_drafting_ahead_decides_only_on_kept_drafts_within_the_window"
 
 MUTATIONS = [
     # 1. the sampler's boundary contract
@@ -136,6 +137,16 @@ MUTATIONS = [
              (REDRAWS, COUPLED_MARGINAL)),
     Mutation("row drafts: ring entries of different rows collide", "common/zipar/row_drafts.py",
              "(rows % scheduler.draft_rows) * L + cols % L", "(rows % scheduler.draft_rows) + cols % L", (REDRAWS,)),
+    Mutation("row drafts ahead: a token kept although a draft it read was rejected", "common/zipar/row_drafts.py",
+             "first[:, :H] = _kept_frontier(state, plan, first[:, :H])", "first[:, :H] = first[:, :H]", (AHEAD,)),
+    Mutation("masks: drafts above read one column past the window", "common/zipar/masks.py",
+             "[:, None, :] < reach[..., None])", "[:, None, :] <= reach[..., None])", (AHEAD,)),
+    Mutation("scheduler ahead: a row counts the row above's whole lane as fed", "common/zipar/scheduler.py",
+             "seen = state.count[:, r] + (lane.sum(-1) - 1).clamp(min=0)", "seen = state.count[:, r] + lane.sum(-1)",
+             (AHEAD,)),
+    Mutation("engine: compiled steps' state not marked static (CUDA graphs then skipped)", "common/zipar/engine.py",
+             "        if state.step is not decode_pass:  # every state tensor", "        if False:  # every state tensor",
+             ("tests/test_compile.py::test_decode_state_lives_at_static_addresses",)),
     # exact all the same (a point-mass q conditions on the draft), but it accepts less than documented
     Mutation("row drafts: a random draft tested as if its q were a point mass", "common/zipar/row_drafts.py",
              "return code, Q_UNIFORM", "return code, Q_POINT", (REDRAWS,)),

@@ -45,7 +45,8 @@ def assert_one_graph(eager, compiled):
     DecodeConfig(window=None, cfg_scale=2.0, cfg_interval=4),
     DecodeConfig(window=2, draft_len=3, temperature=1.5),
     DecodeConfig(window=1, adaptive=True, draft_len=2, cfg_scale=2.0),
-], ids=["fixed", "adaptive-mean", "compat", "ntp", "fixed-drafts", "adaptive-drafts"])
+    DecodeConfig(window=1, draft_len=2, draft_ahead=True, temperature=1.5),
+], ids=["fixed", "adaptive-mean", "compat", "ntp", "fixed-drafts", "adaptive-drafts", "fixed-drafts-ahead"])
 def test_compiled_pass_is_one_graph_with_the_same_tokens(config):
     gpt = tiny_gpt(5)
     labels, seeds = torch.tensor([1, 5, 7]), torch.tensor([0, 3, 9])
@@ -106,6 +107,10 @@ def test_decode_state_lives_at_static_addresses(config):
         steps = decode_steps(gpt, state)
         next(steps)  # the prefix pass allocates the drafts' buffers
         before = {name: (t.data_ptr(), tuple(t.shape)) for name, t in state_tensors(state).items()}
+        # and every state tensor is marked static for dynamo, without a guard (inductor replays CUDA graphs
+        # that mutate their inputs only if those are static; a new decode re-records, never recompiles)
+        static = {name: getattr(t, "_dynamo_static_input_type", None) for name, t in state_tensors(state).items()}
+        assert set(static.values()) == {"unguarded"}, static
         shapes = {tuple(r.batch.slots.shape) for r in steps}
     after = {name: (t.data_ptr(), tuple(t.shape)) for name, t in state_tensors(state).items()}
     assert after == before

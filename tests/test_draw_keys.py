@@ -40,7 +40,6 @@ def replay(state, records) -> Counter:
         drawn = sample_probs(probs, key_uniform(draw_key(state.seeds, cells, PURPOSE_TOKEN, attempt)))
         assert (rec.draws >= draws).all(), f"pass {k}: a draw counter fell"
         for b in range(B):
-            rejected_rows = set()
             for i, (c, kind) in enumerate(zip(cells[b].tolist(), pick(rec.batch.kinds, b).tolist())):
                 if c >= N:
                     continue  # padding and feeds decide the trash column
@@ -55,21 +54,21 @@ def replay(state, records) -> Counter:
                     if not ok:
                         assert p[decided] > q_open[b][decided], "a rejection resamples where p > q"
                         seen["rejected verification"] += 1
-                elif kind == CHECK and (c // W not in rejected_rows or coupled):
-                    # up to the row's first rejection: the test decides the cell; after it (maximal
-                    # coupling) the same test, at the same keys, redraws the draft
+                elif kind == CHECK and (done[b, c] == k or coupled):
+                    # a check that decides the cell; or (maximal coupling) the same test, at the same keys,
+                    # redraws a draft that stays one (after its row's first rejection, or cut off by a
+                    # rejected draft it read, drafting ahead)
                     q = q_of[b, c]
                     token, ok = verify_draft(p, q, held[b, c], key(state.seeds[b], c, PURPOSE_ACCEPT, a),
                                              key(state.seeds[b], c, PURPOSE_RESIDUAL, a))
                     assert decided == int(token), (k, b, c, a)
-                    if c // W in rejected_rows:
+                    if done[b, c] > k:
                         seen["coupled redraft"] += 1
                         seen["redraft kept its draft"] += bool(ok)
                     elif not ok:
                         assert p[decided] > q[decided], "a rejection resamples where p > q"
-                        rejected_rows.add(c // W)
                         seen["rejected check"] += 1
-                else:  # a draw, an opener draft, or (independent coupling) a redraft after a rejection
+                else:  # a draw, an opener draft, or (independent coupling) a redraft
                     assert decided == int(drawn[b, i]), (k, b, c, a)
                 if kind in (DRAFT, VERIFY):
                     q_open[b] = p
@@ -127,9 +126,12 @@ def test_adaptive_openings_count_attempts_and_replay(placeholder, first_row, dra
 @pytest.mark.parametrize("mode,draft_len,init,coupling", [
     ("fixed", 0, "above", "maximal"), ("ntp", 3, "above", "maximal"), ("fixed", 3, "random", "maximal"),
     ("fixed", 2, "left", "maximal"), ("adaptive", 3, "above", "maximal"), ("ntp", 3, "above", "independent"),
-    ("fixed", 3, "random", "independent")])
+    ("fixed", 3, "random", "independent"), ("fixed ahead", 3, "above", "maximal"),
+    ("adaptive ahead", 2, "above", "independent")])
 def test_row_draft_draws_replay_with_fresh_attempts(mode, draft_len, init, coupling):
-    modes = {"ntp": dict(window=None), "fixed": dict(window=1), "adaptive": dict(window=1, adaptive=True)}
+    modes = {"ntp": dict(window=None), "fixed": dict(window=1), "adaptive": dict(window=1, adaptive=True),
+             "fixed ahead": dict(window=1, draft_ahead=True), "adaptive ahead": dict(window=1, adaptive=True,
+                                                                                   draft_ahead=True)}
     gpt = tiny_gpt(6, seed=1)
     config = DecodeConfig(**modes[mode], draft_len=draft_len, draft_init=init, draft_coupling=coupling,
                           cfg_scale=2.0, temperature=1.5)

@@ -14,11 +14,13 @@ from common.zipar.layout import Layout
 from common.zipar.scheduler import queries_per_pass
 from llamagen.generate import condition_prefix, generate, layout_for
 from tests.helpers.llamagen import CountingModel, record_decode, run_oracle, tiny_gpt
+from tests.helpers.records import decided_at, decode_records, pick
 from tests.oracle import full_forward
 
 DATA = Path(__file__).parent / "data"
 MODES = {"ntp": dict(window=None), "fixed": dict(window=2), "adaptive": dict(window=1, adaptive=True),
-         "fixed early": dict(window=2, first_row="early"), "adaptive early": dict(window=1, adaptive=True, first_row="early")}
+         "fixed early": dict(window=2, first_row="early"), "adaptive early": dict(window=1, adaptive=True, first_row="early"),
+         "fixed ahead": dict(window=1, draft_ahead=True), "adaptive ahead": dict(window=1, adaptive=True, draft_ahead=True)}
 
 
 def test_no_drafts_reproduces_the_engine_before_drafts():
@@ -128,27 +130,29 @@ def test_drafted_cell_follows_the_exact_model_marginal(mode, draft_len, init, gr
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("init", ["above", "left"])
 def test_new_drafts_start_from_the_policy_token(mode, init, monkeypatch):
-    """Every new draft holds the policy's token right after it starts: "above" the decided token
-    (r-1, c) (row 0: its left token), "left" the token before the row's first new draft."""
+    """Every new draft holds the policy's token right after it starts: "above" the token (r-1, c)
+    (row 0: its left token), decided by the window rule, or (drafting ahead) decided or a draft of
+    the row above; "left" the token before the row's first new draft."""
     from common.zipar import row_drafts
 
     original, seen = row_drafts.start, []
 
     def checked_start(state):
         sch, schedule = state.scheduler, state.schedule
-        new, _ = sch.draft_lanes(schedule)
-        count, drafts = schedule.count.clone(), schedule.drafts.clone()
+        new, target = sch.draft_lanes(schedule)
+        count, drafts, tokens = schedule.count.clone(), schedule.drafts.clone(), state.tokens.clone()
         original(state)
         W = sch.layout.cols
         for b, r, o in new.nonzero().tolist():
             c = int(count[b, r]) + o
             left = r * W + int(count[b, r] + drafts[b, r]) - 1
             if init == "above" and r >= 1:
-                assert c < int(count[b, r - 1]), "the window rule guarantees the token above is decided"
+                held_above = int(count[b, r - 1]) + (int(target[b, r - 1]) if state.config.draft_ahead else 0)
+                assert c < held_above, "the window rule guarantees a token above"
                 source = (r - 1) * W + c
             else:
                 source = left
-            assert int(state.tokens[b, r * W + c]) == int(state.tokens[b, source]), (b, r, c)
+            assert int(state.tokens[b, r * W + c]) == int(tokens[b, source]), (b, r, c)
             seen.append(r >= 1)
 
     monkeypatch.setattr(row_drafts, "start", checked_start)
@@ -183,7 +187,7 @@ def test_forward_passes_and_telemetry_agree_with_the_records(mode):
     counting = CountingModel(gpt)
     with torch.inference_mode():
         result = generate(counting, labels, seeds, config)
-        plain = generate(gpt, labels, seeds, DecodeConfig(**MODES[mode]))
+        plain = generate(gpt, labels, seeds, DecodeConfig(**{k: v for k, v in MODES[mode].items() if k != "draft_ahead"}))
     assert counting.calls == result.forward_passes == max(result.image_passes)
     assert result.forward_passes < plain.forward_passes  # drafting saves passes on this model
     H, W = gpt.grid_size, gpt.grid_size
@@ -198,8 +202,9 @@ def test_queries_per_pass_bound_holds_with_drafts(H, W, eor):
     gpt = tiny_gpt(max(H, W), seed=H)
     layout = Layout(H, W, 1, end_of_row=eor)
     fixed = torch.arange(50, 50 + H) if eor else None
-    for window, adaptive, L in [(None, False, 2), (1, False, 3), (2, True, 2), (3, False, 1)]:
-        config = DecodeConfig(window=window, adaptive=adaptive, draft_len=L, temperature=1.5)
+    for window, adaptive, L, ahead in [(None, False, 2, False), (1, False, 3, False), (2, True, 2, False),
+                                       (3, False, 1, False), (1, False, 3, True), (2, True, 2, True)]:
+        config = DecodeConfig(window=window, adaptive=adaptive, draft_len=L, draft_ahead=ahead, temperature=1.5)
         labels, seeds = torch.tensor([1, 2]), torch.tensor([3, 4])
         prefix = condition_prefix(gpt, labels, config).embeddings
         with torch.inference_mode():
@@ -285,3 +290,110 @@ def test_certain_model_meets_the_drafted_pass_bound(window, first_row, draft_len
         assert (result.tokens == 5).all() and result.draft_rejections == [0, 0]
         if window == 1 and first_row == "early":
             assert expected == 1 + -(-(W - 1) // (draft_len + 1)) + H - 1
+
+
+AHEAD = {"fixed 1": dict(window=1), "fixed 2": dict(window=2), "adaptive 1": dict(window=1, adaptive=True),
+         "fixed 1 early": dict(window=1, first_row="early")}
+
+
+@pytest.mark.parametrize("mode", AHEAD)
+def test_drafting_ahead_decides_only_on_kept_drafts_within_the_window(mode):
+    """--draft-ahead: a drafted query reads the rows above's drafts of its pass only up to the column its
+    window reaches (c + w_r'+1 + ... + w_r in row r'), never a row below's; every token decided in a
+    pass read all of that reach (what plain ZipAR shows it) and, of other rows, only tokens that were
+    decided then (a draft read counts only if it was kept); and rows really decided cells on drafts of
+    the row above read in the same pass."""
+    gpt = tiny_gpt(8, seed=2)
+    config = DecodeConfig(**AHEAD[mode], draft_len=3, draft_ahead=True, temperature=1.0)
+    layout = layout_for(gpt)
+    state, records = decode_records(gpt, layout, config, torch.tensor([0, 3, 7]), torch.tensor([9, 10, 11]))
+    T, W, N, H = layout.prefix_len, layout.cols, layout.num_cells, layout.rows
+    final, done = state.tokens[:, :N], decided_at(records, 3, N)
+    offsets = [[0] * H for _ in range(3)]  # per image: cumulative row windows, from the final schedule
+    for b in range(3):
+        total = 0
+        for r in range(H):
+            total += int(state.schedule.window[b, r])
+            offsets[b][r] = total
+    cell_of = lambda s: ((s - T) // W, (s - T) % W) if T <= s < T + N else None  # noqa: E731
+    ahead_reads = 0
+    for b in range(3):
+        fed_at = {}  # slot -> token fed there most recently
+        for rec in records[1:]:
+            slots, cells = pick(rec.batch.slots, b).tolist(), pick(rec.batch.cells, b).tolist()
+            ids, mask = rec.input_ids[b].tolist(), rec.mask[b]
+            written_now = {s: t for s, t in zip(slots, ids) if cell_of(s)}
+            fed_at.update(written_now)
+            for q, (s_q, c_q) in enumerate(zip(slots, cells)):
+                if c_q >= N:
+                    continue
+                r, c = divmod(c_q, W)
+                if done[b, c_q] == rec.index:  # decided here: it read at least what plain ZipAR shows
+                    for r2 in range(r):
+                        reach = min(c + offsets[b][r] - offsets[b][r2], W)
+                        start = T + r2 * W
+                        assert bool(mask[q, start:start + reach].all()), (rec.index, q, r2, reach)
+                for s in mask[q].nonzero()[:, 0].tolist():
+                    rs = cell_of(s)
+                    if rs is None or rs[0] == r:
+                        continue
+                    assert rs[0] < r, (rec.index, q, s)  # never a row below
+                    is_draft = s in written_now and done[b, rs[0] * W + rs[1]] >= rec.index
+                    if is_draft:
+                        assert rs[1] + offsets[b][rs[0]] < c + offsets[b][r], (rec.index, q, s)  # within reach
+                    if done[b, c_q] == rec.index:  # decided here: what it read of other rows is final
+                        assert fed_at[s] == int(final[b, rs[0] * W + rs[1]]), (rec.index, q, s)
+                        ahead_reads += is_draft and done[b, rs[0] * W + rs[1]] == rec.index
+    assert ahead_reads > 0  # tokens were decided on drafts kept in the same pass
+
+
+def accepted_drafts_passes_ahead(H, W, w, serial, L):
+    """As `accepted_drafts_passes`, drafting ahead (every draft kept): a row's query fed its last decided
+    token needs min(c + w_r, W) decided tokens above; its drafted queries count the row above's decided
+    tokens plus the drafts that row's lane feeds in the same pass (its lane's length - 1). After each
+    pass every row holds as drafts the next cells (up to L) that the row above's decided tokens and
+    drafts then allow."""
+    windows = [W, W if serial else min(w, W)] + [min(w, W)] * (H - 2)
+    count, drafts, passes = [1] + [0] * (H - 1), [0] * H, 1
+
+    def start():
+        seen = W
+        for r in range(H):
+            target = 0
+            while count[r] >= 1 and target < L and count[r] + target < W and seen >= min(count[r] + target + windows[r], W):
+                target += 1
+            drafts[r] = target
+            seen = count[r] + target
+    start()
+    while min(count) < W:
+        before, seen = list(count), W
+        for r in range(H):
+            above = W if r == 0 else before[r - 1]
+            lane = 0
+            if before[r] == 0:
+                count[r] = 1 if r >= 1 and above >= min(windows[r], W) else 0
+            else:
+                while (lane <= drafts[r] and before[r] + lane < W
+                       and (above if lane == 0 else seen) >= min(before[r] + lane + windows[r], W)):
+                    lane += 1
+                count[r] = before[r] + lane
+            seen = before[r] + max(lane - 1, 0)
+        passes += 1
+        start()
+    return passes
+
+
+@pytest.mark.parametrize("window,first_row", [(1, "early"), (1, "serial"), (2, "early"), (3, "serial")])
+@pytest.mark.parametrize("draft_len", [1, 2, 4])
+def test_certain_model_meets_the_drafted_pass_count_ahead(window, first_row, draft_len):
+    """Drafting ahead with every draft kept: the decode runs exactly the passes the rules give (the
+    critical path). (With every draft kept the rows never wait on the window, so these counts equal
+    those without drafting ahead; drafting ahead pays where rows above reject.)"""
+    gpt = tiny_gpt(6, seed=1)
+    config = DecodeConfig(window=window, first_row=first_row, draft_len=draft_len, draft_ahead=True, cfg_scale=2.0)
+    certain = CertainModel(gpt, code=5)
+    with torch.inference_mode():
+        result = generate(certain, torch.tensor([1, 2]), torch.tensor([3, 4]), config)
+    expected = accepted_drafts_passes_ahead(6, 6, window, first_row == "serial", draft_len)
+    assert certain.calls == result.forward_passes == expected, (certain.calls, expected)
+    assert (result.tokens == 5).all() and result.draft_rejections == [0, 0]

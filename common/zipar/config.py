@@ -39,6 +39,7 @@ class DecodeConfig:
     draft_len: int = 0  # L > 0: each row drafts up to L tokens ahead, verified by speculative Jacobi tests
     draft_init: str = "above"  # how a new draft position starts (DRAFT_INITS)
     draft_coupling: str = "maximal"  # how a draft is redrawn after a rejection (DRAFT_COUPLINGS)
+    draft_ahead: bool = False  # rows also draft and decide on the row above's drafts in the same pass (row_drafts)
 
     def __post_init__(self):
         """Every message names the command-line flag that sets the field (--cfg-scale for cfg_scale)."""
@@ -77,6 +78,8 @@ class DecodeConfig:
         if self.draft_coupling not in DRAFT_COUPLINGS:
             raise ValueError(f"--draft-coupling must be one of {', '.join(DRAFT_COUPLINGS)}, "
                              f"got {self.draft_coupling!r}")
+        if self.draft_ahead and not self.draft_len:
+            raise ValueError("--draft-ahead lets row drafts run ahead of the window rule; it needs --draft-len L > 0")
         if self.draft_len and self.compat is not None:
             raise ValueError("--compat official reproduces the released code, which has no drafts; drop --compat "
                              "or --draft-len")
@@ -151,6 +154,10 @@ def add_decode_args(parser: argparse.ArgumentParser, *, cfg_scale: float | None,
                    help="how a new draft starts: above = the decided token above it (row 0: its left token), "
                         "left = the row's last token repeated (SJD's LlamaGen choice), random = a uniform code "
                         "(SJD's Lumina-mGPT/Emu3 choice); common/zipar/row_drafts.py")
+    g.add_argument("--draft-ahead", action="store_true",
+                   help="with --draft-len: a row's drafted queries also read the rows above's drafts of the same "
+                        "pass (up to the window), so rows decide ahead of the row above's decided tokens; a "
+                        "token is kept only if every draft it read is kept (common/zipar/row_drafts.py)")
     g.add_argument("--draft-coupling", choices=DRAFT_COUPLINGS, default="maximal",
                    help="how drafts after a rejection are redrawn: maximal = coupled to the old draft (kept with "
                         "probability min(1, p/q), else from the residual; as SCD), independent = a fresh draw "
@@ -175,5 +182,5 @@ def decode_config_from_args(args: argparse.Namespace) -> DecodeConfig:
         first_row=args.first_row,
         cfg_scale=args.cfg_scale, cfg_interval=args.cfg_interval, temperature=args.temperature,
         top_k=args.top_k, top_p=args.top_p, draft_len=args.draft_len, draft_init=args.draft_init,
-        draft_coupling=args.draft_coupling,
+        draft_coupling=args.draft_coupling, draft_ahead=args.draft_ahead,
     )

@@ -24,7 +24,7 @@ import torch
 from common.zipar.condition import Condition, as_condition
 from common.zipar.config import DecodeConfig
 from common.zipar.kv_cache import KVCache
-from common.zipar.masks import visibility_mask
+from common.zipar.masks import drafts_above_readable, visibility_mask
 from common.zipar.official import prompt_attention
 from common.zipar.placeholder import MEAN_INPUT, feeds_mean_embedding, fixed_token, mean_embedding
 from common.zipar import row_drafts
@@ -276,11 +276,17 @@ def decode_pass(model: Decoder, state: DecodeState) -> tuple:
         x = torch.where(is_mean[..., None], state.mean_input.to(x.dtype), x)
         input_ids = input_ids.masked_fill(is_mean, MEAN_INPUT)
     # built at model-batch rows directly: cheaper than repeating a (B, Q, S) mask for the CFG half
-    own_drafts = None
+    own_drafts, drafts_above = None, None
     if config.draft_len:
         own_drafts = (_for_model(plan.draft_slots, cfg), slot_map.slot_rows, _for_model(plan.query_rows, cfg))
+    if config.draft_ahead:
+        window = state.schedule.window
+        offsets = torch.cat([window.cumsum(1), torch.zeros_like(window[:, :1])], dim=1)
+        drafts_above = drafts_above_readable(slot_map.slot_rows, slot_map.slot_cols,
+                                             *(_for_model(t, cfg) for t in (plan.query_rows, plan.query_cols,
+                                                                            plan.draft_fed, offsets)))
     mask = visibility_mask(_for_model(plan.live, cfg), slot_map.slot_positions, _for_model(pb.positions, cfg),
-                           own_drafts)
+                           own_drafts, drafts_above)
     if state.prefix_keys is not None:
         mask = mask & state.prefix_keys[:, None, :]
     logits = model(x, _positions(state, pb.positions), _for_model(pb.slots, cfg), mask, state.cache)

@@ -65,6 +65,7 @@ class SlotMap:
     cell_start: torch.Tensor  # (H,) slot of (r, 0)
     slot_positions: torch.Tensor  # (S,) sequence position of each slot
     slot_rows: torch.Tensor  # (S,) grid row of each cell slot, H for every other slot
+    slot_cols: torch.Tensor  # (S,) grid column of each cell slot, 0 for every other slot
     regular: torch.Tensor  # (S,) bool: prefix and grid slots (not openers, not scratch)
 
     @classmethod
@@ -83,8 +84,10 @@ class SlotMap:
         slot_rows = torch.full((num_slots,), H, dtype=torch.int64, device=device)
         cell_slots = (cell_start[:, None] + torch.arange(W, device=device)).reshape(-1)
         slot_rows[cell_slots] = r.repeat_interleave(W)
+        slot_cols = torch.zeros(num_slots, dtype=torch.int64, device=device)
+        slot_cols[cell_slots] = torch.arange(W, device=device).repeat(H)
         return cls(layout=layout, opener_base=opener_base, scratch=scratch, placeholder_column=placeholder_column,
-                   trash=placeholder_column + 1, cell_start=cell_start, slot_positions=pos, slot_rows=slot_rows,
+                   trash=placeholder_column + 1, cell_start=cell_start, slot_positions=pos, slot_rows=slot_rows, slot_cols=slot_cols,
                    regular=torch.arange(num_slots, device=device) < opener_base)
 
     @property

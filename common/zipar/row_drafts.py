@@ -29,6 +29,18 @@ at least what plain ZipAR shows it. A draft's cache entry is visible only to lat
 own row in the same pass (common.zipar.masks.visibility_mask); its slot becomes live for everyone only if
 the draft is kept, and a rejected draft's slot is rewritten before anyone reads it.
 
+Drafting ahead (DecodeConfig.draft_ahead) lets a row run on the row above's drafts of the same pass.
+A query fed a draft of row r and deciding (r, c) also reads, of each row r' < r, the drafts fed in
+this pass up to the column its windows reach, c + w_r'+1 + ... + w_r (common.zipar.masks.
+drafts_above_readable): exactly what plain ZipAR shows it there, decided or drafted. The lane of row
+r runs as far as the row above's decided tokens plus its fed drafts allow (scheduler._cell_lanes;
+the query fed the last decided token still needs decided tokens above, as its entry is live for
+everyone). After the pass a token counts only if no draft it read was rejected (`_kept_frontier`);
+the cells after are drafts again (redrawn as after a rejection). Guarantee, as without drafting
+ahead: each decided token is an exact draw of the model given the tokens it read, all decided, a
+superset of what plain ZipAR shows it; not plain ZipAR's joint distribution, whose contexts are
+fixed by the schedule (neither is drafting without it: rows see what the others decided by then).
+
 New draft positions (a row's cells that the window newly allows, up to L ahead) start by a policy
 (DecodeConfig.draft_init, common.zipar.config.DRAFT_INITS):
 - "above": the decided token directly above, (r-1, c), with q the point mass on it (acceptance
@@ -95,6 +107,8 @@ def check(state, plan, probs: torch.Tensor, drawn: torch.Tensor) -> tuple[torch.
     rejected = is_check & ~kept
     first = torch.full((batch, H + 1), W, dtype=torch.int64, device=cells.device)
     first.scatter_reduce_(1, rows, torch.where(rejected, cols, W), reduce="amin")
+    if state.config.draft_ahead:
+        first[:, :H] = _kept_frontier(state, plan, first[:, :H])
     first_here = first.gather(1, rows)
     # a checked cell takes the test's outcome: up to the first rejection it is decided; after it, the same
     # outcome is the redraft, maximally coupled to the old draft (kept with probability min(1, p/q), else
@@ -106,6 +120,25 @@ def check(state, plan, probs: torch.Tensor, drawn: torch.Tensor) -> tuple[torch.
     state.row_draft_probs.scatter_(1, ring[..., None].expand(-1, -1, V), probs.to(state.row_draft_probs.dtype))
     state.row_draft_kind.scatter_(1, ring, torch.full_like(ring, Q_STORED))
     return tokens, first[:, :H]
+
+
+def _kept_frontier(state, plan, first: torch.Tensor) -> torch.Tensor:
+    """Drafting ahead: (B, H) the last column each row decides in this pass, from its first rejected
+    column `first` (W if none). A drafted query of row r deciding column c read row r' < r up to
+    column c + offsets[r] - offsets[r'] (common.zipar.masks.drafts_above_readable); its token counts only if
+    no draft it read was rejected: row r''s first rejection g, where this pass fed it as a draft
+    (g <= count + lane - 2), must lie at or beyond that reach. So c <= min over r' < r of
+    (g + offsets[r']) - offsets[r], a running minimum down the rows; a query fed the last decided
+    token reads no draft of another row, so column `count` always counts. Reads of reads need no
+    more: a slot of row r' that row r reads was written by a query whose reach is within row r's."""
+    schedule = state.schedule
+    cnt, W = schedule.count, state.scheduler.layout.cols
+    offsets = schedule.window.cumsum(1)
+    big = torch.iinfo(torch.int64).max // 4
+    fed = first <= cnt + plan.cell_queries - 2
+    seen = torch.where(plan.cell_lane & fed, first + offsets, big).cummin(1).values
+    above = torch.cat([torch.full_like(seen[:, :1], big), seen[:, :-1]], dim=1) - offsets
+    return torch.minimum(first, torch.maximum(above, cnt)).clamp(max=W)
 
 
 def _draft_q(state, ring: torch.Tensor, draft: torch.Tensor, V: int) -> torch.Tensor:

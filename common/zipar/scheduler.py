@@ -111,7 +111,7 @@ class ScheduleState:
     drafts: torch.Tensor  # (B, H) int64 row drafts after the decided tokens: cells count .. count+drafts-1
     row_passes: torch.Tensor  # (B, H) int64 passes in which row r ran its cell lane
     row_gain: torch.Tensor  # (B, H) int64 tokens row r's cell lane decided (its opening not counted)
-    draft_rejections: torch.Tensor  # (B,) int64 row drafts rejected
+    draft_rejections: torch.Tensor  # (B,) int64 row-passes cut short by a rejected draft (drafting ahead: one it read)
 
 
 @dataclass(frozen=True)
@@ -130,6 +130,7 @@ class Plan:
     draft_fed: torch.Tensor  # (B, Q) the query is fed a row draft (its slot is not live to others)
     draft_slots: torch.Tensor  # (B, S) slots written by draft-fed queries in this pass
     cell_queries: torch.Tensor  # (B, H) queries of row r's cell lane in this pass
+    query_cols: torch.Tensor  # (B, Q) grid column each cell-lane query decides (W for the others)
 
     def trimmed(self, queries: int) -> "Plan":
         """The plan with its padding cut to `queries` per image (active queries come first)."""
@@ -139,7 +140,7 @@ class Plan:
                           cut(b.cells), cut(b.kinds), cut(b.attempts))
         return Plan(batch, self.live, cut(self.active), self.cell_lane, self.open_lane, self.open_kind,
                     self.feeds_last, self.above, cut(self.query_rows), cut(self.draft_fed), self.draft_slots,
-                    self.cell_queries)
+                    self.cell_queries, cut(self.query_cols))
 
 
 class Scheduler:
@@ -197,11 +198,37 @@ class Scheduler:
         cnt = state.count
         above = torch.cat([torch.full_like(cnt[:, :1], W), cnt[:, :-1]], dim=1)
         col = cnt[..., None] + torch.arange(L, device=cnt.device)  # (B, H, L)
-        allowed = (cnt[..., None] >= 1) & (col < W) & window.window_allows(
-            above[..., None], col, state.window[..., None], W)
+        base = (cnt[..., None] >= 1) & (col < W)
+        if self.config.draft_ahead:  # up to what the row above's decided tokens and drafts will show (`_cell_lanes`)
+            rows, seen = [], above[:, 0]
+            for r in range(self.layout.rows):
+                rows.append(base[:, r] & window.window_allows(seen[:, None], col[:, r], state.window[:, r, None], W))
+                seen = cnt[:, r] + rows[-1].sum(-1)
+            allowed = torch.stack(rows, dim=1)
+        else:
+            allowed = base & window.window_allows(above[..., None], col, state.window[..., None], W)
         target = allowed.sum(-1)  # a prefix of the offsets: the rule is monotone in the column
         new = allowed & (torch.arange(L, device=cnt.device) >= state.drafts[..., None])
         return new, target
+
+    def _cell_lanes(self, state: ScheduleState, cell, above, o, col) -> torch.Tensor:
+        """(B, H, L+1) the cell lane's offsets that run: o <= the drafts held, inside the row, and allowed
+        by the window rule. Offset 0 (fed the last decided token) counts the row above's decided tokens.
+        Drafting ahead (DecodeConfig.draft_ahead), offsets >= 1 count the row above's decided tokens
+        plus the drafts its lane feeds in this same pass (cnt + its lane - 1), which their queries may
+        read (common.zipar.masks.drafts_above_readable); row by row, top down, as each row's reach depends
+        on the lane of the row above."""
+        W, H = self.layout.cols, self.layout.rows
+        base = cell[..., None] & (o <= state.drafts[..., None]) & (col < W)
+        if not self.config.draft_ahead:
+            return base & window.window_allows(above[..., None], col, state.window[..., None], W)
+        lanes, seen = [], above[:, 0]
+        for r in range(H):
+            reach = torch.where(o == 0, above[:, r, None], seen[:, None])
+            lane = base[:, r] & window.window_allows(reach, col[:, r], state.window[:, r, None], W)
+            lanes.append(lane)
+            seen = state.count[:, r] + (lane.sum(-1) - 1).clamp(min=0)
+        return torch.stack(lanes, dim=1)
 
     def plan(self, state: ScheduleState) -> Plan:
         """The next decode pass's queries for every image, from the state before the pass, padded
@@ -220,8 +247,7 @@ class Scheduler:
         L = self.draft_len
         o = torch.arange(L + 1, device=cnt.device)
         col = cnt[..., None] + o  # (B, H, L+1) decided column
-        lane = cell[..., None] & (o <= state.drafts[..., None]) & (col < W) & window.window_allows(
-            above[..., None], col, state.window[..., None], W)
+        lane = self._cell_lanes(state, cell, above, o, col)
         cell_slot = start[:, None] + col - 1
         cell_kind = torch.where(o < state.drafts[..., None], CHECK, DRAW)
         lanes_of = lambda t: t.reshape(B, -1)  # noqa: E731  (B, H, L+1) -> (B, H*(L+1))
@@ -274,6 +300,7 @@ class Scheduler:
         kinds = torch.where(on, take(kind), PAD)
         attempts = torch.where(on, take(attempt), 0)
         query_rows = torch.where(on, take(row_of), H)
+        query_cols = torch.where(on & (query_rows < H), take(out) - query_rows.clamp(max=H - 1) * W, W)
         draft_fed = on & take(fed_draft)
 
         feeds_last = feed | fed_by_opener
@@ -283,7 +310,7 @@ class Scheduler:
         sample_rows = torch.arange(slots.shape[1], device=cnt.device).expand(B, -1)
         batch = PassBatch(False, slots, positions, sources, sample_rows, cells, kinds, attempts)
         return Plan(batch, live, on, cell, opener, open_kind, feeds_last, above, query_rows, draft_fed,
-                    draft_slots, lane.sum(-1))
+                    draft_slots, lane.sum(-1), query_cols)
 
     def _live_after(self, state, opener, real, feeds_last, slots, on) -> torch.Tensor:
         """The live slots in this pass: placeholders retired, this pass's writes added."""
@@ -303,8 +330,9 @@ class Scheduler:
                 first_rejected: torch.Tensor | None = None) -> None:
         """Update the state in place after the pass's tokens are decided. accepted: (B,) whether the
         image's opener verification (if any) accepted its draft. first_rejected: (B, H) with row
-        drafts, the column of each row's first rejected draft (W if none): the row keeps the cells
-        before it and the resample there; its later cells become drafts (redrawn in this pass)."""
+        drafts, the column of each row's first rejected draft (W if none; drafting ahead, the last
+        column whose token counts, common.zipar.row_drafts): the row keeps the cells before it and the
+        token there; its later cells become drafts (redrawn in this pass)."""
         W, H = self.layout.cols, self.layout.rows
         cnt = state.count
         if first_rejected is None:
