@@ -117,9 +117,9 @@ MUTATIONS = [
              "mask = visibility_mask(_for_model(plan.live, cfg)",
              "mask = visibility_mask(_for_model(plan.live[:1], cfg)", (VISIBILITY,)),
     # more one-line engine bugs
-    Mutation("engine: opener draft distribution never updated", "common/zipar/engine.py",
-             "state.draft_probs.copy_(torch.where(is_open.any(1, keepdim=True), p_open, state.draft_probs))",
-             "state.draft_probs.copy_(state.draft_probs)", (OPENINGS,)),
+    Mutation("engine: pending opener distribution never updated", "common/zipar/engine.py",
+             "state.opener_probs.copy_(torch.where(is_open.any(1, keepdim=True), p_open, state.opener_probs))",
+             "state.opener_probs.copy_(state.opener_probs)", (OPENINGS,)),
     Mutation("row drafts: the rejected draft kept instead of its resample", "common/zipar/row_drafts.py",
              "tokens = torch.where(coupled, verified, drawn)",
              "tokens = torch.where(coupled, torch.where(cols == first_here, draft, verified), drawn)", (REDRAWS,)),
@@ -151,8 +151,8 @@ MUTATIONS = [
     Mutation("row drafts: a random draft tested as if its q were a point mass", "common/zipar/row_drafts.py",
              "return code, Q_UNIFORM", "return code, Q_POINT", (REDRAWS,)),
     Mutation("engine: verification compares against q from the wrong image", "common/zipar/engine.py",
-             "token, ok = verify_draft(p_open, state.draft_probs, draft,",
-             "token, ok = verify_draft(p_open, state.draft_probs.roll(1, 0), draft,", (OPENINGS,)),
+             "token, ok = verify_draft(p_open, state.opener_probs, pending,",
+             "token, ok = verify_draft(p_open, state.opener_probs.roll(1, 0), pending,", (OPENINGS,)),
 ]
 
 

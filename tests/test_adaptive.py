@@ -128,7 +128,7 @@ def test_only_openers_are_rewritten_and_later_queries_read_the_accepted_one():
     with torch.inference_mode():
         state, _, passes = record_decode(gpt, layout, config, labels, seeds)
     sched = state.scheduler
-    assert state.schedule.rejections.sum() > 0
+    assert state.schedule.opener_rejections.sum() > 0
     for b in range(4):
         writes, opened_at = {}, {}
         for k, per_row in enumerate(passes):

@@ -83,7 +83,7 @@ def state_tensors(state) -> dict:
     """Every tensor a decode pass reads or updates between passes (what a CUDA graph would hold)."""
     from dataclasses import fields
     out = {f"schedule.{f.name}": getattr(state.schedule, f.name) for f in fields(state.schedule)}
-    out.update({name: getattr(state, name) for name in ("tokens", "draws", "draft_probs", "row_draft_probs",
+    out.update({name: getattr(state, name) for name in ("tokens", "draws", "opener_probs", "row_draft_probs",
                                                          "row_draft_kind", "seeds")
                 if getattr(state, name) is not None})
     out.update({f"cache.keys.{i}": k for i, k in enumerate(state.cache.keys)})

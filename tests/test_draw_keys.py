@@ -11,7 +11,7 @@ import torch
 from common.zipar.config import DecodeConfig
 from common.zipar.sampling import (PURPOSE_ACCEPT, PURPOSE_DRAFT, PURPOSE_RESIDUAL, PURPOSE_TOKEN, draw_key, key_uniform,
                              sample_probs, verify_draft)
-from common.zipar.scheduler import CHECK, DRAFT, DRAW, VERIFY
+from common.zipar.scheduler import CHECK, DRAW, OPEN, VERIFY
 from llamagen.generate import layout_for
 from tests.helpers.llamagen import tiny_gpt
 from tests.helpers.records import decode_records, decided_at, pick, query_probs
@@ -70,7 +70,7 @@ def replay(state, records) -> Counter:
                         seen["rejected check"] += 1
                 else:  # a draw, an opener draft, or (independent coupling) a redraft
                     assert decided == int(drawn[b, i]), (k, b, c, a)
-                if kind in (DRAFT, VERIFY):
+                if kind in (OPEN, VERIFY):
                     q_open[b] = p
                 if kind in (CHECK, DRAW) and done[b, c] > k:
                     q_of[b, c] = p  # redrafted: the next check tests it against this pass's distribution
@@ -116,8 +116,8 @@ def test_adaptive_openings_count_attempts_and_replay(placeholder, first_row, dra
         passes, kinds, attempts = zip(*queries)
         assert list(attempts) == list(range(len(queries))), (b, r, attempts)
         assert list(passes) == list(range(passes[0], passes[0] + len(queries)))  # one attempt a pass
-        assert kinds[0] in (DRAW, DRAFT) and all(kind == VERIFY for kind in kinds[1:])
-        assert kinds[0] == DRAFT or len(queries) == 1
+        assert kinds[0] in (DRAW, OPEN) and all(kind == VERIFY for kind in kinds[1:])
+        assert kinds[0] == OPEN or len(queries) == 1
     assert max(len(q) for q in openings.values()) >= 3  # openings really took several attempts
     seen = replay(state, records)
     assert seen["rejected verification"] > 0

@@ -105,7 +105,7 @@ def test_adaptive_and_fixed_masks_match_brute_force(name, mode, placeholder):
     state, records = decode_records(gpt, layout_for(gpt), config, torch.tensor([1, 4, 7]), torch.tensor([2, 5, 8]))
     assert_masks_match(state, records)
     if config.adaptive and placeholder in ("above", "left"):  # a fixed stand-in is accepted at once here
-        assert int(state.schedule.rejections.sum()) > 0  # openers were really re-run
+        assert int(state.schedule.opener_rejections.sum()) > 0  # openers were really re-run
 
 
 @pytest.mark.parametrize("grid,window", [(4, 1), (5, 2), (6, 3), (5, 4)])

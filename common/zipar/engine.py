@@ -26,13 +26,12 @@ from common.zipar.config import DecodeConfig
 from common.zipar.kv_cache import KVCache
 from common.zipar.masks import drafts_above_readable, visibility_mask
 from common.zipar.official import prompt_attention
-from common.zipar.placeholder import MEAN_INPUT, feeds_mean_embedding, fixed_token, mean_embedding
 from common.zipar import row_drafts
 from common.zipar.sampling import (PURPOSE_ACCEPT, PURPOSE_RESIDUAL, PURPOSE_TOKEN, draw_key, filter_logits, guide,
                              key_uniform, sample_probs, verify_draft)
 from common.zipar.layout import Layout
 from common.zipar.window import num_passes
-from common.zipar.scheduler import DRAFT, VERIFY, PassBatch, Scheduler, ScheduleState, fixed_pass_sizes
+from common.zipar.scheduler import OPEN, VERIFY, PassBatch, Scheduler, ScheduleState, fixed_pass_sizes
 
 
 class Decoder(Protocol):
@@ -64,10 +63,9 @@ class DecodeState:
     pass_sizes: list[int] | None  # eager fixed windows: queries of each pass (no padding); else None
     trim_on_host: bool  # eager adaptive on CPU: cut each pass's padding (reading its size back is free there)
     draws: torch.Tensor | None = None  # (B, width) int64 times each cell was drawn: the attempt of its keys
-    draft_probs: torch.Tensor | None = None  # (B, V) adaptive: distribution the current opener draft follows
+    opener_probs: torch.Tensor | None = None  # (B, V) adaptive: distribution the pending opening was drawn from
     row_draft_probs: torch.Tensor | None = None  # (B, R*L + 1, V) row drafts' distributions (common.zipar.row_drafts)
     row_draft_kind: torch.Tensor | None = None  # (B, R*L + 1) which q each entry holds (common.zipar.row_drafts)
-    mean_input: torch.Tensor | None = None  # (D,) placeholder "mean": set after the prefix pass
     passes_run: int = 0
     host_reads: int = 0  # per-image schedules: times the decode read the schedule back to the host
 
@@ -93,7 +91,7 @@ class DecodeResult:
     forward_passes: int  # passes the batch ran (its slowest image)
     image_passes: list[int]  # passes each image needed
     accepted_windows: list[list[int]] | None = None  # adaptive: per image, the window row r+1 was accepted at
-    rejections: list[int] | None = None  # adaptive: per image, rejected opener drafts
+    rejections: list[int] | None = None  # adaptive: per image, rejected pending openings (opener_rejections)
     # row drafts: per image, tokens a row's cell lane decided per pass it ran (1 without drafts), over
     # all rows and per row (row 0 first), and the rejected row drafts
     tokens_per_row_pass: list[float] | None = None
@@ -138,8 +136,7 @@ def start_decode(model: Decoder, condition: Condition | torch.Tensor, seeds: tor
         if fixed_tokens is None or tuple(fixed_tokens.shape) != (layout.rows,):
             raise ValueError(f"an end-of-row layout needs fixed_tokens of shape ({layout.rows},)")
         tokens[:, layout.num_cells:layout.num_cells + layout.rows] = fixed_tokens.to(device)
-    if (code := fixed_token(config.placeholder)) is not None:
-        tokens[:, scheduler.slot_map.placeholder_column] = code
+    scheduler.placeholder.fill(tokens)
     prefix_keys = None
     if condition.valid is not None:
         prefix_keys = torch.ones(model_batch, scheduler.slot_map.num_slots, dtype=torch.bool, device=device)
@@ -153,9 +150,10 @@ def start_decode(model: Decoder, condition: Condition | torch.Tensor, seeds: tor
         step = compiled_step(compile)
     # fixed windows: one schedule shared by the batch (leading dim 1); adaptive or drafting: one per image
     schedule = scheduler.initial_state(batch if per_image else 1)
-    return DecodeState(layout, config, scheduler, schedule, seeds.to(device), tokens,
-                       model.new_cache(model_batch, scheduler.slot_map.num_slots, device), condition, prefix_keys,
-                       min_passes, step, pass_sizes, trim_on_host, torch.zeros_like(tokens))
+    return DecodeState(layout=layout, config=config, scheduler=scheduler, schedule=schedule, seeds=seeds.to(device),
+                       tokens=tokens, cache=model.new_cache(model_batch, scheduler.slot_map.num_slots, device),
+                       condition=condition, prefix_keys=prefix_keys, min_passes=min_passes, step=step,
+                       pass_sizes=pass_sizes, trim_on_host=trim_on_host, draws=torch.zeros_like(tokens))
 
 
 CUDA_GRAPHS = "reduce-overhead"  # compile= value: inductor with CUDA graphs (torch.compile's mode)
@@ -178,6 +176,7 @@ def _mark_static_addresses(state: DecodeState) -> None:
     parts = [state, state.schedule, state.condition]
     tensors = [getattr(part, f.name) for part in parts for f in dataclasses.fields(part)]
     tensors += [*state.cache.keys, *state.cache.values]
+    tensors.append(state.scheduler.placeholder.mean_input)  # the placeholder's state (None for most policies)
     for t in tensors:
         if isinstance(t, torch.Tensor):
             torch._dynamo.mark_static_address(t, guard=False)
@@ -243,9 +242,9 @@ def prefix_pass(model: Decoder, state: DecodeState) -> PassRecord:
         mask = mask | (both[:, :layout.prefix_len, None] & both[:, None, :])
     logits = model(prefix, _positions(state, pb.positions), pb.slots, mask, state.cache)
     num_codes = logits.shape[-1]
-    _check_placeholder(model, state, num_codes, prefix.device)
+    state.scheduler.placeholder.prepare(model.embed_tokens, num_codes, prefix.device)
     if state.config.adaptive:
-        state.draft_probs = torch.zeros(batch, num_codes, device=prefix.device)
+        state.opener_probs = torch.zeros(batch, num_codes, device=prefix.device)
     cells = pb.cells.expand(batch, -1)
     decided, _ = _sample(state, logits[:, -1:], cells)
     _write_tokens(state, cells, decided)
@@ -254,7 +253,8 @@ def prefix_pass(model: Decoder, state: DecodeState) -> PassRecord:
         row_drafts.allocate(state, num_codes, prefix.device)
         row_drafts.start(state)
     input_ids = torch.full((model_batch, layout.prefix_len), -1, dtype=torch.int64, device=prefix.device)
-    return PassRecord(0, pb, input_ids, mask, logits, decided, None, state.tokens.clone(), state.draws.clone())
+    return PassRecord(index=0, batch=pb, input_ids=input_ids, mask=mask, logits=logits, decided=decided,
+                      accepted=None, tokens=state.tokens.clone(), draws=state.draws.clone())
 
 
 def decode_pass(model: Decoder, state: DecodeState) -> tuple:
@@ -271,10 +271,8 @@ def decode_pass(model: Decoder, state: DecodeState) -> tuple:
     cells = pb.cells.expand(batch, -1)
     input_ids = _per_row(state.tokens.gather(1, pb.sources.expand(batch, -1)), batch, cfg)
     x = model.embed_tokens(input_ids)
-    if state.mean_input is not None:  # placeholder "mean": its column is fed the mean embedding
-        is_mean = _per_row((pb.sources == slot_map.placeholder_column) & plan.active, batch, cfg)
-        x = torch.where(is_mean[..., None], state.mean_input.to(x.dtype), x)
-        input_ids = input_ids.masked_fill(is_mean, MEAN_INPUT)
+    x, input_ids = scheduler.placeholder.feed(
+        x, input_ids, lambda column: _per_row((pb.sources == column) & plan.active, batch, cfg))
     # built at model-batch rows directly: cheaper than repeating a (B, Q, S) mask for the CFG half
     own_drafts, drafts_above = None, None
     if config.draft_len:
@@ -305,20 +303,20 @@ def decode_pass(model: Decoder, state: DecodeState) -> tuple:
 
 
 def _open_rows(state: DecodeState, pb: PassBatch, probs: torch.Tensor, drawn: torch.Tensor):
-    """Adaptive row openings (common.zipar.scheduler): a DRAFT keeps its draw and remembers its
-    distribution; a VERIFY tests the current draft against the new distribution. At most one
+    """Adaptive row openings (common.zipar.scheduler): an OPEN keeps its draw pending and remembers its
+    distribution; a VERIFY tests the pending opening against the new distribution. At most one
     opener query per image and pass. -> (tokens (B, n), accepted (B, n), accepted per image (B,))."""
-    is_open = (pb.kinds == DRAFT) | (pb.kinds == VERIFY)  # (B, n)
+    is_open = (pb.kinds == OPEN) | (pb.kinds == VERIFY)  # (B, n)
     verify = pb.kinds == VERIFY
     p_open = (probs * is_open[..., None].to(probs.dtype)).sum(1)  # (B, V) the opener's distribution
     cell = (pb.cells * is_open).sum(1, keepdim=True)  # (B, 1)
     attempt = (pb.attempts * is_open).sum(1, keepdim=True)
-    draft = state.tokens.gather(1, cell)[:, 0]  # the current draft sits in the cell it drafts
+    pending = state.tokens.gather(1, cell)[:, 0]  # the pending opening sits in the cell it opens
     keys = lambda purpose: draw_key(state.seeds, cell, purpose, attempt)[:, 0]  # noqa: E731
-    token, ok = verify_draft(p_open, state.draft_probs, draft, keys(PURPOSE_ACCEPT), keys(PURPOSE_RESIDUAL))
+    token, ok = verify_draft(p_open, state.opener_probs, pending, keys(PURPOSE_ACCEPT), keys(PURPOSE_RESIDUAL))
     decided = torch.where(verify, token[:, None], drawn)
     # the next verification compares against the distribution of this pass's opener query
-    state.draft_probs.copy_(torch.where(is_open.any(1, keepdim=True), p_open, state.draft_probs))
+    state.opener_probs.copy_(torch.where(is_open.any(1, keepdim=True), p_open, state.opener_probs))
     return decided, verify & ok[:, None], ok & verify.any(1)
 
 
@@ -333,9 +331,13 @@ def decode_steps(model: Decoder, state: DecodeState) -> Iterator[PassRecord]:
     target = state.min_passes
     while True:
         while state.passes_run < target:
-            *fields, input_ids, mask, logits, decided, accepted = state.step(model, state)
-            record = PassRecord(state.passes_run, PassBatch(False, *fields), input_ids, mask, logits, decided,
-                                accepted, state.tokens.clone(), state.draws.clone())
+            (slots, positions, sources, sample_rows, cells, kinds, attempts,
+             input_ids, mask, logits, decided, accepted) = state.step(model, state)
+            batch = PassBatch(is_prefix=False, slots=slots, positions=positions, sources=sources,
+                              sample_rows=sample_rows, cells=cells, kinds=kinds, attempts=attempts)
+            record = PassRecord(index=state.passes_run, batch=batch, input_ids=input_ids, mask=mask, logits=logits,
+                                decided=decided, accepted=accepted, tokens=state.tokens.clone(),
+                                draws=state.draws.clone())
             state.passes_run += 1
             yield record
         if not state.config.per_image_schedule:
@@ -346,17 +348,6 @@ def decode_steps(model: Decoder, state: DecodeState) -> Iterator[PassRecord]:
         if left == 0:
             return
         target = state.passes_run + left
-
-
-def _check_placeholder(model: Decoder, state: DecodeState, num_codes: int, device) -> None:
-    """Once the code count is known (the prefix pass's logits): check a "token:<id>" code, and
-    compute the "mean" placeholder's embedding over the codes the model samples."""
-    policy = state.config.placeholder
-    code = fixed_token(policy)
-    if code is not None and code >= num_codes:
-        raise ValueError(f"placeholder {policy!r}: the model samples codes 0..{num_codes - 1}")
-    if feeds_mean_embedding(policy) and not state.layout.end_of_row:
-        state.mean_input = mean_embedding(model.embed_tokens, num_codes, device)
 
 
 def decode(model: Decoder, condition: Condition | torch.Tensor, seeds: torch.Tensor, layout: Layout,
@@ -372,9 +363,10 @@ def decode(model: Decoder, condition: Condition | torch.Tensor, seeds: torch.Ten
     schedule = state.schedule
     adaptive, drafting = config.adaptive, config.draft_len > 0
     passes, gain = schedule.row_passes.double(), schedule.row_gain.double()
-    return DecodeResult(grid, state.passes_run, schedule.image_passes.expand(grid.shape[0]).tolist(),
-                        schedule.window[:, 1:].tolist() if adaptive else None,
-                        schedule.rejections.tolist() if adaptive else None,
-                        (gain.sum(1) / passes.sum(1).clamp(min=1)).tolist() if drafting else None,
-                        (gain / passes.clamp(min=1)).tolist() if drafting else None,
-                        schedule.draft_rejections.tolist() if drafting else None, state.host_reads)
+    return DecodeResult(
+        tokens=grid, forward_passes=state.passes_run, image_passes=schedule.image_passes.expand(grid.shape[0]).tolist(),
+        accepted_windows=schedule.window[:, 1:].tolist() if adaptive else None,
+        rejections=schedule.opener_rejections.tolist() if adaptive else None,
+        tokens_per_row_pass=(gain.sum(1) / passes.sum(1).clamp(min=1)).tolist() if drafting else None,
+        row_tokens_per_pass=(gain / passes.clamp(min=1)).tolist() if drafting else None,
+        draft_rejections=schedule.draft_rejections.tolist() if drafting else None, host_reads=state.host_reads)

@@ -10,8 +10,8 @@ live. Each pass, every row offers three candidate queries ("lanes"), computed fo
   opener  row r holds none and the row above allows (r, 0): the query at the position that predicts
           (r, 0) ((r-1, W-1), or the end-of-row token of row r-1). Fed the real (r-1, W-1) when that
           row is complete, else the end-of-row token, else a placeholder (common.zipar.placeholder).
-          Fixed windows: the opening is a plain draw. Adaptive windows: the first is a DRAFT, each
-          later pass re-runs it as a VERIFY against a window one token larger, until accepted (or
+          Fixed windows: the opening is a plain draw. Adaptive windows: the first is an OPEN (its
+          draw kept pending), each later pass re-runs it as a VERIFY against a window one token larger, until accepted (or
           final, when row r-1 is complete); the window an opening is accepted at is what row r then
           follows row r-1 with. Each attempt overwrites the previous attempt's entry (its slot):
           a superseded opener is never read again, so one slot per row holds them all.
@@ -39,19 +39,20 @@ ever rewritten, by the next attempt of the same opening, which replaces the entr
 query.
 """
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from common.zipar.official import active_rule
-from common.zipar.placeholder import placeholder_source
+from common.zipar.placeholder import Placeholder
 from common.zipar import window
 from common.zipar.config import DecodeConfig
 from common.zipar.layout import Layout, SlotMap
 from common.zipar.window import first_row_rule, row_windows, schedule_window
 
-# what a query's logits decide: nothing, a token, an opener draft, an opener verification, a row draft's check
-PAD, DRAW, DRAFT, VERIFY, CHECK = 0, 1, 2, 3, 4
+# what a query's logits decide: nothing, a token, an adaptive opener's first attempt (kept pending), a
+# later attempt verifying it, a row draft's check
+PAD, DRAW, OPEN, VERIFY, CHECK = 0, 1, 2, 3, 4
 PREFIX_SOURCE = -1  # the query's input is the condition embedding at its slot
 
 
@@ -92,7 +93,7 @@ class PassBatch:
     sources: torch.Tensor  # (B | 1, Q) token-buffer columns fed (PREFIX_SOURCE in the prefix pass)
     sample_rows: torch.Tensor  # (B | 1, n) queries whose logits decide a cell
     cells: torch.Tensor  # (B | 1, n) the cell each decides (the trash column for padding and feeds)
-    kinds: torch.Tensor  # (B | 1, n) PAD/DRAW/DRAFT/VERIFY
+    kinds: torch.Tensor  # (B | 1, n) PAD/DRAW/OPEN/VERIFY/CHECK
     attempts: torch.Tensor  # (B | 1, n) opener attempt, for counter-based keys
 
 
@@ -106,7 +107,7 @@ class ScheduleState:
     fed_last: torch.Tensor  # (B, H) bool: (r, W-1) is in the cache
     live: torch.Tensor  # (B, S) bool: slots queries may read
     image_passes: torch.Tensor  # (B,) int64 passes each image has needed so far
-    rejections: torch.Tensor  # (B,) int64 rejected opener drafts (adaptive windows)
+    opener_rejections: torch.Tensor  # (B,) int64 rejected pending openings (adaptive windows)
     pass_index: torch.Tensor  # () int64 the next pass's index
     drafts: torch.Tensor  # (B, H) int64 row drafts after the decided tokens: cells count .. count+drafts-1
     row_passes: torch.Tensor  # (B, H) int64 passes in which row r ran its cell lane
@@ -136,11 +137,10 @@ class Plan:
         """The plan with its padding cut to `queries` per image (active queries come first)."""
         b = self.batch
         cut = lambda t: t[:, :queries]  # noqa: E731
-        batch = PassBatch(b.is_prefix, cut(b.slots), cut(b.positions), cut(b.sources), cut(b.sample_rows),
-                          cut(b.cells), cut(b.kinds), cut(b.attempts))
-        return Plan(batch, self.live, cut(self.active), self.cell_lane, self.open_lane, self.open_kind,
-                    self.feeds_last, self.above, cut(self.query_rows), cut(self.draft_fed), self.draft_slots,
-                    self.cell_queries, cut(self.query_cols))
+        batch = replace(b, slots=cut(b.slots), positions=cut(b.positions), sources=cut(b.sources),
+                        sample_rows=cut(b.sample_rows), cells=cut(b.cells), kinds=cut(b.kinds), attempts=cut(b.attempts))
+        return replace(self, batch=batch, active=cut(self.active), query_rows=cut(self.query_rows),
+                       draft_fed=cut(self.draft_fed), query_cols=cut(self.query_cols))
 
 
 class Scheduler:
@@ -151,6 +151,7 @@ class Scheduler:
         config.check_grid(layout.cols)
         self.layout, self.config, self.device = layout, config, device
         self.slot_map = SlotMap.build(layout, device)
+        self.placeholder = Placeholder(config.placeholder, self.slot_map.placeholder_column, layout.end_of_row)
         self.draft_len = config.draft_len
         self.w_min = schedule_window(layout, config.window, config.compat)
         self.row_windows = row_windows(layout, config.window, config.compat, config.first_row)
@@ -171,7 +172,7 @@ class Scheduler:
         per_image = lambda: torch.zeros(batch, dtype=torch.int64, device=dev)  # noqa: E731
         return ScheduleState(count=zeros(), window=windows.expand(batch, -1).clone(), attempts=zeros(),
                              fed_last=torch.zeros(batch, H, dtype=torch.bool, device=dev), live=live,
-                             image_passes=per_image(), rejections=per_image(),
+                             image_passes=per_image(), opener_rejections=per_image(),
                              pass_index=torch.zeros((), dtype=torch.int64, device=dev), drafts=zeros(),
                              row_passes=zeros(), row_gain=zeros(), draft_rejections=per_image())
 
@@ -181,8 +182,8 @@ class Scheduler:
         slots = torch.arange(T, device=dev)[None]
         state.live[:, :T] = True
         one = lambda v: torch.tensor([[v]], dtype=torch.int64, device=dev)  # noqa: E731
-        return PassBatch(True, slots, slots, torch.full_like(slots, PREFIX_SOURCE), one(T - 1), one(0),
-                         one(DRAW), one(0))
+        return PassBatch(is_prefix=True, slots=slots, positions=slots, sources=torch.full_like(slots, PREFIX_SOURCE),
+                         sample_rows=one(T - 1), cells=one(0), kinds=one(DRAW), attempts=one(0))
 
     def after_prefix(self, state: ScheduleState) -> None:
         state.count[:, 0] = 1
@@ -262,11 +263,10 @@ class Scheduler:
         else:
             real = full  # row r-1 is complete: its real last token opens row r
             open_slot = torch.where(real, open_pos, self.slot_map.opener_base + (r - 1).clamp(min=0))
-            stand_in = placeholder_source(self.config.placeholder, (r - 1).clamp(min=0).expand(B, -1), cnt, W,
-                                          self.slot_map.placeholder_column)
+            stand_in = self.placeholder.source((r - 1).clamp(min=0).expand(B, -1), cnt, W)
             open_src = torch.where(real, r * W - 1, stand_in)
         if self.config.adaptive:
-            open_kind = torch.where(att > 0, VERIFY, torch.where(full, DRAW, DRAFT))
+            open_kind = torch.where(att > 0, VERIFY, torch.where(full, DRAW, OPEN))
         else:
             open_kind = torch.full_like(cnt, DRAW)
 
@@ -308,9 +308,11 @@ class Scheduler:
         draft_slots = torch.zeros_like(live).scatter_(1, torch.where(draft_fed, slots, scratch), True)
         draft_slots[:, scratch] = False
         sample_rows = torch.arange(slots.shape[1], device=cnt.device).expand(B, -1)
-        batch = PassBatch(False, slots, positions, sources, sample_rows, cells, kinds, attempts)
-        return Plan(batch, live, on, cell, opener, open_kind, feeds_last, above, query_rows, draft_fed,
-                    draft_slots, lane.sum(-1), query_cols)
+        batch = PassBatch(is_prefix=False, slots=slots, positions=positions, sources=sources, sample_rows=sample_rows,
+                          cells=cells, kinds=kinds, attempts=attempts)
+        return Plan(batch=batch, live=live, active=on, cell_lane=cell, open_lane=opener, open_kind=open_kind,
+                    feeds_last=feeds_last, above=above, query_rows=query_rows, draft_fed=draft_fed,
+                    draft_slots=draft_slots, cell_queries=lane.sum(-1), query_cols=query_cols)
 
     def _live_after(self, state, opener, real, feeds_last, slots, on) -> torch.Tensor:
         """The live slots in this pass: placeholders retired, this pass's writes added."""
@@ -329,7 +331,7 @@ class Scheduler:
     def advance(self, state: ScheduleState, plan: Plan, accepted: torch.Tensor | None,
                 first_rejected: torch.Tensor | None = None) -> None:
         """Update the state in place after the pass's tokens are decided. accepted: (B,) whether the
-        image's opener verification (if any) accepted its draft. first_rejected: (B, H) with row
+        image's opener verification (if any) accepted the pending opening. first_rejected: (B, H) with row
         drafts, the column of each row's first rejected draft (W if none; drafting ahead, the last
         column whose token counts, common.zipar.row_drafts): the row keeps the cells before it and the
         token there; its later cells become drafts (redrawn in this pass)."""
@@ -356,7 +358,7 @@ class Scheduler:
         kind = plan.open_kind
         if accepted is None:
             opened = plan.open_lane & (kind == DRAW)
-            rejected = torch.zeros_like(state.rejections)
+            rejected = torch.zeros_like(state.opener_rejections)
         else:
             final = plan.above == W
             opened = plan.open_lane & ((kind == DRAW) | ((kind == VERIFY) & (accepted[:, None] | final)))
@@ -366,7 +368,7 @@ class Scheduler:
         state.attempts += plan.open_lane.long()
         state.fed_last |= plan.feeds_last
         state.live.copy_(plan.live)
-        state.rejections += rejected
+        state.opener_rejections += rejected
         state.image_passes.copy_(torch.where(plan.active.any(1), state.pass_index + 1, state.image_passes))
         state.pass_index += 1
 
