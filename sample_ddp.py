@@ -70,12 +70,13 @@ from lumina_mgpt.presets import PRESETS as LUMINA_PRESETS
 
 STOPPED_EXIT_CODE = 3  # --stop-after: the exit status of a run that was cut short on purpose
 
-PRESETS: dict[str, Preset | PromptPreset] = {**FID_PRESETS, **EMU3_PRESETS, **LUMINA_PRESETS}
-# text-to-image presets -> the family's pipeline loader
-PROMPT_LOADERS = {**{name: load_emu3 for name in EMU3_PRESETS}, **{name: load_lumina for name in LUMINA_PRESETS}}
-# text-to-image presets -> the architectures --random-init --config may build
-ARCHITECTURES = {**{name: list(EMU3_CONFIGS) for name in EMU3_PRESETS},
-                 **{name: list(LUMINA_CONFIGS) for name in LUMINA_PRESETS}}
+# the text-to-image families, listed once: presets, loader, the architectures --random-init --config may build
+T2I_FAMILIES = [(EMU3_PRESETS, load_emu3, EMU3_CONFIGS), (LUMINA_PRESETS, load_lumina, LUMINA_CONFIGS)]
+PRESETS: dict[str, Preset | PromptPreset] = {**FID_PRESETS, **{name: preset for presets, _, _ in T2I_FAMILIES
+                                                                for name, preset in presets.items()}}
+# text-to-image presets -> the family's pipeline loader, and the architectures --random-init --config may build
+PROMPT_LOADERS = {name: load for presets, load, _ in T2I_FAMILIES for name in presets}
+ARCHITECTURES = {name: list(configs) for presets, _, configs in T2I_FAMILIES for name in presets}
 
 
 def preset_of(name: str) -> Preset | PromptPreset:

@@ -450,7 +450,7 @@ def decode_report(result: DecodeResult, config: DecodeConfig, layout: Layout, se
     return report
 
 
-def save_end_of_row(pipe, prompts: list[str], size, out_dir: str, to_uint8: Callable) -> Callable[[DecodeResult], dict]:
+def save_text_to_image(pipe, prompts: list[str], size, out_dir: str, to_uint8: Callable) -> Callable[[DecodeResult], dict]:
     """decode_and_report's `save` for the text-to-image pipelines (common.t2i_pipeline): image i as
     out_dir/{i:04d}.png (to_uint8: the family's official pixel conversion, (B, 3, h, w) -> (B, h, w, 3) uint8)."""
     def save(result: DecodeResult) -> dict:
@@ -474,14 +474,14 @@ def save_grid_file(decode_images: Callable, out, **entries) -> Callable[[DecodeR
     return save
 
 
-def run_end_of_row(pipe, prompts: list[str], size, config: DecodeConfig, args: argparse.Namespace,
+def run_text_to_image(pipe, prompts: list[str], size, config: DecodeConfig, args: argparse.Namespace,
                    to_uint8: Callable) -> dict:
     """What the text-to-image CLIs do once their pipeline (common.t2i_pipeline) is loaded: decode_and_report,
     image i written as --out-dir/{i:04d}.png."""
     seeds = image_seeds(args.seed, torch.arange(len(prompts), device=torch.device(args.device)))
     return decode_and_report(
         lambda on_pass: pipe.generate(prompts, seeds, config, size, on_pass=on_pass, compile=args.compile),
-        config, pipe.layout(size), args, save_end_of_row(pipe, prompts, size, args.out_dir, to_uint8))
+        config, pipe.layout(size), args, save_text_to_image(pipe, prompts, size, args.out_dir, to_uint8))
 
 
 def official_report(config: DecodeConfig, layout: Layout, result: DecodeResult) -> dict:

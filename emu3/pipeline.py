@@ -21,7 +21,7 @@ import torch
 from common.weights.hf_shards import empty_model, read_config_json
 from common.models.llama import LlamaDecoder, random_init_
 from common.zipar.layout import Layout
-from common.t2i_pipeline import EndOfRowPipeline, PromptPreset
+from common.t2i_pipeline import PromptPreset, TextToImagePipeline
 from emu3.checkpoint import HF, detect_layout, load_text_model, load_vision_decoder
 from emu3.config import (IMAGE_AREA_GEN, Emu3Config, emu3_config, text_config_from_json,
                          vision_config_from_json)
@@ -40,7 +40,7 @@ def ntp_passes_official(rows: int, cols: int) -> int:
 
 
 @dataclass
-class Emu3Pipeline(EndOfRowPipeline):
+class Emu3Pipeline(TextToImagePipeline):
     """The loaded parts of Emu3-Gen; holds no decoding state. `size` is an aspect ratio "W:H"."""
 
     family = "emu3"  # common.zipar.official: no released ZipAR code, compat="official" is refused
@@ -62,6 +62,9 @@ class Emu3Pipeline(EndOfRowPipeline):
 
     def unconditional_ids(self, ratio: str) -> list[int]:
         return prompt_ids(self.tokenizer, NEGATIVE_PROMPT, *self.grid(ratio), positive=False)
+
+    def fixed_ids(self) -> list[int]:
+        return [self.ids.eol]
 
     def closing_ids(self) -> list[int]:
         return [self.ids.eof, self.ids.eoi, self.ids.eos]

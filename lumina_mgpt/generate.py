@@ -14,7 +14,7 @@ import torch
 
 from common.cli import (HelpFormatter, add_alias, add_deprecated, add_flag, add_runtime_args, check_input_dir,
                         check_model_files, check_output_dir, check_runtime, fill_random_init_config,
-                        note_random_init, run_end_of_row, run_main)
+                        note_random_init, run_text_to_image, run_main)
 from common.zipar.config import PRECISIONS, DecodeConfig, add_decode_args, decode_config_from_args
 from common.prompts import collect_prompts
 from lumina_mgpt.config import PRESETS, RESOLUTIONS
@@ -46,7 +46,7 @@ def main(args: argparse.Namespace) -> dict:
     pipe: LuminaPipeline = load_pipeline(args.model_path, args.vq_path, args.tokenizer_path, args.config,
                                          resolution_for(args), torch.device(args.device), PRECISIONS[args.precision],
                                          args.random_init, args.seed)
-    return run_end_of_row(pipe, prompts, (args.width, args.height), config, args, to_uint8_official)
+    return run_text_to_image(pipe, prompts, (args.width, args.height), config, args, to_uint8_official)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -25,7 +25,7 @@ from tokenizers import Tokenizer
 
 from common.weights.hf_shards import empty_model
 from common.models.llama import LlamaDecoder, random_init_
-from common.t2i_pipeline import EndOfRowPipeline, PromptPreset
+from common.t2i_pipeline import PromptPreset, TextToImagePipeline
 from lumina_mgpt.checkpoint import load_model, vocabulary_from_config
 from lumina_mgpt.config import RESOLUTIONS, TINY_CODES, lumina_config
 from lumina_mgpt.prompt import (SpecialIds, check_size, crop_sizes, image_header, image_id_map, load_tokenizer,
@@ -51,7 +51,7 @@ def checkpoint_resolution(width: int, height: int) -> int:
 
 
 @dataclass
-class LuminaPipeline(EndOfRowPipeline):
+class LuminaPipeline(TextToImagePipeline):
     """The loaded parts of Lumina-mGPT; holds no decoding state. `size` is (width, height) in pixels."""
 
     family = "lumina-mgpt"  # common.zipar.official
@@ -78,6 +78,9 @@ class LuminaPipeline(EndOfRowPipeline):
 
     def unconditional_ids(self, size: tuple[int, int]) -> list[int]:
         return image_header(self.ids, *size)
+
+    def fixed_ids(self) -> list[int]:
+        return [self.ids.eol]
 
     def closing_ids(self) -> list[int]:
         return [self.ids.eoi]

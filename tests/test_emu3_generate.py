@@ -91,7 +91,7 @@ def test_oracle_with_prefixes_of_different_lengths(pipe, config):
     condition, layout = pipe.condition(PROMPTS, RATIO, config)
     assert layout == layout_for(condition.length, H, W)
     with torch.inference_mode():
-        state, passes = record_passes(pipe.coded, layout, config, condition, torch.tensor([3, 4]), pipe.eol_row(H))
+        state, passes = record_passes(pipe.coded, layout, config, condition, torch.tensor([3, 4]), pipe.fixed_row(H))
         assert oracle_error(pipe.coded, condition, passes) <= 1e-4
     if not config.adaptive:
         assert len(passes) == (H - 1) * config.window + W
@@ -164,7 +164,7 @@ def test_forward_passes(pipe):
         condition, layout = pipe.condition(PROMPTS, RATIO, config)
         counting = CountingModel(pipe.coded)
         with torch.inference_mode():
-            result = decode(counting, condition, torch.tensor([0, 1]), layout, config, pipe.eol_row(H))
+            result = decode(counting, condition, torch.tensor([0, 1]), layout, config, pipe.fixed_row(H))
         assert counting.calls == result.forward_passes == expected
     # the numbers at Emu3-Gen's 90x90 grid
     assert num_passes(layout_for(1, 90, 90), 7) == 713

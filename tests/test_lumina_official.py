@@ -118,7 +118,7 @@ def test_the_engine_refuses_a_prefix_against_the_prompt_attention(pipe):
     config = DecodeConfig(window=14, compat="official")
     condition, layout = pipe.condition(["a cat"], GOLDEN["size"], replace(config, prompt_attention="causal"))
     with pytest.raises(ValueError, match="bidirectional slots"):
-        start_decode(pipe.coded, condition, torch.tensor([0]), layout, config, pipe.eol_row(layout.rows))
+        start_decode(pipe.coded, condition, torch.tensor([0]), layout, config, pipe.fixed_row(layout.rows))
 
 
 def test_prompt_attention_is_a_compat_choice():
