@@ -83,9 +83,10 @@ def state_tensors(state) -> dict:
     """Every tensor a decode pass reads or updates between passes (what a CUDA graph would hold)."""
     from dataclasses import fields
     out = {f"schedule.{f.name}": getattr(state.schedule, f.name) for f in fields(state.schedule)}
-    out.update({name: getattr(state, name) for name in ("tokens", "draws", "opener_probs", "row_draft_probs",
-                                                         "row_draft_kind", "seeds")
+    out.update({name: getattr(state, name) for name in ("tokens", "draws", "opener_probs", "seeds")
                 if getattr(state, name) is not None})
+    if state.row_drafts is not None:
+        out.update({f"row_drafts.{f.name}": getattr(state.row_drafts, f.name) for f in fields(state.row_drafts)})
     out.update({f"cache.keys.{i}": k for i, k in enumerate(state.cache.keys)})
     out.update({f"cache.values.{i}": v for i, v in enumerate(state.cache.values)})
     return out

@@ -139,7 +139,7 @@ def test_new_drafts_start_from_the_policy_token(mode, init, monkeypatch):
 
     def checked_start(state):
         sch, schedule = state.scheduler, state.schedule
-        new, target = sch.draft_lanes(schedule)
+        new, target = row_drafts.draft_lanes(sch, schedule)
         count, drafts, tokens = schedule.count.clone(), schedule.drafts.clone(), state.tokens.clone()
         original(state)
         W = sch.layout.cols

@@ -27,11 +27,13 @@ from common.zipar.kv_cache import KVCache
 from common.zipar.masks import drafts_above_readable, visibility_mask
 from common.zipar.official import prompt_attention
 from common.zipar import row_drafts
+from common.zipar.row_drafts import RowDrafts
 from common.zipar.sampling import (PURPOSE_ACCEPT, PURPOSE_RESIDUAL, PURPOSE_TOKEN, draw_key, filter_logits, guide,
                              key_uniform, sample_probs, verify_draft)
 from common.zipar.layout import Layout
 from common.zipar.window import num_passes
-from common.zipar.scheduler import OPEN, VERIFY, PassBatch, Scheduler, ScheduleState, fixed_pass_sizes
+from common.zipar.passes import OPEN, VERIFY, PassBatch
+from common.zipar.scheduler import Scheduler, ScheduleState, fixed_pass_sizes
 
 
 class Decoder(Protocol):
@@ -64,8 +66,7 @@ class DecodeState:
     trim_on_host: bool  # eager adaptive on CPU: cut each pass's padding (reading its size back is free there)
     draws: torch.Tensor | None = None  # (B, width) int64 times each cell was drawn: the attempt of its keys
     opener_probs: torch.Tensor | None = None  # (B, V) adaptive: distribution the pending opening was drawn from
-    row_draft_probs: torch.Tensor | None = None  # (B, R*L + 1, V) row drafts' distributions (common.zipar.row_drafts)
-    row_draft_kind: torch.Tensor | None = None  # (B, R*L + 1) which q each entry holds (common.zipar.row_drafts)
+    row_drafts: RowDrafts | None = None  # the row drafts' distributions (common.zipar.row_drafts)
     passes_run: int = 0
     host_reads: int = 0  # per-image schedules: times the decode read the schedule back to the host
 
@@ -173,7 +174,7 @@ def _mark_static_addresses(state: DecodeState) -> None:
     """Tell dynamo that the decode's state tensors keep their addresses: the compiled step updates them
     in place, and inductor's CUDA graphs replay a step only if every input it mutates is static (else it
     skips graphs, "mutated inputs"). Unguarded: a new decode's new tensors re-record, never recompile."""
-    parts = [state, state.schedule, state.condition]
+    parts = [state, state.schedule, state.condition, *([state.row_drafts] if state.row_drafts is not None else [])]
     tensors = [getattr(part, f.name) for part in parts for f in dataclasses.fields(part)]
     tensors += [*state.cache.keys, *state.cache.values]
     tensors.append(state.scheduler.placeholder.mean_input)  # the placeholder's state (None for most policies)
@@ -295,7 +296,8 @@ def decode_pass(model: Decoder, state: DecodeState) -> tuple:
     if config.draft_len:
         decided, first_rejected = row_drafts.check(state, plan, probs, decided)
     _write_tokens(state, cells, decided)
-    scheduler.advance(state.schedule, plan, image_accepted, first_rejected)
+    row_gain = row_drafts.keep(state, plan, first_rejected) if config.draft_len else None
+    scheduler.advance(state.schedule, plan, image_accepted, row_gain)
     if config.draft_len:
         row_drafts.start(state)
     return (pb.slots, pb.positions, pb.sources, pb.sample_rows, pb.cells, pb.kinds, pb.attempts,

@@ -44,16 +44,13 @@ from dataclasses import dataclass, replace
 import torch
 
 from common.zipar.official import active_rule
+from common.zipar.passes import CHECK, DRAW, OPEN, PAD, PREFIX_SOURCE, VERIFY, PassBatch
 from common.zipar.placeholder import Placeholder
+from common.zipar import row_drafts
 from common.zipar import window
 from common.zipar.config import DecodeConfig
 from common.zipar.layout import Layout, SlotMap
 from common.zipar.window import first_row_rule, row_windows, schedule_window
-
-# what a query's logits decide: nothing, a token, an adaptive opener's first attempt (kept pending), a
-# later attempt verifying it, a row draft's check
-PAD, DRAW, OPEN, VERIFY, CHECK = 0, 1, 2, 3, 4
-PREFIX_SOURCE = -1  # the query's input is the condition embedding at its slot
 
 
 def queries_per_pass(layout: Layout, window: int, draft_len: int = 0, serial_first_row: bool = False) -> int:
@@ -81,20 +78,6 @@ def open_rows_bound(layout: Layout, window: int, serial_first_row: bool = False)
     """The most rows holding 1..W-1 decided tokens (or opening) at once (see `queries_per_pass`)."""
     rows = max(layout.rows - 1, 1) if serial_first_row else layout.rows
     return min(rows, 1 + (layout.cols - 1) // max(window, 1))
-
-
-@dataclass(frozen=True)
-class PassBatch:
-    """One forward pass: queries per image (leading dim B), padded to one shape."""
-
-    is_prefix: bool  # the condition prefix pass: inputs are the prefix embeddings at `slots`
-    slots: torch.Tensor  # (B | 1, Q) cache slots written
-    positions: torch.Tensor  # (B | 1, Q) sequence positions
-    sources: torch.Tensor  # (B | 1, Q) token-buffer columns fed (PREFIX_SOURCE in the prefix pass)
-    sample_rows: torch.Tensor  # (B | 1, n) queries whose logits decide a cell
-    cells: torch.Tensor  # (B | 1, n) the cell each decides (the trash column for padding and feeds)
-    kinds: torch.Tensor  # (B | 1, n) PAD/DRAW/OPEN/VERIFY/CHECK
-    attempts: torch.Tensor  # (B | 1, n) opener attempt, for counter-based keys
 
 
 @dataclass
@@ -190,47 +173,6 @@ class Scheduler:
         state.image_passes.fill_(1)
         state.pass_index.fill_(1)
 
-    def draft_lanes(self, state: ScheduleState) -> tuple[torch.Tensor, torch.Tensor]:
-        """Row drafts to start after a pass: (B, H, L) bool over offsets o (cell count + o), True
-        where a new draft goes, and the drafts each row holds then (B, H). A row drafts the cells
-        after its decided ones that the window rule lets it decide in the next pass (up to L);
-        drafts it already holds (those redrawn after a rejection) stay."""
-        W, L = self.layout.cols, self.draft_len
-        cnt = state.count
-        above = torch.cat([torch.full_like(cnt[:, :1], W), cnt[:, :-1]], dim=1)
-        col = cnt[..., None] + torch.arange(L, device=cnt.device)  # (B, H, L)
-        base = (cnt[..., None] >= 1) & (col < W)
-        if self.config.draft_ahead:  # up to what the row above's decided tokens and drafts will show (`_cell_lanes`)
-            rows, seen = [], above[:, 0]
-            for r in range(self.layout.rows):
-                rows.append(base[:, r] & window.window_allows(seen[:, None], col[:, r], state.window[:, r, None], W))
-                seen = cnt[:, r] + rows[-1].sum(-1)
-            allowed = torch.stack(rows, dim=1)
-        else:
-            allowed = base & window.window_allows(above[..., None], col, state.window[..., None], W)
-        target = allowed.sum(-1)  # a prefix of the offsets: the rule is monotone in the column
-        new = allowed & (torch.arange(L, device=cnt.device) >= state.drafts[..., None])
-        return new, target
-
-    def _cell_lanes(self, state: ScheduleState, cell, above, o, col) -> torch.Tensor:
-        """(B, H, L+1) the cell lane's offsets that run: o <= the drafts held, inside the row, and allowed
-        by the window rule. Offset 0 (fed the last decided token) counts the row above's decided tokens.
-        Drafting ahead (DecodeConfig.draft_ahead), offsets >= 1 count the row above's decided tokens
-        plus the drafts its lane feeds in this same pass (cnt + its lane - 1), which their queries may
-        read (common.zipar.masks.drafts_above_readable); row by row, top down, as each row's reach depends
-        on the lane of the row above."""
-        W, H = self.layout.cols, self.layout.rows
-        base = cell[..., None] & (o <= state.drafts[..., None]) & (col < W)
-        if not self.config.draft_ahead:
-            return base & window.window_allows(above[..., None], col, state.window[..., None], W)
-        lanes, seen = [], above[:, 0]
-        for r in range(H):
-            reach = torch.where(o == 0, above[:, r, None], seen[:, None])
-            lane = base[:, r] & window.window_allows(reach, col[:, r], state.window[:, r, None], W)
-            lanes.append(lane)
-            seen = state.count[:, r] + (lane.sum(-1) - 1).clamp(min=0)
-        return torch.stack(lanes, dim=1)
-
     def plan(self, state: ScheduleState) -> Plan:
         """The next decode pass's queries for every image, from the state before the pass, padded
         to `num_queries` per image (`Plan.trimmed` cuts the padding)."""
@@ -248,7 +190,7 @@ class Scheduler:
         L = self.draft_len
         o = torch.arange(L + 1, device=cnt.device)
         col = cnt[..., None] + o  # (B, H, L+1) decided column
-        lane = self._cell_lanes(state, cell, above, o, col)
+        lane = row_drafts.cell_lanes(self, state, cell, above, o, col)
         cell_slot = start[:, None] + col - 1
         cell_kind = torch.where(o < state.drafts[..., None], CHECK, DRAW)
         lanes_of = lambda t: t.reshape(B, -1)  # noqa: E731  (B, H, L+1) -> (B, H*(L+1))
@@ -329,30 +271,12 @@ class Scheduler:
         return live
 
     def advance(self, state: ScheduleState, plan: Plan, accepted: torch.Tensor | None,
-                first_rejected: torch.Tensor | None = None) -> None:
+                row_gain: torch.Tensor | None = None) -> None:
         """Update the state in place after the pass's tokens are decided. accepted: (B,) whether the
-        image's opener verification (if any) accepted the pending opening. first_rejected: (B, H) with row
-        drafts, the column of each row's first rejected draft (W if none; drafting ahead, the last
-        column whose token counts, common.zipar.row_drafts): the row keeps the cells before it and the
-        token there; its later cells become drafts (redrawn in this pass)."""
-        W, H = self.layout.cols, self.layout.rows
-        cnt = state.count
-        if first_rejected is None:
-            gain = plan.cell_lane.long()
-        else:
-            end = cnt + plan.cell_queries  # one past the last cell decided in this pass
-            new_count = torch.where(plan.cell_lane, torch.minimum(first_rejected + 1, end), cnt)
-            gain = new_count - cnt
-            state.drafts.copy_(torch.where(plan.cell_lane, torch.maximum(cnt + state.drafts, end) - new_count,
-                                           state.drafts))
-            state.draft_rejections += (plan.cell_lane & (first_rejected < W)).sum(1)
-            # a draft-fed slot holds a decided token's entry iff that token was kept and is not the
-            # row's last decided one (whose entry the next pass writes)
-            padded = torch.cat([new_count, torch.zeros_like(new_count[:, :1])], dim=1)  # row H: none
-            fed_col = plan.batch.slots - self.slot_map.cell_start[plan.query_rows.clamp(max=H - 1)]
-            kept = plan.draft_fed & (fed_col < padded.gather(1, plan.query_rows) - 1)
-            plan.live.scatter_(1, torch.where(kept, plan.batch.slots, self.slot_map.scratch), True)
-            plan.live[:, self.slot_map.scratch] = False
+        image's opener verification (if any) accepted the pending opening. row_gain: (B, H) with row
+        drafts, the tokens each row's cell lane kept (common.zipar.row_drafts.keep); else one per lane."""
+        W = self.layout.cols
+        gain = plan.cell_lane.long() if row_gain is None else row_gain
         state.row_passes += plan.cell_lane.long()
         state.row_gain += gain
         kind = plan.open_kind
