@@ -43,13 +43,12 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from common.zipar import row_drafts, window
+from common.zipar.config import DecodeConfig
+from common.zipar.layout import Layout, SlotMap
 from common.zipar.official import active_rule
 from common.zipar.passes import CHECK, DRAW, OPEN, PAD, PREFIX_SOURCE, VERIFY, PassBatch
 from common.zipar.placeholder import Placeholder
-from common.zipar import row_drafts
-from common.zipar import window
-from common.zipar.config import DecodeConfig
-from common.zipar.layout import Layout, SlotMap
 from common.zipar.window import first_row_rule, row_windows, schedule_window
 
 
