@@ -12,9 +12,9 @@ import sys
 
 import torch
 
-from common.cli import (HelpFormatter, add_deprecated, add_flag, add_runtime_args, check_input_dir,
-                        check_model_files, check_output_dir, check_runtime, fill_random_init_config,
-                        note_random_init, run_text_to_image, run_main)
+from common.cli import (HelpFormatter, add_deprecated, add_flag, add_runtime_args, check_input_dir, check_model_files,
+                        check_output_dir, check_runtime, fill_random_init_config, note_random_init, run_main)
+from common.report import run_text_to_image
 from common.zipar.config import PRECISIONS, DecodeConfig, add_decode_args, decode_config_from_args
 from common.prompts import collect_prompts
 from emu3.config import PRESETS

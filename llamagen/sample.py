@@ -11,8 +11,8 @@ import sys
 import torch
 
 from common.cli import (HelpFormatter, add_deprecated, add_flag, add_runtime_args, check_model_files,
-                        check_output_file, check_runtime, checkpoint_file, decode_and_report, note_random_init,
-                        run_main, save_grid_file)
+                        check_output_file, check_runtime, checkpoint_file, note_random_init, run_main)
+from common.report import decode_and_report, save_grid_file
 from common.zipar.config import DecodeConfig, add_decode_args, decode_config_from_args
 from common.zipar.sampling import image_seeds
 from llamagen.generate import decode_images, generate, layout_for

@@ -13,9 +13,9 @@ import sys
 
 import torch
 
-from common.cli import (HelpFormatter, add_deprecated, add_flag, add_runtime_args, check_input_dir,
-                        check_model_files, check_output_file, check_runtime, checkpoint_file, decode_and_report,
-                        note_random_init, run_main, save_grid_file)
+from common.cli import (HelpFormatter, add_deprecated, add_flag, add_runtime_args, check_input_dir, check_model_files,
+                        check_output_file, check_runtime, checkpoint_file, note_random_init, run_main)
+from common.report import decode_and_report, save_grid_file
 from common.zipar.config import PRECISIONS, DecodeConfig, add_decode_args, decode_config_from_args
 from common.prompts import read_prompt_file
 from common.zipar.sampling import image_seeds
