@@ -46,17 +46,18 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from common.cli import (HelpFormatter, add_deprecated, add_flag, add_runtime_args, check_input_dir,
-                        check_input_file, check_random_init, check_runtime, fill_random_init_config, run_main)
-from common.config import PRECISIONS, DecodeConfig, add_decode_args, decode_config_from_args
+                        check_input_file, check_model_files, check_random_init, check_runtime,
+                        fill_random_init_config, note_random_init, run_main)
+from common.zipar.config import PRECISIONS, DecodeConfig, add_decode_args, decode_config_from_args
 from common.fingerprint import fingerprint
 from common.images import save_png_with_text_atomic, to_fid_uint8
-from common.official import active_rule
-from common.placeholder import COMPAT_POLICY, DEFAULT_POLICY
+from common.zipar.official import active_rule
+from common.zipar.placeholder import COMPAT_POLICY, DEFAULT_POLICY
 from common.prompts import collect_prompts
 from common.ranks import agree, attempt, barrier, dist_env
 from common.run_folder import (build_npz, check_image_set, clear_run_dir, existing_state, image_set_digest,
                                image_text, locked_run_dir, npz_path, png_path, write_json_atomic)
-from common.sampling import image_seeds
+from common.zipar.sampling import image_seeds
 from common.t2i_pipeline import PromptImages, PromptPreset
 from emu3.config import PRESETS as EMU3_CONFIGS
 from emu3.pipeline import load_preset as load_emu3
@@ -69,12 +70,13 @@ from lumina_mgpt.presets import PRESETS as LUMINA_PRESETS
 
 STOPPED_EXIT_CODE = 3  # --stop-after: the exit status of a run that was cut short on purpose
 
-PRESETS: dict[str, Preset | PromptPreset] = {**FID_PRESETS, **EMU3_PRESETS, **LUMINA_PRESETS}
-# text-to-image presets -> the family's pipeline loader
-PROMPT_LOADERS = {**{name: load_emu3 for name in EMU3_PRESETS}, **{name: load_lumina for name in LUMINA_PRESETS}}
-# text-to-image presets -> the architectures --random-init --config may build
-ARCHITECTURES = {**{name: list(EMU3_CONFIGS) for name in EMU3_PRESETS},
-                 **{name: list(LUMINA_CONFIGS) for name in LUMINA_PRESETS}}
+# the text-to-image families, listed once: presets, loader, the architectures --random-init --config may build
+T2I_FAMILIES = [(EMU3_PRESETS, load_emu3, EMU3_CONFIGS), (LUMINA_PRESETS, load_lumina, LUMINA_CONFIGS)]
+PRESETS: dict[str, Preset | PromptPreset] = {**FID_PRESETS, **{name: preset for presets, _, _ in T2I_FAMILIES
+                                                                for name, preset in presets.items()}}
+# text-to-image presets -> the family's pipeline loader, and the architectures --random-init --config may build
+PROMPT_LOADERS = {name: load for presets, load, _ in T2I_FAMILIES for name in presets}
+ARCHITECTURES = {name: list(configs) for presets, _, configs in T2I_FAMILIES for name in presets}
 
 
 def preset_of(name: str) -> Preset | PromptPreset:
@@ -144,14 +146,8 @@ def check_prompt_args(args: argparse.Namespace, preset: PromptPreset) -> None:
     if args.gpt_ckpt or args.ckpt_dir:
         raise ValueError(f"--model {args.model}: use --model-path (and --vq-path, --tokenizer-path), "
                          "not the LlamaGen --gpt-ckpt/--ckpt-dir")
-    check_random_init(args, ["--model-path", "--vq-path", "--tokenizer-path"])
-    if not args.random_init:
-        if args.model_path is None:
-            raise ValueError(f"--model {args.model}: pass --model-path (a {preset.checkpoint} folder), or --random-init")
-        for flag, path in (("--model-path", args.model_path), ("--vq-path", args.vq_path),
-                           ("--tokenizer-path", args.tokenizer_path)):
-            if path is not None:
-                check_input_dir(path, flag)
+    check_model_files(args, ["--model-path"], check_input_dir, optional=["--vq-path", "--tokenizer-path"],
+                      hint=f" (a {preset.checkpoint} folder)", prefix=f"--model {args.model}: ")
 
 
 def run_name(args: argparse.Namespace, config: DecodeConfig) -> str:
@@ -221,7 +217,7 @@ def summarize(args, config: DecodeConfig, sampler, texts: list[dict], per_rank: 
         "grid": [rows, cols], "image_size_eval": args.image_size_eval,
         "decoding": {**asdict(config), "effective_window": config.window_for(sampler.layout)},
         "forward_passes": stats([int(t["forward_passes"]) for t in texts]),
-        # compat="official": header passes the released code spends on tokens our prefill holds (common.official)
+        # compat="official": header passes the released code spends on tokens our prefill holds (common.zipar.official)
         "official_header_passes": None if rule is None else rule.header_passes,
         "ntp_forward_passes": sampler.ntp_passes,  # the engine's NTP (end-of-row tokens ride along)
         "ntp_forward_passes_official": sampler.ntp_passes_official,
@@ -332,9 +328,7 @@ def run(args, config, rank, world, device, distributed, run_dir, held: ExitStack
     if distributed:
         dist.all_gather_object(mismatched, mismatched[rank])
     if rank == 0:
-        if args.random_init:
-            print(f"--random-init: {args.model} has random weights (seed {args.seed}); images are noise",
-                  file=sys.stderr)
+        note_random_init(args, args.model)
         print(f"{args.model}: {args.num_fid_samples} images in {run_dir} on {world} process(es); "
               f"rank 0 has {len(todo)} to make", file=sys.stderr)
         if sum(mismatched):

@@ -21,15 +21,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common.cli import (HelpFormatter, add_deprecated, add_flag, check_device, check_positive,  # noqa: E402
                         run_main, set_threads)
-from common.config import DecodeConfig  # noqa: E402
-from common.engine import decode_steps, start_decode  # noqa: E402
-from common.kv_cache import KVCache  # noqa: E402
-from common.sampling import image_seeds  # noqa: E402
-from common.schedule import Layout  # noqa: E402
+from common.zipar.config import DecodeConfig  # noqa: E402
+from common.zipar.engine import decode_steps, start_decode  # noqa: E402
+from common.zipar.kv_cache import KVCache  # noqa: E402
+from common.zipar.sampling import image_seeds  # noqa: E402
+from common.zipar.layout import Layout  # noqa: E402
 
 
 class NullModel:
-    """Fits common.engine.Decoder; logits = embedding @ projection (dim 8): input-dependent, nearly free."""
+    """Fits common.zipar.engine.Decoder; logits = embedding @ projection (dim 8): input-dependent, nearly free."""
 
     def __init__(self, vocab: int, device, dim: int = 8):
         g = torch.Generator().manual_seed(0)

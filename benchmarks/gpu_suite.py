@@ -26,12 +26,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from common.config import PRECISIONS, DecodeConfig  # noqa: E402
+from common.zipar.config import PRECISIONS, DecodeConfig  # noqa: E402
 from common.determinism import deterministic_kernels  # noqa: E402
 from common.cli import HelpFormatter  # noqa: E402
-from common.engine import CUDA_GRAPHS, decode_steps, start_decode  # noqa: E402
-from common.sampling import image_seeds  # noqa: E402
-from common.schedule import Layout, num_passes  # noqa: E402
+from common.zipar.engine import CUDA_GRAPHS, decode_steps, start_decode  # noqa: E402
+from common.zipar.sampling import image_seeds  # noqa: E402
+from common.zipar.layout import Layout  # noqa: E402
+from common.zipar.window import num_passes  # noqa: E402
 from llamagen.checkpoint import build_gpt  # noqa: E402
 from llamagen.generate import condition_prefix, generate, layout_for  # noqa: E402
 from llamagen.model import random_init_  # noqa: E402
@@ -326,7 +327,8 @@ def device_tag(device: torch.device) -> str:
 def main(args) -> Path:
     plan = SMOKE if args.smoke else GPU
     chosen = {"windows": args.windows, "adaptive": args.adaptive, "batches": args.batches, "models": args.models}
-    plan = dataclasses.replace(plan, **{k: tuple(v) for k, v in chosen.items() if v is not None})
+    overrides = {k: tuple(v) for k, v in chosen.items() if v is not None}
+    plan = dataclasses.replace(plan, **overrides) if overrides else plan  # `plan is SMOKE` picks the tiny shapes
     steps = STEPS if args.steps is None else tuple(s.replace("-", " ") for s in args.steps)
     device = torch.device("cpu" if args.smoke else args.device)
     if device.type != "cuda" and not args.smoke:

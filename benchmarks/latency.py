@@ -20,8 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common.cli import (HelpFormatter, add_deprecated, add_flag, check_device, check_input_file,  # noqa: E402
                         check_output_file, check_positive, run_main, set_threads)
-from common.config import PRECISIONS, DecodeConfig  # noqa: E402
-from common.sampling import image_seeds  # noqa: E402
+from common.zipar.config import PRECISIONS, DecodeConfig  # noqa: E402
+from common.zipar.sampling import image_seeds  # noqa: E402
 from llamagen.checkpoint import build_gpt, load_gpt_weights  # noqa: E402
 from llamagen.generate import generate  # noqa: E402
 from llamagen.model import GPT_PRESETS, random_init_  # noqa: E402

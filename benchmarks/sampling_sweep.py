@@ -19,8 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import tradeoff  # noqa: E402
 from common.cli import HelpFormatter, add_flag, run_main  # noqa: E402
-from common.config import DecodeConfig  # noqa: E402
-from common.sampling import image_seeds  # noqa: E402
+from common.zipar.config import DecodeConfig  # noqa: E402
+from common.zipar.sampling import image_seeds  # noqa: E402
 from llamagen.checkpoint import load_gpt_weights  # noqa: E402
 from llamagen.demo_classifier import DigitScorer  # noqa: E402
 from llamagen.demo_tokenizer import IntensityTokenizer  # noqa: E402

@@ -22,11 +22,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.latency import TimedModel  # noqa: E402
 from common.cli import (HelpFormatter, add_deprecated, add_flag, check_device, check_output_file,  # noqa: E402
                         check_positive, run_main)
-from common.config import PRECISIONS, DecodeConfig  # noqa: E402
-from common.engine import decode_steps  # noqa: E402
-from common.hf_shards import empty_model  # noqa: E402
-from common.llama import LlamaDecoder, random_init_  # noqa: E402
-from common.sampling import image_seeds  # noqa: E402
+from common.zipar.config import PRECISIONS, DecodeConfig  # noqa: E402
+from common.zipar.engine import decode_steps  # noqa: E402
+from common.weights.hf_shards import empty_model  # noqa: E402
+from common.models.llama import LlamaDecoder, random_init_  # noqa: E402
+from common.zipar.sampling import image_seeds  # noqa: E402
 
 PROMPT = "a photo of a red fox sitting in fresh snow at dawn, soft light, high detail"
 

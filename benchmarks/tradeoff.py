@@ -1,6 +1,6 @@
 """Quality vs forward passes on the demo model: NTP, fixed and adaptive windows with every row-opening
-placeholder policy (common/placeholder.py), the paper code's schedule (compat="official"), and
-speculative Jacobi drafting along rows (common/row_drafts.py) alone ("SJD": NTP + drafts) and with
+placeholder policy (common/zipar/placeholder.py), the paper code's schedule (compat="official"), and
+speculative Jacobi drafting along rows (common/zipar/row_drafts.py) alone ("SJD": NTP + drafts) and with
 fixed and adaptive windows, all with the same labels and seeds (the CPU analogue of the ZipAR
 paper's Figure 6).
 
@@ -24,11 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common.cli import (HelpFormatter, add_flag, check_input_file, check_output_file, check_positive,  # noqa: E402
                         run_main, set_threads)
-from common.config import DecodeConfig  # noqa: E402
-from common.row_drafts import DRAFT_COUPLINGS, DRAFT_INITS  # noqa: E402
+from common.zipar.config import DRAFT_COUPLINGS, DRAFT_INITS, DecodeConfig  # noqa: E402
 from common.metrics import paired_agreement  # noqa: E402
-from common.sampling import image_seeds  # noqa: E402
-from common.schedule import FIRST_ROW_RULES, first_row_rule  # noqa: E402
+from common.zipar.sampling import image_seeds  # noqa: E402
+from common.zipar.window import FIRST_ROW_RULES, first_row_rule  # noqa: E402
 from llamagen.checkpoint import load_gpt_weights  # noqa: E402
 from llamagen.demo_classifier import DigitScorer  # noqa: E402
 from llamagen.demo_tokenizer import IntensityTokenizer  # noqa: E402
@@ -59,7 +58,7 @@ def settings(args) -> list[tuple[str, str, DecodeConfig]]:
     out += [zipar("fixed", w, p, "serial") for p in args.extra_placeholders for w in args.placeholder_windows
             if p not in args.placeholders or "serial" not in args.first_rows or w not in args.windows]
     out += [(f"official {w}", "official", DecodeConfig(window=w, compat="official", **common)) for w in args.compat_windows]
-    # speculative Jacobi drafting along rows (common/row_drafts.py): alone (NTP + drafts) and with ZipAR
+    # speculative Jacobi drafting along rows (common/zipar/row_drafts.py): alone (NTP + drafts) and with ZipAR
     p = args.draft_placeholder
     for init, coupling in [(i, c) for c in args.draft_couplings for i in args.draft_inits]:
         tag = ("" if init == "above" else f" {init}") + ("" if coupling == "maximal" else f" {coupling}")
@@ -340,10 +339,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cfg-scale", type=float, default=DEMO.cfg_scale, help="CFG scale (the demo CLI default)")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
     p.add_argument("--first-rows", nargs="*", default=list(FIRST_ROW_RULES), choices=FIRST_ROW_RULES,
-                   help="first-row rules the fixed and adaptive windows run under (common/schedule.py)")
+                   help="first-row rules the fixed and adaptive windows run under (common/zipar/window.py)")
     p.add_argument("--placeholders", nargs="*", default=["above-or-mean", "above"],
                    help="row-opening placeholder policies of the fixed and adaptive curves with the serial first row "
-                        "(common/placeholder.py)")
+                        "(common/zipar/placeholder.py)")
     p.add_argument("--early-placeholders", nargs="*", default=["above"],
                    help="placeholder policies of the fixed and adaptive curves with the early first row")
     p.add_argument("--windows", type=int, nargs="*", default=[2, 4, 6, 8, 10, 12, 14, 16, 20], help="fixed windows")
@@ -356,16 +355,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compat-windows", type=int, nargs="*", default=[4, 8, 12, 16],
                    help="windows for the paper code's schedule and mask (compat='official')")
     p.add_argument("--draft-lens", type=int, nargs="*", default=[8],
-                   help="row-draft lengths L for NTP + drafts and ZipAR + drafts (common/row_drafts.py)")
+                   help="row-draft lengths L for NTP + drafts and ZipAR + drafts (common/zipar/row_drafts.py)")
     p.add_argument("--draft-windows", type=int, nargs="*", default=[16], help="windows combined with drafts")
     p.add_argument("--draft-kinds", nargs="*", default=["fixed", "adaptive"], choices=["fixed", "adaptive"],
                    help="window kinds combined with drafts (serial first row)")
     p.add_argument("--draft-inits", nargs="*", default=["above"], choices=DRAFT_INITS,
-                   help="how new drafts start (common/row_drafts.py); each adds its own drafted settings")
+                   help="how new drafts start (common/zipar/row_drafts.py); each adds its own drafted settings")
     p.add_argument("--draft-couplings", nargs="*", default=["maximal"], choices=DRAFT_COUPLINGS,
-                   help="how drafts are redrawn after a rejection (common/row_drafts.py); each adds its own settings")
+                   help="how drafts are redrawn after a rejection (common/zipar/row_drafts.py); each adds its own settings")
     p.add_argument("--draft-ahead", nargs="*", default=["off"], choices=["off", "on"],
-                   help="ZipAR + drafts without (off) and with (on) drafting ahead of the window (common/row_drafts.py)")
+                   help="ZipAR + drafts without (off) and with (on) drafting ahead of the window (common/zipar/row_drafts.py)")
     p.add_argument("--draft-placeholder", default="above", help="placeholder policy of the ZipAR + drafts settings")
     p.add_argument("--part", type=part_arg, default=None, metavar="K/N",
                    help="run the K-th of N round-robin parts of the settings (each with NTP); merge with --from-csv")

@@ -1,28 +1,22 @@
 """What every command-line script shares: the flag vocabulary (SHARED_FLAGS, runtime flags, deprecated
-spellings), the checks of device, precision and output paths made before any model is built, the default
-model precision, the progress bar, the one-line error exit and the end-of-row CLIs' report."""
+spellings), the checks of device, precision, model files and output paths made before any model is built, the
+default model precision and the one-line error exit. The tail every CLI ends with (decode, time, save,
+report) is common.report."""
 import argparse
-import json
 import os
 import sys
 import tempfile
-import time
 import weakref
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 
-from common.checkpoint import CheckpointError
-from common.config import PRECISIONS, DecodeConfig
+from common.weights.checkpoint import CheckpointError
 from common.determinism import use_deterministic_kernels
-from common.engine import CUDA_GRAPHS, DecodeResult
-from common.images import IMAGE_FORMATS, save_png_atomic
-from common.sampling import image_seeds
-from common.official import active_rule, prompt_attention
-from common.schedule import Layout, first_row_rule, num_passes
+from common.images import IMAGE_FORMATS
+from common.zipar.config import PRECISIONS
+from common.zipar.engine import CUDA_GRAPHS
 
 # bad input a user can fix: reported as one line, exit status 2 (no traceback)
 USER_ERRORS = (ValueError, FileNotFoundError, CheckpointError)
@@ -285,11 +279,42 @@ def check_input_dir(path: str | Path, flag: str, what: str = "folder") -> Path:
 def check_random_init(args: argparse.Namespace, flags: list[str]) -> None:
     """--random-init builds random weights and reads no files: refuse file flags given with it (they
     would be ignored). `flags`: the script's file flags, e.g. ["--gpt-ckpt", "--vq-path"]."""
-    given = [f for f in flags if getattr(args, f[2:].replace("-", "_"), None) is not None]
+    given = [f for f in flags if _flag_value(args, f) is not None]
     if args.random_init and given:
         raise ValueError(f"--random-init builds random weights and reads no files, so {' and '.join(given)} "
                          "would be ignored; drop " + ("it" if len(given) == 1 else "them") +
                          " or drop --random-init")
+
+
+def check_model_files(args: argparse.Namespace, required: list[str], check: Callable, optional: list[str] = (),
+                      unchecked: list[str] = (), hint: str = "", prefix: str = "") -> None:
+    """The model's files, the one check every script makes: with --random-init none may be given
+    (check_random_init); without it every flag in `required` must be (else "pass ... or --random-init"; `hint`
+    follows the flags, `prefix` leads the line), and each given path of `required` and `optional` is checked by check(path, flag)
+    (check_input_dir, or check_input_file with its description). `unchecked`: file flags the loader checks."""
+    check_random_init(args, [*required, *optional, *unchecked])
+    if args.random_init:
+        return
+    if any(_flag_value(args, flag) is None for flag in required):
+        raise ValueError(f"{prefix}pass {' and '.join(required)}{hint}, or --random-init to run without files")
+    for flag in (*required, *optional):
+        if (path := _flag_value(args, flag)) is not None:
+            check(path, flag)
+
+
+def checkpoint_file(path: str, flag: str) -> Path:
+    """check_model_files' check for single-file checkpoints."""
+    return check_input_file(path, flag, "checkpoint file")
+
+
+def note_random_init(args: argparse.Namespace, what: str) -> None:
+    """With --random-init, say on stderr that `what` (the models built) has random weights."""
+    if args.random_init:
+        print(f"--random-init: random weights for {what} (seed {args.seed}); images are noise", file=sys.stderr)
+
+
+def _flag_value(args: argparse.Namespace, flag: str):
+    return getattr(args, flag[2:].replace("-", "_"), None)
 
 
 def check_positive(**counts) -> None:
@@ -324,41 +349,6 @@ def _check_writable_dir(folder: Path, flag: str, given: Path) -> None:
         raise ValueError(f"{flag} {given}: cannot write to {existing}: {e.strerror or e}") from None
 
 
-@contextmanager
-def pass_progress(config: DecodeConfig, layout: Layout, quiet: bool):
-    """A tqdm bar over forward passes on stderr; yields the engine's on_pass callback (None when quiet).
-    Total: the schedule's pass count (adaptive windows: NTP's, an upper bound)."""
-    if quiet:
-        yield None
-        return
-    from tqdm import tqdm
-
-    window = None if config.adaptive else config.window
-    bar = tqdm(total=num_passes(layout, window, config.compat, config.first_row),
-               desc="decoding", unit="pass",
-               file=sys.stderr, leave=False)
-    try:
-        yield lambda record: bar.update()
-    finally:
-        bar.close()
-
-
-def note_window(config: DecodeConfig, layout: Layout, args: argparse.Namespace) -> None:
-    """Say on stderr when a window at least the row width makes the run plain next-token prediction. Equal
-    tokens are promised where they hold: on a CPU, or in fp32 (a GPU's bf16/fp16 kernels differ by pass
-    shape, and NTP's passes have other shapes than a window's; benchmarks/gpu_suite.py measures it)."""
-    cols, w = layout.cols, config.window_for(layout)
-    if config.window is not None and w >= cols:
-        exact = torch.device(args.device).type == "cpu" or args.precision == "fp32"
-        same = "same tokens as --ntp" if exact else f"same schedule as --ntp; in {args.precision} on a GPU tokens can differ"
-        asked = f"--window {config.window}" + (f" (the released code's numbering; ours {w})" if config.compat else "")
-        if config.compat:  # its prefix and guidance may differ from ours (common.official)
-            same = "the schedule of --ntp"
-        print(f"note: {asked} >= the row width {cols}: this is plain next-token prediction "
-              f"({'adaptive openings are never drafted' if config.adaptive else same})",
-              file=sys.stderr)
-
-
 def run_main(main: Callable, args, interrupted: str | None = None) -> int:
     """main(args); a USER_ERRORS exception becomes `error: ...` on stderr and exit status 2. interrupted:
     the line Ctrl-C (KeyboardInterrupt) prints instead of a traceback (under torchrun, rank 0's only),
@@ -378,92 +368,3 @@ def run_main(main: Callable, args, interrupted: str | None = None) -> int:
         return 130
     return 0
 
-
-def run_end_of_row(pipe, prompts: list[str], size, config: DecodeConfig, args: argparse.Namespace,
-                   to_uint8: Callable) -> dict:
-    """What the text-to-image CLIs do once their pipeline (common.t2i_pipeline) is loaded: decode with a
-    progress bar over the passes, write image i as --out-dir/{i:04d}.png (to_uint8: the family's official
-    pixel conversion, (B, 3, h, w) -> (B, h, w, 3) uint8) and report (--json or one line on stderr)."""
-    device = torch.device(args.device)
-    layout = pipe.layout(size)
-    seeds = image_seeds(args.seed, torch.arange(len(prompts), device=device))
-    start = time.perf_counter()
-    note_window(config, layout, args)
-    with pass_progress(config, layout, args.quiet or args.json) as on_pass:
-        result = pipe.generate(prompts, seeds, config, size, on_pass=on_pass, compile=args.compile)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
-    out = Path(args.out_dir)
-    files = []
-    for i, pixels in enumerate(to_uint8(pipe.decode_images(result.tokens))):
-        files.append(str(out / f"{i:04d}.png"))
-        save_png_atomic(np.asarray(pixels), files[-1])
-    report = end_of_row_report(result, config, layout, pipe.ntp_passes_official(layout.rows, layout.cols), seconds,
-                               files)
-    report["prompt_tokens"] = [len(pipe.prompt_ids(p, size)) for p in prompts]
-    print_report(report, args.json, out)
-    return report
-
-
-def end_of_row_report(result: DecodeResult, config: DecodeConfig, layout: Layout, ntp_official: int,
-                      seconds: float, files: list[str]) -> dict:
-    """The --json report of the text-to-image CLIs (end-of-row layouts): passes against NTP in our engine
-    (end-of-row tokens ride along) and in the official loop (one pass per generated token)."""
-    report = {
-        "forward_passes": result.forward_passes,
-        "ntp_passes": num_passes(layout, None),
-        "ntp_passes_official": ntp_official,
-        "seconds": round(seconds, 4),
-        "grid": [layout.rows, layout.cols],
-        "window": config.window_for(layout),
-        "first_row": first_row_rule(layout, config.first_row, config.compat),
-        "image_passes": result.image_passes,
-        "files": files,
-    }
-    report.update(official_report(config, layout, result))
-    report.update(decode_telemetry(config, result))
-    return report
-
-
-def official_report(config: DecodeConfig, layout: Layout, result: DecodeResult) -> dict:
-    """compat="official": the released code's window and forward calls (common.official), whose header
-    passes (Lumina-mGPT: BOI, H and W, one pass each) our prefill covers in its one pass."""
-    rule = active_rule(layout.family, config.compat)
-    if rule is None:
-        return {}
-    return {"compat": config.compat, "official_window": config.window,
-            "prompt_attention": prompt_attention(layout.family, config.compat, config.prompt_attention),
-            "header_passes": rule.header_passes,
-            "official_forward_passes": result.forward_passes + rule.header_passes}
-
-
-def decode_telemetry(config, result) -> dict:
-    """The adaptive-window and row-draft figures of a DecodeResult, for every CLI's --json report."""
-    out = {}
-    if config.adaptive:
-        out["adaptive"] = True
-        out["accepted_window"] = [{"mean": sum(w) / len(w), "min": min(w), "max": max(w)} if w else None
-                                  for w in result.accepted_windows]
-        out["rejections"] = result.rejections
-    if config.draft_len:
-        out.update(draft_len=config.draft_len, draft_init=config.draft_init, draft_coupling=config.draft_coupling,
-                   draft_ahead=config.draft_ahead)
-        out["tokens_per_row_pass"] = result.tokens_per_row_pass
-        out["row_tokens_per_pass"] = result.row_tokens_per_pass
-        out["draft_rejections"] = result.draft_rejections
-    return out
-
-
-def print_report(report: dict, as_json: bool, out) -> None:
-    if as_json:
-        print(json.dumps(report))
-    else:
-        rows, cols = report["grid"]
-        released = ""
-        if "official_forward_passes" in report:
-            released = (f" (the released code: {report['official_forward_passes']} forward calls, "
-                        f"{report['header_passes']} of them for the image header)")
-        print(f"{report['forward_passes']} forward passes{released} (NTP: {report['ntp_passes']} engine, "
-              f"{report['ntp_passes_official']} official) in {report['seconds']:.2f}s on a {rows}x{cols} grid; "
-              f"saved {len(report['files'])} images to {out}", file=sys.stderr)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from common.checkpoint import CheckpointError, checkpoint_format, read_checkpoint
+from common.weights.checkpoint import CheckpointError, checkpoint_format, read_checkpoint
 from common.cli import HelpFormatter, check_input_file, check_output_file, run_main
 
 CONTAINERS = ("state_dict", "model", "module", "ema")  # Lightning keeps its weights under "state_dict"

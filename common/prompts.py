@@ -1,7 +1,7 @@
 """Helpers the text-to-image families share: prompt files, and batching prompts of different lengths.
 
 `left_pad` puts every model-batch row's prefix ids flush right in one (B_model, T) tensor: padded slots
-are marked invalid (no query reads them: common.condition.Condition.valid) and each row's positions are
+are marked invalid (no query reads them: common.zipar.condition.Condition.valid) and each row's positions are
 shifted by its pad count (Condition.position_shift), so every row runs at positions 0, 1, ... as an
 unpadded single-prompt run would.
 """

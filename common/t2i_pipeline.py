@@ -1,37 +1,44 @@
-"""The end-of-row text-to-image pipeline Lumina-mGPT and Emu3 share: prompts -> one left-padded Condition ->
-ZipAR decode in code space -> the official token sequence; pixels through the family's image decoder.
+"""The text-to-image pipeline of the families whose decoder shares one vocabulary between text and image
+tokens (Lumina-mGPT, Emu3): prompts -> one left-padded Condition -> ZipAR decode in code space -> the
+official token sequence; pixels through the family's image decoder.
 
-Both generate H rows of W image tokens after a prompt that ends in an image header, each row closed by an
-end-of-row token (EOL), then a few closing tokens. The engine works in code space (common.image_vocab):
-content cells sample image ids only, EOL is a fixed code the schedule places, and the closing tokens are
-appended afterwards (`sequence_ids`), never decoded: the official logits processors force exactly these.
+A family generates H rows of W image tokens after a prompt that ends in an image header, each row closed
+by the tokens of `fixed_ids()` (Lumina-mGPT and Emu3: one end-of-row token, EOL; a family without
+end-of-row tokens: none), then a few closing tokens. `fixed_ids()` decides the layout (common.zipar.layout:
+end_of_row), the fixed codes the schedule places, the sequence ids and so the NTP pass counts. The engine
+works in code space (common.models.image_vocab): content cells sample image ids only, fixed tokens are
+codes the schedule places, and the closing tokens are appended afterwards (`sequence_ids`), never
+decoded: the official logits processors force exactly these.
 
 Guidance runs an unconditional branch with a prefix of its own (Emu3: the negative prompt; Lumina-mGPT: the
 image header alone). Every prompt of a batch and both branches are left-padded to one prefix length T;
 padded slots are masked (Condition.valid) and each row's positions are shifted by its pad count
 (Condition.position_shift), so every row sits at positions 0, 1, ... as in an unpadded official run.
 
-compat="official" follows the family's released ZipAR code (common.official): where its rule says so, the
+compat="official" follows the family's released ZipAR code (common.zipar.official): where its rule says so, the
 unconditional branch is the prompt's length of padding ([<s>, <pad> x (P-1)], then the same image header)
 and the prompt (every slot before the image header) reads itself both ways in the prefill.
 
-A family's pipeline is a dataclass deriving from EndOfRowPipeline with fields `model` (LlamaDecoder) and
-`ids` (special ids with `bos`, `pad` and `eol`), a class attribute `family` (its common.official key), and
-defines the hooks: `image_vocab_ids`, `grid`, `prompt_ids`, `image_header`, `unconditional_ids`,
-`closing_ids`, `decode_images`, `ntp_passes_official`. `size` is the family's size argument: Emu3 an
+A family's pipeline is a dataclass deriving from TextToImagePipeline with fields `model` (a decoder with
+`lm_head`, `embed_tokens`) and `ids` (special ids with `bos` and `pad`), a class attribute `family` (its
+common.zipar.official key), and defines the hooks: `image_vocab_ids`, `fixed_ids`, `grid`, `prompt_ids`,
+`image_header`, `unconditional_ids`, `closing_ids`, `decode_images`, `ntp_passes_official`; `decoder`
+(the engine's model over image codes: common.models.image_vocab.ImageVocabDecoder by default) may be
+overridden by a family whose decoder is not a LlamaDecoder. `size` is the family's size argument: Emu3 an
 aspect ratio "W:H", Lumina-mGPT (width, height) in pixels.
 """
 from dataclasses import dataclass
 
 import torch
 
-from common.condition import Condition
-from common.config import DecodeConfig
-from common.engine import DecodeResult, DecodeState, decode, start_decode
-from common.image_vocab import ImageVocabDecoder
-from common.official import active_rule, prompt_attention
+from common.zipar.condition import Condition
+from common.zipar.config import DecodeConfig
+from common.zipar.engine import DecodeResult, DecodeState, decode, start_decode
+from common.models.image_vocab import ImageVocabDecoder
+from common.zipar.official import active_rule, prompt_attention
 from common.prompts import left_pad
-from common.schedule import Layout, num_passes
+from common.zipar.layout import Layout
+from common.zipar.window import num_passes
 
 
 @dataclass(frozen=True)
@@ -52,14 +59,19 @@ class PromptPreset:
         return "x".join(map(str, self.size)) if isinstance(self.size, tuple) else str(self.size).replace(":", "_")
 
 
-class EndOfRowPipeline:
-    """Prompts to tokens for an end-of-row family; holds no decoding state (see the module docstring)."""
+class TextToImagePipeline:
+    """Prompts to tokens for a text-to-image family; holds no decoding state (see the module docstring)."""
 
-    family: str  # the family's key in common.official (its released ZipAR code, if any)
+    family: str  # the family's key in common.zipar.official (its released ZipAR code, if any)
 
     # ---------------------------------------------------------------- hooks each family defines
     def image_vocab_ids(self) -> torch.Tensor:
         """(K,) the vocabulary id of each image code."""
+        raise NotImplementedError
+
+    def fixed_ids(self) -> list[int]:
+        """The vocabulary ids closing every row, placed by the schedule, never sampled: [EOL] for Lumina-mGPT
+        and Emu3, [] for a family without end-of-row tokens."""
         raise NotImplementedError
 
     def grid(self, size) -> tuple[int, int]:
@@ -92,10 +104,15 @@ class EndOfRowPipeline:
         raise NotImplementedError
 
     # ---------------------------------------------------------------- shared
-    def __post_init__(self):
+    def decoder(self):
+        """The engine's model (common.zipar.engine.Decoder) over image codes: codes 0..K-1 are the image
+        tokens, K, K+1, ... the fixed ids."""
         device = self.model.lm_head.weight.device
-        self.coded = ImageVocabDecoder(self.model, self.image_vocab_ids().to(device),
-                                       torch.tensor([self.ids.eol], device=device))
+        return ImageVocabDecoder(self.model, self.image_vocab_ids().to(device),
+                                 torch.tensor(self.fixed_ids(), dtype=torch.int64, device=device))
+
+    def __post_init__(self):
+        self.coded = self.decoder()
 
     def prefix_rows(self, prompts: list[str], size, config: DecodeConfig) -> list[list[int]]:
         """Token ids of every model-batch row: the prompts, then (with CFG) one unconditional prefix per image."""
@@ -116,7 +133,8 @@ class EndOfRowPipeline:
 
     def layout(self, size, prefix_len: int = 1) -> Layout:
         rows, cols = self.grid(size)
-        return Layout(rows=rows, cols=cols, prefix_len=prefix_len, end_of_row=True, family=self.family)
+        return Layout(rows=rows, cols=cols, prefix_len=prefix_len, end_of_row=bool(self.fixed_ids()),
+                      family=self.family)
 
     def condition(self, prompts: list[str], size, config: DecodeConfig) -> tuple[Condition, Layout]:
         """The engine's inputs: the left-padded prefix (masks, position shifts, slots read both ways) and the
@@ -130,33 +148,35 @@ class EndOfRowPipeline:
             bidirectional = valid & (torch.arange(T, device=ids.device) < T - len(self.image_header(size)))
         return Condition(self.model.embed_tokens(ids), valid, shift, bidirectional), self.layout(size, T)
 
-    def eol_row(self, rows: int) -> torch.Tensor:
-        """(H,) the fixed token closing each row: the EOL code."""
+    def fixed_row(self, rows: int) -> torch.Tensor | None:
+        """(H,) the fixed token closing each row (its code), or None without end-of-row tokens."""
+        if not self.fixed_ids():
+            return None
         return torch.full((rows,), self.coded.fixed_code(0), dtype=torch.int64)
 
     def start(self, prompts: list[str], seeds: torch.Tensor, config: DecodeConfig, size,
               compile: bool = False) -> DecodeState:
-        """For notebooks: a state to iterate with common.engine.decode_steps(pipeline.coded, state)."""
+        """For notebooks: a state to iterate with common.zipar.engine.decode_steps(pipeline.coded, state)."""
         condition, layout = self.condition(prompts, size, config)
-        return start_decode(self.coded, condition, seeds, layout, config, self.eol_row(layout.rows), compile)
+        return start_decode(self.coded, condition, seeds, layout, config, self.fixed_row(layout.rows), compile)
 
     @torch.inference_mode()
     def generate(self, prompts: list[str], seeds: torch.Tensor, config: DecodeConfig, size, on_pass=None,
                  compile: bool = False) -> DecodeResult:
         """prompts (B), seeds (B,) -> DecodeResult: (B, H, W) codes and pass counts (pixels: decode_images).
-        on_pass, compile: see common.engine.decode."""
+        on_pass, compile: see common.zipar.engine.decode."""
         if len(prompts) != seeds.shape[0]:
             raise ValueError(f"{len(prompts)} prompts but {seeds.shape[0]} seeds")
         condition, layout = self.condition(prompts, size, config)
-        return decode(self.coded, condition, seeds, layout, config, self.eol_row(layout.rows), on_pass, compile)
+        return decode(self.coded, condition, seeds, layout, config, self.fixed_row(layout.rows), on_pass, compile)
 
     def sequence_ids(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(B, H, W) codes -> (B, H(W+1) + closing) vocabulary ids: the official image block (rows + EOL,
-        then the closing tokens)."""
+        """(B, H, W) codes -> (B, H(W+F) + closing) vocabulary ids: the official image block (each row and
+        its F fixed ids, then the closing tokens)."""
         B, H, W = tokens.shape
         device = self.coded.vocab_ids.device
-        body = torch.cat([self.coded.to_vocab(tokens.to(device)),
-                          torch.full((B, H, 1), self.ids.eol, device=device)], dim=2)
+        fixed = torch.tensor(self.fixed_ids(), dtype=torch.int64, device=device).expand(B, H, -1)
+        body = torch.cat([self.coded.to_vocab(tokens.to(device)), fixed], dim=2)
         tail = torch.tensor(self.closing_ids(), device=device).expand(B, -1)
         return torch.cat([body.flatten(1), tail], dim=1)
 
@@ -164,11 +184,11 @@ class EndOfRowPipeline:
 class PromptImages:
     """sample_ddp.py's text-to-image sampler: image i has prompt i % N of the prompt list."""
 
-    def __init__(self, pipeline: EndOfRowPipeline, prompts: list[str], size, compile: bool = False):
+    def __init__(self, pipeline: TextToImagePipeline, prompts: list[str], size, compile: bool = False):
         self.pipeline, self.prompts, self.size, self.compile = pipeline, prompts, size, compile
         self.layout = pipeline.layout(size)  # prefix_len 1: the prompts decide theirs
         rows, cols = self.grid = pipeline.grid(size)
-        self.ntp_passes = num_passes(self.layout, None)  # EOL tokens ride along
+        self.ntp_passes = num_passes(self.layout, None)  # fixed tokens ride along
         self.ntp_passes_official = pipeline.ntp_passes_official(rows, cols)
 
     def labels(self, idx: torch.Tensor) -> torch.Tensor:

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-from common.checkpoint import CheckpointError
-from common.hf_shards import empty_model, load_shards, shard_files
-from common.llama import LlamaConfig, LlamaDecoder
+from common.weights.checkpoint import CheckpointError
+from common.weights.hf_shards import empty_model, load_shards, shard_files
+from common.models.llama import LlamaConfig, LlamaDecoder
 from emu3.config import VisionConfig
 from emu3.vision_decoder import VisionDecoder
 

@@ -7,8 +7,8 @@ and `vq_config` with renamed vision fields (transformers models/emu3/configurati
 """
 from dataclasses import dataclass
 
-from common.checkpoint import CheckpointError
-from common.llama import LlamaConfig
+from common.weights.checkpoint import CheckpointError
+from common.models.llama import LlamaConfig
 
 # Emu3/emu3/mllm/processing_emu3.py: the processor's default image_area; Emu3-Gen's config.json has the same
 IMAGE_AREA_GEN = 518400  # 720 * 720

@@ -12,10 +12,10 @@ import sys
 
 import torch
 
-from common.cli import (HelpFormatter, add_deprecated, add_flag, add_runtime_args, check_input_dir,
-                        check_output_dir, check_random_init, check_runtime, fill_random_init_config,
-                        run_end_of_row, run_main)
-from common.config import PRECISIONS, DecodeConfig, add_decode_args, decode_config_from_args
+from common.cli import (HelpFormatter, add_deprecated, add_flag, add_runtime_args, check_input_dir, check_model_files,
+                        check_output_dir, check_runtime, fill_random_init_config, note_random_init, run_main)
+from common.report import run_text_to_image
+from common.zipar.config import PRECISIONS, DecodeConfig, add_decode_args, decode_config_from_args
 from common.prompts import collect_prompts
 from emu3.config import PRESETS
 from emu3.pipeline import Emu3Pipeline, load_pipeline
@@ -30,14 +30,8 @@ def check_args(args: argparse.Namespace) -> tuple[DecodeConfig, list[str]]:
     prompts = collect_prompts(args.prompt, args.prompts_file)
     parse_ratio(args.ratio)  # the grid itself needs the model's image area
     fill_random_init_config(args, PRESETS, DEFAULT.config)
-    check_random_init(args, ["--model-path", "--vq-path", "--tokenizer-path"])
-    if not args.random_init:
-        if args.model_path is None:
-            raise ValueError("pass --model-path (and --vq-path), or --random-init to run without files")
-        for flag, path in (("--model-path", args.model_path), ("--vq-path", args.vq_path),
-                           ("--tokenizer-path", args.tokenizer_path)):
-            if path is not None:
-                check_input_dir(path, flag)
+    check_model_files(args, ["--model-path"], check_input_dir, optional=["--vq-path", "--tokenizer-path"],
+                      hint=" (and --vq-path)")
     check_runtime(args)
     check_output_dir(args.out_dir)
     return config, prompts
@@ -45,13 +39,11 @@ def check_args(args: argparse.Namespace) -> tuple[DecodeConfig, list[str]]:
 
 def main(args: argparse.Namespace) -> dict:
     config, prompts = check_args(args)
-    if args.random_init:
-        print(f"--random-init: Emu3 {args.config} with random weights (seed {args.seed}); images are noise",
-              file=sys.stderr)
+    note_random_init(args, f"Emu3 {args.config}")
     pipe: Emu3Pipeline = load_pipeline(args.model_path, args.vq_path, args.tokenizer_path, args.config,
                                        torch.device(args.device), PRECISIONS[args.precision], args.random_init,
                                        args.seed)
-    return run_end_of_row(pipe, prompts, args.ratio, config, args, to_uint8_official)
+    return run_text_to_image(pipe, prompts, args.ratio, config, args, to_uint8_official)
 
 
 def build_parser() -> argparse.ArgumentParser:

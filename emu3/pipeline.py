@@ -9,7 +9,7 @@ Guidance: the negative prompt of Emu3/image_generation.py runs as its own branch
 template, with its own prefix length, left-padded and position-shifted with the prompts (the conditional
 branch there uses cumsum positions; the unconditional one runs unpadded). CFG: the official processor
 (transformers UnbatchedClassifierFreeGuidanceLogitsProcessor) computes g*(logp_c - logp_u) + logp_u with
-log-softmaxes over the full vocabulary; common.sampling.guide computes z_u + g*(z_c - z_u) on raw logits
+log-softmaxes over the full vocabulary; common.zipar.sampling.guide computes z_u + g*(z_c - z_u) on raw logits
 over the visual ids. The two differ by one constant per row, which the visual-id mask, temperature,
 top-k (2048 by default, applied after CFG in both), top-p and sampling all ignore.
 """
@@ -18,10 +18,10 @@ from dataclasses import dataclass
 import tiktoken
 import torch
 
-from common.hf_shards import empty_model, read_config_json
-from common.llama import LlamaDecoder, random_init_
-from common.schedule import Layout
-from common.t2i_pipeline import EndOfRowPipeline, PromptPreset
+from common.weights.hf_shards import empty_model, read_config_json
+from common.models.llama import LlamaDecoder, random_init_
+from common.zipar.layout import Layout
+from common.t2i_pipeline import PromptPreset, TextToImagePipeline
 from emu3.checkpoint import HF, detect_layout, load_text_model, load_vision_decoder
 from emu3.config import (IMAGE_AREA_GEN, Emu3Config, emu3_config, text_config_from_json,
                          vision_config_from_json)
@@ -40,10 +40,10 @@ def ntp_passes_official(rows: int, cols: int) -> int:
 
 
 @dataclass
-class Emu3Pipeline(EndOfRowPipeline):
+class Emu3Pipeline(TextToImagePipeline):
     """The loaded parts of Emu3-Gen; holds no decoding state. `size` is an aspect ratio "W:H"."""
 
-    family = "emu3"  # common.official: no released ZipAR code, compat="official" is refused
+    family = "emu3"  # common.zipar.official: no released ZipAR code, compat="official" is refused
 
     config: Emu3Config
     model: LlamaDecoder
@@ -62,6 +62,9 @@ class Emu3Pipeline(EndOfRowPipeline):
 
     def unconditional_ids(self, ratio: str) -> list[int]:
         return prompt_ids(self.tokenizer, NEGATIVE_PROMPT, *self.grid(ratio), positive=False)
+
+    def fixed_ids(self) -> list[int]:
+        return [self.ids.eol]
 
     def closing_ids(self) -> list[int]:
         return [self.ids.eof, self.ids.eoi, self.ids.eos]

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import torch
 
-from common.checkpoint import CheckpointError, load_exact, read_checkpoint, unwrap_state_dict
+from common.weights.checkpoint import CheckpointError, load_exact, read_checkpoint, unwrap_state_dict
 from llamagen.model import Transformer, gpt_config
-from llamagen.vq import VQModel, vq_config
+from common.models.vq import VQModel, vq_config
 
 
 def build_gpt(preset: str, image_size: int, downsample: int, **overrides) -> Transformer:

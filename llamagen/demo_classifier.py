@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common.checkpoint import read_checkpoint
+from common.weights.checkpoint import read_checkpoint
 from common.metrics import feature_stats, frechet_distance
 
 

@@ -4,10 +4,10 @@
 `decode_images` turns its tokens into pixels."""
 import torch
 
-from common.condition import Condition
-from common.config import DecodeConfig
-from common.engine import DecodeResult, DecodeState, decode, start_decode
-from common.schedule import Layout
+from common.zipar.condition import Condition
+from common.zipar.config import DecodeConfig
+from common.zipar.engine import DecodeResult, DecodeState, decode, start_decode
+from common.zipar.layout import Layout
 from llamagen.model import Transformer
 
 
@@ -29,14 +29,14 @@ def condition_prefix(gpt: Transformer, labels: torch.Tensor, config: DecodeConfi
 def generate(gpt: Transformer, labels: torch.Tensor, seeds: torch.Tensor, config: DecodeConfig, on_pass=None,
              compile: bool = False) -> DecodeResult:
     """labels, seeds: (B,) -> (B, H, W) tokens and the forward-pass count. on_pass, compile (the engine
-    compiles its per-pass step; the tokens are the same): see common.engine.decode."""
+    compiles its per-pass step; the tokens are the same): see common.zipar.engine.decode."""
     return decode(gpt, condition_prefix(gpt, labels, config), seeds, layout_for(gpt), config, on_pass=on_pass,
                   compile=compile)
 
 
 def start(gpt: Transformer, labels: torch.Tensor, seeds: torch.Tensor, config: DecodeConfig,
           compile: bool = False) -> DecodeState:
-    """For notebooks: a state to iterate pass by pass with common.engine.decode_steps(gpt, state)."""
+    """For notebooks: a state to iterate pass by pass with common.zipar.engine.decode_steps(gpt, state)."""
     return start_decode(gpt, condition_prefix(gpt, labels, config), seeds, layout_for(gpt), config, compile=compile)
 
 

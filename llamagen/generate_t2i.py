@@ -7,9 +7,9 @@ features. The engine applies it (Condition.valid); the model never stores a mask
 """
 import torch
 
-from common.condition import Condition
-from common.config import DecodeConfig
-from common.engine import DecodeResult, DecodeState, decode, start_decode
+from common.zipar.condition import Condition
+from common.zipar.config import DecodeConfig
+from common.zipar.engine import DecodeResult, DecodeState, decode, start_decode
 from llamagen.generate import layout_for
 from llamagen.model import Transformer
 
@@ -38,13 +38,13 @@ def caption_prefix(gpt: Transformer, captions: torch.Tensor, valid: torch.Tensor
 def generate(gpt: Transformer, captions: torch.Tensor, valid: torch.Tensor, seeds: torch.Tensor,
              config: DecodeConfig, on_pass=None, compile: bool = False) -> DecodeResult:
     """captions (B, T, caption_dim), valid (B, T), seeds (B,) -> (B, H, W) tokens and pass counts
-    (pixels: llamagen.generate.decode_images). on_pass, compile: see common.engine.decode."""
+    (pixels: llamagen.generate.decode_images). on_pass, compile: see common.zipar.engine.decode."""
     return decode(gpt, caption_prefix(gpt, captions, valid, config), seeds, layout_for(gpt), config,
                   on_pass=on_pass, compile=compile)
 
 
 def start(gpt: Transformer, captions: torch.Tensor, valid: torch.Tensor, seeds: torch.Tensor,
           config: DecodeConfig, compile: bool = False) -> DecodeState:
-    """For notebooks: a state to iterate with common.engine.decode_steps(gpt, state)."""
+    """For notebooks: a state to iterate with common.zipar.engine.decode_steps(gpt, state)."""
     return start_decode(gpt, caption_prefix(gpt, captions, valid, config), seeds, layout_for(gpt), config,
                         compile=compile)

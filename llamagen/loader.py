@@ -3,15 +3,15 @@ with its weights, and sample_ddp.py's class-conditional sampler. Shared by the C
 notebooks."""
 import torch
 
-from common.config import PRECISIONS, DecodeConfig
-from common.engine import DecodeResult
-from common.schedule import num_passes
+from common.zipar.config import PRECISIONS, DecodeConfig
+from common.zipar.engine import DecodeResult
+from common.zipar.window import num_passes
 from llamagen.checkpoint import build_gpt, load_gpt_weights, load_vq
 from llamagen.demo_tokenizer import IntensityTokenizer
 from llamagen.generate import decode_images, generate, layout_for
 from llamagen.model import random_init_
 from llamagen.presets import Preset
-from llamagen.vq import VQ_PRESETS, vq_config
+from common.models.vq import VQ_PRESETS, vq_config
 
 TOKENIZERS = [*VQ_PRESETS, "demo"]
 

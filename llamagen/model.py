@@ -17,8 +17,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common.kv_cache import KVCache, cached_attention
-from common.layers import RMSNorm, SwiGLU
+from common.zipar.kv_cache import KVCache, cached_attention
+from common.models.layers import RMSNorm, SwiGLU
 
 
 MODEL_TYPES = ("c2i", "t2i")

@@ -28,7 +28,7 @@ class Preset:
     sample_ddp.py presets (image_size_eval set): image i has class i % num_classes."""
 
     gpt_model: str  # llamagen.model.GPT_PRESETS key
-    vq_model: str  # llamagen.vq.VQ_PRESETS key, or "demo"
+    vq_model: str  # common.models.vq.VQ_PRESETS key, or "demo"
     image_size: int  # pixels the token grid covers: grid = image_size / downsample
     cfg_scale: float
     top_k: int

@@ -6,19 +6,15 @@ python -m llamagen.sample --gpt-model GPT-L --gpt-ckpt c2i_L_384.pt --vq-path vq
 Defaults per model: llamagen/presets.py.
 """
 import argparse
-import json
 import sys
-import time
 
 import torch
 
-from common.cli import (HelpFormatter, add_deprecated, add_flag, add_runtime_args, check_input_file,
-                        check_output_file, check_random_init, check_runtime, decode_telemetry, note_window, official_report,
-                        pass_progress, run_main)
-from common.config import DecodeConfig, add_decode_args, decode_config_from_args
-from common.images import save_grid
-from common.sampling import image_seeds
-from common.schedule import first_row_rule, num_passes
+from common.cli import (HelpFormatter, add_deprecated, add_flag, add_runtime_args, check_model_files,
+                        check_output_file, check_runtime, checkpoint_file, note_random_init, run_main)
+from common.report import decode_and_report, save_grid_file
+from common.zipar.config import DecodeConfig, add_decode_args, decode_config_from_args
+from common.zipar.sampling import image_seeds
 from llamagen.generate import decode_images, generate, layout_for
 from llamagen.loader import TOKENIZERS, load_models, tokenizer_downsample
 from llamagen.model import GPT_PRESETS
@@ -54,12 +50,7 @@ def check_args(args: argparse.Namespace) -> DecodeConfig:
     bad = [c for c in args.class_labels if not 0 <= c < num_classes]
     if bad:
         raise ValueError(f"--class-labels {bad} out of range: {args.gpt_model} has classes 0..{num_classes - 1}")
-    check_random_init(args, ["--gpt-ckpt", "--vq-path"])
-    if not args.random_init:
-        if args.gpt_ckpt is None or args.vq_path is None:
-            raise ValueError("pass --gpt-ckpt and --vq-path, or --random-init to run without checkpoints")
-        for flag, path in (("--gpt-ckpt", args.gpt_ckpt), ("--vq-path", args.vq_path)):
-            check_input_file(path, flag, "checkpoint file")
+    check_model_files(args, ["--gpt-ckpt", "--vq-path"], checkpoint_file)
     check_runtime(args)
     check_output_file(args.out)
     return config
@@ -68,43 +59,14 @@ def check_args(args: argparse.Namespace) -> DecodeConfig:
 def main(args: argparse.Namespace) -> dict:
     config = check_args(args)
     device = torch.device(args.device)
-    if args.random_init:
-        print(f"--random-init: {args.gpt_model} and {args.vq_model} have random weights (seed {args.seed}); "
-              "images are noise", file=sys.stderr)
+    note_random_init(args, f"{args.gpt_model} and {args.vq_model}")
     gpt, vq = load_models(args.gpt_model, args.vq_model, args.image_size, args.gpt_ckpt, args.vq_path, device,
                           args.precision, args.seed if args.random_init else None)
     labels = torch.tensor(args.class_labels, device=device)
     seeds = image_seeds(args.seed, torch.arange(len(labels), device=device))
-
-    start = time.perf_counter()
-    note_window(config, layout_for(gpt), args)
-    with pass_progress(config, layout_for(gpt), args.quiet or args.json) as on_pass:
-        result = generate(gpt, labels, seeds, config, on_pass=on_pass, compile=args.compile)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
-    layout = layout_for(gpt)
-    save_grid(decode_images(vq, result.tokens), args.out, nrow=4)
-    report = {
-        "forward_passes": result.forward_passes,
-        "ntp_forward_passes": num_passes(layout, layout.cols),
-        "seconds": round(seconds, 4),
-        "grid": [layout.rows, layout.cols],
-        "window": config.window_for(layout),
-        "compat": config.compat,
-        "first_row": first_row_rule(layout, config.first_row, config.compat),
-        "out": str(args.out),
-        "image_passes": result.image_passes,
-        "tokens": result.tokens.tolist(),
-    }
-    report.update(official_report(config, layout, result))
-    report.update(decode_telemetry(config, result))
-    if args.json:
-        print(json.dumps(report))
-    else:
-        print(f"{result.forward_passes} forward passes (NTP: {report['ntp_forward_passes']}) in {seconds:.2f}s; "
-              f"saved {args.out}", file=sys.stderr)
-    return report
+    return decode_and_report(
+        lambda on_pass: generate(gpt, labels, seeds, config, on_pass=on_pass, compile=args.compile),
+        config, layout_for(gpt), args, save_grid_file(lambda tokens: decode_images(vq, tokens), args.out))
 
 
 def build_parser() -> argparse.ArgumentParser:

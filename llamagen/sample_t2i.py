@@ -9,20 +9,16 @@ Defaults (llamagen/presets.py, "t2i") follow FoundationVision/LlamaGen autoregre
 GPT-XL, VQ-16, 512 px, cfg 7.5, top-k 1000, its four demo prompts.
 """
 import argparse
-import json
 import sys
-import time
 
 import torch
 
-from common.cli import (HelpFormatter, add_deprecated, add_flag, add_runtime_args, check_input_dir,
-                        check_input_file, check_output_file, check_random_init, check_runtime, decode_telemetry,
-                        note_window, official_report, pass_progress, run_main)
-from common.config import PRECISIONS, DecodeConfig, add_decode_args, decode_config_from_args
-from common.images import save_grid
+from common.cli import (HelpFormatter, add_deprecated, add_flag, add_runtime_args, check_input_dir, check_model_files,
+                        check_output_file, check_runtime, checkpoint_file, note_random_init, run_main)
+from common.report import decode_and_report, save_grid_file
+from common.zipar.config import PRECISIONS, DecodeConfig, add_decode_args, decode_config_from_args
 from common.prompts import read_prompt_file
-from common.sampling import image_seeds
-from common.schedule import first_row_rule, num_passes
+from common.zipar.sampling import image_seeds
 from llamagen.captions import T5CaptionEncoder, load_caption_rows, pad_caption_rows, t5_caption_features
 from llamagen.checkpoint import load_gpt_weights
 from llamagen.generate import decode_images, layout_for
@@ -60,13 +56,7 @@ def check_args(args: argparse.Namespace) -> DecodeConfig:
         load_caption_rows(path)  # read here: a text, empty or wrong-shape file is refused before any model
     if args.caption_dim < 1:
         raise ValueError(f"--caption-dim must be >= 1, got {args.caption_dim}")
-    check_random_init(args, ["--gpt-ckpt", "--vq-path"])
-    if not args.random_init:
-        if args.gpt_ckpt is None or args.vq_path is None:
-            raise ValueError(f"pass --gpt-ckpt and --vq-path (e.g. {T2I.gpt_file}, {T2I.vq_file}), or --random-init "
-                             "to run without checkpoints")
-        for flag, path in (("--gpt-ckpt", args.gpt_ckpt), ("--vq-path", args.vq_path)):
-            check_input_file(path, flag, "checkpoint file")
+    check_model_files(args, ["--gpt-ckpt", "--vq-path"], checkpoint_file, hint=f" (e.g. {T2I.gpt_file}, {T2I.vq_file})")
     check_runtime(args)
     check_output_file(args.out)
     return config
@@ -94,9 +84,8 @@ def main(args: argparse.Namespace) -> dict:
     features, mask = caption_features(args, device, dtype)
     grid = args.image_size // tokenizer_downsample(args.vq_model)
     gpt = Transformer(t2i_config(args.gpt_model, caption_dim=args.caption_dim), grid_size=grid)
+    note_random_init(args, f"{args.gpt_model} and {args.vq_model}")
     if args.random_init:
-        print(f"--random-init: {args.gpt_model} and {args.vq_model} have random weights (seed {args.seed}); "
-              "images are noise", file=sys.stderr)
         random_init_(gpt, args.seed)
         vq = load_tokenizer(args.vq_model, None)
     else:
@@ -105,37 +94,10 @@ def main(args: argparse.Namespace) -> dict:
     gpt = gpt.to(device=device, dtype=dtype).eval()
     vq = vq.to(device)
     seeds = image_seeds(args.seed, torch.arange(features.shape[0], device=device))
-
-    start = time.perf_counter()
-    note_window(config, layout_for(gpt), args)
-    with pass_progress(config, layout_for(gpt), args.quiet or args.json) as on_pass:
-        result = generate(gpt, features, mask, seeds, config, on_pass=on_pass, compile=args.compile)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
-    layout = layout_for(gpt)
-    save_grid(decode_images(vq, result.tokens), args.out, nrow=4)
-    report = {
-        "forward_passes": result.forward_passes,
-        "ntp_forward_passes": num_passes(layout, layout.cols),
-        "seconds": round(seconds, 4),
-        "grid": [layout.rows, layout.cols],
-        "window": config.window_for(layout),
-        "compat": config.compat,
-        "first_row": first_row_rule(layout, config.first_row, config.compat),
-        "caption_tokens": mask.sum(dim=1).tolist(),
-        "out": str(args.out),
-        "image_passes": result.image_passes,
-        "tokens": result.tokens.tolist(),
-    }
-    report.update(official_report(config, layout, result))
-    report.update(decode_telemetry(config, result))
-    if args.json:
-        print(json.dumps(report))
-    else:
-        print(f"{result.forward_passes} forward passes (NTP: {report['ntp_forward_passes']}) in {seconds:.2f}s; "
-              f"saved {args.out}", file=sys.stderr)
-    return report
+    return decode_and_report(
+        lambda on_pass: generate(gpt, features, mask, seeds, config, on_pass=on_pass, compile=args.compile),
+        config, layout_for(gpt), args, save_grid_file(lambda tokens: decode_images(vq, tokens), args.out,
+                                                      caption_tokens=mask.sum(dim=1).tolist()))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,18 +1,18 @@
 """Loading Lumina-mGPT 7B unchanged from its Hugging Face folder (config.json, safetensors shards through
-model.safetensors.index.json), tensor by tensor into the requested dtype (common.hf_shards: no second
+model.safetensors.index.json), tensor by tensor into the requested dtype (common.weights.hf_shards: no second
 copy in host RAM; strict keys and shapes, errors name the key).
 
 The qk-norm parameters are stored [1, head_dim] in Lumina's files and [n_heads, head_dim] in
 transformers' Chameleon layout; the model is built with the shape the files hold (both broadcast the
-same way in common.llama.HeadNorm).
+same way in common.models.llama.HeadNorm).
 """
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 
-from common.hf_shards import empty_model, load_shards, read_config_json, shard_files
-from common.llama import LlamaDecoder
+from common.weights.hf_shards import empty_model, load_shards, read_config_json, shard_files
+from common.models.llama import LlamaDecoder
 from lumina_mgpt.config import config_from_json
 
 QK_NORM_KEY = "model.layers.0.self_attn.q_norm.weight"

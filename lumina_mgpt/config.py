@@ -3,11 +3,11 @@
 Facts: Alpha-VLLM/Lumina-mGPT lumina_mgpt/model/chameleon/configuration_chameleon.py defaults and the
 checkpoint's config.json (ChameleonConfig fields): hidden 4096, 32 layers, 32 heads (no GQA), SwiGLU
 11008, vocab 65536, RoPE theta 1e4, RMSNorm 1e-5, qk-norm LayerNorm over head_dim stored [1, 128]
-(model_parallel_size 1), no biases, untied lm_head. The decoder is common.llama.LlamaDecoder.
+(model_parallel_size 1), no biases, untied lm_head. The decoder is common.models.llama.LlamaDecoder.
 """
 
-from common.checkpoint import CheckpointError
-from common.llama import LlamaConfig
+from common.weights.checkpoint import CheckpointError
+from common.models.llama import LlamaConfig
 
 TINY_CODES = 64  # lumina_mgpt.vqgan "tiny" codebook
 RESOLUTIONS = (512, 768, 1024)  # the checkpoints' training sizes: Alpha-VLLM/Lumina-mGPT-7B-{512,768,1024}

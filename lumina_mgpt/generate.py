@@ -13,9 +13,10 @@ import sys
 import torch
 
 from common.cli import (HelpFormatter, add_alias, add_deprecated, add_flag, add_runtime_args, check_input_dir,
-                        check_output_dir, check_random_init, check_runtime, fill_random_init_config,
-                        run_end_of_row, run_main)
-from common.config import PRECISIONS, DecodeConfig, add_decode_args, decode_config_from_args
+                        check_model_files, check_output_dir, check_runtime, fill_random_init_config, note_random_init,
+                        run_main)
+from common.report import run_text_to_image
+from common.zipar.config import PRECISIONS, DecodeConfig, add_decode_args, decode_config_from_args
 from common.prompts import collect_prompts
 from lumina_mgpt.config import PRESETS, RESOLUTIONS
 from lumina_mgpt.pipeline import LuminaPipeline, checkpoint_resolution, load_pipeline
@@ -34,12 +35,7 @@ def check_args(args: argparse.Namespace) -> tuple[DecodeConfig, list[str]]:
     prompts = collect_prompts(args.prompt, args.prompts_file)
     check_size(args.width, args.height, resolution_for(args))
     fill_random_init_config(args, PRESETS, DEFAULT.config)
-    check_random_init(args, ["--model-path", "--vq-path", "--tokenizer-path"])
-    if not args.random_init:
-        if args.model_path is None or args.vq_path is None:
-            raise ValueError("pass --model-path and --vq-path, or --random-init to run without files")
-        for flag, path in (("--model-path", args.model_path), ("--vq-path", args.vq_path)):
-            check_input_dir(path, flag)
+    check_model_files(args, ["--model-path", "--vq-path"], check_input_dir, unchecked=["--tokenizer-path"])
     check_runtime(args)
     check_output_dir(args.out_dir)
     return config, prompts
@@ -47,13 +43,11 @@ def check_args(args: argparse.Namespace) -> tuple[DecodeConfig, list[str]]:
 
 def main(args: argparse.Namespace) -> dict:
     config, prompts = check_args(args)
-    if args.random_init:
-        print(f"--random-init: Lumina-mGPT {args.config} with random weights (seed {args.seed}); images are noise",
-              file=sys.stderr)
+    note_random_init(args, f"Lumina-mGPT {args.config}")
     pipe: LuminaPipeline = load_pipeline(args.model_path, args.vq_path, args.tokenizer_path, args.config,
                                          resolution_for(args), torch.device(args.device), PRECISIONS[args.precision],
                                          args.random_init, args.seed)
-    return run_end_of_row(pipe, prompts, (args.width, args.height), config, args, to_uint8_official)
+    return run_text_to_image(pipe, prompts, (args.width, args.height), config, args, to_uint8_official)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,10 +10,10 @@ the unconditional branch is the sequence from BOI on, [BOI, H, W] at positions 0
 then the same image tokens; here it is a model-batch row of its own, left-padded to the prompt length
 and position-shifted so it runs at exactly those positions. CFG applies from the first content token, as
 upstream (H and W are not sampled here at all): cfg*(cond - uncond) + uncond on fp32 logits, the same
-formula as common.sampling.guide; then image top-k (2000), temperature, top-p.
+formula as common.zipar.sampling.guide; then image top-k (2000), temperature, top-p.
 
 compat="official" reproduces the paper's released Lumina-mGPT ZipAR code instead (ThisisBillhe/ZipAR,
-Lumina-mGPT-ZipAR; its rule in common.official): --window is its zipar_window_size (our w + 1), its CFG branch
+Lumina-mGPT-ZipAR; its rule in common.zipar.official): --window is its zipar_window_size (our w + 1), its CFG branch
 is [<s>, <pad> x (P-1)] of the prompt's length followed by the same BOI, H, W, batched with the prompt, and
 its prompt attends both ways in the prefill (causal with --prompt-attention causal: the release loaded with
 attn_implementation="eager"). It runs at every size and batch here; the release runs 768 x 768, batch 1.
@@ -23,9 +23,9 @@ from dataclasses import dataclass
 import torch
 from tokenizers import Tokenizer
 
-from common.hf_shards import empty_model
-from common.llama import LlamaDecoder, random_init_
-from common.t2i_pipeline import EndOfRowPipeline, PromptPreset
+from common.weights.hf_shards import empty_model
+from common.models.llama import LlamaDecoder, random_init_
+from common.t2i_pipeline import PromptPreset, TextToImagePipeline
 from lumina_mgpt.checkpoint import load_model, vocabulary_from_config
 from lumina_mgpt.config import RESOLUTIONS, TINY_CODES, lumina_config
 from lumina_mgpt.prompt import (SpecialIds, check_size, crop_sizes, image_header, image_id_map, load_tokenizer,
@@ -51,10 +51,10 @@ def checkpoint_resolution(width: int, height: int) -> int:
 
 
 @dataclass
-class LuminaPipeline(EndOfRowPipeline):
+class LuminaPipeline(TextToImagePipeline):
     """The loaded parts of Lumina-mGPT; holds no decoding state. `size` is (width, height) in pixels."""
 
-    family = "lumina-mgpt"  # common.official
+    family = "lumina-mgpt"  # common.zipar.official
     model: LlamaDecoder
     vq: ChameleonVQGAN
     tokenizer: Tokenizer
@@ -78,6 +78,9 @@ class LuminaPipeline(EndOfRowPipeline):
 
     def unconditional_ids(self, size: tuple[int, int]) -> list[int]:
         return image_header(self.ids, *size)
+
+    def fixed_ids(self) -> list[int]:
+        return [self.ids.eol]
 
     def closing_ids(self) -> list[int]:
         return [self.ids.eoi]

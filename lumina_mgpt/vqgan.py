@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from common.checkpoint import CheckpointError, load_exact, read_checkpoint
-from common.taming import AttnBlock, ResnetBlock, Upsample, norm, swish
+from common.weights.checkpoint import CheckpointError, load_exact, read_checkpoint
+from common.models.taming import AttnBlock, ResnetBlock, Upsample, norm, swish
 
 # Keys of vqgan.ckpt's "state_dict" that decoding does not use, dropped by name: the encoder side,
 # and the training loss (LPIPS / discriminator) a Lightning VQModel checkpoint may carry under `loss.`.

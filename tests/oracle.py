@@ -1,18 +1,18 @@
-"""Invariants (b) and (e) for any model fitting common.engine.Decoder.
+"""Invariants (b) and (e) for any model fitting common.zipar.engine.Decoder.
 
 (b) record every query of a decode, then replay, per model-batch row, all of them in one uncached
 forward with the recorded visibility; every logit the engine produced must equal the replay's.
 (e) every query is fed a token decided in an earlier pass and never changed afterwards, or a fixed
 end-of-row token, or a placeholder that the policy defines without a decided token. With row drafts
-(common.row_drafts) a query may also be fed a draft: the token its cell held at the end of the
+(common.zipar.row_drafts) a query may also be fed a draft: the token its cell held at the end of the
 previous pass, written (drawn or started) by the decode. The replay cannot see (e): it replays
 whatever was fed. `record_passes` checks (e) on every decode it records.
 """
 import torch
 
-from common.condition import as_condition
-from common.engine import decode_steps, start_decode
-from common.placeholder import MEAN_INPUT, feeds_mean_embedding, fixed_token, needs_decided_token
+from common.zipar.condition import as_condition
+from common.zipar.engine import decode_steps, start_decode
+from common.zipar.placeholder import MEAN_INPUT, feeds_mean_embedding, fixed_token, needs_decided_token
 
 
 def full_forward(model, x, positions, mask):
@@ -25,7 +25,7 @@ def record_passes(model, layout, config, condition, seeds, fixed_tokens=None):
     """Run a decode and keep, per pass, each model-batch row's queries: (slots, positions the model saw,
     input ids, mask, logits) as plain per-row tensors; inert padding queries (scratch slot) are dropped."""
     state = start_decode(model, condition, seeds, layout, config, fixed_tokens)
-    scratch = state.scheduler.scratch
+    scratch = state.scheduler.slot_map.scratch
     position_shift = state.condition.position_shift
     rows, records = [], []
     for rec in decode_steps(model, state):
@@ -64,7 +64,7 @@ def fed_token_violations(state, records) -> list[str]:
         slots = rec.batch.slots.expand(B, -1).tolist()
         for b, row in enumerate(rec.batch.sources.expand(B, -1).tolist()):
             for q, s in enumerate(row):
-                if slots[b][q] == state.scheduler.scratch:
+                if slots[b][q] == state.scheduler.slot_map.scratch:
                     continue  # inert padding
                 fed, where = int(rec.input_ids[b, q]), f"pass {rec.index}, image {b}, query {q}, source {s}"
                 if s < N and drafting:  # what the buffer held after the previous pass, written by the decode
@@ -80,7 +80,7 @@ def fed_token_violations(state, records) -> list[str]:
                 elif s in eol:
                     if fed != int(state.tokens[b, s]):
                         bad.append(f"{where}: fed {fed} for the fixed end-of-row token")
-                elif s == state.scheduler.placeholder_column and (feeds_mean_embedding(policy)
+                elif s == state.scheduler.slot_map.placeholder_column and (feeds_mean_embedding(policy)
                                                                   or not needs_decided_token(policy)):
                     expected = MEAN_INPUT if feeds_mean_embedding(policy) else fixed_token(policy)
                     if fed != expected:

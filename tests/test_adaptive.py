@@ -5,10 +5,11 @@ import pytest
 import torch
 from scipy import stats
 
-from common.config import DecodeConfig
-from common.sampling import (PURPOSE_ACCEPT, PURPOSE_RESIDUAL, PURPOSE_TOKEN, acceptance_probability, draw_key,
+from common.zipar.config import DecodeConfig
+from common.zipar.sampling import (PURPOSE_ACCEPT, PURPOSE_RESIDUAL, PURPOSE_TOKEN, acceptance_probability, draw_key,
                              sample_logits, residual_distribution, verify_draft)
-from common.schedule import Layout, decode_pass_table, num_passes
+from common.zipar.layout import Layout
+from common.zipar.window import decode_pass_table, num_passes
 from llamagen.generate import generate, layout_for
 from tests.helpers.llamagen import record_decode, reference_ntp, run_oracle, tiny_gpt
 
@@ -127,7 +128,7 @@ def test_only_openers_are_rewritten_and_later_queries_read_the_accepted_one():
     with torch.inference_mode():
         state, _, passes = record_decode(gpt, layout, config, labels, seeds)
     sched = state.scheduler
-    assert state.schedule.rejections.sum() > 0
+    assert state.schedule.opener_rejections.sum() > 0
     for b in range(4):
         writes, opened_at = {}, {}
         for k, per_row in enumerate(passes):
@@ -135,15 +136,15 @@ def test_only_openers_are_rewritten_and_later_queries_read_the_accepted_one():
             for s in slots.tolist():
                 writes[s] = writes.get(s, 0) + 1
             for i, s in enumerate(slots.tolist()):
-                if pos[i] >= layout.cell_position(1, 0) and not sched.opener_base <= s < sched.scratch:
+                if pos[i] >= layout.cell_position(1, 0) and not sched.slot_map.opener_base <= s < sched.slot_map.scratch:
                     row = (int(pos[i]) - layout.prefix_len) // layout.cols  # the query's own row
                     opened_at.setdefault(row, k)  # the first pass with a query inside the row
                 for t in mask[i].nonzero()[:, 0].tolist():
-                    if sched.opener_base <= t < sched.scratch and s != t:
-                        opened = t - sched.opener_base + 1
+                    if sched.slot_map.opener_base <= t < sched.slot_map.scratch and s != t:
+                        opened = t - sched.slot_map.opener_base + 1
                         assert opened in opened_at and opened_at[opened] <= k
         rewritten = {s for s, n in writes.items() if n > 1}
-        assert rewritten and all(sched.opener_base <= s < sched.scratch for s in rewritten)
+        assert rewritten and all(sched.slot_map.opener_base <= s < sched.slot_map.scratch for s in rewritten)
 
 
 def test_adaptive_rejects_compat_and_ntp():
@@ -178,7 +179,7 @@ def test_passes_left_bound_is_a_lower_bound_and_host_reads_are_few(config):
     """After every pass the bound is at most the passes the decode really still ran, 0 exactly when it
     is done; the loop runs no pass beyond the last image's and reads the schedule far less than once a
     pass after its minimum (the loop before read a "done" flag every pass from there)."""
-    from common.engine import decode_steps, start_decode
+    from common.zipar.engine import decode_steps, start_decode
     from llamagen.generate import condition_prefix
     from tests.helpers.llamagen import CountingModel
 

@@ -1,17 +1,17 @@
-"""Attention recording and the Fig. 3 / Fig. 5 analysis functions (common/attention.py)."""
+"""Attention recording and the Fig. 3 / Fig. 5 analysis functions (common/attention_maps.py)."""
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from common.attention import (AttentionRecorder, attention_by_slot, cell_slots, covering_window,
+from common.attention_maps import (AttentionRecorder, attention_by_slot, cell_slots, covering_window,
                               generating_slots, grid_heatmap, offset_mass, prefix_share, record_attention,
                               window_needed)
-from common.config import DecodeConfig
-from common.engine import decode, start_decode
-from common.llama import LlamaConfig, LlamaDecoder, random_init_
-from common.schedule import Layout
+from common.zipar.config import DecodeConfig
+from common.zipar.engine import decode, start_decode
+from common.models.llama import LlamaConfig, LlamaDecoder, random_init_
+from common.zipar.layout import Layout
 from llamagen.generate import condition_prefix, layout_for
 from tests.helpers.llamagen import tiny_gpt
 

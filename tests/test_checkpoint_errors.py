@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from common import convert
-from common.checkpoint import CheckpointError, read_checkpoint
+from common.weights.checkpoint import CheckpointError, read_checkpoint
 from llamagen.demo_tokenizer import IntensityTokenizer
 from tests.helpers.processes import run_python
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from common.config import DecodeConfig
+from common.zipar.config import DecodeConfig
 from llamagen.generate import generate
 from llamagen.model import GPTConfig, Transformer
 from tests.data.make_official_golden import key_weights

@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
-from common.condition import Condition
-from common.config import DecodeConfig
-from common.engine import decode
-from common.schedule import Layout
+from common.zipar.condition import Condition
+from common.zipar.config import DecodeConfig
+from common.zipar.engine import decode
+from common.zipar.layout import Layout
 from llamagen.checkpoint import load_gpt_weights
 from llamagen.generate import generate
 from llamagen.model import Transformer, gpt_config
@@ -83,9 +83,10 @@ def state_tensors(state) -> dict:
     """Every tensor a decode pass reads or updates between passes (what a CUDA graph would hold)."""
     from dataclasses import fields
     out = {f"schedule.{f.name}": getattr(state.schedule, f.name) for f in fields(state.schedule)}
-    out.update({name: getattr(state, name) for name in ("tokens", "draws", "draft_probs", "row_draft_probs",
-                                                         "row_draft_kind", "seeds")
+    out.update({name: getattr(state, name) for name in ("tokens", "draws", "opener_probs", "seeds")
                 if getattr(state, name) is not None})
+    if state.row_drafts is not None:
+        out.update({f"row_drafts.{f.name}": getattr(state.row_drafts, f.name) for f in fields(state.row_drafts)})
     out.update({f"cache.keys.{i}": k for i, k in enumerate(state.cache.keys)})
     out.update({f"cache.values.{i}": v for i, v in enumerate(state.cache.values)})
     return out
@@ -97,7 +98,7 @@ def state_tensors(state) -> dict:
 def test_decode_state_lives_at_static_addresses(config):
     """CUDA graphs replay kernels on fixed memory: every state tensor keeps its storage from the first
     decode pass to the last (updated in place), and the padded step runs every pass at one shape."""
-    from common.engine import decode_steps, start_decode
+    from common.zipar.engine import decode_steps, start_decode
     from llamagen.generate import condition_prefix, layout_for
 
     gpt = tiny_gpt(5)
@@ -121,7 +122,7 @@ def test_cuda_graphs_compile_inductor_in_reduce_overhead_mode(monkeypatch):
     """--cuda-graphs asks torch.compile for mode="reduce-overhead" (inductor + CUDA graphs), fullgraph and
     static shapes; the CUDA-graph replay itself needs a GPU (benchmarks/gpu_suite.py reports it). Here
     the request is checked and the step run by aot_eager in its place: the same tokens."""
-    from common import engine
+    from common.zipar import engine
 
     seen, real_compile = [], torch.compile
 

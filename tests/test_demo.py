@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from common.config import DecodeConfig
+from common.zipar.config import DecodeConfig
 from common.metrics import feature_stats, frechet_distance, paired_agreement
-from common.sampling import image_seeds
+from common.zipar.sampling import image_seeds
 from llamagen import train_demo
 from llamagen.checkpoint import load_gpt_weights
 from llamagen.demo_classifier import DigitScorer

@@ -1,5 +1,5 @@
 """Fresh randomness in real decodes: every draw, acceptance test and resample replays from the records
-with the documented key (seed, cell, purpose, attempt) (common.sampling), where the attempt is the
+with the documented key (seed, cell, purpose, attempt) (common.zipar.sampling), where the attempt is the
 opener attempt (adaptive verifications) or how often the cell was drawn before (DecodeState.draws);
 attempts count 0, 1, 2, ... per opening, the draw counters rise with every draw, and a rejected test
 resamples a token x with p(x) > q(x)."""
@@ -8,10 +8,10 @@ from collections import Counter
 import pytest
 import torch
 
-from common.config import DecodeConfig
-from common.sampling import (PURPOSE_ACCEPT, PURPOSE_DRAFT, PURPOSE_RESIDUAL, PURPOSE_TOKEN, draw_key, key_uniform,
+from common.zipar.config import DecodeConfig
+from common.zipar.sampling import (PURPOSE_ACCEPT, PURPOSE_DRAFT, PURPOSE_RESIDUAL, PURPOSE_TOKEN, draw_key, key_uniform,
                              sample_probs, verify_draft)
-from common.scheduler import CHECK, DRAFT, DRAW, VERIFY
+from common.zipar.scheduler import CHECK, DRAW, OPEN, VERIFY
 from llamagen.generate import layout_for
 from tests.helpers.llamagen import tiny_gpt
 from tests.helpers.records import decode_records, decided_at, pick, query_probs
@@ -70,7 +70,7 @@ def replay(state, records) -> Counter:
                         seen["rejected check"] += 1
                 else:  # a draw, an opener draft, or (independent coupling) a redraft
                     assert decided == int(drawn[b, i]), (k, b, c, a)
-                if kind in (DRAFT, VERIFY):
+                if kind in (OPEN, VERIFY):
                     q_open[b] = p
                 if kind in (CHECK, DRAW) and done[b, c] > k:
                     q_of[b, c] = p  # redrafted: the next check tests it against this pass's distribution
@@ -116,8 +116,8 @@ def test_adaptive_openings_count_attempts_and_replay(placeholder, first_row, dra
         passes, kinds, attempts = zip(*queries)
         assert list(attempts) == list(range(len(queries))), (b, r, attempts)
         assert list(passes) == list(range(passes[0], passes[0] + len(queries)))  # one attempt a pass
-        assert kinds[0] in (DRAW, DRAFT) and all(kind == VERIFY for kind in kinds[1:])
-        assert kinds[0] == DRAFT or len(queries) == 1
+        assert kinds[0] in (DRAW, OPEN) and all(kind == VERIFY for kind in kinds[1:])
+        assert kinds[0] == OPEN or len(queries) == 1
     assert max(len(q) for q in openings.values()) >= 3  # openings really took several attempts
     seen = replay(state, records)
     assert seen["rejected verification"] > 0

@@ -10,11 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-from common.config import DecodeConfig
-from common.engine import decode, decode_steps
-from common.llama import random_init_
-from common.sampling import PURPOSE_TOKEN, draw_key, filter_logits, guide, sample_logits
-from common.schedule import num_passes
+from common.zipar.config import DecodeConfig
+from common.zipar.engine import decode, decode_steps
+from common.models.llama import random_init_
+from common.zipar.sampling import PURPOSE_TOKEN, draw_key, filter_logits, guide, sample_logits
+from common.zipar.window import num_passes
 from emu3.generate import cli
 from emu3.pipeline import Emu3Pipeline, layout_for, load_pipeline, ntp_passes_official
 from emu3.prompt import NEGATIVE_PROMPT, prompt_ids
@@ -91,7 +91,7 @@ def test_oracle_with_prefixes_of_different_lengths(pipe, config):
     condition, layout = pipe.condition(PROMPTS, RATIO, config)
     assert layout == layout_for(condition.length, H, W)
     with torch.inference_mode():
-        state, passes = record_passes(pipe.coded, layout, config, condition, torch.tensor([3, 4]), pipe.eol_row(H))
+        state, passes = record_passes(pipe.coded, layout, config, condition, torch.tensor([3, 4]), pipe.fixed_row(H))
         assert oracle_error(pipe.coded, condition, passes) <= 1e-4
     if not config.adaptive:
         assert len(passes) == (H - 1) * config.window + W
@@ -164,7 +164,7 @@ def test_forward_passes(pipe):
         condition, layout = pipe.condition(PROMPTS, RATIO, config)
         counting = CountingModel(pipe.coded)
         with torch.inference_mode():
-            result = decode(counting, condition, torch.tensor([0, 1]), layout, config, pipe.eol_row(H))
+            result = decode(counting, condition, torch.tensor([0, 1]), layout, config, pipe.fixed_row(H))
         assert counting.calls == result.forward_passes == expected
     # the numbers at Emu3-Gen's 90x90 grid
     assert num_passes(layout_for(1, 90, 90), 7) == 713

@@ -1,12 +1,12 @@
-"""Emu3-Gen's text decoder (common.llama with the Emu3 presets) against transformers' Emu3 models, and
+"""Emu3-Gen's text decoder (common.models.llama with the Emu3 presets) against transformers' Emu3 models, and
 loading both checkpoint layouts (emu3/checkpoint.py)."""
 import json
 
 import pytest
 import torch
 
-from common.checkpoint import CheckpointError
-from common.llama import LlamaDecoder, random_init_
+from common.weights.checkpoint import CheckpointError
+from common.models.llama import LlamaDecoder, random_init_
 from emu3.checkpoint import detect_layout, load_text_model, load_vision_decoder
 from emu3.config import PRESETS, text_config_from_json, vision_config_from_json
 from emu3.vision_decoder import VisionDecoder

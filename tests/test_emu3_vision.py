@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from common.checkpoint import CheckpointError
+from common.weights.checkpoint import CheckpointError
 from emu3.checkpoint import VQ_ENCODER_PREFIXES, hf_vq_name, load_vision_decoder
 from emu3.config import PRESETS, VisionConfig
 from emu3.vision_decoder import VisionDecoder, random_init_vision_, to_uint8_official

@@ -6,11 +6,11 @@ import itertools
 import pytest
 import torch
 
-from common.condition import Condition
-from common.config import DecodeConfig
-from common.engine import decode, decode_steps, start_decode
-from common.schedule import Layout
-from common.scheduler import Scheduler, queries_per_pass
+from common.zipar.condition import Condition
+from common.zipar.config import DecodeConfig
+from common.zipar.engine import decode, decode_steps, start_decode
+from common.zipar.layout import Layout
+from common.zipar.scheduler import Scheduler, queries_per_pass
 from llamagen.generate import condition_prefix, generate, layout_for
 from tests.helpers.llamagen import CountingModel, formula_passes, reference_ntp, run_oracle, tiny_gpt
 from tests.oracle import fed_token_violations, oracle_error, record_passes
@@ -66,7 +66,7 @@ def test_oracle_with_longer_prefix_gqa_and_end_of_row_tokens():
 
 
 def test_oracle_lumina_compat_reads_written_slots_only():
-    """The released Lumina-mGPT code's schedule (common.official) keeps the visibility rule: every logit
+    """The released Lumina-mGPT code's schedule (common.zipar.official) keeps the visibility rule: every logit
     equals an uncached forward over what it saw (with a causal prefix: the release loaded eager)."""
     gpt = tiny_gpt(5, seed=3, cls_token_num=2)
     layout = Layout(rows=5, cols=5, prefix_len=2, end_of_row=True, family="lumina-mgpt")
@@ -133,7 +133,7 @@ def test_placeholder_inputs_follow_policy():
         with torch.inference_mode():
             for rec in decode_steps(gpt, state):
                 for i, slot in enumerate(rec.batch.slots[0].tolist()):
-                    if layout.prefix_len + layout.num_cells <= slot < state.scheduler.scratch:  # placeholder slots
+                    if layout.prefix_len + layout.num_cells <= slot < state.scheduler.slot_map.scratch:  # placeholder slots
                         placeholder_inputs[slot - layout.prefix_len - layout.num_cells] = rec.input_ids[0, i].item()
         grid = state.tokens[0, :25].reshape(5, 5)
         assert sorted(placeholder_inputs) == [0, 1, 2, 3]
@@ -197,7 +197,7 @@ def test_above_or_mean_feeds_the_cell_above_once_decided_else_the_mean():
     when row r-1 was complete before the pass, else the mean embedding (MEAN_INPUT); the early first row
     makes row 1's opener (no row above) take the mean. With w >= W/2 every later opener has a complete
     row r-1, so the decode equals "above"'s token for token."""
-    from common.placeholder import MEAN_INPUT
+    from common.zipar.placeholder import MEAN_INPUT
     gpt = tiny_gpt(6, seed=4)
     layout = layout_for(gpt)
     H = W = 6
@@ -208,7 +208,7 @@ def test_above_or_mean_feeds_the_cell_above_once_decided_else_the_mean():
         with torch.inference_mode():
             for rec in decode_steps(gpt, state):
                 for i, slot in enumerate(rec.batch.slots[0].tolist()):
-                    if layout.prefix_len + layout.num_cells <= slot < state.scheduler.scratch:
+                    if layout.prefix_len + layout.num_cells <= slot < state.scheduler.slot_map.scratch:
                         r = slot - layout.prefix_len - layout.num_cells  # the opener of row r+1
                         complete = r >= 1 and count_before[r - 1] == W
                         fed[r] = (rec.input_ids[0, i].item(), complete)
@@ -245,7 +245,7 @@ def test_every_decode_pass_has_one_shape(config):
     assert [s[0] for s in shapes] == [(2 if config.adaptive else 1, q)]  # fixed: one schedule for the batch
     assert len(shapes) == 1
     if not config.adaptive:
-        assert all((s != plain.scheduler.scratch).all() for s in plain_slots)
+        assert all((s != plain.scheduler.slot_map.scratch).all() for s in plain_slots)
     assert torch.equal(plain.tokens[:, :layout.num_cells], padded.tokens[:, :layout.num_cells])
 
 
@@ -263,7 +263,7 @@ def test_queries_per_pass_bound_holds(H, W, eor):
                                  torch.tensor([0, 1, 2]), layout, config, fixed)
             state.scheduler = Scheduler(layout, config, "cpu", queries=3 * H)
             with torch.inference_mode():
-                most = max(int((r.batch.slots != state.scheduler.scratch).sum(1).max())
+                most = max(int((r.batch.slots != state.scheduler.slot_map.scratch).sum(1).max())
                            for r in decode_steps(gpt, state) if r.index > 0)
             bound = queries_per_pass(layout, window, serial_first_row=first_row == "serial")
             assert most <= bound, (window, adaptive)

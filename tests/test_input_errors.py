@@ -16,7 +16,7 @@ import evaluate
 import sample_ddp
 from common import convert
 from common.cli import HelpFormatter
-from common.config import DecodeConfig
+from common.zipar.config import DecodeConfig
 from common.prompts import collect_prompts, read_prompt_file
 from emu3.generate import cli as emu3_cli
 from llamagen.presets import DEMO
@@ -207,8 +207,8 @@ def test_non_finite_weights_are_refused_at_load_with_the_tensor_name(tmp_path, c
 
 
 def test_non_finite_weights_in_safetensors_shards(tmp_path):
-    from common.checkpoint import CheckpointError
-    from common.hf_shards import load_shards
+    from common.weights.checkpoint import CheckpointError
+    from common.weights.hf_shards import load_shards
     from tests.helpers.files import write_shards
     model = torch.nn.Linear(3, 2)
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}

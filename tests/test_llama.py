@@ -1,10 +1,10 @@
-"""The shared Llama-style decoder (common/llama.py) and the sharded safetensors loader (common/hf_shards.py)."""
+"""The shared Llama-style decoder (common/models/llama.py) and the sharded safetensors loader (common/weights/hf_shards.py)."""
 import pytest
 import torch
 
-from common.checkpoint import CheckpointError
-from common.hf_shards import empty_model, load_shards
-from common.llama import LlamaConfig, LlamaDecoder, random_init_
+from common.weights.checkpoint import CheckpointError
+from common.weights.hf_shards import empty_model, load_shards
+from common.models.llama import LlamaConfig, LlamaDecoder, random_init_
 from tests.helpers.files import write_shards
 
 TINY = LlamaConfig(vocab_size=100, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_hidden=96, rope_theta=1e6)
@@ -62,7 +62,7 @@ def test_missing_shard_is_named(tmp_path):
 
 
 def test_image_vocab_decoder_is_the_full_model_restricted_to_image_ids():
-    from common.image_vocab import ImageVocabDecoder
+    from common.models.image_vocab import ImageVocabDecoder
     model = LlamaDecoder(TINY).eval()
     random_init_(model, 5, std=0.1)
     image_ids, eol = torch.tensor([40, 41, 42, 43, 44, 90]), torch.tensor([7])
@@ -83,7 +83,7 @@ def test_image_vocab_decoder_is_the_full_model_restricted_to_image_ids():
 
 
 def test_image_vocab_decoder_with_contiguous_ids_uses_a_view_of_the_head():
-    from common.image_vocab import ImageVocabDecoder
+    from common.models.image_vocab import ImageVocabDecoder
     model = LlamaDecoder(TINY).eval()
     random_init_(model, 6, std=0.1)
     coded = ImageVocabDecoder(model, torch.arange(50, 60), torch.tensor([3]))

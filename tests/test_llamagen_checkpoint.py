@@ -1,4 +1,4 @@
-"""Tests for llamagen/checkpoint.py, common/checkpoint.py and the llamagen.sample CLI (CPU, seconds).
+"""Tests for llamagen/checkpoint.py, common/weights/checkpoint.py and the llamagen.sample CLI (CPU, seconds).
 
 Container layouts from /work/shared/reference/llamagen.md section 2.2: GPT weights bare (FSDP) or
 under "model" / "module" / "state_dict", an optional `freqs_cis` and pickled `args` Namespace;
@@ -14,11 +14,11 @@ import pytest
 import torch
 from PIL import Image
 
-from common.checkpoint import CheckpointError
+from common.weights.checkpoint import CheckpointError
 from llamagen.checkpoint import build_gpt, load_gpt_weights, load_vq
 from llamagen.model import Transformer, gpt_config, random_init_
 from llamagen.sample import cli
-from llamagen.vq import VQModel, vq_config
+from common.models.vq import VQModel, vq_config
 from tests.helpers.processes import run_python
 
 GRID = 4
@@ -306,7 +306,7 @@ def test_cli_random_init_success(tmp_path, capsys):
     assert report["grid"] == [4, 4]
     assert report["window"] == 2
     assert report["forward_passes"] == 2 * 4 + (4 - 2) * 2  # ZipAR: row 0 whole, later rows start w apart
-    assert report["ntp_forward_passes"] == 16
+    assert report["ntp_passes"] == 16
     tokens = torch.tensor(report["tokens"])
     assert tokens.shape == (2, 4, 4)
     assert tokens.dtype == torch.int64

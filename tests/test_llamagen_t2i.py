@@ -10,11 +10,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from common.checkpoint import CheckpointError
-from common.config import DecodeConfig
-from common.engine import decode, decode_steps, start_decode
-from common.sampling import PURPOSE_TOKEN, draw_key, filter_logits, guide, sample_logits
-from common.schedule import Layout, num_passes
+from common.weights.checkpoint import CheckpointError
+from common.zipar.config import DecodeConfig
+from common.zipar.engine import decode, decode_steps, start_decode
+from common.zipar.sampling import PURPOSE_TOKEN, draw_key, filter_logits, guide, sample_logits
+from common.zipar.layout import Layout
+from common.zipar.window import num_passes
 from llamagen.captions import (T5CaptionEncoder, left_pad, load_caption_rows, pad_caption_rows, resolve_t5_path,
                                t5_caption_features)
 from llamagen.checkpoint import load_gpt_weights
@@ -160,7 +161,7 @@ def replay_error(gpt, layout, config, condition, seeds):
     query but a padded slot's own reads it. Returns (max abs logit difference, passes)."""
     prefix, valid_rows = condition.embeddings, condition.valid
     state = start_decode(gpt, condition, seeds, layout, config)
-    scratch = state.scheduler.scratch
+    scratch = state.scheduler.slot_map.scratch
     entries = [[] for _ in range(prefix.shape[0])]  # per row: (position, embedding, visible entries, logits)
     entry_of_slot = [{} for _ in range(prefix.shape[0])]  # per row: the latest entry written at each slot
     passes = 0
@@ -345,7 +346,7 @@ def test_cli_with_precomputed_features(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert rc == 0, err
     report = json.loads(out)
-    assert report["forward_passes"] == 2 * 4 + 2 * 2 and report["ntp_forward_passes"] == 16
+    assert report["forward_passes"] == 2 * 4 + 2 * 2 and report["ntp_passes"] == 16
     assert report["caption_tokens"] == [3, 50]
 
 

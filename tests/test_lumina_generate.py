@@ -13,8 +13,9 @@ import pytest
 import torch
 from PIL import Image
 
-from common.config import DecodeConfig
-from common.schedule import Layout, num_passes
+from common.zipar.config import DecodeConfig
+from common.zipar.layout import Layout
+from common.zipar.window import num_passes
 from lumina_mgpt.generate import cli
 from lumina_mgpt.pipeline import LuminaPipeline, checkpoint_resolution, load_pipeline, load_preset, ntp_passes_official
 from lumina_mgpt.presets import PRESETS

@@ -1,4 +1,4 @@
-"""Lumina-mGPT decoder (Chameleon-7B on common.llama): what tests/test_lumina_pipeline.py does not cover.
+"""Lumina-mGPT decoder (Chameleon-7B on common.models.llama): what tests/test_lumina_pipeline.py does not cover.
 
 - cached, token-by-token decoding past the prompt equals transformers' Chameleon full forward, also at
   positions beyond max_position_embeddings (4096; 1024-px sequences reach ~4.2k: plain RoPE, no cap);
@@ -11,9 +11,9 @@
 import pytest
 import torch
 
-from common.checkpoint import CheckpointError
-from common.llama import LlamaConfig, LlamaDecoder, random_init_
-from common.sampling import filter_logits, guide
+from common.weights.checkpoint import CheckpointError
+from common.models.llama import LlamaConfig, LlamaDecoder, random_init_
+from common.zipar.sampling import filter_logits, guide
 from lumina_mgpt.config import PRESETS, config_from_json
 from tests.helpers.lumina import TINY, hf_chameleon, to_transformers
 
@@ -106,7 +106,7 @@ def test_official_processor_chain_equals_code_space_sampling(cfg_scale, top_k, t
     """inference_solver.py: CFG (scores = cfg*(cond - uncond) + uncond on raw fp32 logits over the whole
     vocabulary), then MultiModalLogitsProcessor (-inf outside ids 4..8195), then InterleavedTopK
     (scores < k-th value -> -inf), then temperature, softmax. Ours: logits over the image ids only
-    (ImageVocabDecoder), common.sampling.guide, filter_logits. Same values on the image ids, so the same
+    (ImageVocabDecoder), common.zipar.sampling.guide, filter_logits. Same values on the image ids, so the same
     distribution (no per-row constant at all, since both use raw logits)."""
     gen = torch.Generator().manual_seed(0)
     V, K = 9000, 8192

@@ -4,7 +4,7 @@ function of the state-dict keys, run in float64 on both sides), greedy, 48 x 48 
 48 and 49 in the release's numbering, cfg 1 and 3, the model loaded as released (sdpa config:
 bidirectional prompt prefill) and with attn_implementation="eager" (causal prefill). Tokens must be equal on every cell and forward calls equal
 to ours plus the release's header passes. Each of the rule's four differences from our defaults
-(common.official: window numbering, header passes, unconditional branch, prompt attention) is needed:
+(common.zipar.official: window numbering, header passes, unconditional branch, prompt attention) is needed:
 without any one of them these tests fail."""
 import json
 from dataclasses import replace
@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from common.config import DecodeConfig
-from common.engine import start_decode
-from common.llama import LlamaConfig, LlamaDecoder
-from common.official import OFFICIAL_RULES, prompt_attention
+from common.zipar.config import DecodeConfig
+from common.zipar.engine import start_decode
+from common.models.llama import LlamaConfig, LlamaDecoder
+from common.zipar.official import OFFICIAL_RULES, prompt_attention
 from lumina_mgpt.generate import cli
 from lumina_mgpt.pipeline import LuminaPipeline
 from lumina_mgpt.prompt import special_ids
@@ -118,7 +118,7 @@ def test_the_engine_refuses_a_prefix_against_the_prompt_attention(pipe):
     config = DecodeConfig(window=14, compat="official")
     condition, layout = pipe.condition(["a cat"], GOLDEN["size"], replace(config, prompt_attention="causal"))
     with pytest.raises(ValueError, match="bidirectional slots"):
-        start_decode(pipe.coded, condition, torch.tensor([0]), layout, config, pipe.eol_row(layout.rows))
+        start_decode(pipe.coded, condition, torch.tensor([0]), layout, config, pipe.fixed_row(layout.rows))
 
 
 def test_prompt_attention_is_a_compat_choice():

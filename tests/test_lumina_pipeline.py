@@ -7,12 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from common.checkpoint import CheckpointError
-from common.config import DecodeConfig
-from common.engine import decode
-from common.llama import LlamaConfig, LlamaDecoder, random_init_
-from common.sampling import PURPOSE_TOKEN, draw_key, filter_logits, guide, sample_logits
-from common.schedule import Layout, num_passes
+from common.weights.checkpoint import CheckpointError
+from common.zipar.config import DecodeConfig
+from common.zipar.engine import decode
+from common.models.llama import LlamaConfig, LlamaDecoder, random_init_
+from common.zipar.sampling import PURPOSE_TOKEN, draw_key, filter_logits, guide, sample_logits
+from common.zipar.layout import Layout
+from common.zipar.window import num_passes
 from lumina_mgpt.checkpoint import load_model
 from lumina_mgpt.pipeline import LuminaPipeline, load_pipeline, ntp_passes_official
 from lumina_mgpt.prompt import image_header, prompt_ids
@@ -140,7 +141,7 @@ def test_oracle_with_prompts_of_different_lengths_and_the_boi_branch(pipe, confi
     condition, layout = pipe.condition(PROMPTS, SIZE, config)
     assert len(set(condition.position_shift.tolist())) == 3  # two prompt lengths and the 3-token unconditional branch
     with torch.inference_mode():
-        state, passes = record_passes(pipe.coded, layout, config, condition, seeds, pipe.eol_row(layout.rows))
+        state, passes = record_passes(pipe.coded, layout, config, condition, seeds, pipe.fixed_row(layout.rows))
         err = oracle_error(pipe.coded, condition, passes)
     assert err <= 1e-4
     # the unconditional rows really run at [BOI, H, W] = positions 0, 1, 2, then 3 for cell (0, 0)
@@ -155,7 +156,7 @@ def test_pass_counts(pipe):
         counting.calls = 0
         condition, layout = pipe.condition(PROMPTS[:1], size, DecodeConfig(window=window))
         with torch.inference_mode():
-            res = decode(counting, condition, seeds, layout, DecodeConfig(window=window), pipe.eol_row(layout.rows))
+            res = decode(counting, condition, seeds, layout, DecodeConfig(window=window), pipe.fixed_row(layout.rows))
         H, W = layout.rows, layout.cols
         w = W if window is None else min(window, W)
         assert counting.calls == res.forward_passes == (H - 1) * w + W

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from common.checkpoint import CheckpointError
+from common.weights.checkpoint import CheckpointError
 from lumina_mgpt.vqgan import (VQGAN_PRESETS, ChameleonVQGAN, config_from_yaml, load_vqgan, random_vqgan,
                                to_uint8_official)
 from tests.helpers.files import checkpoint_state, write_vqgan

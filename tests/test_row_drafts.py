@@ -1,4 +1,4 @@
-"""Speculative Jacobi drafting along rows (common.row_drafts): no drafts = the engine before drafts,
+"""Speculative Jacobi drafting along rows (common.zipar.row_drafts): no drafts = the engine before drafts,
 the oracle over every query (drafts included), drafts invisible to other rows, exact marginals,
 batch invariance, the pass count and the query bound."""
 from pathlib import Path
@@ -8,10 +8,10 @@ import pytest
 import torch
 from scipy import stats
 
-from common.config import DecodeConfig
-from common.engine import decode_steps, start_decode
-from common.schedule import Layout
-from common.scheduler import queries_per_pass
+from common.zipar.config import DecodeConfig
+from common.zipar.engine import decode_steps, start_decode
+from common.zipar.layout import Layout
+from common.zipar.scheduler import queries_per_pass
 from llamagen.generate import condition_prefix, generate, layout_for
 from tests.helpers.llamagen import CountingModel, record_decode, run_oracle, tiny_gpt
 from tests.helpers.records import decided_at, decode_records, pick
@@ -133,13 +133,13 @@ def test_new_drafts_start_from_the_policy_token(mode, init, monkeypatch):
     """Every new draft holds the policy's token right after it starts: "above" the token (r-1, c)
     (row 0: its left token), decided by the window rule, or (drafting ahead) decided or a draft of
     the row above; "left" the token before the row's first new draft."""
-    from common import row_drafts
+    from common.zipar import row_drafts
 
     original, seen = row_drafts.start, []
 
     def checked_start(state):
         sch, schedule = state.scheduler, state.schedule
-        new, target = sch.draft_lanes(schedule)
+        new, target = row_drafts.draft_lanes(sch, schedule)
         count, drafts, tokens = schedule.count.clone(), schedule.drafts.clone(), state.tokens.clone()
         original(state)
         W = sch.layout.cols
@@ -215,7 +215,7 @@ def test_queries_per_pass_bound_holds_with_drafts(H, W, eor):
             state.trim_on_host = False
             for rec in decode_steps(gpt, state):
                 if not rec.batch.is_prefix:
-                    busiest = int((rec.batch.slots != state.scheduler.scratch).sum(1).max())
+                    busiest = int((rec.batch.slots != state.scheduler.slot_map.scratch).sum(1).max())
                     assert busiest <= bound, (window, adaptive, L, rec.index)
 
 

@@ -6,7 +6,7 @@ import torch
 
 from common import cli as common_cli
 from common.determinism import deterministic_kernels
-from common.engine import CUDA_GRAPHS
+from common.zipar.engine import CUDA_GRAPHS
 from llamagen.sample import build_parser, cli
 
 TINY = ["--gpt-model", "GPT-tiny", "--vq-model", "VQ-tiny", "--random-init", "--image-size", "8", "--class-labels", "1",

@@ -13,9 +13,9 @@ import torch.nn.functional as F
 
 import evaluate
 import sample_ddp
-from common.config import DecodeConfig
+from common.zipar.config import DecodeConfig
 from common.images import to_fid_uint8
-from common.sampling import image_seeds
+from common.zipar.sampling import image_seeds
 from llamagen.checkpoint import load_gpt_weights
 from llamagen.demo_classifier import DigitScorer
 from llamagen.demo_tokenizer import IntensityTokenizer

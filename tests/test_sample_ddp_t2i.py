@@ -87,7 +87,7 @@ def test_prompt_flags_and_compile_define_the_image_set(prompts, tmp_path, monkey
 
 
 def test_lumina_preset_runs_the_released_code_with_compat(prompts, tmp_path, monkeypatch):
-    """--compat official on a Lumina-mGPT preset (common.official): --window is the release's
+    """--compat official on a Lumina-mGPT preset (common.zipar.official): --window is the release's
     zipar_window_size, so 3 opens a row after 2 tokens of the one above: (H-1)*2 + W passes, and the
     release's 3 header passes are recorded beside them."""
     monkeypatch.delenv("WORLD_SIZE", raising=False)

@@ -7,8 +7,8 @@ import pytest
 import torch
 from scipy import stats
 
-from common.engine import cfg_active
-from common.sampling import (PURPOSE_ACCEPT, PURPOSE_TOKEN, draw_key, filter_logits, guide, image_seeds, key_uniform,
+from common.zipar.engine import cfg_active
+from common.zipar.sampling import (PURPOSE_ACCEPT, PURPOSE_TOKEN, draw_key, filter_logits, guide, image_seeds, key_uniform,
                              sample_logits, sample_probs)
 
 

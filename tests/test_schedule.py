@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from common.config import DecodeConfig
-from common.engine import decode_steps, start_decode
-from common.schedule import Layout, decode_pass_table, first_row_rule, num_passes, row_windows
+from common.zipar.config import DecodeConfig
+from common.zipar.engine import decode_steps, start_decode
+from common.zipar.layout import Layout
+from common.zipar.window import decode_pass_table, first_row_rule, num_passes, row_windows
 from tests.helpers.llamagen import formula_passes, tiny_gpt
 
 GRIDS = [(1, 1), (1, 5), (4, 1), (3, 4), (5, 5), (4, 7), (24, 24)]
@@ -184,14 +185,14 @@ def test_masks_match_brute_force(H, W, w, eor, compat, first_row):
     table = decode_pass_table(layout, row_windows(layout, w, compat, first_row))
     records, state = fixed_window_records(layout, w, compat, first_row)
     sched = state.scheduler
-    positions = sched.slot_positions.tolist()
+    positions = sched.slot_map.slot_positions.tolist()
     for rec in records:
         for i, (slot, p) in enumerate(zip(rec.batch.slots[0].tolist(), rec.batch.positions[0].tolist())):
-            if slot == sched.scratch:
+            if slot == sched.slot_map.scratch:
                 continue  # inert padding
             # a list, not a set: two readable slots at one position (a never-written slot left at
             # position 0 beside prefix slot 0, say) must show up as a difference
-            got = sorted(("placeholder" if s >= sched.opener_base else "slot", positions[s])
+            got = sorted(("placeholder" if s >= sched.slot_map.opener_base else "slot", positions[s])
                          for s in np.nonzero(rec.mask[0, i].numpy())[0])
             reads_unwritten = compat is not None and not eor
             assert got == sorted(brute_force_visible(layout, table, rec.index, p, reads_unwritten)), (rec.index, p)
@@ -202,7 +203,7 @@ def test_masks_match_brute_force(H, W, w, eor, compat, first_row):
 def test_every_slot_written_once_and_each_cell_sampled_once(H, W, w, first_row):
     layout = Layout(H, W, 1)
     records, state = fixed_window_records(layout, w, first_row=first_row)
-    scratch, trash = state.scheduler.scratch, state.scheduler.trash
+    scratch, trash = state.scheduler.slot_map.scratch, state.scheduler.slot_map.trash
     slots = [s for r in records for s in r.batch.slots[0].tolist() if s != scratch]
     assert len(slots) == len(set(slots))
     decided_at = {}
@@ -217,10 +218,10 @@ def test_every_slot_written_once_and_each_cell_sampled_once(H, W, w, first_row):
 
 
 def test_one_window_rule_for_fixed_adaptive_and_the_pass_table(monkeypatch, request):
-    """Change the rule in its one place (common.schedule.window_allows): fixed decodes, adaptive
+    """Change the rule in its one place (common.zipar.window.window_allows): fixed decodes, adaptive
     decodes and the pass table all follow it. Here: one token more of the row above is needed."""
-    from common import schedule
-    from common.scheduler import fixed_pass_sizes
+    from common.zipar import window
+    from common.zipar.scheduler import fixed_pass_sizes
     from llamagen.generate import generate, layout_for
 
     def one_more(count_above, col, window, cols):
@@ -231,7 +232,7 @@ def test_one_window_rule_for_fixed_adaptive_and_the_pass_table(monkeypatch, requ
     labels, seeds = torch.tensor([1, 2, 3]), torch.tensor([4, 5, 6])
     plain_fixed = generate(gpt, labels, seeds, DecodeConfig(window=2))
     plain_adaptive = generate(gpt, labels, seeds, DecodeConfig(window=2, adaptive=True))
-    monkeypatch.setattr(schedule, "window_allows", one_more)
+    monkeypatch.setattr(window, "window_allows", one_more)
     fixed_pass_sizes.cache_clear()  # remembered pass sizes hold for the rule they were found with
     request.addfinalizer(fixed_pass_sizes.cache_clear)
     fixed = generate(gpt, labels, seeds, DecodeConfig(window=2))

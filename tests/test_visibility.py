@@ -2,7 +2,7 @@
 compat="official", row drafts (tests/test_schedule.py covers fixed windows from the pass table).
 
 The brute force knows only what each slot holds, replayed from the records, and the rules as the
-docstrings of common.masks and common.scheduler state them:
+docstrings of common.zipar.masks and common.zipar.scheduler state them:
   - a query reads slots at positions <= its own, never the scratch slot;
   - a slot written in this pass is read by every such query if the token fed there was decided before
     the pass (or is a prefix, end-of-row or placeholder input); if it was a row draft, only by the
@@ -16,8 +16,8 @@ docstrings of common.masks and common.scheduler state them:
 import pytest
 import torch
 
-from common.config import DecodeConfig
-from common.schedule import Layout
+from common.zipar.config import DecodeConfig
+from common.zipar.layout import Layout
 from llamagen.generate import layout_for
 from tests.helpers.llamagen import tiny_gpt
 from tests.helpers.records import decode_records, decided_at, pick
@@ -36,9 +36,9 @@ def cell_lane_row(layout, slot, cell):
 def expected_visibility(state, records, b):
     """Yield (pass, query, slots it may read) for image b's real queries, by the rules above."""
     layout, sch = state.layout, state.scheduler
-    N, scratch = layout.num_cells, sch.scratch
+    N, scratch = layout.num_cells, sch.slot_map.scratch
     # a regular slot's position is its index; a placeholder's is that of the real (r-1, W-1) it stands for
-    position = sch.slot_positions.tolist()
+    position = sch.slot_map.slot_positions.tolist()
     compat = state.config.compat == "official"
     done = decided_at(records, len(state.seeds), N)[b].tolist()
     final = state.tokens[b].tolist()
@@ -54,19 +54,19 @@ def expected_visibility(state, records, b):
         row = {q: cell_lane_row(layout, slots[q], cells[q]) for q in real}
         written = {slots[q]: q for q in real}
         # regular slots holding a decided token, this pass's writes included (they retire placeholders)
-        filled = {s for s, ok in holds.items() if ok and s < sch.opener_base} | \
-                 {s for s, q in written.items() if not draft_fed[q] and s < sch.opener_base}
-        placeholders = {s for s in set(holds) | set(written) if sch.opener_base <= s < scratch}
+        filled = {s for s, ok in holds.items() if ok and s < sch.slot_map.opener_base} | \
+                 {s for s, q in written.items() if not draft_fed[q] and s < sch.slot_map.opener_base}
+        placeholders = {s for s in set(holds) | set(written) if sch.slot_map.opener_base <= s < scratch}
         shadowed = {position[p] for p in placeholders if position[p] not in filled}
         for q in real:
             visible = set()
-            for s in range(sch.num_slots):
+            for s in range(sch.slot_map.num_slots):
                 if s == scratch or position[s] > position[slots[q]]:
                     continue
                 if s in written:
                     w = written[s]
                     ok = not draft_fed[w] or (row[w] is not None and row[w] == row[q])
-                elif sch.opener_base <= s:  # a placeholder written earlier, until the real token is fed
+                elif sch.slot_map.opener_base <= s:  # a placeholder written earlier, until the real token is fed
                     ok = holds.get(s, False) and position[s] not in filled
                 elif s in holds:
                     ok = holds[s]
@@ -105,7 +105,7 @@ def test_adaptive_and_fixed_masks_match_brute_force(name, mode, placeholder):
     state, records = decode_records(gpt, layout_for(gpt), config, torch.tensor([1, 4, 7]), torch.tensor([2, 5, 8]))
     assert_masks_match(state, records)
     if config.adaptive and placeholder in ("above", "left"):  # a fixed stand-in is accepted at once here
-        assert int(state.schedule.rejections.sum()) > 0  # openers were really re-run
+        assert int(state.schedule.opener_rejections.sum()) > 0  # openers were really re-run
 
 
 @pytest.mark.parametrize("grid,window", [(4, 1), (5, 2), (6, 3), (5, 4)])

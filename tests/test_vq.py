@@ -1,4 +1,4 @@
-"""Tests for llamagen/vq.py: official state-dict layout, decode/encode semantics (CPU, seconds)."""
+"""Tests for common/models/vq.py: official state-dict layout, decode/encode semantics (CPU, seconds)."""
 from __future__ import annotations
 
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from llamagen.vq import VQ_PRESETS, VQModel, vq_config
+from common.models.vq import VQ_PRESETS, VQModel, vq_config
 from tests.official_keys import official_keys
 
 
@@ -125,7 +125,7 @@ def test_unknown_preset_lists_names():
 @torch.no_grad()
 def test_attn_matches_explicit_formula():
     # softmax(q^T k * C^-0.5) over positions, written out with bmm as upstream does.
-    from llamagen.vq import AttnBlock
+    from common.models.vq import AttnBlock
 
     torch.manual_seed(2)
     blk, x = AttnBlock(64), torch.randn(2, 64, 5, 7)

@@ -3,8 +3,8 @@
 Run from a checkout of that commit: python make_tokens_before_row_drafts.py CHECKOUT OUT.pt"""
 import sys, torch
 sys.path.insert(0, sys.argv[1])
-from common.config import DecodeConfig
-from common.schedule import Layout
+from common.zipar.config import DecodeConfig
+from common.zipar.layout import Layout
 from llamagen.generate import generate, layout_for
 from tests.helpers.llamagen import tiny_gpt
 out = {}

@@ -2,8 +2,8 @@
 independent uncached NTP loop, and the oracle (tests.oracle) on class-conditional decodes."""
 import torch
 
-from common.condition import Condition
-from common.sampling import PURPOSE_TOKEN, draw_key, filter_logits, guide, sample_logits
+from common.zipar.condition import Condition
+from common.zipar.sampling import PURPOSE_TOKEN, draw_key, filter_logits, guide, sample_logits
 from llamagen.generate import condition_prefix
 from llamagen.model import Transformer, gpt_config, random_init_
 from tests.oracle import full_forward, oracle_error, record_passes
@@ -65,7 +65,7 @@ def run_oracle(gpt, layout, config, labels, seeds, fixed_tokens=None, valid=None
 
 
 def formula_passes(H, W, w, first_row):
-    """Pass counts as the paper states them, independent of common.schedule: (H-1)w + W with the early
+    """Pass counts as the paper states them, independent of common.zipar.window: (H-1)w + W with the early
     first row, 2W + (H-2)w with the serial one (row 1 waits for all of row 0)."""
     w = min(w, W)
     return (H - 1) * w + W if first_row == "early" or H == 1 else 2 * W + (H - 2) * w

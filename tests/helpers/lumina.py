@@ -3,7 +3,7 @@ as the reference for decoder parity; a stand-in tokenizer at Chameleon's real id
 hard-codes them)."""
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 
-from common.llama import LlamaConfig
+from common.models.llama import LlamaConfig
 from lumina_mgpt.prompt import image_token_name
 
 PROMPTS = ["a cat", "a red cube on the mat photo of a dog in blue"]

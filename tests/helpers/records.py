@@ -1,9 +1,9 @@
-"""Reading a decode's PassRecords (common.engine) back: the records of a class-conditional decode,
+"""Reading a decode's PassRecords (common.zipar.engine) back: the records of a class-conditional decode,
 the distribution each query sampled from, and the pass in which each cell was decided."""
 import torch
 
-from common.engine import cfg_active, decode_steps, start_decode
-from common.sampling import filter_logits, guide
+from common.zipar.engine import cfg_active, decode_steps, start_decode
+from common.zipar.sampling import filter_logits, guide
 from llamagen.generate import condition_prefix
 
 
@@ -21,7 +21,7 @@ def pick(t: torch.Tensor, b: int) -> torch.Tensor:
 
 def query_probs(state, rec) -> torch.Tensor:
     """(B, n, V) the distribution each of a pass's decided cells (rec.batch.cells) was sampled from:
-    guidance, filtering and softmax on the recorded logits, as common.engine does before every draw."""
+    guidance, filtering and softmax on the recorded logits, as common.zipar.engine does before every draw."""
     config, batch = state.config, state.seeds.shape[0]
     rows = rec.batch.sample_rows
     if config.uses_cfg and rows.shape[0] == batch > 1:  # per-image rows, repeated for the unconditional half

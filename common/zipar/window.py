@@ -1,10 +1,11 @@
-"""ZipAR decoding schedule: which grid cells each forward pass decodes (paper section 3.2).
+"""The ZipAR window rule and what follows from it: row windows, the pass table and the pass count
+(paper section 3.2).
 
-Pure functions of the token layout and the window. The rule (`window_allows`): cell (r, c) may be
-decoded once (r, c-1) is decoded and row r-1 holds at least min(c + w_r, W) decoded tokens, w_r being
-the window row r follows row r-1 with. Every pass decodes every cell the rule allows, so the number of
-passes is the critical path of the rule, counting the prefill pass that yields cell (0, 0). Plain
-next-token prediction is the same schedule with w = W.
+Pure functions of the token layout (common.zipar.layout) and the window. The rule (`window_allows`):
+cell (r, c) may be decoded once (r, c-1) is decoded and row r-1 holds at least min(c + w_r, W) decoded
+tokens, w_r being the window row r follows row r-1 with. Every pass decodes every cell the rule allows,
+so the number of passes is the critical path of the rule, counting the prefill pass that yields cell
+(0, 0). Plain next-token prediction is the same schedule with w = W.
 
 The first-row rule (`FIRST_ROW_RULES`, `first_row_rule`) sets w_1, the window of the row 0 -> row 1
 transition, the one place it is decided:
@@ -17,54 +18,19 @@ transition, the one place it is decided:
           end-of-row layouts (Lumina-mGPT, Emu3), whose openers are fed the real end-of-row token and
           whose released Lumina-mGPT code opens row 1 early.
 
-`compat="official"` reproduces the family's released code (common.official holds each family's
+`compat="official"` reproduces the family's released code (common.zipar.official holds each family's
 rule): its first-row rule (LlamaGen serial, Lumina-mGPT early), its window numbering and the windows
 it runs (`schedule_window`). LlamaGen's counts decided tokens as ours and runs 2 <= w < W (w = 1, where
 it fails an assertion, is our extension; at w = W it copies a token instead of sampling it, above W it
 raises IndexError; refused). Lumina-mGPT's zipar_window_size counts the row's lead token too, so it is
 our w + 1, and runs 2 <= w <= W + 1: (H-1)(w-1) + W image passes (659 at 48 x 48, w = 14).
 """
-from dataclasses import dataclass
-
 import numpy as np
 
-from common.official import rule_for
+from common.zipar.layout import Layout
+from common.zipar.official import rule_for
 
 FIRST_ROW_RULES = ("serial", "early")
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Where image tokens sit in the sequence.
-
-    prefix_len condition slots come first; then H rows of W content tokens, each row followed by
-    one fixed end-of-row token when `end_of_row` (Lumina-mGPT, Emu3), not for LlamaGen. `family` names
-    the model family, whose released code compat="official" reproduces (common.official).
-    """
-
-    rows: int
-    cols: int
-    prefix_len: int
-    end_of_row: bool = False
-    family: str | None = None
-
-    def __post_init__(self):
-        if self.rows < 1 or self.cols < 1:
-            raise ValueError(f"grid must be at least 1x1, got {self.rows}x{self.cols}")
-        if self.prefix_len < 1:
-            raise ValueError(f"prefix_len must be >= 1 (the last prefix slot predicts the first token), got {self.prefix_len}")
-
-    @property
-    def num_cells(self) -> int:
-        return self.rows * self.cols
-
-    @property
-    def row_stride(self) -> int:
-        return self.cols + int(self.end_of_row)
-
-    def cell_position(self, r: int, c: int) -> int:
-        """Sequence position (and cache slot) of grid cell (r, c); c == cols is the end-of-row token."""
-        return self.prefix_len + r * self.row_stride + c
 
 
 def check_first_row(first_row: str | None, compat: str | None = None) -> None:
@@ -90,7 +56,7 @@ def first_row_rule(layout: Layout, first_row: str | None = None, compat: str | N
 def schedule_window(layout: Layout, window: int | None, compat: str | None = None) -> int:
     """The window the schedule runs (row r+1 opens once row r holds w decided tokens), clipped to W, from
     the one asked for: None is next-token prediction (W); under compat="official" `window` is in the
-    released code's numbering, checked against the windows it runs (common.official)."""
+    released code's numbering, checked against the windows it runs (common.zipar.official)."""
     if compat not in (None, "official"):
         raise ValueError(f"compat must be None or 'official', got {compat!r}")
     if window is None:

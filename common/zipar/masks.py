@@ -1,6 +1,6 @@
 """The visibility rule, the one attention mask every decode pass uses (fixed, adaptive, drafted, official
 schedules alike): which cache slots each query reads. Which slots are live is the scheduler's business
-(common.scheduler); this module only turns liveness and positions into the mask."""
+(common.zipar.scheduler); this module only turns liveness and positions into the mask."""
 import torch
 
 

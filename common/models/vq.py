@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.taming import AttnBlock, Downsample, ResnetBlock, Upsample, norm, swish
+from common.models.taming import AttnBlock, Downsample, ResnetBlock, Upsample, norm, swish
 
 # Size of the usage-tracking buffer in the official VectorQuantizer. It is fixed at 65536
 # regardless of codebook_size (LlamaGen tokenizer/tokenizer_image/vq_model.py,
@@ -62,7 +62,7 @@ def vq_config(name: str) -> VQConfig:
 
 
 # ----------------------------------------------------------------------------- building blocks
-# ResnetBlock, AttnBlock, Downsample, Upsample: common/taming.py (shared with Chameleon's VQGAN)
+# ResnetBlock, AttnBlock, Downsample, Upsample: common/models/taming.py (shared with Chameleon's VQGAN)
 
 
 class _Level(nn.Module):

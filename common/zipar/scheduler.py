@@ -5,21 +5,21 @@ State per image (ScheduleState): decided tokens per row, the window each row fol
 with, opener attempts per row, whether each row's last token is in the cache, which cache slots are
 live. Each pass, every row offers three candidate queries ("lanes"), computed for all rows at once:
   cell    row r holds c tokens (1 <= c < W) and the row above allows (r, c) by the window rule
-          (common.schedule.window_allows, looked up at call time so that
+          (common.zipar.window.window_allows, looked up at call time so that
           the rule has exactly one definition): feed (r, c-1), decide (r, c).
   opener  row r holds none and the row above allows (r, 0): the query at the position that predicts
           (r, 0) ((r-1, W-1), or the end-of-row token of row r-1). Fed the real (r-1, W-1) when that
-          row is complete, else the end-of-row token, else a placeholder (common.placeholder).
-          Fixed windows: the opening is a plain draw. Adaptive windows: the first is a DRAFT, each
-          later pass re-runs it as a VERIFY against a window one token larger, until accepted (or
+          row is complete, else the end-of-row token, else a placeholder (common.zipar.placeholder).
+          Fixed windows: the opening is a plain draw. Adaptive windows: the first is an OPEN (its
+          draw kept pending), each later pass re-runs it as a VERIFY against a window one token larger, until accepted (or
           final, when row r-1 is complete); the window an opening is accepted at is what row r then
           follows row r-1 with. Each attempt overwrites the previous attempt's entry (its slot):
           a superseded opener is never read again, so one slot per row holds them all.
   feed    row r is complete and its last token is not in the cache yet: feed it (keys/values only).
-With row drafts (draft_len L, common.row_drafts) the cell lane is up to L + 1 queries: offset o is
+With row drafts (draft_len L, common.zipar.row_drafts) the cell lane is up to L + 1 queries: offset o is
 fed (r, c+o-1), a draft for o >= 1, and decides (r, c+o) (a CHECK of the draft there, or a DRAW
 after the last draft), for each cell the window rule allows. A draft-fed query's slot is visible
-only to its own row's later queries in the pass (common.masks), and live for all once kept.
+only to its own row's later queries in the pass (common.zipar.masks), and live for all once kept.
 The active lanes of an image are packed, in increasing position, into `queries_per_pass` slots
 (bound derived in `queries_per_pass`); the rest is inert padding that writes a scratch slot nobody
 reads and decides the token buffer's trash column. So every decode pass has one shape, no per-image
@@ -27,36 +27,29 @@ Python runs and nothing is read back to the host.
 
 Fixed windows are the special case "every opening accepted at its first chance": same lanes, same
 window rule, same placeholder rule, same visibility rule. compat="official" (the family's released
-code, common.official) differs only in its row windows (common.schedule) and, where its rule says so
+code, common.zipar.official) differs only in its row windows (common.zipar.window) and, where its rule says so
 (LlamaGen: the released code attends to unwritten, zero cache entries), in which slots start live:
 every regular slot.
 
-Slots (= cache indices), per model-batch row:
-  [0, T)                       condition prefix
-  T + r*stride + c             grid cell (r, c); c == W is row r's end-of-row token (if any)
-  opener_base + r - 1          the placeholder opener of row r (layouts without end-of-row tokens;
-                               with them, openers write the end-of-row slot itself)
-  scratch                      written by padding, never live
-A slot's position is that of the cell it belongs to (openers: the position predicting (r, 0)).
-Visibility (common.masks.visibility_mask): a query reads the live slots at positions <= its own.
+Slots: common.zipar.layout.SlotMap.
+Visibility (common.zipar.masks.visibility_mask): a query reads the live slots at positions <= its own.
 A slot is live from the pass that writes it (the tokens written in a pass were decided in earlier
 ones); a placeholder opener stops being live when the real (r-1, W-1) is fed. Only opener slots are
 ever rewritten, by the next attempt of the same opening, which replaces the entry for every later
 query.
 """
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
-from common.official import active_rule
-from common.placeholder import placeholder_source
-from common import schedule
-from common.schedule import Layout, first_row_rule, row_windows, schedule_window
-
-# what a query's logits decide: nothing, a token, an opener draft, an opener verification, a row draft's check
-PAD, DRAW, DRAFT, VERIFY, CHECK = 0, 1, 2, 3, 4
-PREFIX_SOURCE = -1  # the query's input is the condition embedding at its slot
+from common.zipar import row_drafts, window
+from common.zipar.config import DecodeConfig
+from common.zipar.layout import Layout, SlotMap
+from common.zipar.official import active_rule
+from common.zipar.passes import CHECK, DRAW, OPEN, PAD, PREFIX_SOURCE, VERIFY, PassBatch
+from common.zipar.placeholder import Placeholder
+from common.zipar.window import first_row_rule, row_windows, schedule_window
 
 
 def queries_per_pass(layout: Layout, window: int, draft_len: int = 0, serial_first_row: bool = False) -> int:
@@ -86,20 +79,6 @@ def open_rows_bound(layout: Layout, window: int, serial_first_row: bool = False)
     return min(rows, 1 + (layout.cols - 1) // max(window, 1))
 
 
-@dataclass(frozen=True)
-class PassBatch:
-    """One forward pass: queries per image (leading dim B), padded to one shape."""
-
-    is_prefix: bool  # the condition prefix pass: inputs are the prefix embeddings at `slots`
-    slots: torch.Tensor  # (B | 1, Q) cache slots written
-    positions: torch.Tensor  # (B | 1, Q) sequence positions
-    sources: torch.Tensor  # (B | 1, Q) token-buffer columns fed (PREFIX_SOURCE in the prefix pass)
-    sample_rows: torch.Tensor  # (B | 1, n) queries whose logits decide a cell
-    cells: torch.Tensor  # (B | 1, n) the cell each decides (the trash column for padding and feeds)
-    kinds: torch.Tensor  # (B | 1, n) PAD/DRAW/DRAFT/VERIFY
-    attempts: torch.Tensor  # (B | 1, n) opener attempt, for counter-based keys
-
-
 @dataclass
 class ScheduleState:
     """Per-image schedule state on the decode device; advanced in place by `Scheduler.advance`."""
@@ -110,7 +89,7 @@ class ScheduleState:
     fed_last: torch.Tensor  # (B, H) bool: (r, W-1) is in the cache
     live: torch.Tensor  # (B, S) bool: slots queries may read
     image_passes: torch.Tensor  # (B,) int64 passes each image has needed so far
-    rejections: torch.Tensor  # (B,) int64 rejected opener drafts (adaptive windows)
+    opener_rejections: torch.Tensor  # (B,) int64 rejected pending openings (adaptive windows)
     pass_index: torch.Tensor  # () int64 the next pass's index
     drafts: torch.Tensor  # (B, H) int64 row drafts after the decided tokens: cells count .. count+drafts-1
     row_passes: torch.Tensor  # (B, H) int64 passes in which row r ran its cell lane
@@ -140,77 +119,44 @@ class Plan:
         """The plan with its padding cut to `queries` per image (active queries come first)."""
         b = self.batch
         cut = lambda t: t[:, :queries]  # noqa: E731
-        batch = PassBatch(b.is_prefix, cut(b.slots), cut(b.positions), cut(b.sources), cut(b.sample_rows),
-                          cut(b.cells), cut(b.kinds), cut(b.attempts))
-        return Plan(batch, self.live, cut(self.active), self.cell_lane, self.open_lane, self.open_kind,
-                    self.feeds_last, self.above, cut(self.query_rows), cut(self.draft_fed), self.draft_slots,
-                    self.cell_queries, cut(self.query_cols))
+        batch = replace(b, slots=cut(b.slots), positions=cut(b.positions), sources=cut(b.sources),
+                        sample_rows=cut(b.sample_rows), cells=cut(b.cells), kinds=cut(b.kinds), attempts=cut(b.attempts))
+        return replace(self, batch=batch, active=cut(self.active), query_rows=cut(self.query_rows),
+                       draft_fed=cut(self.draft_fed), query_cols=cut(self.query_cols))
 
 
 class Scheduler:
     """The constants of one decode's schedule (layout, windows, slot map); the state lives in a
     ScheduleState. `plan` and `advance` are tensor functions without host synchronisation."""
 
-    def __init__(self, layout: Layout, config, device, queries: int | None = None):
-        H, W, T = layout.rows, layout.cols, layout.prefix_len
-        config.check_grid(W)
-        self.layout, self.device = layout, device
-        self.config = config
-        self.adaptive, self.placeholder, self.compat = config.adaptive, config.placeholder, config.compat
+    def __init__(self, layout: Layout, config: DecodeConfig, device, queries: int | None = None):
+        config.check_grid(layout.cols)
+        self.layout, self.config, self.device = layout, config, device
+        self.slot_map = SlotMap.build(layout, device)
+        self.placeholder = Placeholder(config.placeholder, self.slot_map.placeholder_column, layout.end_of_row)
         self.draft_len = config.draft_len
-        self.ahead = config.draft_ahead
-        self.per_image = config.per_image_schedule
         self.w_min = schedule_window(layout, config.window, config.compat)
         self.row_windows = row_windows(layout, config.window, config.compat, config.first_row)
         official = active_rule(layout.family, config.compat)
         self.reads_unwritten = official is not None and official.reads_unwritten
         serial = first_row_rule(layout, config.first_row, config.compat) == "serial"
-        self.opener_base = T + H * layout.row_stride
-        self.scratch = self.opener_base + (0 if layout.end_of_row else max(H - 1, 0))
-        self.num_slots = self.scratch + 1
         self.num_queries = queries or queries_per_pass(layout, self.w_min, self.draft_len, serial)
         # rows that can hold drafts at once: a ring of draft-distribution buffers indexed by r mod this
         self.draft_rows = open_rows_bound(layout, self.w_min, serial)
-        N = layout.num_cells
-        self.placeholder_column = N + (H if layout.end_of_row else 0)
-        self.trash = self.placeholder_column + 1  # token-buffer column that padding decides
-        r = torch.arange(H, device=device)
-        self.rows = r
-        self.cell_start = T + r * layout.row_stride  # (H,) slot of (r, 0)
-        pos = torch.zeros(self.num_slots, dtype=torch.int64, device=device)
-        pos[:self.opener_base] = torch.arange(self.opener_base, device=device)
-        if H > 1:
-            pos[self.opener_base:self.scratch] = self._opener_position(r[1:])[:self.scratch - self.opener_base]
-        self.slot_positions = pos  # (S,)
-        self.regular = torch.arange(self.num_slots, device=device) < self.opener_base
-        slot_rows = torch.full((self.num_slots,), H, dtype=torch.int64, device=device)
-        cell_slots = (self.cell_start[:, None] + torch.arange(W, device=device)).reshape(-1)
-        slot_rows[cell_slots] = r.repeat_interleave(W)
-        self.slot_rows = slot_rows  # (S,) grid row of each cell slot, H for every other slot
-        slot_cols = torch.zeros(self.num_slots, dtype=torch.int64, device=device)
-        slot_cols[cell_slots] = torch.arange(W, device=device).repeat(H)
-        self.slot_cols = slot_cols  # (S,) grid column of each cell slot, 0 for every other slot
-
-    @property
-    def token_buffer_width(self) -> int:
-        """Columns of the token buffer: cells, end-of-row tokens, placeholder column, trash column."""
-        return self.trash + 1
-
-    def _opener_position(self, r: torch.Tensor) -> torch.Tensor:
-        """Position of the query that predicts (r, 0): (r-1, W-1), or row r-1's end-of-row token."""
-        W = self.layout.cols
-        return self.cell_start[r - 1] + (W if self.layout.end_of_row else W - 1)
+        self.rows = torch.arange(layout.rows, device=device)
 
     def initial_state(self, batch: int) -> ScheduleState:
         H, dev = self.layout.rows, self.device
         zeros = lambda: torch.zeros(batch, H, dtype=torch.int64, device=dev)  # noqa: E731
-        window = torch.tensor([self.layout.cols] + self.row_windows, dtype=torch.int64, device=dev)
-        live = self.regular.expand(batch, -1).clone() if self.reads_unwritten else \
-            torch.zeros(batch, self.num_slots, dtype=torch.bool, device=dev)
+        windows = torch.tensor([self.layout.cols] + self.row_windows, dtype=torch.int64, device=dev)
+        live = self.slot_map.regular.expand(batch, -1).clone() if self.reads_unwritten else \
+            torch.zeros(batch, self.slot_map.num_slots, dtype=torch.bool, device=dev)
         per_image = lambda: torch.zeros(batch, dtype=torch.int64, device=dev)  # noqa: E731
-        return ScheduleState(zeros(), window.expand(batch, -1).clone(), zeros(),
-                             torch.zeros(batch, H, dtype=torch.bool, device=dev), live, per_image(), per_image(),
-                             torch.zeros((), dtype=torch.int64, device=dev), zeros(), zeros(), zeros(), per_image())
+        return ScheduleState(count=zeros(), window=windows.expand(batch, -1).clone(), attempts=zeros(),
+                             fed_last=torch.zeros(batch, H, dtype=torch.bool, device=dev), live=live,
+                             image_passes=per_image(), opener_rejections=per_image(),
+                             pass_index=torch.zeros((), dtype=torch.int64, device=dev), drafts=zeros(),
+                             row_passes=zeros(), row_gain=zeros(), draft_rejections=per_image())
 
     def prefix_pass(self, state: ScheduleState) -> PassBatch:
         """Pass 0: the condition prefix; its last query decides (0, 0)."""
@@ -218,91 +164,50 @@ class Scheduler:
         slots = torch.arange(T, device=dev)[None]
         state.live[:, :T] = True
         one = lambda v: torch.tensor([[v]], dtype=torch.int64, device=dev)  # noqa: E731
-        return PassBatch(True, slots, slots, torch.full_like(slots, PREFIX_SOURCE), one(T - 1), one(0),
-                         one(DRAW), one(0))
+        return PassBatch(is_prefix=True, slots=slots, positions=slots, sources=torch.full_like(slots, PREFIX_SOURCE),
+                         sample_rows=one(T - 1), cells=one(0), kinds=one(DRAW), attempts=one(0))
 
     def after_prefix(self, state: ScheduleState) -> None:
         state.count[:, 0] = 1
         state.image_passes.fill_(1)
         state.pass_index.fill_(1)
 
-    def draft_lanes(self, state: ScheduleState) -> tuple[torch.Tensor, torch.Tensor]:
-        """Row drafts to start after a pass: (B, H, L) bool over offsets o (cell count + o), True
-        where a new draft goes, and the drafts each row holds then (B, H). A row drafts the cells
-        after its decided ones that the window rule lets it decide in the next pass (up to L);
-        drafts it already holds (those redrawn after a rejection) stay."""
-        W, L = self.layout.cols, self.draft_len
-        cnt = state.count
-        above = torch.cat([torch.full_like(cnt[:, :1], W), cnt[:, :-1]], dim=1)
-        col = cnt[..., None] + torch.arange(L, device=cnt.device)  # (B, H, L)
-        base = (cnt[..., None] >= 1) & (col < W)
-        if self.ahead:  # up to what the row above's decided tokens and drafts will show (`_cell_lanes`)
-            rows, seen = [], above[:, 0]
-            for r in range(self.layout.rows):
-                rows.append(base[:, r] & schedule.window_allows(seen[:, None], col[:, r], state.window[:, r, None], W))
-                seen = cnt[:, r] + rows[-1].sum(-1)
-            allowed = torch.stack(rows, dim=1)
-        else:
-            allowed = base & schedule.window_allows(above[..., None], col, state.window[..., None], W)
-        target = allowed.sum(-1)  # a prefix of the offsets: the rule is monotone in the column
-        new = allowed & (torch.arange(L, device=cnt.device) >= state.drafts[..., None])
-        return new, target
-
-    def _cell_lanes(self, state: ScheduleState, cell, above, o, col) -> torch.Tensor:
-        """(B, H, L+1) the cell lane's offsets that run: o <= the drafts held, inside the row, and allowed
-        by the window rule. Offset 0 (fed the last decided token) counts the row above's decided tokens.
-        Drafting ahead (DecodeConfig.draft_ahead), offsets >= 1 count the row above's decided tokens
-        plus the drafts its lane feeds in this same pass (cnt + its lane - 1), which their queries may
-        read (common.masks.drafts_above_readable); row by row, top down, as each row's reach depends
-        on the lane of the row above."""
-        W, H = self.layout.cols, self.layout.rows
-        base = cell[..., None] & (o <= state.drafts[..., None]) & (col < W)
-        if not self.ahead:
-            return base & schedule.window_allows(above[..., None], col, state.window[..., None], W)
-        lanes, seen = [], above[:, 0]
-        for r in range(H):
-            reach = torch.where(o == 0, above[:, r, None], seen[:, None])
-            lane = base[:, r] & schedule.window_allows(reach, col[:, r], state.window[:, r, None], W)
-            lanes.append(lane)
-            seen = state.count[:, r] + (lane.sum(-1) - 1).clamp(min=0)
-        return torch.stack(lanes, dim=1)
-
     def plan(self, state: ScheduleState) -> Plan:
         """The next decode pass's queries for every image, from the state before the pass, padded
         to `num_queries` per image (`Plan.trimmed` cuts the padding)."""
         layout = self.layout
         H, W, N = layout.rows, layout.cols, layout.num_cells
-        r, start = self.rows, self.cell_start
+        r, start = self.rows, self.slot_map.cell_start
+        scratch, trash = self.slot_map.scratch, self.slot_map.trash
         cnt, att = state.count, state.attempts
         B = cnt.shape[0]
         above = torch.cat([torch.full_like(cnt[:, :1], W), cnt[:, :-1]], dim=1)  # (B, H)
 
-        cell = (cnt >= 1) & (cnt < W) & schedule.window_allows(above, cnt, state.window, W)
+        cell = (cnt >= 1) & (cnt < W) & window.window_allows(above, cnt, state.window, W)
         # the cell lane, offsets o = 0..L: fed (r, c+o-1) (o >= 1: a draft), decides (r, c+o): a CHECK of
         # the draft there, or a DRAW after the last draft; each decided cell the window rule allows
         L = self.draft_len
         o = torch.arange(L + 1, device=cnt.device)
         col = cnt[..., None] + o  # (B, H, L+1) decided column
-        lane = self._cell_lanes(state, cell, above, o, col)
+        lane = row_drafts.cell_lanes(self, state, cell, above, o, col)
         cell_slot = start[:, None] + col - 1
         cell_kind = torch.where(o < state.drafts[..., None], CHECK, DRAW)
         lanes_of = lambda t: t.reshape(B, -1)  # noqa: E731  (B, H, L+1) -> (B, H*(L+1))
 
-        opener = (r >= 1) & (cnt == 0) & schedule.window_allows(above, torch.zeros_like(cnt), state.window, W)
+        opener = (r >= 1) & (cnt == 0) & window.window_allows(above, torch.zeros_like(cnt), state.window, W)
         full = above == W
-        open_pos = self._opener_position(r.clamp(min=1)).expand(B, -1)
+        open_pos = self.slot_map.opener_position(r.clamp(min=1)).expand(B, -1)
         if layout.end_of_row:
             real = torch.zeros_like(full)
             open_slot = open_pos  # the end-of-row slot
             open_src = (N + r - 1).expand(B, -1)
         else:
             real = full  # row r-1 is complete: its real last token opens row r
-            open_slot = torch.where(real, open_pos, self.opener_base + (r - 1).clamp(min=0))
-            stand_in = placeholder_source(self.placeholder, (r - 1).clamp(min=0).expand(B, -1), cnt, W,
-                                          self.placeholder_column)
+            open_slot = torch.where(real, open_pos, self.slot_map.opener_base + (r - 1).clamp(min=0))
+            stand_in = self.placeholder.source((r - 1).clamp(min=0).expand(B, -1), cnt, W)
             open_src = torch.where(real, r * W - 1, stand_in)
-        if self.adaptive:
-            open_kind = torch.where(att > 0, VERIFY, torch.where(full, DRAW, DRAFT))
+        if self.config.adaptive:
+            open_kind = torch.where(att > 0, VERIFY, torch.where(full, DRAW, OPEN))
         else:
             open_kind = torch.full_like(cnt, DRAW)
 
@@ -317,7 +222,7 @@ class Scheduler:
         slot = torch.cat([lanes_of(cell_slot), open_slot, last_slot.expand(B, -1)], dim=1)
         pos = torch.cat([lanes_of(cell_slot), open_pos, last_slot.expand(B, -1)], dim=1)
         src = torch.cat([lanes_of(r[:, None] * W + col - 1), open_src, (r * W + W - 1).expand(B, -1)], dim=1)
-        out = torch.cat([lanes_of(r[:, None] * W + col), (r * W).expand(B, -1), torch.full_like(cnt, self.trash)], 1)
+        out = torch.cat([lanes_of(r[:, None] * W + col), (r * W).expand(B, -1), torch.full_like(cnt, trash)], 1)
         kind = torch.cat([lanes_of(cell_kind.expand(B, -1, -1)), open_kind, torch.full_like(cnt, PAD)], dim=1)
         attempt = torch.cat([torch.zeros_like(lanes_of(col)), att, torch.zeros_like(cnt)], dim=1)
         row_of = torch.cat([rows_of_cells.reshape(1, -1).expand(B, -1), torch.full_like(cnt, H),
@@ -325,14 +230,14 @@ class Scheduler:
         fed_draft = torch.cat([lanes_of((o >= 1).expand(B, H, -1)), torch.zeros_like(opener),
                                torch.zeros_like(feed)], dim=1)
 
-        big = self.num_slots + 1  # inactive lanes sort last
+        big = self.slot_map.num_slots + 1  # inactive lanes sort last
         order = torch.argsort(torch.where(active, pos, big), dim=1)[:, :self.num_queries]
         take = lambda t: t.gather(1, order)  # noqa: E731
         on = take(active)
-        slots = torch.where(on, take(slot), self.scratch)
+        slots = torch.where(on, take(slot), scratch)
         positions = torch.where(on, take(pos), 0)
         sources = torch.where(on, take(src), 0)
-        cells = torch.where(on, take(out), self.trash)
+        cells = torch.where(on, take(out), trash)
         kinds = torch.where(on, take(kind), PAD)
         attempts = torch.where(on, take(attempt), 0)
         query_rows = torch.where(on, take(row_of), H)
@@ -341,12 +246,14 @@ class Scheduler:
 
         feeds_last = feed | fed_by_opener
         live = self._live_after(state, opener, real, feeds_last, slots, on & ~draft_fed)
-        draft_slots = torch.zeros_like(live).scatter_(1, torch.where(draft_fed, slots, self.scratch), True)
-        draft_slots[:, self.scratch] = False
+        draft_slots = torch.zeros_like(live).scatter_(1, torch.where(draft_fed, slots, scratch), True)
+        draft_slots[:, scratch] = False
         sample_rows = torch.arange(slots.shape[1], device=cnt.device).expand(B, -1)
-        batch = PassBatch(False, slots, positions, sources, sample_rows, cells, kinds, attempts)
-        return Plan(batch, live, on, cell, opener, open_kind, feeds_last, above, query_rows, draft_fed,
-                    draft_slots, lane.sum(-1), query_cols)
+        batch = PassBatch(is_prefix=False, slots=slots, positions=positions, sources=sources, sample_rows=sample_rows,
+                          cells=cells, kinds=kinds, attempts=attempts)
+        return Plan(batch=batch, live=live, active=on, cell_lane=cell, open_lane=opener, open_kind=open_kind,
+                    feeds_last=feeds_last, above=above, query_rows=query_rows, draft_fed=draft_fed,
+                    draft_slots=draft_slots, cell_queries=lane.sum(-1), query_cols=query_cols)
 
     def _live_after(self, state, opener, real, feeds_last, slots, on) -> torch.Tensor:
         """The live slots in this pass: placeholders retired, this pass's writes added."""
@@ -354,45 +261,27 @@ class Scheduler:
         live = state.live.clone()
         if not layout.end_of_row and layout.rows > 1:
             # a placeholder shadows the real slot it stands for (unwritten; live zeros in compat mode)
-            stands_for = self.cell_start[(r - 1).clamp(min=0)] + W - 1
-            live.scatter_(1, torch.where(opener & ~real, stands_for, self.scratch), False)
+            stands_for = self.slot_map.cell_start[(r - 1).clamp(min=0)] + W - 1
+            live.scatter_(1, torch.where(opener & ~real, stands_for, self.slot_map.scratch), False)
             # the real (r-1, W-1) retires row r's placeholder opener
-            live[:, self.opener_base:self.scratch] &= ~feeds_last[:, :-1]
+            live[:, self.slot_map.opener_base:self.slot_map.scratch] &= ~feeds_last[:, :-1]
         live.scatter_(1, slots, on)
-        live[:, self.scratch] = False
+        live[:, self.slot_map.scratch] = False
         return live
 
     def advance(self, state: ScheduleState, plan: Plan, accepted: torch.Tensor | None,
-                first_rejected: torch.Tensor | None = None) -> None:
+                row_gain: torch.Tensor | None = None) -> None:
         """Update the state in place after the pass's tokens are decided. accepted: (B,) whether the
-        image's opener verification (if any) accepted its draft. first_rejected: (B, H) with row
-        drafts, the column of each row's first rejected draft (W if none; drafting ahead, the last
-        column whose token counts, common.row_drafts): the row keeps the cells before it and the
-        token there; its later cells become drafts (redrawn in this pass)."""
-        W, H = self.layout.cols, self.layout.rows
-        cnt = state.count
-        if first_rejected is None:
-            gain = plan.cell_lane.long()
-        else:
-            end = cnt + plan.cell_queries  # one past the last cell decided in this pass
-            new_count = torch.where(plan.cell_lane, torch.minimum(first_rejected + 1, end), cnt)
-            gain = new_count - cnt
-            state.drafts.copy_(torch.where(plan.cell_lane, torch.maximum(cnt + state.drafts, end) - new_count,
-                                           state.drafts))
-            state.draft_rejections += (plan.cell_lane & (first_rejected < W)).sum(1)
-            # a draft-fed slot holds a decided token's entry iff that token was kept and is not the
-            # row's last decided one (whose entry the next pass writes)
-            padded = torch.cat([new_count, torch.zeros_like(new_count[:, :1])], dim=1)  # row H: none
-            fed_col = plan.batch.slots - self.cell_start[plan.query_rows.clamp(max=H - 1)]
-            kept = plan.draft_fed & (fed_col < padded.gather(1, plan.query_rows) - 1)
-            plan.live.scatter_(1, torch.where(kept, plan.batch.slots, self.scratch), True)
-            plan.live[:, self.scratch] = False
+        image's opener verification (if any) accepted the pending opening. row_gain: (B, H) with row
+        drafts, the tokens each row's cell lane kept (common.zipar.row_drafts.keep); else one per lane."""
+        W = self.layout.cols
+        gain = plan.cell_lane.long() if row_gain is None else row_gain
         state.row_passes += plan.cell_lane.long()
         state.row_gain += gain
         kind = plan.open_kind
         if accepted is None:
             opened = plan.open_lane & (kind == DRAW)
-            rejected = torch.zeros_like(state.rejections)
+            rejected = torch.zeros_like(state.opener_rejections)
         else:
             final = plan.above == W
             opened = plan.open_lane & ((kind == DRAW) | ((kind == VERIFY) & (accepted[:, None] | final)))
@@ -402,16 +291,9 @@ class Scheduler:
         state.attempts += plan.open_lane.long()
         state.fed_last |= plan.feeds_last
         state.live.copy_(plan.live)
-        state.rejections += rejected
+        state.opener_rejections += rejected
         state.image_passes.copy_(torch.where(plan.active.any(1), state.pass_index + 1, state.image_passes))
         state.pass_index += 1
-
-    def fixed_pass_sizes(self) -> tuple[int, ...]:
-        """Fixed windows: the real queries of each decode pass (one schedule for every image). Eager
-        decodes run each pass at its own size; compiled ones pad every pass to `num_queries`."""
-        if self.per_image:
-            raise ValueError("adaptive windows and row drafts have per-image, data-dependent pass sizes")
-        return fixed_pass_sizes(self.layout, self.config)
 
     def done(self, state: ScheduleState) -> torch.Tensor:
         return (state.count == self.layout.cols).all()
@@ -429,7 +311,7 @@ class Scheduler:
 
 
 @functools.lru_cache(maxsize=64)
-def fixed_pass_sizes(layout: Layout, config) -> tuple[int, ...]:
+def fixed_pass_sizes(layout: Layout, config: DecodeConfig) -> tuple[int, ...]:
     """The real queries of each pass of a fixed-window schedule, found by running the scheduler once
     on the CPU without a model (a pure function of its arguments, so it is remembered: a sampling
     job decodes many batches with one layout and config)."""

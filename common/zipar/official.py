@@ -2,7 +2,7 @@
 
 One compat notion for every family: `compat="official"` reproduces the family's released code token for
 token, and where two releases differ they differ in an OfficialRule below, never in a second code path.
-The schedule (common.schedule: window numbering and range, first-row rule), the scheduler (which slots
+The schedule (common.zipar.window: window numbering and range, first-row rule), the scheduler (which slots
 start live), the engine (prompt attention in the prefill), the end-of-row pipeline (the unconditional
 branch) and the reports (header passes) read the rule of the layout's family (`Layout.family`).
 
@@ -32,7 +32,7 @@ class OfficialRule:
     lowest_window: int  # the release's windows compat accepts: lowest_window .. W + highest_over_cols
     highest_over_cols: int
     window_refusal: str  # what the release does outside that range; formatted with lo, hi, cols
-    first_row: str  # common.schedule.FIRST_ROW_RULES: when row 1 opens
+    first_row: str  # common.zipar.window.FIRST_ROW_RULES: when row 1 opens
     reads_unwritten: bool  # every regular cache slot is live from the start (the release reads zero entries)
     unconditional: str  # CFG branch: "family" (the family's own) or "padded_prompt" (<s>, <pad> x (P-1), header)
     prompt_attention: tuple[str, ...]  # in the prefill, how the prompt reads itself: the default, then variants

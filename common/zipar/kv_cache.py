@@ -3,7 +3,7 @@
 Preallocated per decode (zeros), written by slot index (gpt-fast's `k_cache[:, :, pos] = k`); the
 engine decides slots and masks, a layer only writes its keys/values and reads the whole cache.
 It is the only state a decode holds besides the engine's own DecodeState. `recorder` is None
-except while common.attention.record_attention runs a decode (opt-in attention-map recording).
+except while common.attention_maps.record_attention runs a decode (opt-in attention-map recording).
 """
 import torch
 import torch.nn.functional as F

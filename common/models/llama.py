@@ -15,8 +15,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common.kv_cache import KVCache, cached_attention
-from common.layers import RMSNorm
+from common.zipar.kv_cache import KVCache, cached_attention
+from common.models.layers import RMSNorm
 
 
 @dataclass(frozen=True)
@@ -133,7 +133,7 @@ class Body(nn.Module):
 
 
 class LlamaDecoder(nn.Module):
-    """Implements common.engine.Decoder."""
+    """Implements common.zipar.engine.Decoder."""
 
     def __init__(self, c: LlamaConfig):
         super().__init__()
@@ -169,7 +169,7 @@ class LlamaDecoder(nn.Module):
 def random_init_(model: LlamaDecoder, seed: int, std: float = 0.02) -> None:
     """Seeded normal weights for every linear and embedding (lm_head included, so distributions are
     peaked), non-trivial qk-norm affine parameters, so tests exercise every weight, and unit RMSNorm
-    weights: every parameter is set, so a model from common.hf_shards.empty_model is safe to use."""
+    weights: every parameter is set, so a model from common.weights.hf_shards.empty_model is safe to use."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for module in model.modules():

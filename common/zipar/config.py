@@ -5,13 +5,17 @@ from dataclasses import dataclass
 
 import torch
 
-from common.official import PROMPT_ATTENTIONS
-from common.placeholder import COMPAT_POLICY, DEFAULT_POLICY, POLICIES, check_policy
-from common.row_drafts import DRAFT_COUPLINGS, DRAFT_INITS
-from common.schedule import FIRST_ROW_RULES, Layout, check_first_row, schedule_window
+from common.zipar.layout import Layout
+from common.zipar.official import PROMPT_ATTENTIONS
+from common.zipar.placeholder import COMPAT_POLICY, DEFAULT_POLICY, POLICIES, check_policy
+from common.zipar.window import FIRST_ROW_RULES, check_first_row, schedule_window
 
 # --precision choices of every script: the model dtype
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+# row drafts (common.zipar.row_drafts): how a new draft position starts, how a draft is redrawn after a rejection
+DRAFT_INITS = ("above", "left", "random")
+DRAFT_COUPLINGS = ("maximal", "independent")
 
 
 @dataclass(frozen=True)
@@ -20,21 +24,21 @@ class DecodeConfig:
 
     window: int | None = None
     adaptive: bool = False  # window is then w_min: row openings are drafted and verified (section 3.3)
-    placeholder: str | None = None  # what a row's opening query is fed (common.placeholder); None: the
+    placeholder: str | None = None  # what a row's opening query is fed (common.zipar.placeholder); None: the
     # default, DEFAULT_POLICY, or the released code's "above" with compat="official"; set to it on construction
-    compat: str | None = None  # "official": the family's released ZipAR code (common.official), window in its numbering
+    compat: str | None = None  # "official": the family's released ZipAR code (common.zipar.official), window in its numbering
     prompt_attention: str | None = None  # compat only: the prompt reads itself "causal"ly or "bidirectional"ly in the
-    # prefill; None: as the released code runs (common.official)
+    # prefill; None: as the released code runs (common.zipar.official)
     first_row: str | None = None  # row 1 opens when row 0 is complete ("serial") or at the window ("early");
-    # None: the layout's default, serial without end-of-row tokens (LlamaGen), early with (common.schedule)
+    # None: the layout's default, serial without end-of-row tokens (LlamaGen), early with (common.zipar.window)
     cfg_scale: float = 1.0  # > 1 runs an unconditional branch (LlamaGen semantics)
     cfg_interval: float = -1  # -1: guide every token; else tokens 0 .. cfg_interval + 1
     temperature: float = 1.0
     top_k: int = 0  # 0: off
     top_p: float = 1.0  # 1: off
     draft_len: int = 0  # L > 0: each row drafts up to L tokens ahead, verified by speculative Jacobi tests
-    draft_init: str = "above"  # how a new draft position starts (common.row_drafts.DRAFT_INITS)
-    draft_coupling: str = "maximal"  # how a draft is redrawn after a rejection (common.row_drafts.DRAFT_COUPLINGS)
+    draft_init: str = "above"  # how a new draft position starts (DRAFT_INITS)
+    draft_coupling: str = "maximal"  # how a draft is redrawn after a rejection (DRAFT_COUPLINGS)
     draft_ahead: bool = False  # rows also draft and decide on the row above's drafts in the same pass (row_drafts)
 
     def __post_init__(self):
@@ -99,7 +103,7 @@ class DecodeConfig:
         return self.cfg_scale > 1.0
 
     def window_for(self, layout: Layout) -> int:
-        """The window the schedule runs on `layout` (NTP is w = W; compat: common.schedule.schedule_window)."""
+        """The window the schedule runs on `layout` (NTP is w = W; compat: common.zipar.window.schedule_window)."""
         return schedule_window(layout, self.window, self.compat)
 
 
@@ -121,9 +125,9 @@ def add_decode_args(parser: argparse.ArgumentParser, *, cfg_scale: float | None,
                    help="what row r+1's opening query is fed while (r, W-1) is not decoded yet: above-or-mean = "
                         "(r-1, W-1) once decided, else the mean token embedding (default), above = the latest token "
                         "of row r-1 (the paper code's choice; --compat official's), left = the latest token of row r, "
-                        "mean = the mean token embedding, token:<id> = a fixed code (common/placeholder.py)")
+                        "mean = the mean token embedding, token:<id> = a fixed code (common/zipar/placeholder.py)")
     g.add_argument("--compat", choices=["official"], default=None,
-                   help="reproduce the paper's released code of the model family (common/official.py). LlamaGen: "
+                   help="reproduce the paper's released code of the model family (common/zipar/official.py). LlamaGen: "
                         "first row serial, placeholder 'above', a mask that reads unwritten (zero) cache slots; "
                         "--window 1 .. W-1. Lumina-mGPT: --window is the release's zipar_window_size (our w + 1: it "
                         "counts the row's lead token), 2 .. W+1; its CFG branch <s> + <pad>s; a bidirectional prompt "
@@ -149,11 +153,11 @@ def add_decode_args(parser: argparse.ArgumentParser, *, cfg_scale: float | None,
     g.add_argument("--draft-init", choices=DRAFT_INITS, default="above",
                    help="how a new draft starts: above = the decided token above it (row 0: its left token), "
                         "left = the row's last token repeated (SJD's LlamaGen choice), random = a uniform code "
-                        "(SJD's Lumina-mGPT/Emu3 choice); common/row_drafts.py")
+                        "(SJD's Lumina-mGPT/Emu3 choice); common/zipar/row_drafts.py")
     g.add_argument("--draft-ahead", action="store_true",
                    help="with --draft-len: a row's drafted queries also read the rows above's drafts of the same "
                         "pass (up to the window), so rows decide ahead of the row above's decided tokens; a "
-                        "token is kept only if every draft it read is kept (common/row_drafts.py)")
+                        "token is kept only if every draft it read is kept (common/zipar/row_drafts.py)")
     g.add_argument("--draft-coupling", choices=DRAFT_COUPLINGS, default="maximal",
                    help="how drafts after a rejection are redrawn: maximal = coupled to the old draft (kept with "
                         "probability min(1, p/q), else from the residual; as SCD), independent = a fresh draw "

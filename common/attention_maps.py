@@ -8,7 +8,7 @@ mask allows, on the selected layers and batch rows, and keeps it on the CPU, hea
 
 Conventions of the analysis functions (pure, numpy or torch in, numpy out). They take `probs`, one
 image's dense (S, S) matrix from `attention_by_slot` (row = the query written at that slot), and a
-common.schedule.Layout. The query that *generates* cell (r, c) is the one fed the token before it
+common.zipar.window.Layout. The query that *generates* cell (r, c) is the one fed the token before it
 (`generating_slots`): ZipAR's question is which earlier tokens that query needs. The window is
 ZipAR's: with window w, when (r, c) is generated row r-1 holds columns 0 .. c+w-1 and, transitively,
 row r-k holds columns 0 .. c+k*w-1 (clipped to W). Window 1 therefore covers the token right above.
@@ -19,11 +19,11 @@ from typing import Iterable
 import numpy as np
 import torch
 
-from common.schedule import Layout
+from common.zipar.layout import Layout
 
 
 class AttentionRecorder:
-    """Called by common.kv_cache.cached_attention; keeps (slots (B, Q), probs (B, [H,] Q, S)) per layer.
+    """Called by common.zipar.kv_cache.cached_attention; keeps (slots (B, Q), probs (B, [H,] Q, S)) per layer.
 
     layers: which layers to keep (None: all). rows: model-batch rows to keep (None: all; with CFG,
     range(B) keeps the conditional branch). per_head: keep every head instead of their mean.
@@ -54,9 +54,9 @@ class AttentionRecorder:
 
 
 def record_attention(model, state, recorder: AttentionRecorder) -> list:
-    """Run the rest of a decode (common.engine.decode_steps) with `recorder` attached to its cache;
+    """Run the rest of a decode (common.zipar.engine.decode_steps) with `recorder` attached to its cache;
     the recorder is detached afterwards, also on error. Returns the PassRecords."""
-    from common.engine import decode_steps
+    from common.zipar.engine import decode_steps
     state.cache.recorder = recorder
     try:
         return list(decode_steps(model, state))

@@ -19,8 +19,13 @@ Cell (r+1, 0) is predicted by the query at the position of (r, W-1). When row r+
 "above" and "left" read decided tokens only: the counts passed in are those decided before the
 opening pass. The mean embedding and fixed codes need no decided token; the engine feeds them from
 the placeholder column of its token buffer. This module is the one place the rule lives; fixed and
-adaptive schedules both call `placeholder_source`.
+adaptive schedules both call `placeholder_source`. A decode's `Placeholder` holds its policy and the
+state the policy needs, so the engine and the scheduler never name a policy: the engine fills the buffer
+(`fill`), prepares it once the code count is known (`prepare`) and feeds its queries (`feed`); the
+scheduler asks which column an opener is fed (`source`).
 """
+from typing import Callable
+
 import torch
 
 POLICIES = ("above-or-mean", "above", "left", "mean", "token:<id>")
@@ -85,3 +90,42 @@ def mean_embedding(embed_tokens, num_codes: int, device, chunk: int = 4096) -> t
         part = e.float().sum(0)
         total = part if total is None else total + part
     return (total / num_codes).to(dtype)
+
+
+class Placeholder:
+    """One decode's placeholder: its policy, the token-buffer column it feeds from, and (policies that
+    feed the mean embedding, on layouts without end-of-row tokens) the mean embedding, set by `prepare`."""
+
+    def __init__(self, policy: str, column: int, end_of_row: bool):
+        self.policy, self.column = policy, column
+        self.uses_mean = feeds_mean_embedding(policy) and not end_of_row
+        self.mean_input: torch.Tensor | None = None  # (D,) once prepared, if uses_mean
+
+    def fill(self, tokens: torch.Tensor) -> None:
+        """Write a "token:<id>" code into the placeholder column of the (B, width) token buffer."""
+        if (code := fixed_token(self.policy)) is not None:
+            tokens[:, self.column] = code
+
+    def prepare(self, embed_tokens, num_codes: int, device) -> None:
+        """Once the code count is known (the prefix pass's logits): check a "token:<id>" code, and
+        compute the mean embedding over the codes the model samples."""
+        code = fixed_token(self.policy)
+        if code is not None and code >= num_codes:
+            raise ValueError(f"placeholder {self.policy!r}: the model samples codes 0..{num_codes - 1}")
+        if self.uses_mean:
+            self.mean_input = mean_embedding(embed_tokens, num_codes, device)
+
+    def source(self, row: torch.Tensor, decided: torch.Tensor, cols: int) -> torch.Tensor:
+        """placeholder_source of this policy and column."""
+        return placeholder_source(self.policy, row, decided, cols, self.column)
+
+    def feed(self, x: torch.Tensor, input_ids: torch.Tensor,
+             fed_from: Callable[[int], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The queries' input embeddings x (B_model, Q, D) and recorded ids (B_model, Q), with the mean
+        embedding (recorded as MEAN_INPUT) where a query is fed the placeholder column: fed_from(column)
+        -> (B_model, Q) bool. Unchanged for the other policies (their column holds a real code)."""
+        if self.mean_input is None:
+            return x, input_ids
+        is_mean = fed_from(self.column)
+        x = torch.where(is_mean[..., None], self.mean_input.to(x.dtype), x)
+        return x, input_ids.masked_fill(is_mean, MEAN_INPUT)

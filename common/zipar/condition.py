@@ -20,7 +20,7 @@ class Condition:
     that row (clamped at 0): a row left-padded by p slots passes p, so its real tokens sit at
     positions 0, 1, ... as in an unpadded run.
     bidirectional: (B_model, T) bool or None; in the prefix pass, these slots read each other whatever
-    their order (the prompt prefill of the released Lumina-mGPT ZipAR code, common.official); every
+    their order (the prompt prefill of the released Lumina-mGPT ZipAR code, common.zipar.official); every
     other prefix query reads causally.
     """
 

@@ -1,4 +1,4 @@
-"""The one decode loop: runs the ZipAR scheduler (common.scheduler; paper sections 3.2-3.3) with any
+"""The one decode loop: runs the ZipAR scheduler (common.zipar.scheduler; paper sections 3.2-3.3) with any
 model fitting `Decoder`.
 
 `decode_steps` is a generator over an explicit DecodeState that yields one PassRecord per forward
@@ -21,17 +21,19 @@ from typing import Callable, Iterator, Protocol
 
 import torch
 
-from common.condition import Condition, as_condition
-from common.config import DecodeConfig
-from common.kv_cache import KVCache
-from common.masks import drafts_above_readable, visibility_mask
-from common.official import prompt_attention
-from common.placeholder import MEAN_INPUT, feeds_mean_embedding, fixed_token, mean_embedding
-from common import row_drafts
-from common.sampling import (PURPOSE_ACCEPT, PURPOSE_RESIDUAL, PURPOSE_TOKEN, draw_key, filter_logits, guide,
+from common.zipar.condition import Condition, as_condition
+from common.zipar.config import DecodeConfig
+from common.zipar.kv_cache import KVCache
+from common.zipar.masks import drafts_above_readable, visibility_mask
+from common.zipar.official import prompt_attention
+from common.zipar import row_drafts
+from common.zipar.row_drafts import RowDrafts
+from common.zipar.sampling import (PURPOSE_ACCEPT, PURPOSE_RESIDUAL, PURPOSE_TOKEN, draw_key, filter_logits, guide,
                              key_uniform, sample_probs, verify_draft)
-from common.schedule import Layout, num_passes
-from common.scheduler import DRAFT, VERIFY, PassBatch, Scheduler, ScheduleState
+from common.zipar.layout import Layout
+from common.zipar.window import num_passes
+from common.zipar.passes import OPEN, VERIFY, PassBatch
+from common.zipar.scheduler import Scheduler, ScheduleState, fixed_pass_sizes
 
 
 class Decoder(Protocol):
@@ -63,10 +65,8 @@ class DecodeState:
     pass_sizes: list[int] | None  # eager fixed windows: queries of each pass (no padding); else None
     trim_on_host: bool  # eager adaptive on CPU: cut each pass's padding (reading its size back is free there)
     draws: torch.Tensor | None = None  # (B, width) int64 times each cell was drawn: the attempt of its keys
-    draft_probs: torch.Tensor | None = None  # (B, V) adaptive: distribution the current opener draft follows
-    row_draft_probs: torch.Tensor | None = None  # (B, R*L + 1, V) row drafts' distributions (common.row_drafts)
-    row_draft_kind: torch.Tensor | None = None  # (B, R*L + 1) which q each entry holds (common.row_drafts)
-    mean_input: torch.Tensor | None = None  # (D,) placeholder "mean": set after the prefix pass
+    opener_probs: torch.Tensor | None = None  # (B, V) adaptive: distribution the pending opening was drawn from
+    row_drafts: RowDrafts | None = None  # the row drafts' distributions (common.zipar.row_drafts)
     passes_run: int = 0
     host_reads: int = 0  # per-image schedules: times the decode read the schedule back to the host
 
@@ -92,7 +92,7 @@ class DecodeResult:
     forward_passes: int  # passes the batch ran (its slowest image)
     image_passes: list[int]  # passes each image needed
     accepted_windows: list[list[int]] | None = None  # adaptive: per image, the window row r+1 was accepted at
-    rejections: list[int] | None = None  # adaptive: per image, rejected opener drafts
+    rejections: list[int] | None = None  # adaptive: per image, rejected pending openings (opener_rejections)
     # row drafts: per image, tokens a row's cell lane decided per pass it ran (1 without drafts), over
     # all rows and per row (row 0 first), and the rejected row drafts
     tokens_per_row_pass: list[float] | None = None
@@ -114,7 +114,7 @@ def start_decode(model: Decoder, condition: Condition | torch.Tensor, seeds: tor
                  compile: bool | str = False) -> DecodeState:
     """Plan the decode and allocate its token buffer and KV cache.
 
-    condition: the prefix (common.condition; a bare (B_model, T, D) tensor is one without padding),
+    condition: the prefix (common.zipar.condition; a bare (B_model, T, D) tensor is one without padding),
     B_model = 2B with CFG ([cond; uncond]), else B. seeds: (B,) int64, one per image.
     fixed_tokens: (H,) end-of-row token ids for layouts with them. compile: torch.compile the decode
     pass (fullgraph, static shapes; see `compiled_step`): one compilation per decode shape, the same tokens.
@@ -132,29 +132,29 @@ def start_decode(model: Decoder, condition: Condition | torch.Tensor, seeds: tor
         raise ValueError(f"the condition must be ({model_batch}, {layout.prefix_len}, D) for batch {batch}"
                          f"{' with CFG' if cfg else ''}, got {tuple(condition.embeddings.shape)}")
     scheduler = Scheduler(layout, config, device)
-    tokens = torch.zeros(batch, scheduler.token_buffer_width, dtype=torch.int64, device=device)
+    tokens = torch.zeros(batch, scheduler.slot_map.token_buffer_width, dtype=torch.int64, device=device)
     if layout.end_of_row:
         if fixed_tokens is None or tuple(fixed_tokens.shape) != (layout.rows,):
             raise ValueError(f"an end-of-row layout needs fixed_tokens of shape ({layout.rows},)")
         tokens[:, layout.num_cells:layout.num_cells + layout.rows] = fixed_tokens.to(device)
-    if (code := fixed_token(config.placeholder)) is not None:
-        tokens[:, scheduler.placeholder_column] = code
+    scheduler.placeholder.fill(tokens)
     prefix_keys = None
     if condition.valid is not None:
-        prefix_keys = torch.ones(model_batch, scheduler.num_slots, dtype=torch.bool, device=device)
+        prefix_keys = torch.ones(model_batch, scheduler.slot_map.num_slots, dtype=torch.bool, device=device)
         prefix_keys[:, :layout.prefix_len] = condition.valid.to(device)
     min_passes = _min_passes(layout, config)
     step = decode_pass
     per_image = config.per_image_schedule
-    pass_sizes = None if compile or per_image else scheduler.fixed_pass_sizes()
+    pass_sizes = None if compile or per_image else fixed_pass_sizes(layout, config)
     trim_on_host = per_image and not compile and device.type == "cpu"
     if compile:
         step = compiled_step(compile)
     # fixed windows: one schedule shared by the batch (leading dim 1); adaptive or drafting: one per image
     schedule = scheduler.initial_state(batch if per_image else 1)
-    return DecodeState(layout, config, scheduler, schedule, seeds.to(device), tokens,
-                       model.new_cache(model_batch, scheduler.num_slots, device), condition, prefix_keys,
-                       min_passes, step, pass_sizes, trim_on_host, torch.zeros_like(tokens))
+    return DecodeState(layout=layout, config=config, scheduler=scheduler, schedule=schedule, seeds=seeds.to(device),
+                       tokens=tokens, cache=model.new_cache(model_batch, scheduler.slot_map.num_slots, device),
+                       condition=condition, prefix_keys=prefix_keys, min_passes=min_passes, step=step,
+                       pass_sizes=pass_sizes, trim_on_host=trim_on_host, draws=torch.zeros_like(tokens))
 
 
 CUDA_GRAPHS = "reduce-overhead"  # compile= value: inductor with CUDA graphs (torch.compile's mode)
@@ -174,9 +174,10 @@ def _mark_static_addresses(state: DecodeState) -> None:
     """Tell dynamo that the decode's state tensors keep their addresses: the compiled step updates them
     in place, and inductor's CUDA graphs replay a step only if every input it mutates is static (else it
     skips graphs, "mutated inputs"). Unguarded: a new decode's new tensors re-record, never recompile."""
-    parts = [state, state.schedule, state.condition]
+    parts = [state, state.schedule, state.condition, *([state.row_drafts] if state.row_drafts is not None else [])]
     tensors = [getattr(part, f.name) for part in parts for f in dataclasses.fields(part)]
     tensors += [*state.cache.keys, *state.cache.values]
+    tensors.append(state.scheduler.placeholder.mean_input)  # the placeholder's state (None for most policies)
     for t in tensors:
         if isinstance(t, torch.Tensor):
             torch._dynamo.mark_static_address(t, guard=False)
@@ -231,20 +232,20 @@ def prefix_pass(model: Decoder, state: DecodeState) -> PassRecord:
     layout, cfg = state.layout, state.config.uses_cfg
     prefix = state.condition.embeddings
     model_batch, batch = prefix.shape[0], state.seeds.shape[0]
-    pb = state.scheduler.prefix_pass(state.schedule)
-    mask = visibility_mask(state.schedule.live[:1], state.scheduler.slot_positions, pb.positions)
+    pb, slot_map = state.scheduler.prefix_pass(state.schedule), state.scheduler.slot_map
+    mask = visibility_mask(state.schedule.live[:1], slot_map.slot_positions, pb.positions)
     if state.prefix_keys is not None:  # padded condition slots: read by no query but their own
-        own = torch.eye(layout.prefix_len, state.scheduler.num_slots, dtype=torch.bool, device=mask.device)
+        own = torch.eye(layout.prefix_len, slot_map.num_slots, dtype=torch.bool, device=mask.device)
         mask = mask & (state.prefix_keys[:, None, :] | own)
     if state.condition.bidirectional is not None:  # these slots read each other in any order
-        both = torch.zeros(model_batch, state.scheduler.num_slots, dtype=torch.bool, device=mask.device)
+        both = torch.zeros(model_batch, slot_map.num_slots, dtype=torch.bool, device=mask.device)
         both[:, :layout.prefix_len] = state.condition.bidirectional.to(mask.device)
         mask = mask | (both[:, :layout.prefix_len, None] & both[:, None, :])
     logits = model(prefix, _positions(state, pb.positions), pb.slots, mask, state.cache)
     num_codes = logits.shape[-1]
-    _check_placeholder(model, state, num_codes, prefix.device)
+    state.scheduler.placeholder.prepare(model.embed_tokens, num_codes, prefix.device)
     if state.config.adaptive:
-        state.draft_probs = torch.zeros(batch, num_codes, device=prefix.device)
+        state.opener_probs = torch.zeros(batch, num_codes, device=prefix.device)
     cells = pb.cells.expand(batch, -1)
     decided, _ = _sample(state, logits[:, -1:], cells)
     _write_tokens(state, cells, decided)
@@ -253,14 +254,15 @@ def prefix_pass(model: Decoder, state: DecodeState) -> PassRecord:
         row_drafts.allocate(state, num_codes, prefix.device)
         row_drafts.start(state)
     input_ids = torch.full((model_batch, layout.prefix_len), -1, dtype=torch.int64, device=prefix.device)
-    return PassRecord(0, pb, input_ids, mask, logits, decided, None, state.tokens.clone(), state.draws.clone())
+    return PassRecord(index=0, batch=pb, input_ids=input_ids, mask=mask, logits=logits, decided=decided,
+                      accepted=None, tokens=state.tokens.clone(), draws=state.draws.clone())
 
 
 def decode_pass(model: Decoder, state: DecodeState) -> tuple:
     """One decode pass for the whole batch, as tensors only (the unit torch.compile captures):
     returns (PassBatch fields..., input_ids, mask, logits, decided, accepted)."""
     config, scheduler = state.config, state.scheduler
-    cfg, batch = config.uses_cfg, state.seeds.shape[0]
+    cfg, batch, slot_map = config.uses_cfg, state.seeds.shape[0], scheduler.slot_map
     plan = scheduler.plan(state.schedule)
     if state.pass_sizes is not None:  # eager fixed windows: the pass's precomputed size
         plan = plan.trimmed(state.pass_sizes[state.passes_run])
@@ -270,21 +272,19 @@ def decode_pass(model: Decoder, state: DecodeState) -> tuple:
     cells = pb.cells.expand(batch, -1)
     input_ids = _per_row(state.tokens.gather(1, pb.sources.expand(batch, -1)), batch, cfg)
     x = model.embed_tokens(input_ids)
-    if state.mean_input is not None:  # placeholder "mean": its column is fed the mean embedding
-        is_mean = _per_row((pb.sources == scheduler.placeholder_column) & plan.active, batch, cfg)
-        x = torch.where(is_mean[..., None], state.mean_input.to(x.dtype), x)
-        input_ids = input_ids.masked_fill(is_mean, MEAN_INPUT)
+    x, input_ids = scheduler.placeholder.feed(
+        x, input_ids, lambda column: _per_row((pb.sources == column) & plan.active, batch, cfg))
     # built at model-batch rows directly: cheaper than repeating a (B, Q, S) mask for the CFG half
     own_drafts, drafts_above = None, None
     if config.draft_len:
-        own_drafts = (_for_model(plan.draft_slots, cfg), scheduler.slot_rows, _for_model(plan.query_rows, cfg))
+        own_drafts = (_for_model(plan.draft_slots, cfg), slot_map.slot_rows, _for_model(plan.query_rows, cfg))
     if config.draft_ahead:
         window = state.schedule.window
         offsets = torch.cat([window.cumsum(1), torch.zeros_like(window[:, :1])], dim=1)
-        drafts_above = drafts_above_readable(scheduler.slot_rows, scheduler.slot_cols,
+        drafts_above = drafts_above_readable(slot_map.slot_rows, slot_map.slot_cols,
                                              *(_for_model(t, cfg) for t in (plan.query_rows, plan.query_cols,
                                                                             plan.draft_fed, offsets)))
-    mask = visibility_mask(_for_model(plan.live, cfg), scheduler.slot_positions, _for_model(pb.positions, cfg),
+    mask = visibility_mask(_for_model(plan.live, cfg), slot_map.slot_positions, _for_model(pb.positions, cfg),
                            own_drafts, drafts_above)
     if state.prefix_keys is not None:
         mask = mask & state.prefix_keys[:, None, :]
@@ -296,7 +296,8 @@ def decode_pass(model: Decoder, state: DecodeState) -> tuple:
     if config.draft_len:
         decided, first_rejected = row_drafts.check(state, plan, probs, decided)
     _write_tokens(state, cells, decided)
-    scheduler.advance(state.schedule, plan, image_accepted, first_rejected)
+    row_gain = row_drafts.keep(state, plan, first_rejected) if config.draft_len else None
+    scheduler.advance(state.schedule, plan, image_accepted, row_gain)
     if config.draft_len:
         row_drafts.start(state)
     return (pb.slots, pb.positions, pb.sources, pb.sample_rows, pb.cells, pb.kinds, pb.attempts,
@@ -304,20 +305,20 @@ def decode_pass(model: Decoder, state: DecodeState) -> tuple:
 
 
 def _open_rows(state: DecodeState, pb: PassBatch, probs: torch.Tensor, drawn: torch.Tensor):
-    """Adaptive row openings (common.scheduler): a DRAFT keeps its draw and remembers its
-    distribution; a VERIFY tests the current draft against the new distribution. At most one
+    """Adaptive row openings (common.zipar.scheduler): an OPEN keeps its draw pending and remembers its
+    distribution; a VERIFY tests the pending opening against the new distribution. At most one
     opener query per image and pass. -> (tokens (B, n), accepted (B, n), accepted per image (B,))."""
-    is_open = (pb.kinds == DRAFT) | (pb.kinds == VERIFY)  # (B, n)
+    is_open = (pb.kinds == OPEN) | (pb.kinds == VERIFY)  # (B, n)
     verify = pb.kinds == VERIFY
     p_open = (probs * is_open[..., None].to(probs.dtype)).sum(1)  # (B, V) the opener's distribution
     cell = (pb.cells * is_open).sum(1, keepdim=True)  # (B, 1)
     attempt = (pb.attempts * is_open).sum(1, keepdim=True)
-    draft = state.tokens.gather(1, cell)[:, 0]  # the current draft sits in the cell it drafts
+    pending = state.tokens.gather(1, cell)[:, 0]  # the pending opening sits in the cell it opens
     keys = lambda purpose: draw_key(state.seeds, cell, purpose, attempt)[:, 0]  # noqa: E731
-    token, ok = verify_draft(p_open, state.draft_probs, draft, keys(PURPOSE_ACCEPT), keys(PURPOSE_RESIDUAL))
+    token, ok = verify_draft(p_open, state.opener_probs, pending, keys(PURPOSE_ACCEPT), keys(PURPOSE_RESIDUAL))
     decided = torch.where(verify, token[:, None], drawn)
     # the next verification compares against the distribution of this pass's opener query
-    state.draft_probs.copy_(torch.where(is_open.any(1, keepdim=True), p_open, state.draft_probs))
+    state.opener_probs.copy_(torch.where(is_open.any(1, keepdim=True), p_open, state.opener_probs))
     return decided, verify & ok[:, None], ok & verify.any(1)
 
 
@@ -332,9 +333,13 @@ def decode_steps(model: Decoder, state: DecodeState) -> Iterator[PassRecord]:
     target = state.min_passes
     while True:
         while state.passes_run < target:
-            *fields, input_ids, mask, logits, decided, accepted = state.step(model, state)
-            record = PassRecord(state.passes_run, PassBatch(False, *fields), input_ids, mask, logits, decided,
-                                accepted, state.tokens.clone(), state.draws.clone())
+            (slots, positions, sources, sample_rows, cells, kinds, attempts,
+             input_ids, mask, logits, decided, accepted) = state.step(model, state)
+            batch = PassBatch(is_prefix=False, slots=slots, positions=positions, sources=sources,
+                              sample_rows=sample_rows, cells=cells, kinds=kinds, attempts=attempts)
+            record = PassRecord(index=state.passes_run, batch=batch, input_ids=input_ids, mask=mask, logits=logits,
+                                decided=decided, accepted=accepted, tokens=state.tokens.clone(),
+                                draws=state.draws.clone())
             state.passes_run += 1
             yield record
         if not state.config.per_image_schedule:
@@ -345,17 +350,6 @@ def decode_steps(model: Decoder, state: DecodeState) -> Iterator[PassRecord]:
         if left == 0:
             return
         target = state.passes_run + left
-
-
-def _check_placeholder(model: Decoder, state: DecodeState, num_codes: int, device) -> None:
-    """Once the code count is known (the prefix pass's logits): check a "token:<id>" code, and
-    compute the "mean" placeholder's embedding over the codes the model samples."""
-    policy = state.config.placeholder
-    code = fixed_token(policy)
-    if code is not None and code >= num_codes:
-        raise ValueError(f"placeholder {policy!r}: the model samples codes 0..{num_codes - 1}")
-    if feeds_mean_embedding(policy) and not state.layout.end_of_row:
-        state.mean_input = mean_embedding(model.embed_tokens, num_codes, device)
 
 
 def decode(model: Decoder, condition: Condition | torch.Tensor, seeds: torch.Tensor, layout: Layout,
@@ -371,9 +365,10 @@ def decode(model: Decoder, condition: Condition | torch.Tensor, seeds: torch.Ten
     schedule = state.schedule
     adaptive, drafting = config.adaptive, config.draft_len > 0
     passes, gain = schedule.row_passes.double(), schedule.row_gain.double()
-    return DecodeResult(grid, state.passes_run, schedule.image_passes.expand(grid.shape[0]).tolist(),
-                        schedule.window[:, 1:].tolist() if adaptive else None,
-                        schedule.rejections.tolist() if adaptive else None,
-                        (gain.sum(1) / passes.sum(1).clamp(min=1)).tolist() if drafting else None,
-                        (gain / passes.clamp(min=1)).tolist() if drafting else None,
-                        schedule.draft_rejections.tolist() if drafting else None, state.host_reads)
+    return DecodeResult(
+        tokens=grid, forward_passes=state.passes_run, image_passes=schedule.image_passes.expand(grid.shape[0]).tolist(),
+        accepted_windows=schedule.window[:, 1:].tolist() if adaptive else None,
+        rejections=schedule.opener_rejections.tolist() if adaptive else None,
+        tokens_per_row_pass=(gain.sum(1) / passes.sum(1).clamp(min=1)).tolist() if drafting else None,
+        row_tokens_per_pass=(gain / passes.clamp(min=1)).tolist() if drafting else None,
+        draft_rejections=schedule.draft_rejections.tolist() if drafting else None, host_reads=state.host_reads)

@@ -12,12 +12,12 @@ these logits by a per-row constant, which sampling ignores.
 """
 import torch
 
-from common.kv_cache import KVCache
-from common.llama import LlamaDecoder
+from common.zipar.kv_cache import KVCache
+from common.models.llama import LlamaDecoder
 
 
 class ImageVocabDecoder:
-    """Implements common.engine.Decoder over image codes. image_ids: (K,) vocabulary id of each code;
+    """Implements common.zipar.engine.Decoder over image codes. image_ids: (K,) vocabulary id of each code;
     fixed_ids: (F,) vocabulary ids of tokens the schedule places (end-of-row ...)."""
 
     def __init__(self, model: LlamaDecoder, image_ids: torch.Tensor, fixed_ids: torch.Tensor):

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 from torch.overrides import TorchFunctionMode
 
-from common.checkpoint import CheckpointError, check_finite
+from common.weights.checkpoint import CheckpointError, check_finite
 
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"

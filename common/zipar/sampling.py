@@ -22,7 +22,7 @@ MASK32 = 0xFFFFFFFF
 PURPOSE_TOKEN = 0  # the draw of a grid token (plain cells and adaptive drafts)
 PURPOSE_ACCEPT = 1  # the uniform of an adaptive acceptance test
 PURPOSE_RESIDUAL = 2  # the resample after a rejection
-PURPOSE_DRAFT = 3  # the random code a new row-draft position starts from (common.row_drafts)
+PURPOSE_DRAFT = 3  # the random code a new row-draft position starts from (common.zipar.row_drafts)
 
 
 def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
