@@ -51,10 +51,12 @@ def test_oracle_every_query_including_drafts(mode, draft_len, cfg_scale, init):
     assert err <= 1e-4
 
 
-def test_oracle_with_drafts_end_of_row_tokens_and_padded_prefix():
+@pytest.mark.parametrize("ahead", [False, True])
+def test_oracle_with_drafts_end_of_row_tokens_and_padded_prefix(ahead):
     gpt = tiny_gpt(5, preset="GPT-tiny-gqa", cls_token_num=3)
     layout = Layout(4, 5, 3, end_of_row=True)
-    config = DecodeConfig(window=2, adaptive=True, draft_len=2, cfg_scale=2.0, temperature=1.5)
+    config = DecodeConfig(window=2 - ahead, adaptive=True, draft_len=2, draft_ahead=ahead, cfg_scale=2.0,
+                          temperature=1.5)
     valid = torch.ones(4, 3, dtype=torch.bool)
     valid[1, 0] = valid[3, :2] = False
     with torch.inference_mode():
