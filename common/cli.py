@@ -12,14 +12,15 @@ from typing import Callable
 
 import torch
 
+from common.atomic import WriteError
 from common.weights.checkpoint import CheckpointError
 from common.determinism import use_deterministic_kernels
 from common.images import IMAGE_FORMATS
 from common.zipar.config import PRECISIONS
 from common.zipar.engine import CUDA_GRAPHS
 
-# bad input a user can fix: reported as one line, exit status 2 (no traceback)
-USER_ERRORS = (ValueError, FileNotFoundError, CheckpointError)
+# bad input a user can fix, and a write that failed (a full disk): reported as one line, exit status 2 (no traceback)
+USER_ERRORS = (ValueError, FileNotFoundError, CheckpointError, WriteError)
 
 
 # The flags several scripts share, declared once: name -> argparse settings. A script adds one with
