@@ -39,7 +39,7 @@ SHARED_FLAGS: dict[str, dict] = {
                      help="with --random-init: the architecture built (default: the model's own; tiny for tests)"),
     "--random-init": dict(action="store_true", help="random weights, no checkpoint files (speed and engine tests)"),
     "--json": dict(action="store_true", help="print one JSON object (passes, timing, outputs) on stdout"),
-    # the benchmarks' (benchmarks/*.py)
+    # the benchmarks' (benchmarks/*.py) and the text-to-image CLIs'
     "--batch-size": dict(type=int, metavar="N", default=1, help="images per decode call"),
     "--threads": dict(type=int, metavar="N", default=None,
                       help="torch CPU threads (>= 1); default: this host's cores shared by its ranks (all of them "
