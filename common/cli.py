@@ -327,11 +327,12 @@ def check_positive(**counts) -> None:
                 raise ValueError(f"--{name.replace('_', '-')} {value} must be >= 1")
 
 
-def check_output_dir(path: str | Path, flag: str = "--out-dir") -> Path:
-    """A folder we can write images into (made when the images are saved), checked before the work."""
+def check_output_dir(path: str | Path, flag: str = "--out-dir", holds: str = "images are written as 0000.png, ...") -> Path:
+    """A folder we can write into (made when the outputs are saved; `holds`: what goes in it), checked
+    before the work."""
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise ValueError(f"{flag} {path} is an existing file; give a folder (images are written as 0000.png, ...)")
+        raise ValueError(f"{flag} {path} is an existing file; give a folder ({holds})")
     _check_writable_dir(path, flag, path)
     return path
 
