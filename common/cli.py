@@ -3,9 +3,11 @@ spellings), the checks of device, precision, model files and output paths made b
 default model precision and the one-line error exit. The tail every CLI ends with (decode, time, save,
 report) is common.report."""
 import argparse
+import json
 import os
 import sys
 import tempfile
+import time
 import weakref
 from pathlib import Path
 from typing import Callable
@@ -351,6 +353,19 @@ def _check_writable_dir(folder: Path, flag: str, given: Path) -> None:
         raise ValueError(f"{flag} {given}: cannot write to {existing}: {e.strerror or e}") from None
 
 
+def tell_torchrun(line: str) -> None:
+    """Under torchrun, leave `line` in the error file its agent reads (TORCHELASTIC_ERROR_FILE, set for each
+    process), so the failure summary it prints last shows `traceback : LINE` instead of a pointer to its docs."""
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if path:
+        try:
+            # the layout torch's own ErrorHandler.record_exception writes (torch.distributed.elastic)
+            record = {"message": line, "extraInfo": {"py_callstack": line, "timestamp": str(int(time.time()))}}
+            Path(path).write_text(json.dumps({"message": record}))
+        except OSError:
+            pass  # the line is on stderr already
+
+
 def run_main(main: Callable, args, interrupted: str | None = None) -> int:
     """main(args); a USER_ERRORS exception becomes `error: ...` on stderr and exit status 2. interrupted:
     the line Ctrl-C (KeyboardInterrupt) prints instead of a traceback (under torchrun, rank 0's only),
@@ -360,6 +375,7 @@ def run_main(main: Callable, args, interrupted: str | None = None) -> int:
     except USER_ERRORS as e:
         sys.stderr.write(f"error: {e}\n")  # one write: lines of concurrent ranks never interleave
         sys.stderr.flush()
+        tell_torchrun(f"error: {e}")
         return 2
     except KeyboardInterrupt:
         if interrupted is None:
