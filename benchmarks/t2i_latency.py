@@ -20,6 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.latency import TimedModel  # noqa: E402
+from common.atomic import write_text_atomic  # noqa: E402
 from common.cli import (HelpFormatter, add_deprecated, add_flag, check_device, check_output_file,  # noqa: E402
                         check_positive, check_precision, run_main)
 from common.zipar.config import PRECISIONS, DecodeConfig  # noqa: E402
@@ -134,8 +135,7 @@ def main(args) -> str:
     table = "\n".join(lines)
     print(table)
     if args.out_md:
-        Path(args.out_md).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out_md).write_text(table + "\n")
+        write_text_atomic(args.out_md, table + "\n")
     return table
 
 

@@ -12,7 +12,6 @@ python benchmarks/tradeoff.py --num-samples 500
 """
 import argparse
 import csv
-import io
 import math
 import statistics
 import sys
@@ -23,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common.atomic import atomic_path, write_text_atomic  # noqa: E402
+from common.atomic import atomic_path, write_csv_atomic, write_text_atomic  # noqa: E402
 from common.cli import (HelpFormatter, add_flag, check_input_file, check_output_file, check_positive,  # noqa: E402
                         run_main, set_threads)
 from common.zipar.config import DRAFT_COUPLINGS, DRAFT_INITS, DecodeConfig  # noqa: E402
@@ -303,11 +302,7 @@ def plot(rows, path):
 
 
 def write_csv(rows, path):
-    text = io.StringIO(newline="")
-    writer = csv.DictWriter(text, fieldnames=COLUMNS)
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text_atomic(path, text.getvalue())
+    write_csv_atomic(path, rows, COLUMNS)
 
 
 def write_outputs(rows, args):

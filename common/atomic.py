@@ -2,7 +2,9 @@
 a hidden temporary file beside it, then renamed over it (os.replace, atomic within one file system). A
 failed write (disk full, over quota, an I/O error) removes the temporary file, leaves any earlier file of
 that name as it was, and is reported as WriteError: one line naming the file."""
+import csv
 import errno
+import io
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -53,6 +55,15 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 def write_text_atomic(path: str | Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def write_csv_atomic(path: str | Path, rows: list[dict], fieldnames: list[str]) -> None:
+    """The benchmarks' tables: a header, then one line per row (csv.DictWriter's dialect)."""
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=fieldnames)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(path, text.getvalue())
 
 
 def leftover_temporaries(folder: Path, names: str = "*") -> list[Path]:
