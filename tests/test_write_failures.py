@@ -149,3 +149,20 @@ def test_convert_refuses_weights_holding_nan_or_inf(tmp_path, capsys, bad):
     line = one_error_line(capsys.readouterr().err)
     assert "'w'" in line and "1 non-finite value(s)" in line and str(path) in line
     assert files_in(tmp_path) == ["model.pt"]
+
+
+def test_text_to_image_cli_on_a_full_disk(tmp_path, monkeypatch, capsys):
+    import emu3.generate
+    writes, real = [], Image.Image.save
+
+    def second_fails(self, fp, *args, **kwargs):
+        writes.append(fp)
+        return disk_full_after()(fp) if len(writes) == 2 else real(self, fp, *args, **kwargs)
+    monkeypatch.setattr(Image.Image, "save", second_fails)
+    out = tmp_path / "out"
+    argv = ["--random-init", "--config", "tiny", "--prompt", "a", "--prompt", "b", "--prompt", "c", "--ratio", "4:3",
+            "--window", "2", "--batch-size", "2", "--out-dir", str(out), "--device", "cpu", "--quiet"]
+    assert emu3.generate.cli(argv) == 2
+    assert one_error_line(capsys.readouterr().err) == (
+        f"error: disk full writing {out / '0001.png'}; no partial file was left: free some space and rerun")
+    assert files_in(tmp_path) == ["0000.png"]
