@@ -329,7 +329,8 @@ def check_positive(**counts) -> None:
                 raise ValueError(f"--{name.replace('_', '-')} {value} must be >= 1")
 
 
-def check_output_dir(path: str | Path, flag: str = "--out-dir", holds: str = "images are written as 0000.png, ...") -> Path:
+def check_output_dir(path: str | Path, flag: str = "--out-dir",
+                     holds: str = "images are written as 0000.png, ...") -> Path:
     """A folder we can write into (made when the outputs are saved; `holds`: what goes in it), checked
     before the work."""
     path = Path(path)
