@@ -14,6 +14,9 @@ precision and recall, run the ADM evaluator on the same npz.
 
 Demo model (--digits): the pixels go back to 24x24 grey levels (block means; exact for the demo tokenizer's
 nearest upscaling) and llamagen.demo_classifier scores them against the real digits' feature statistics.
+
+Images repeated byte for byte in the sample file, or a reference holding the very same images, make the
+score meaningless: each is a `warning:` line after the figures and an entry of the JSON's "warnings".
 """
 import argparse
 import json
@@ -25,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from common.cli import HelpFormatter, check_device, run_main
-from common.metrics import feature_stats, frechet_distance
+from common.metrics import feature_stats, frechet_distance, repeated_images_warning, same_images
 from llamagen.demo_classifier import DigitScorer
 from llamagen.presets import DEMO_DIR
 
@@ -148,20 +151,25 @@ def inception_metrics(images: np.ndarray, reference: str | Path, extractor, batc
                       device: torch.device) -> dict:
     """FID against the reference (its stored mu/sigma if any, else its arr_0 images) and IS of the samples."""
     reference = check_reference(reference)
+    warnings = []
     pool, logits = extract(extractor, images, batch_size, device)
     mu, sigma = feature_stats(pool)
     with np.load(reference) as ref:
         if "mu" in ref and "sigma" in ref:
             ref_mu, ref_sigma, ref_from = ref["mu"], ref["sigma"], "stored mu/sigma"
         elif "arr_0" in ref:
-            ref_mu, ref_sigma = feature_stats(extract(extractor, ref["arr_0"], batch_size, device)[0])
-            ref_from = f"{len(ref['arr_0'])} images"
+            ref_images = ref["arr_0"]
+            if same_images(images, ref_images):
+                warnings.append(f"the samples and the reference {reference} hold the same images: the FID of a set "
+                                "against itself is about 0 and says nothing about a model")
+            ref_mu, ref_sigma = feature_stats(extract(extractor, ref_images, batch_size, device)[0])
+            ref_from = f"{len(ref_images)} images"
         else:
             raise EvalError(f"{reference} has neither mu/sigma nor arr_0 (keys: {', '.join(ref.files)})")
     is_mean, is_std = inception_score(logits)
     return {"num_images": len(images), "fid": frechet_distance(mu, sigma, ref_mu, ref_sigma),
             "inception_score": is_mean, "inception_score_std": is_std, "reference": str(reference),
-            "reference_statistics": ref_from}
+            "reference_statistics": ref_from, "warnings": warnings}
 
 
 def main(args: argparse.Namespace) -> dict:
@@ -183,6 +191,10 @@ def main(args: argparse.Namespace) -> dict:
         extractor = inception_extractor(args.inception_weights, device)
         result = inception_metrics(images, args.reference, extractor, args.batch_size, device)
         print(f"FID: {result['fid']:.4f}\nInception Score: {result['inception_score']:.4f}", file=sys.stderr)
+    repeated = repeated_images_warning(images, args.samples)
+    result["warnings"] = [*([repeated] if repeated else []), *result.get("warnings", [])]
+    for text in result["warnings"]:  # after the figures they qualify
+        print(f"warning: {text}", file=sys.stderr)
     print(json.dumps(result))
     return result
 

@@ -55,8 +55,8 @@ from common.zipar.official import active_rule
 from common.zipar.placeholder import COMPAT_POLICY, DEFAULT_POLICY
 from common.prompts import collect_prompts
 from common.ranks import agree, attempt, barrier, dist_env
-from common.run_folder import (build_npz, check_image_set, clear_run_dir, existing_state, image_set_digest,
-                               image_text, locked_run_dir, npz_path, png_path, write_json_atomic)
+from common.run_folder import (build_npz, check_image_set, clear_run_dir, clear_temporaries, existing_state,
+                               image_set_digest, image_text, locked_run_dir, npz_path, png_path, write_json_atomic)
 from common.zipar.sampling import image_seeds
 from common.t2i_pipeline import PromptImages, PromptPreset
 from emu3.config import PRESETS as EMU3_CONFIGS
@@ -294,7 +294,8 @@ def claim_run_dir(run_dir: Path, args, config, held: ExitStack) -> dict:
 def start_run_dir(run_dir: Path, args: argparse.Namespace, key: dict) -> None:
     """Rank 0, once every rank has its model: clear the folder for --overwrite, then record the image
     set. Nothing is written before this, so a start that fails (a bad checkpoint, a wrong preset) leaves
-    no record that would refuse the corrected command."""
+    no record that would refuse the corrected command. Temporary files a killed run left go either way."""
+    clear_temporaries(run_dir)
     if args.overwrite:
         clear_run_dir(run_dir)
     write_json_atomic(run_dir / "args.json", {"image_set": key, "args": vars(args)})

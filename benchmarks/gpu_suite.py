@@ -12,6 +12,7 @@ import argparse
 import csv
 import dataclasses
 import datetime
+import math
 import os
 import platform
 import re
@@ -28,14 +29,14 @@ sys.path.insert(0, str(ROOT))
 
 from common.zipar.config import PRECISIONS, DecodeConfig  # noqa: E402
 from common.determinism import deterministic_kernels  # noqa: E402
-from common.cli import HelpFormatter  # noqa: E402
+from common.cli import HelpFormatter, check_device, check_output_dir, check_positive, run_main  # noqa: E402
 from common.zipar.engine import CUDA_GRAPHS, decode_steps, start_decode  # noqa: E402
 from common.zipar.sampling import image_seeds  # noqa: E402
 from common.zipar.layout import Layout  # noqa: E402
 from common.zipar.window import num_passes  # noqa: E402
 from llamagen.checkpoint import build_gpt  # noqa: E402
 from llamagen.generate import condition_prefix, generate, layout_for  # noqa: E402
-from llamagen.model import random_init_  # noqa: E402
+from llamagen.model import GPT_PRESETS, random_init_  # noqa: E402
 
 STEPS = ("eager", "compiled", "cuda graphs")
 SECTIONS = ("correctness", "llamagen", "t2i", "sample_ddp")
@@ -324,15 +325,39 @@ def device_tag(device: torch.device) -> str:
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
 
+def check_args(args) -> torch.device:
+    """Everything cheap, before any model is built (one `error:` line, exit status 2): the budget, the
+    lists, the output folder and the device: a CUDA GPU, or the CPU for --smoke. Returns the device."""
+    if not math.isfinite(args.budget_s) or args.budget_s <= 0:
+        raise ValueError(f"--budget-s must be a finite number of seconds > 0, got {args.budget_s}")
+    check_positive(windows=args.windows, adaptive=args.adaptive, batches=args.batches)
+    unknown = [m for m in args.models or [] if m not in GPT_PRESETS]
+    if unknown:
+        raise ValueError(f"--models {' '.join(unknown)}: valid: {', '.join(GPT_PRESETS)}")
+    check_output_dir(args.out_dir, holds="the report's .md and .csv")
+    if args.smoke:
+        if args.device not in (None, "cpu"):
+            raise ValueError(f"--smoke runs tiny shapes on the CPU, so --device {args.device} would be ignored; "
+                             "drop --device, or drop --smoke to measure the GPU")
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        build = "a CPU-only torch build" if torch.version.cuda is None else "no visible CUDA device"
+        raise ValueError(f"no CUDA device here ({build}, torch {torch.__version__}): the suite measures a GPU; "
+                         "--smoke runs its code paths on tiny shapes on the CPU")
+    device = check_device(args.device or "cuda")
+    if device.type != "cuda":
+        raise ValueError(f"--device {args.device}: the suite measures a CUDA GPU; --smoke runs its code paths "
+                         "on the CPU")
+    return device
+
+
 def main(args) -> Path:
+    device = check_args(args)
     plan = SMOKE if args.smoke else GPU
     chosen = {"windows": args.windows, "adaptive": args.adaptive, "batches": args.batches, "models": args.models}
     overrides = {k: tuple(v) for k, v in chosen.items() if v is not None}
     plan = dataclasses.replace(plan, **overrides) if overrides else plan  # `plan is SMOKE` picks the tiny shapes
     steps = STEPS if args.steps is None else tuple(s.replace("-", " ") for s in args.steps)
-    device = torch.device("cpu" if args.smoke else args.device)
-    if device.type != "cuda" and not args.smoke:
-        raise SystemExit("error: no CUDA device: the suite measures a GPU; --smoke runs its code paths on the CPU")
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     budget = Budget(args.budget_s)
@@ -405,7 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--budget-s", type=float, default=480.0, help="seconds the whole suite may take (default 480)")
     p.add_argument("--out-dir", default=str(ROOT / "benchmarks" / "results"), help="folder of the .md and .csv")
-    p.add_argument("--device", default="cuda", help="the CUDA device to measure")
+    p.add_argument("--device", default=None, help="the CUDA device to measure (default cuda; --smoke: the CPU only)")
     p.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU: checks the code paths, no GPU figure")
     p.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="what to run (default: all)")
     p.add_argument("--steps", nargs="+", choices=[s.replace(" ", "-") for s in STEPS], default=None,
@@ -417,8 +442,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def cli(argv=None) -> int:
+    return run_main(main, build_parser().parse_args(argv))
+
+
 if __name__ == "__main__":
-    a = build_parser().parse_args()
-    if a.budget_s <= 0:
-        raise SystemExit(f"error: --budget-s must be > 0, got {a.budget_s}")
-    main(a)
+    sys.exit(cli())

@@ -7,7 +7,6 @@ NTP measured in the same run; prints a Markdown table and optionally writes a CS
 python benchmarks/latency.py --gpt-model GPT-B --image-size 384 --windows 8 12 16 --batch-size 1
 """
 import argparse
-import csv
 import platform
 import statistics
 import sys
@@ -18,13 +17,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common.atomic import write_csv_atomic  # noqa: E402
 from common.cli import (HelpFormatter, add_deprecated, add_flag, check_device, check_input_file,  # noqa: E402
-                        check_output_file, check_positive, run_main, set_threads)
+                        check_output_file, check_positive, check_precision, run_main, set_threads)
 from common.zipar.config import PRECISIONS, DecodeConfig  # noqa: E402
 from common.zipar.sampling import image_seeds  # noqa: E402
 from llamagen.checkpoint import build_gpt, load_gpt_weights  # noqa: E402
 from llamagen.generate import generate  # noqa: E402
 from llamagen.model import GPT_PRESETS, random_init_  # noqa: E402
+from llamagen.presets import check_image_size  # noqa: E402
 
 
 class TimedModel:
@@ -100,7 +101,8 @@ def check_args(args) -> list[tuple[str, DecodeConfig]]:
                    repeats=args.repeats, image_size=args.image_size, downsample=args.downsample)
     if args.image_size % args.downsample:
         raise ValueError(f"--image-size {args.image_size} must be a multiple of --downsample {args.downsample}")
-    check_device(args.device)
+    check_precision(args.precision, check_device(args.device))
+    check_image_size(args.gpt_model, args.image_size, args.gpt_ckpt is not None, "without --gpt-ckpt")
     if args.gpt_ckpt:
         check_input_file(args.gpt_ckpt, "--gpt-ckpt", "checkpoint file")
     if args.out_csv:
@@ -149,11 +151,7 @@ def main(args):
               f"{100 * r['engine_overhead']:.1f}% | {r['images_per_s']:.2f} | {fmt(r['accepted_window'])} | "
               f"{fmt(r['rejections'])} |")
     if args.out_csv:
-        Path(args.out_csv).parent.mkdir(parents=True, exist_ok=True)
-        with open(args.out_csv, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        write_csv_atomic(args.out_csv, rows, list(rows[0]))
     return rows
 
 

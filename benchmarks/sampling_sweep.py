@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import tradeoff  # noqa: E402
+from common.atomic import write_csv_atomic, write_text_atomic  # noqa: E402
 from common.cli import HelpFormatter, add_flag, run_main  # noqa: E402
 from common.zipar.config import DecodeConfig  # noqa: E402
 from common.zipar.sampling import image_seeds  # noqa: E402
@@ -84,12 +85,8 @@ def markdown(rows, args) -> str:
 
 
 def write(rows, args):
-    Path(args.out_md).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out_md).write_text(markdown(rows, args))
-    with open(args.out_csv, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_text_atomic(args.out_md, markdown(rows, args))
+    write_csv_atomic(args.out_csv, rows, COLUMNS)
     print(markdown(rows, args))
 
 

@@ -20,8 +20,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.latency import TimedModel  # noqa: E402
+from common.atomic import write_text_atomic  # noqa: E402
 from common.cli import (HelpFormatter, add_deprecated, add_flag, check_device, check_output_file,  # noqa: E402
-                        check_positive, run_main)
+                        check_positive, check_precision, run_main)
 from common.zipar.config import PRECISIONS, DecodeConfig  # noqa: E402
 from common.zipar.engine import decode_steps  # noqa: E402
 from common.weights.hf_shards import empty_model  # noqa: E402
@@ -95,7 +96,7 @@ def check_args(args) -> dict:
     if args.dim % args.heads or args.heads % (args.kv_heads or args.heads):
         raise ValueError(f"--dim {args.dim} must be a multiple of --heads {args.heads}, and --heads a multiple of "
                          f"--kv-heads {args.kv_heads}")
-    check_device(args.device)
+    check_precision(args.precision, check_device(args.device))
     if args.out_md:
         check_output_file(args.out_md, "--out-md", (".md",), "a Markdown table")
     sampling = dict(cfg_scale=3.0, top_k=args.top_k)
@@ -134,8 +135,7 @@ def main(args) -> str:
     table = "\n".join(lines)
     print(table)
     if args.out_md:
-        Path(args.out_md).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out_md).write_text(table + "\n")
+        write_text_atomic(args.out_md, table + "\n")
     return table
 
 

@@ -22,6 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common.atomic import atomic_path, write_csv_atomic, write_text_atomic  # noqa: E402
 from common.cli import (HelpFormatter, add_flag, check_input_file, check_output_file, check_positive,  # noqa: E402
                         run_main, set_threads)
 from common.zipar.config import DRAFT_COUPLINGS, DRAFT_INITS, DecodeConfig  # noqa: E402
@@ -124,6 +125,8 @@ def main(args) -> list[dict]:
     check_outputs(args, md=args.out_md, csv=args.out_csv, png=args.out_png)
     configs = settings(args)  # every DecodeConfig validated before the model loads
     gpt = Transformer(gpt_config("demo"), grid_size=DEMO.image_size).eval()
+    for _, _, config in configs:
+        config.check_grid(layout_for(gpt).cols)  # e.g. a --draft-lens longer than a row, before any sampling
     load_gpt_weights(gpt, args.gpt_ckpt, "demo")
     tokenizer = IntensityTokenizer.load(args.tokenizer)
     scorer = DigitScorer.load(args.classifier)
@@ -151,9 +154,15 @@ def main(args) -> list[dict]:
     return rows
 
 
+# columns that --from-csv reads as numbers (mark_frontier and the table compare and format them)
+NUMBERS = ("window", "passes_mean", "pass_reduction", "seconds", "accuracy", "accuracy_std", "digits_fid",
+           "digits_fid_std", "agreement", "agreement_std")
+
+
 def read_rows(paths) -> list[dict]:
     """The rows of earlier runs' CSVs (e.g. runs made side by side, one per core, or --part runs), the first
-    of each setting kept, in the table's order."""
+    of each setting kept, in the table's order. A file that is not such a table (other columns, not text,
+    a kind or number it cannot hold) is refused with its name."""
     def value(text):
         for kind in (int, float):
             try:
@@ -163,12 +172,35 @@ def read_rows(paths) -> list[dict]:
         return text
     rows, seen = [], set()
     for path in paths:
-        with open(path, newline="") as f:
-            for row in csv.DictReader(f):
-                if row["setting"] not in seen:
-                    seen.add(row["setting"])
-                    rows.append({k: v if k in ("setting", "row_tokens_per_pass") else value(v) for k, v in row.items()})
+        check_input_file(path, "--from-csv", "CSV table")
+        try:
+            with open(path, newline="", encoding="utf-8") as f:
+                reader = csv.DictReader(f)
+                missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+                if missing:
+                    raise ValueError(f"--from-csv {path} is not a table of this benchmark: it lacks the columns "
+                                     f"{', '.join(missing[:6])}{', ...' if len(missing) > 6 else ''}")
+                for row in reader:
+                    check_row(row, path, reader.line_num)
+                    if row["setting"] not in seen:
+                        seen.add(row["setting"])
+                        rows.append({k: v if k in ("setting", "row_tokens_per_pass") else value(v)
+                                     for k, v in row.items()})
+        except (UnicodeDecodeError, csv.Error) as e:
+            raise ValueError(f"--from-csv {path} is not a CSV text table: {type(e).__name__}: {e}") from None
     return rows
+
+
+def check_row(row: dict, path, line: int) -> None:
+    """A row --from-csv can merge: a known kind and first-row rule, numbers where the table needs them."""
+    if row["kind"] not in KINDS or row["first_row"] not in ("serial", "early", ""):
+        raise ValueError(f"--from-csv {path} line {line}: kind {row['kind']!r} / first_row {row['first_row']!r} "
+                         f"is none of {', '.join(KINDS)} / serial, early")
+    for column in NUMBERS:
+        try:
+            float(row[column])
+        except (TypeError, ValueError):
+            raise ValueError(f"--from-csv {path} line {line}: {column} {row[column]!r} is not a number") from None
 
 
 def table_order(row) -> tuple:
@@ -266,24 +298,19 @@ def plot(rows, path):
     axes[0].legend(fontsize=7, ncol=2)
     fig.suptitle("Demo model (24x24 tokens): quality vs forward passes; solid: serial first row, dashed: early")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, format="png")
 
 
 def write_csv(rows, path):
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv_atomic(path, rows, COLUMNS)
 
 
 def write_outputs(rows, args):
     rows = mark_frontier(rows)
-    for path in (args.out_md, args.out_png):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out_md).write_text(markdown(rows, args))
+    write_text_atomic(args.out_md, markdown(rows, args))
     write_csv(rows, args.out_csv)
-    plot(rows, args.out_png)
+    with atomic_path(args.out_png) as tmp:
+        plot(rows, tmp)
     print(markdown(rows, args))
 
 

@@ -3,23 +3,26 @@ spellings), the checks of device, precision, model files and output paths made b
 default model precision and the one-line error exit. The tail every CLI ends with (decode, time, save,
 report) is common.report."""
 import argparse
+import json
 import os
 import sys
 import tempfile
+import time
 import weakref
 from pathlib import Path
 from typing import Callable
 
 import torch
 
+from common.atomic import WriteError
 from common.weights.checkpoint import CheckpointError
 from common.determinism import use_deterministic_kernels
 from common.images import IMAGE_FORMATS
 from common.zipar.config import PRECISIONS
 from common.zipar.engine import CUDA_GRAPHS
 
-# bad input a user can fix: reported as one line, exit status 2 (no traceback)
-USER_ERRORS = (ValueError, FileNotFoundError, CheckpointError)
+# bad input a user can fix, and a write that failed (a full disk): reported as one line, exit status 2 (no traceback)
+USER_ERRORS = (ValueError, FileNotFoundError, CheckpointError, WriteError)
 
 
 # The flags several scripts share, declared once: name -> argparse settings. A script adds one with
@@ -38,7 +41,7 @@ SHARED_FLAGS: dict[str, dict] = {
                      help="with --random-init: the architecture built (default: the model's own; tiny for tests)"),
     "--random-init": dict(action="store_true", help="random weights, no checkpoint files (speed and engine tests)"),
     "--json": dict(action="store_true", help="print one JSON object (passes, timing, outputs) on stdout"),
-    # the benchmarks' (benchmarks/*.py)
+    # the benchmarks' (benchmarks/*.py) and the text-to-image CLIs'
     "--batch-size": dict(type=int, metavar="N", default=1, help="images per decode call"),
     "--threads": dict(type=int, metavar="N", default=None,
                       help="torch CPU threads (>= 1); default: this host's cores shared by its ranks (all of them "
@@ -326,11 +329,13 @@ def check_positive(**counts) -> None:
                 raise ValueError(f"--{name.replace('_', '-')} {value} must be >= 1")
 
 
-def check_output_dir(path: str | Path, flag: str = "--out-dir") -> Path:
-    """A folder we can write images into (made when the images are saved), checked before the work."""
+def check_output_dir(path: str | Path, flag: str = "--out-dir",
+                     holds: str = "images are written as 0000.png, ...") -> Path:
+    """A folder we can write into (made when the outputs are saved; `holds`: what goes in it), checked
+    before the work."""
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise ValueError(f"{flag} {path} is an existing file; give a folder (images are written as 0000.png, ...)")
+        raise ValueError(f"{flag} {path} is an existing file; give a folder ({holds})")
     _check_writable_dir(path, flag, path)
     return path
 
@@ -349,6 +354,19 @@ def _check_writable_dir(folder: Path, flag: str, given: Path) -> None:
         raise ValueError(f"{flag} {given}: cannot write to {existing}: {e.strerror or e}") from None
 
 
+def tell_torchrun(line: str) -> None:
+    """Under torchrun, leave `line` in the error file its agent reads (TORCHELASTIC_ERROR_FILE, set for each
+    process), so the failure summary it prints last shows `traceback : LINE` instead of a pointer to its docs."""
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if path:
+        try:
+            # the layout torch's own ErrorHandler.record_exception writes (torch.distributed.elastic)
+            record = {"message": line, "extraInfo": {"py_callstack": line, "timestamp": str(int(time.time()))}}
+            Path(path).write_text(json.dumps({"message": record}))
+        except OSError:
+            pass  # the line is on stderr already
+
+
 def run_main(main: Callable, args, interrupted: str | None = None) -> int:
     """main(args); a USER_ERRORS exception becomes `error: ...` on stderr and exit status 2. interrupted:
     the line Ctrl-C (KeyboardInterrupt) prints instead of a traceback (under torchrun, rank 0's only),
@@ -358,6 +376,7 @@ def run_main(main: Callable, args, interrupted: str | None = None) -> int:
     except USER_ERRORS as e:
         sys.stderr.write(f"error: {e}\n")  # one write: lines of concurrent ranks never interleave
         sys.stderr.flush()
+        tell_torchrun(f"error: {e}")
         return 2
     except KeyboardInterrupt:
         if interrupted is None:

@@ -8,19 +8,20 @@ state dict is written as safetensors, and from then on that file is the one you 
 it reads the file with the same safe loader as the rest and converts only files that load safely.
 
 The weights: --key if given, else the first of state_dict, model, module, ema that holds a dict of tensors,
-else the file's top level if it holds tensors only.
+else the file's top level if it holds tensors only. Weights holding NaN or inf are refused (every loader here
+refuses them), and nothing is written.
 
 python -m common.convert vqgan.ckpt --trust-pickle                # writes vqgan.safetensors (suffix replaced)
 python -m common.convert c2i_B_256.pt --key ema --out c2i_B_256_ema.safetensors
 """
 import argparse
-import os
 import sys
 from pathlib import Path
 
 import torch
 
-from common.weights.checkpoint import CheckpointError, checkpoint_format, read_checkpoint
+from common.atomic import atomic_path
+from common.weights.checkpoint import CheckpointError, check_finite, checkpoint_format, read_checkpoint
 from common.cli import HelpFormatter, check_input_file, check_output_file, run_main
 
 CONTAINERS = ("state_dict", "model", "module", "ema")  # Lightning keeps its weights under "state_dict"
@@ -90,14 +91,10 @@ def safetensors_ready(state: dict) -> dict:
 
 
 def write_atomically(state: dict, out: Path, metadata: dict) -> None:
-    """A temp file next to `out`, then os.replace: an interrupted run never leaves a partial `out`."""
+    """Whole or not at all (common.atomic): an interrupted run or a full disk never leaves a partial `out`."""
     from safetensors.torch import save_file
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(out) as tmp:
         save_file(state, str(tmp), metadata=metadata)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def main(args: argparse.Namespace) -> Path:
@@ -113,6 +110,9 @@ def main(args: argparse.Namespace) -> Path:
     check_output_file(out, "--out", (".safetensors",), "the format written; loaders read safetensors by its name")
     ckpt = load_trusting_pickle(path) if args.trust_pickle else read_checkpoint(path, WHAT)
     state, key = find_state_dict(ckpt, args.key, path)
+    # refused, not warned about: every loader refuses a weight holding NaN or inf, so the file would be of no use
+    for name, tensor in state.items():
+        check_finite(tensor, name, WHAT, path)
     write_atomically(safetensors_ready(state), out, {"format": "pt", "source": path.name, "key": key or "."})
     # other candidate weights (a training checkpoint's "model" next to its "ema"): say they were left out
     others = [name for name in CONTAINERS if name != key and _is_weights(ckpt.get(name))]

@@ -1,10 +1,11 @@
 """Turning decoder output in [-1, 1] into pixels and files."""
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+
+from common.atomic import atomic_path
 
 
 # formats written by file suffix; an unlisted suffix gets PNG
@@ -32,17 +33,11 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int = 4, padding: in
 
 
 def save_png_atomic(pixels: np.ndarray, path: str | Path) -> None:
-    """Write to a temporary name and rename, so a killed run never leaves a half-written image. The
-    format follows the suffix (IMAGE_FORMATS); a failed write leaves no temporary file behind."""
+    """Write the image whole or not at all (common.atomic), so a killed run or a full disk never leaves a
+    half-written image. The format follows the suffix (IMAGE_FORMATS)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fmt = IMAGE_FORMATS.get(path.suffix.lower(), "PNG")
-    try:
-        Image.fromarray(pixels).save(tmp, format=fmt)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp:
+        Image.fromarray(pixels).save(tmp, format=IMAGE_FORMATS.get(path.suffix.lower(), "PNG"))
 
 
 def to_fid_uint8(images: torch.Tensor, size: int) -> np.ndarray:
@@ -66,11 +61,8 @@ def save_png_with_text_atomic(pixels: np.ndarray, path: str | Path, text: dict[s
     info = PngInfo()
     for key, value in text.items():
         info.add_text(key, str(value))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(pixels).save(tmp, format="PNG", pnginfo=info)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(pixels).save(tmp, format="PNG", pnginfo=info)
 
 
 def read_png_checked(path: str | Path, size: tuple[int, int]) -> dict[str, str] | None:

@@ -1,6 +1,9 @@
 """Quality metrics that need no network: the Frechet distance between feature Gaussians (the FID
-formula, Heusel et al. 2017), feature statistics, and paired token agreement."""
+formula, Heusel et al. 2017), feature statistics, paired token agreement, and what makes an image set's
+FID meaningless (repeated images, a set scored against itself)."""
+import hashlib
 import warnings
+from collections import Counter
 
 import numpy as np
 import torch
@@ -41,3 +44,26 @@ def paired_agreement(tokens: torch.Tensor, reference: torch.Tensor) -> torch.Ten
     if tokens.shape != reference.shape:
         raise ValueError(f"shapes differ: {tuple(tokens.shape)} vs {tuple(reference.shape)}")
     return (tokens == reference).flatten(1).float().mean(dim=1)
+
+
+def image_digests(images: np.ndarray) -> Counter:
+    """How often each distinct image of (N, H, W, 3) occurs, keyed by a digest of its bytes."""
+    return Counter(hashlib.blake2b(np.ascontiguousarray(im).tobytes(), digest_size=16).digest() for im in images)
+
+
+def repeated_images_warning(images: np.ndarray, name: str) -> str | None:
+    """Why a FID of `images` would not measure N samples: images repeated byte for byte (all of them: a
+    zero covariance, the distance of one image); None if every image is distinct."""
+    digests, n = image_digests(images), len(images)
+    if len(digests) == 1:
+        return (f"all {n} images of {name} are identical: their covariance is zero, so the FID is that of one "
+                "image, not of a model's samples")
+    if len(digests) < n:
+        return (f"{n - len(digests)} of the {n} images of {name} repeat another one byte for byte (the same seed "
+                f"twice?): the FID is not that of {n} samples")
+    return None
+
+
+def same_images(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two image sets hold the same images, each as often, in any order (a FID of about 0)."""
+    return len(a) == len(b) and image_digests(a) == image_digests(b)

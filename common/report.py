@@ -1,13 +1,13 @@
 """The tail every command-line script ends with once its models are loaded: note a window that is plain
-NTP, decode under a progress bar over the passes, time it, save the images and report them in one --json
-layout (`decode_and_report`, `decode_report`)."""
+NTP, decode under a progress bar over the passes (batch after batch, each saved before the next is decoded),
+time it, save the images and report them in one --json layout (`decode_and_report`, `decode_report`)."""
 import argparse
 import json
 import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -22,16 +22,16 @@ from common.zipar.window import first_row_rule, num_passes
 
 
 @contextmanager
-def pass_progress(config: DecodeConfig, layout: Layout, quiet: bool):
+def pass_progress(config: DecodeConfig, layout: Layout, quiet: bool, batches: int = 1):
     """A tqdm bar over forward passes on stderr; yields the engine's on_pass callback (None when quiet).
-    Total: the schedule's pass count (adaptive windows: NTP's, an upper bound)."""
+    Total: the schedule's pass count (adaptive windows: NTP's, an upper bound) times the batches."""
     if quiet:
         yield None
         return
     from tqdm import tqdm
 
     window = None if config.adaptive else config.window
-    bar = tqdm(total=num_passes(layout, window, config.compat, config.first_row),
+    bar = tqdm(total=batches * num_passes(layout, window, config.compat, config.first_row),
                desc="decoding", unit="pass",
                file=sys.stderr, leave=False)
     try:
@@ -62,17 +62,50 @@ def decode_and_report(decode: Callable, config: DecodeConfig, layout: Layout, ar
     (decode(on_pass) -> DecodeResult) under a progress bar over the passes, wait for the device, time it,
     save the images (save(result) -> the report's output entries, "out" among them) and report: --json, one
     object on stdout (`decode_report`); else one line on stderr."""
+    return decode_batches_and_report([(decode, save)], config, layout, args)
+
+
+def decode_batches_and_report(batches: Sequence[tuple[Callable, Callable]], config: DecodeConfig, layout: Layout,
+                              args: argparse.Namespace) -> dict:
+    """decode_and_report over batches, each a (decode, save) pair run in turn: a batch's images are saved
+    before the next batch is decoded, so memory holds one batch. The report joins the batches' reports
+    (join_reports); its seconds are the decodes' alone."""
     device = torch.device(args.device)
-    start = time.perf_counter()
     note_window(config, layout, args)
-    with pass_progress(config, layout, args.quiet or args.json) as on_pass:
-        result = decode(on_pass)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    report = decode_report(result, config, layout, time.perf_counter() - start)
-    report.update(save(result))
+    reports = []
+    with pass_progress(config, layout, args.quiet or args.json, len(batches)) as on_pass:
+        for decode, save in batches:
+            start = time.perf_counter()
+            result = decode(on_pass)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            reports.append({**decode_report(result, config, layout, time.perf_counter() - start), **save(result)})
+    report = join_reports(reports)
     print_report(report, args.json)
     return report
+
+
+# report entries holding one value per image: a run decoded in batches lists them batch after batch
+PER_IMAGE = ("image_passes", "accepted_window", "rejections", "tokens_per_row_pass", "row_tokens_per_pass",
+             "draft_rejections", "files", "prompt_tokens", "tokens")
+# entries counting what a batch ran: added up over the batches
+PER_BATCH = ("forward_passes", "official_forward_passes", "seconds")
+
+
+def join_reports(reports: list[dict]) -> dict:
+    """One report of a run decoded in batches: PER_IMAGE entries concatenated, PER_BATCH ones summed, every
+    other entry (grid, window, the output folder, ...) the same in every batch."""
+    joined = dict(reports[0])
+    for report in reports[1:]:
+        for key, value in report.items():
+            if key in PER_IMAGE or key in PER_BATCH:
+                joined[key] = joined[key] + value
+            elif joined[key] != value:
+                raise RuntimeError(f"report entry {key!r} differs between batches ({joined[key]!r}, {value!r}): "
+                                   "list it in PER_IMAGE or PER_BATCH")
+    if "seconds" in joined:
+        joined["seconds"] = round(joined["seconds"], 4)
+    return joined
 
 
 def decode_report(result: DecodeResult, config: DecodeConfig, layout: Layout, seconds: float) -> dict:
@@ -94,12 +127,14 @@ def decode_report(result: DecodeResult, config: DecodeConfig, layout: Layout, se
     return report
 
 
-def save_text_to_image(pipe, prompts: list[str], size, out_dir: str, to_uint8: Callable) -> Callable[[DecodeResult], dict]:
-    """decode_and_report's `save` for the text-to-image pipelines (common.t2i_pipeline): image i as
-    out_dir/{i:04d}.png (to_uint8: the family's official pixel conversion, (B, 3, h, w) -> (B, h, w, 3) uint8)."""
+def save_text_to_image(pipe, prompts: list[str], size, out_dir: str, to_uint8: Callable,
+                       first: int = 0) -> Callable[[DecodeResult], dict]:
+    """decode_and_report's `save` for the text-to-image pipelines (common.t2i_pipeline): image i (of prompts,
+    which start at index `first` of the run) as out_dir/{first + i:04d}.png (to_uint8: the family's official
+    pixel conversion, (B, 3, h, w) -> (B, h, w, 3) uint8)."""
     def save(result: DecodeResult) -> dict:
         out, files = Path(out_dir), []
-        for i, pixels in enumerate(to_uint8(pipe.decode_images(result.tokens))):
+        for i, pixels in enumerate(to_uint8(pipe.images(result.tokens)), start=first):
             files.append(str(out / f"{i:04d}.png"))
             save_png_atomic(np.asarray(pixels), files[-1])
         layout = pipe.layout(size)
@@ -119,13 +154,18 @@ def save_grid_file(decode_images: Callable, out, **entries) -> Callable[[DecodeR
 
 
 def run_text_to_image(pipe, prompts: list[str], size, config: DecodeConfig, args: argparse.Namespace,
-                   to_uint8: Callable) -> dict:
-    """What the text-to-image CLIs do once their pipeline (common.t2i_pipeline) is loaded: decode_and_report,
-    image i written as --out-dir/{i:04d}.png."""
+                      to_uint8: Callable) -> dict:
+    """What the text-to-image CLIs do once their pipeline (common.t2i_pipeline) is loaded: decode --batch-size
+    prompts at a time (decode_batches_and_report), image i written as --out-dir/{i:04d}.png. Image i has seed
+    (--seed, i) and its pixels are decoded alone, so the images do not depend on --batch-size."""
     seeds = image_seeds(args.seed, torch.arange(len(prompts), device=torch.device(args.device)))
-    return decode_and_report(
-        lambda on_pass: pipe.generate(prompts, seeds, config, size, on_pass=on_pass, compile=args.compile),
-        config, pipe.layout(size), args, save_text_to_image(pipe, prompts, size, args.out_dir, to_uint8))
+
+    def batch(lo: int) -> tuple[Callable, Callable]:
+        chunk, chunk_seeds = prompts[lo:lo + args.batch_size], seeds[lo:lo + args.batch_size]
+        return (lambda on_pass: pipe.generate(chunk, chunk_seeds, config, size, on_pass=on_pass, compile=args.compile),
+                save_text_to_image(pipe, chunk, size, args.out_dir, to_uint8, first=lo))
+    return decode_batches_and_report([batch(lo) for lo in range(0, len(prompts), args.batch_size)], config,
+                                     pipe.layout(size), args)
 
 
 def official_report(config: DecodeConfig, layout: Layout, result: DecodeResult) -> dict:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from common.atomic import atomic_path, leftover_temporaries, write_text_atomic
 from common.images import read_png_checked
 
 
@@ -101,15 +102,19 @@ def npz_path(run_dir: Path, n: int) -> Path:
 def clear_run_dir(run_dir: Path) -> None:
     """--overwrite: delete the run's images, summary, record and every npz of it."""
     npzs = [*run_dir.parent.glob(f"{glob.escape(run_dir.name)}-n*.npz"), run_dir.with_name(run_dir.name + ".npz")]
-    for path in [*run_dir.glob("[0-9]*.png"), *run_dir.glob(".*.png.tmp"), run_dir / "summary.json",
-                 run_dir / "args.json", *npzs]:
+    for path in [*run_dir.glob("[0-9]*.png"), run_dir / "summary.json", run_dir / "args.json", *npzs]:
+        path.unlink(missing_ok=True)
+
+
+def clear_temporaries(run_dir: Path) -> None:
+    """Delete the temporary files of writes that a killed run left (common.atomic): PNGs, JSON, the npz.
+    Only while the folder's lock is held and before any rank writes."""
+    for path in [*leftover_temporaries(run_dir), *leftover_temporaries(run_dir.parent, f"{glob.escape(run_dir.name)}-n*")]:
         path.unlink(missing_ok=True)
 
 
 def write_json_atomic(path: Path, obj: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(obj, indent=1) + "\n")
 
 
 def png_path(run_dir: Path, i: int) -> Path:
@@ -172,7 +177,6 @@ def build_npz(run_dir: Path, npz: Path, expected: list[dict[str, str]], size: in
             raise RunFolderError(f"{png_path(run_dir, i)} is not image {i}: its metadata {got} does not match "
                                  f"{expected[i]}; rerun the same command to redo it")
     labels = np.array([int(t["label"]) for t in expected], dtype=np.int64)
-    tmp = npz.with_name(f".{npz.stem}.tmp.npz")
-    np.savez(tmp, arr_0=pixels, arr_1=labels)
-    os.replace(tmp, npz)
+    with atomic_path(npz) as tmp:
+        np.savez(tmp, arr_0=pixels, arr_1=labels)
     return texts

@@ -170,6 +170,11 @@ class TextToImagePipeline:
         condition, layout = self.condition(prompts, size, config)
         return decode(self.coded, condition, seeds, layout, config, self.fixed_row(layout.rows), on_pass, compile)
 
+    def images(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, H, W) codes -> (B, 3, h, w) images, decode_images one image at a time: the image decoder's
+        convolutions give results that depend on the batch (CPU threads split it), an image must not."""
+        return torch.cat([self.decode_images(t[None]) for t in tokens])
+
     def sequence_ids(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, H, W) codes -> (B, H(W+F) + closing) vocabulary ids: the official image block (each row and
         its F fixed ids, then the closing tokens)."""
@@ -199,8 +204,7 @@ class PromptImages:
 
     def make(self, idx: torch.Tensor, seeds: torch.Tensor, config: DecodeConfig
              ) -> tuple[torch.Tensor, DecodeResult]:
-        """-> ((B, 3, h, w) images in about [-1, 1], DecodeResult). The image decoder runs one image at a
-        time: its convolutions' results depend on the batch (CPU threads split it), the PNGs must not."""
+        """-> ((B, 3, h, w) images in about [-1, 1], DecodeResult)."""
         prompts = [self.prompts[j] for j in self.labels(idx).tolist()]
         result = self.pipeline.generate(prompts, seeds, config, self.size, compile=self.compile)
-        return torch.cat([self.pipeline.decode_images(t[None]) for t in result.tokens]), result
+        return self.pipeline.images(result.tokens), result

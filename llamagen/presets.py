@@ -94,6 +94,16 @@ def trained_image_sizes(gpt_model: str) -> tuple[int, ...]:
     return (DEMO.image_size,) if gpt_model == "demo" else OFFICIAL_IMAGE_SIZES
 
 
+def check_image_size(gpt_model: str, image_size: int, trained_weights: bool, random: str = "--random-init") -> None:
+    """--image-size of a class-conditional GPT loaded from a checkpoint must be one it was trained at
+    (another gives a grid the model never saw); random weights (the flag or its absence: `random`) take any."""
+    sizes = trained_image_sizes(gpt_model)
+    if trained_weights and image_size not in sizes:
+        raise ValueError(f"--image-size {image_size}: {gpt_model} checkpoints are trained at "
+                         f"{' or '.join(map(str, sizes))} px; another size gives a grid the model never saw "
+                         f"(random weights take any size: {random})")
+
+
 def sample_defaults(gpt_model: str) -> Preset:
     """llamagen.sample's defaults for --gpt-model: the demo's, or sample_c2i.py's for an official model."""
     return DEMO if gpt_model == "demo" else C2I

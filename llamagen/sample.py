@@ -18,7 +18,7 @@ from common.zipar.sampling import image_seeds
 from llamagen.generate import decode_images, generate, layout_for
 from llamagen.loader import TOKENIZERS, load_models, tokenizer_downsample
 from llamagen.model import GPT_PRESETS
-from llamagen.presets import sample_defaults, trained_image_sizes
+from llamagen.presets import check_image_size, sample_defaults
 
 
 def fill_defaults(args: argparse.Namespace) -> argparse.Namespace:
@@ -40,11 +40,7 @@ def check_args(args: argparse.Namespace) -> DecodeConfig:
     downsample = tokenizer_downsample(args.vq_model)
     if args.image_size <= 0 or args.image_size % downsample:
         raise ValueError(f"--image-size {args.image_size} must be a positive multiple of {downsample} ({args.vq_model})")
-    sizes = trained_image_sizes(args.gpt_model)
-    if not args.random_init and args.image_size not in sizes:
-        raise ValueError(f"--image-size {args.image_size}: {args.gpt_model} checkpoints are trained at "
-                         f"{' or '.join(map(str, sizes))} px; another size gives a grid the model never saw "
-                         "(--random-init takes any size)")
+    check_image_size(args.gpt_model, args.image_size, not args.random_init)
     config.check_grid(args.image_size // downsample)
     num_classes = GPT_PRESETS[args.gpt_model].num_classes
     bad = [c for c in args.class_labels if not 0 <= c < num_classes]

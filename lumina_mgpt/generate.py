@@ -13,8 +13,8 @@ import sys
 import torch
 
 from common.cli import (HelpFormatter, add_alias, add_deprecated, add_flag, add_runtime_args, check_input_dir,
-                        check_model_files, check_output_dir, check_runtime, fill_random_init_config, note_random_init,
-                        run_main)
+                        check_model_files, check_output_dir, check_positive, check_runtime, fill_random_init_config,
+                        note_random_init, run_main)
 from common.report import run_text_to_image
 from common.zipar.config import PRECISIONS, DecodeConfig, add_decode_args, decode_config_from_args
 from common.prompts import collect_prompts
@@ -36,6 +36,7 @@ def check_args(args: argparse.Namespace) -> tuple[DecodeConfig, list[str]]:
     check_size(args.width, args.height, resolution_for(args))
     fill_random_init_config(args, PRESETS, DEFAULT.config)
     check_model_files(args, ["--model-path", "--vq-path"], check_input_dir, unchecked=["--tokenizer-path"])
+    check_positive(batch_size=args.batch_size)
     check_runtime(args)
     check_output_dir(args.out_dir)
     return config, prompts
@@ -67,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(p, "--random-init", help="random weights for --config, no files")
     add_flag(p, "--config", help=f"with --random-init: the architecture built ({', '.join(PRESETS)}; default "
                                  f"{DEFAULT.config})")
+    add_flag(p, "--batch-size", default=8, help="prompts decoded together (with CFG the model runs twice as many "
+                                               "rows); the images do not depend on it")
     add_flag(p, "--json")
     add_runtime_args(p, "the text model")
     add_decode_args(p, cfg_scale=DEFAULT.cfg_scale, top_k=DEFAULT.top_k, temperature=DEFAULT.temperature)

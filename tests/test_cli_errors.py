@@ -48,7 +48,7 @@ def test_sample_output_path_checked_before_sampling(out, needle, tmp_path, capsy
         (tmp_path / "folder").mkdir()
     err = error_of(sample_cli, [*ONE_DIGIT, "--out", str(path)], capsys)
     assert needle in err
-    assert not list(tmp_path.rglob("*.tmp")) and not list(tmp_path.rglob(".*tmp"))
+    assert not list(tmp_path.rglob("*.tmp")) and not list(tmp_path.rglob(".*tmp*"))
 
 
 def test_sample_writes_the_format_its_suffix_names(tmp_path, capsys):

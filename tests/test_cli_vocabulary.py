@@ -109,7 +109,7 @@ def test_deprecated_spellings_still_work_with_one_warning(cli, old, new, capsys)
 
 def test_every_cli_accepts_the_shared_names():
     values = {"--out": "x.png", "--out-dir": "d", "--prompts-file": "p.txt", "--gpt-ckpt": "g.pt", "--model-path": "m",
-              "--vq-path": "v", "--tokenizer-path": "t", "--config": "tiny"}
+              "--vq-path": "v", "--tokenizer-path": "t", "--config": "tiny", "--batch-size": 2}
     for name, build in PARSERS.items():
         parser = build()
         opts = options(parser)
@@ -117,7 +117,7 @@ def test_every_cli_accepts_the_shared_names():
         for flag in SHARED_FLAGS:
             if flag in opts and flag not in RUNTIME:
                 argv += [flag] if flag in ("--random-init", "--json") else [flag, "a", flag, "b"] \
-                    if flag == "--prompt" else [flag, values[flag]]
+                    if flag == "--prompt" else [flag, str(values[flag])]
         args = parser.parse_args(argv)
         assert (args.device, args.precision, args.seed, args.compile, args.threads, args.quiet) == \
                ("cpu", "bf16", 5, True, 1, True), name
