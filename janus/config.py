@@ -22,7 +22,7 @@ Facts (cited where they are used):
 from dataclasses import dataclass
 
 from common.models.llama import LlamaConfig
-from common.models.vq import VQ_PRESETS, VQConfig, vq_config
+from common.models.vq import VQConfig, vq_config
 from common.weights.checkpoint import CheckpointError
 
 
@@ -46,12 +46,16 @@ class JanusConfig:
 
 # the stand-in tokenizer's vocabulary (janus.prompt.stand_in_tokenizer) fits in 128 ids
 TINY_VOCAB = 128
+# VQ-16's decoder at test size: a 6 x 6 grid decoded to Janus-Pro's 384 px (7 levels, x64), 64 codes
+VQ_ARCHITECTURES = {"VQ-16": vq_config("VQ-16"),
+                    "VQ-tiny-384": VQConfig(codebook_size=64, codebook_embed_dim=8, z_channels=32, ch=32,
+                                            ch_mult=(1, 1, 1, 1, 1, 1, 2), num_res_blocks=1)}
 
 PRESETS = {
     "tiny": JanusConfig(
         LlamaConfig(vocab_size=TINY_VOCAB, dim=64, n_layers=2, n_heads=4, n_kv_heads=4, ffn_hidden=96,
                     rope_theta=10000.0, norm_eps=1e-6),
-        vq_config("VQ-tiny"), grid=6, aligner_depth=2, head_hidden=64),  # 6x6 grid, 12 px
+        VQ_ARCHITECTURES["VQ-tiny-384"], grid=6, aligner_depth=2, head_hidden=64),  # 6x6 grid, 384 px
     "1B": JanusConfig(
         LlamaConfig(vocab_size=102400, dim=2048, n_layers=24, n_heads=16, n_kv_heads=16, ffn_hidden=5632,
                     rope_theta=10000.0, norm_eps=1e-6),
@@ -110,12 +114,11 @@ def _release_config(cfg: dict) -> JanusConfig:
     try:
         vision = cfg["gen_vision_config"]
         aligner, head = cfg["gen_aligner_config"]["params"], cfg["gen_head_config"]["params"]
-        # the release knows VQ-16 only (vq_model.py VQ_models); the other LlamaGen presets of common.models.vq
-        # (VQ-tiny for tests) are read the same way
-        if vision.get("cls") not in VQ_PRESETS:
+        # the release knows VQ-16 only (vq_model.py VQ_models); VQ_ARCHITECTURES adds the tiny preset's
+        if vision.get("cls") not in VQ_ARCHITECTURES:
             raise CheckpointError(f"Janus config.json: gen_vision_config.cls is {vision.get('cls')!r}; expected "
-                                  f"one of {', '.join(VQ_PRESETS)} (the release: VQ-16)")
-        base = vq_config(vision["cls"])
+                                  f"one of {', '.join(VQ_ARCHITECTURES)} (the release: VQ-16)")
+        base = VQ_ARCHITECTURES[vision["cls"]]
         vq = VQConfig(codebook_size=int(vision["params"]["image_token_size"]),
                       codebook_embed_dim=int(vision["params"]["n_embed"]), z_channels=base.z_channels, ch=base.ch,
                       ch_mult=base.ch_mult, num_res_blocks=base.num_res_blocks)

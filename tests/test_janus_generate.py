@@ -29,7 +29,7 @@ def pipe() -> JanusPipeline:
     return p
 
 
-SIZE = 12  # the tiny preset: 6 x 6 codes
+SIZE = 384  # the tiny preset: 6 x 6 codes decoded to 384 px
 
 
 @torch.inference_mode()
@@ -136,8 +136,8 @@ def test_sequence_and_images(pipe):
     assert torch.equal(pipe.sequence_ids(result.tokens), result.tokens.flatten(1))
     images = pipe.decode_images(result.tokens)
     assert images.shape == (2, 3, SIZE, SIZE) and images.dtype == torch.float32
-    with pytest.raises(ValueError, match="12 x 12 px"):
-        pipe.grid(384)
+    with pytest.raises(ValueError, match="384 x 384 px"):
+        pipe.grid(512)
 
 
 def test_cli_random_init_end_to_end(tmp_path):
@@ -159,7 +159,7 @@ def test_cli_random_init_end_to_end(tmp_path):
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["--size", "384"], "--size 384"),
+    (["--size", "512"], "--size 512"),
     (["--window", "0"], "window"),
     (["--draft-len", "9"], "--draft-len 9 on a grid 6 tokens wide"),
     (["--compat", "official"], "not for 'janus'"),

@@ -87,7 +87,8 @@ def test_generation_logits_and_pixels_match_transformers(reference, folders, lay
         grid = torch.randint(0, TINY.vq.codebook_size, (2, TINY.grid, TINY.grid), generator=torch.Generator().manual_seed(2))
         pixels = vq.decode(grid)
         assert pixels.shape == (2, 3, SIZE, SIZE)
-        assert (pixels - reference.model.vqmodel.decode(grid.flatten(1))).abs().max() <= 1e-4
+        # fp32 rounding through the decoder's 7 levels: 1e-4 of the pixel range
+        assert (pixels - reference.model.vqmodel.decode(grid.flatten(1))).abs().max() <= 1e-4 * pixels.abs().max()
 
 
 def test_single_bin_file_of_the_release_loads(reference, tmp_path):
@@ -170,7 +171,8 @@ def test_greedy_ntp_equals_transformers_generate(reference, pipes, window):
     assert result.forward_passes == TINY.grid ** 2
     with torch.no_grad():
         pixels = reference.decode_image_tokens(ref.flatten(1)).permute(0, 3, 1, 2)
-    assert (pipe.decode_images(result.tokens) - pixels).abs().max() <= 1e-4
+    ours = pipe.decode_images(result.tokens)
+    assert (ours - pixels).abs().max() <= 1e-4 * ours.abs().max()
 
 
 def test_greedy_ntp_with_the_release_branch_equals_its_loop(reference, pipes):

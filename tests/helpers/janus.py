@@ -20,8 +20,9 @@ def hf_config(ids: SpecialIds):
                        num_hidden_layers=c.n_layers, num_attention_heads=c.n_heads, num_key_value_heads=c.n_kv_heads,
                        rms_norm_eps=c.norm_eps, bos_token_id=ids.bos, pad_token_id=ids.pad, eos_token_id=ids.bos + 3)
     # the understanding tower is built but unused; its grid decides num_patches = TINY.grid
-    vision = JanusVisionConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=TINY.grid * 2,
-                               patch_size=2, projection_dim=c.dim, num_image_tokens=TINY.grid ** 2)
+    vision = JanusVisionConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=TINY.image_size,
+                               patch_size=TINY.image_size // TINY.grid, projection_dim=c.dim,
+                               num_image_tokens=TINY.grid ** 2)
     vq = JanusVQVAEConfig(embed_dim=v.codebook_embed_dim, num_embeddings=v.codebook_size, latent_channels=v.z_channels,
                           base_channels=v.ch, channel_multiplier=list(v.ch_mult), num_res_blocks=v.num_res_blocks,
                           projection_dim=c.dim, image_token_embed_dim=c.dim, num_hidden_layers=TINY.aligner_depth)
@@ -92,7 +93,7 @@ def release_config_json() -> dict:
         "language_config": {"model_type": "llama", "vocab_size": c.vocab_size, "hidden_size": c.dim,
                             "intermediate_size": c.ffn_hidden, "num_hidden_layers": c.n_layers,
                             "num_attention_heads": c.n_heads, "num_key_value_heads": c.n_kv_heads},
-        "gen_vision_config": {"cls": "VQ-tiny", "model_type": "gen_vision",
+        "gen_vision_config": {"cls": "VQ-tiny-384", "model_type": "gen_vision",
                               "params": {"image_token_size": v.codebook_size, "n_embed": v.codebook_embed_dim}},
         "gen_aligner_config": {"cls": "MlpProjector", "model_type": "gen_aligner",
                                "params": {"depth": TINY.aligner_depth, "input_dim": v.codebook_embed_dim,
