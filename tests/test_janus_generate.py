@@ -182,3 +182,21 @@ def test_cli_wrong_folder_is_one_line(tmp_path, capsys):
     assert err.count("\n") == 1 and "neither deepseek-ai/Janus-Pro keys" in err
     assert cli(["--prompt", "x", "--out-dir", str(tmp_path / "o")]) == 2
     assert "--random-init" in capsys.readouterr().err
+
+
+def test_cli_vocabulary_is_emu3s():
+    """The same flags as emu3.generate (its shared, runtime and decoding flags, declared the same way), but for
+    Emu3's own --ratio and --vq-path, plus Janus's --size and --unconditional."""
+    import argparse
+
+    from emu3.generate import build_parser as emu3_parser
+    from janus.generate import build_parser
+
+    def options(parser):
+        return {f: a for f, a in parser._option_string_actions.items() if a.help != argparse.SUPPRESS}
+
+    ours, emu3 = options(build_parser()), options(emu3_parser())
+    assert set(ours) == set(emu3) - {"--ratio", "--vq-path"} | {"--size", "--unconditional"}
+    for flag in set(ours) & set(emu3):
+        assert (ours[flag].metavar, ours[flag].choices, ours[flag].nargs) == \
+               (emu3[flag].metavar, emu3[flag].choices, emu3[flag].nargs), flag
