@@ -1,19 +1,20 @@
-"""The text-to-image pipeline of the families whose decoder shares one vocabulary between text and image
-tokens (Lumina-mGPT, Emu3): prompts -> one left-padded Condition -> ZipAR decode in code space -> the
-official token sequence; pixels through the family's image decoder.
+"""The text-to-image pipeline of the prompt-conditioned families (Lumina-mGPT and Emu3, whose decoder shares
+one vocabulary between text and image tokens; Janus-Pro, whose image codes have a head and an input adapter
+of their own): prompts -> one left-padded Condition -> ZipAR decode in code space -> the official token
+sequence; pixels through the family's image decoder.
 
 A family generates H rows of W image tokens after a prompt that ends in an image header, each row closed
-by the tokens of `fixed_ids()` (Lumina-mGPT and Emu3: one end-of-row token, EOL; a family without
-end-of-row tokens: none), then a few closing tokens. `fixed_ids()` decides the layout (common.zipar.layout:
+by the tokens of `fixed_ids()` (Lumina-mGPT and Emu3: one end-of-row token, EOL; Janus-Pro, without
+end-of-row tokens: none), then a few closing tokens (Janus-Pro: none). `fixed_ids()` decides the layout (common.zipar.layout:
 end_of_row), the fixed codes the schedule places, the sequence ids and so the NTP pass counts. The engine
 works in code space (common.models.image_vocab): content cells sample image ids only, fixed tokens are
 codes the schedule places, and the closing tokens are appended afterwards (`sequence_ids`), never
 decoded: the official logits processors force exactly these.
 
-Guidance runs an unconditional branch with a prefix of its own, built from the conditional prefix of the same
-image (`unconditional_ids(conditional, size)`; Emu3: the negative prompt; Lumina-mGPT: the image header alone;
-Janus-Pro: the prompt with its text padded out). Every prompt of a batch and both branches are left-padded to one prefix length T;
-padded slots are masked (Condition.valid) and each row's positions are shifted by its pad count
+Guidance runs an unconditional branch with a prefix of its own, built from the conditional prefix of the
+same image (`unconditional_ids(conditional, size)`; Emu3: the negative prompt; Lumina-mGPT: the image header
+alone; Janus-Pro: the prompt with its text padded out). Every prompt of a batch and both branches are
+left-padded to one prefix length T; padded slots are masked (Condition.valid) and each row's positions are shifted by its pad count
 (Condition.position_shift), so every row sits at positions 0, 1, ... as in an unpadded official run.
 
 compat="official" follows the family's released ZipAR code (common.zipar.official): where its rule says so, the
