@@ -25,7 +25,8 @@ autoregressive/sample/sample_c2i_ddp.py (folder name, pixel conversion, npz layo
   counted too); rank 0 writes summary.json beside the PNGs and RUN-nN.npz beside the folder (arr_0: uint8
   NHWC images, the ADM evaluator's input; arr_1: labels, as guided-diffusion's image_sample.py saves them,
   or prompt indices), named by N so that a smaller N never overwrites a larger npz.
-The presets are the model folders' tables (llamagen/presets.py, emu3/presets.py, lumina_mgpt/presets.py);
+The presets are the model folders' tables (llamagen/presets.py, emu3/presets.py, lumina_mgpt/presets.py,
+janus/presets.py);
 the samplers are llamagen.loader.ClassImages and common.t2i_pipeline.PromptImages.
 """
 import argparse
@@ -62,6 +63,9 @@ from common.t2i_pipeline import PromptImages, PromptPreset
 from emu3.config import PRESETS as EMU3_CONFIGS
 from emu3.pipeline import load_preset as load_emu3
 from emu3.presets import PRESETS as EMU3_PRESETS
+from janus.config import PRESETS as JANUS_CONFIGS
+from janus.pipeline import load_preset as load_janus
+from janus.presets import PRESETS as JANUS_PRESETS
 from llamagen.loader import ClassImages
 from llamagen.presets import FID_PRESETS, Preset
 from lumina_mgpt.config import PRESETS as LUMINA_CONFIGS
@@ -71,7 +75,8 @@ from lumina_mgpt.presets import PRESETS as LUMINA_PRESETS
 STOPPED_EXIT_CODE = 3  # --stop-after: the exit status of a run that was cut short on purpose
 
 # the text-to-image families, listed once: presets, loader, the architectures --random-init --config may build
-T2I_FAMILIES = [(EMU3_PRESETS, load_emu3, EMU3_CONFIGS), (LUMINA_PRESETS, load_lumina, LUMINA_CONFIGS)]
+T2I_FAMILIES = [(EMU3_PRESETS, load_emu3, EMU3_CONFIGS), (LUMINA_PRESETS, load_lumina, LUMINA_CONFIGS),
+                (JANUS_PRESETS, load_janus, JANUS_CONFIGS)]
 PRESETS: dict[str, Preset | PromptPreset] = {**FID_PRESETS, **{name: preset for presets, _, _ in T2I_FAMILIES
                                                                 for name, preset in presets.items()}}
 # text-to-image presets -> the family's pipeline loader, and the architectures --random-init --config may build
@@ -389,11 +394,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(p, "--model-path", help="text-to-image: the Hugging Face model folder")
     add_flag(p, "--vq-path", help="the image tokenizer: LlamaGen a VQ file (default --ckpt-dir/<official name>; "
                                   "demo: tokenizer.json), Lumina-mGPT a folder with vqgan.yaml + vqgan.ckpt, Emu3 "
-                                  "an Emu3-VisionTokenizer folder")
+                                  "an Emu3-VisionTokenizer folder (Janus-Pro: none, --model-path holds it)")
     add_flag(p, "--tokenizer-path", help="text-to-image: the text tokenizer folder")
     add_flag(p, "--config", help="text-to-image with --random-init: the architecture built (Emu3: "
-                                 f"{', '.join(EMU3_CONFIGS)}; Lumina-mGPT: {', '.join(LUMINA_CONFIGS)}; default the "
-                                 "preset's own; tiny for tests)")
+                                 f"{', '.join(EMU3_CONFIGS)}; Lumina-mGPT: {', '.join(LUMINA_CONFIGS)}; Janus-Pro: "
+                                 f"{', '.join(JANUS_CONFIGS)}; default the preset's own; tiny for tests)")
     add_flag(p, "--gpt-ckpt", help="LlamaGen: the GPT checkpoint; default --ckpt-dir/<official name>")
     p.add_argument("--ckpt-dir", default=None,
                    help="folder with the official files (c2i_L_384.pt, vq_ds16_c2i.pt, ...); demo: checkpoints/demo")

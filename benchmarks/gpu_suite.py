@@ -1,5 +1,5 @@
 """Every GPU figure in one call: correctness on the device, LlamaGen c2i timings (eager, compiled, CUDA
-graphs), Lumina-mGPT 7B and Emu3-Gen 8B timings, and sample_ddp under torchrun with nccl. Random weights
+graphs), Lumina-mGPT 7B, Emu3-Gen 8B and Janus-Pro-7B timings, and sample_ddp under torchrun with nccl. Random weights
 of the real shapes (nothing to download; speed does not depend on weight values, adaptive acceptance
 does: its pass counts here are those of random weights). Jobs run in priority order within --budget-s;
 each job is estimated from timings made earlier in the run, and one that would not fit is skipped with
@@ -32,7 +32,6 @@ from common.determinism import deterministic_kernels  # noqa: E402
 from common.cli import HelpFormatter, check_device, check_output_dir, check_positive, run_main  # noqa: E402
 from common.zipar.engine import CUDA_GRAPHS, decode_steps, start_decode  # noqa: E402
 from common.zipar.sampling import image_seeds  # noqa: E402
-from common.zipar.layout import Layout  # noqa: E402
 from common.zipar.window import num_passes  # noqa: E402
 from llamagen.checkpoint import build_gpt  # noqa: E402
 from llamagen.generate import condition_prefix, generate, layout_for  # noqa: E402
@@ -55,17 +54,16 @@ class Plan:
     adaptive: tuple[int, ...]
     check_dtypes: tuple[str, ...]
     check_kernels: tuple[bool, ...]  # default kernels (False), deterministic ones (True)
-    t2i: tuple[tuple[str, int], ...]  # (family, window)
-    t2i_batches: tuple[int, ...]
+    t2i: tuple[tuple[str, tuple[int, ...], tuple[int, ...]], ...]  # (family, windows, batches)
     t2i_ntp_sample: int
     dtype: str
     compiler: str  # the backend behind "compiled" and "cuda graphs" (smoke: aot_eager, no code generation)
 
 
 GPU = Plan("GPT-B", 256, ("GPT-L", "GPT-XL"), 384, (1, 8, 32), (8, 12, 16), (12, 16), ("fp32", "bf16"), (False, True),
-           (("lumina", 14), ("emu3", 7)), (1, 4), 40, "bf16", "inductor")
-SMOKE = Plan("GPT-tiny", 64, ("GPT-tiny",), 64, (1,), (2,), (2,), ("bf16",), (True,), (("lumina", 2), ("emu3", 2)),
-             (1,), 3, "bf16", "aot_eager")
+           (("lumina", (14,), (1, 4)), ("emu3", (7,), (1, 4)), ("janus", (8, 16), (1, 16))), 40, "bf16", "inductor")
+SMOKE = Plan("GPT-tiny", 64, ("GPT-tiny",), 64, (1,), (2,), (2,), ("bf16",), (True,),
+             (("lumina", (2,), (1,)), ("emu3", (2,), (1,)), ("janus", (2,), (1,))), 3, "bf16", "aot_eager")
 
 
 class Budget:
@@ -247,32 +245,35 @@ def llamagen_jobs(plan: Plan, device: torch.device, budget: Budget, steps=STEPS)
 # ---------------------------------------------------------------- Lumina-mGPT and Emu3 timings
 
 def t2i_rows(plan: Plan, device: torch.device, budget: Budget) -> list[dict]:
-    """NTP on a sampled stretch (extrapolated, as benchmarks/t2i_latency.py does) and one window each."""
+    """NTP on a sampled stretch (extrapolated, as benchmarks/t2i_latency.py does) and each family's windows, at
+    each of its batch sizes (Janus-Pro-7B: batch 1 and 16, the release's parallel_size; w = 8 and 16)."""
     from benchmarks.t2i_latency import PROMPT, build, timed_decode
     rows = []
-    for family, window in plan.t2i:
+    for family, windows, batches in plan.t2i:
         if not budget.fits(f"{family} build", 30 if plan is GPU else 5):
             continue
         args = argparse.Namespace(family=family, tiny=plan is SMOKE, full=plan is GPU, precision=plan.dtype, dims={})
         torch.manual_seed(0)
         pipe, size, text = build(args, device)
         rows_, cols = pipe.grid(size)
-        for batch in plan.t2i_batches:
+        for batch in batches:
             prompts, seeds = [PROMPT] * batch, image_seeds(0, torch.arange(batch, device=device))
-            cfg = dict(cfg_scale=3.0, top_k=2000)
+            cfg = dict(cfg_scale=3.0, top_k=0 if family == "janus" else 2000)  # Janus-Pro's release: no top-k
             n, wall, _, prefill = timed_decode(pipe, prompts, seeds, DecodeConfig(window=None, **cfg), size, device,
                                                plan.t2i_ntp_sample)
             ms = 1000 * (wall - prefill) / (n - 1)
             ntp_total = rows_ * cols
             ntp_s = prefill + ms / 1000 * (ntp_total - 1)
-            passes = num_passes(Layout(rows_, cols, 1, end_of_row=True), window)
-            if not budget.fits(f"{family} batch {batch} w={window}", passes * ms / 1000 * 1.2):
-                continue
-            n_w, wall_w, _, _ = timed_decode(pipe, prompts, seeds, DecodeConfig(window=window, **cfg), size, device)
-            rows.append({"family": family, "shape": f"dim {text.dim}, {text.n_layers} layers, {rows_}x{cols}",
-                         "batch": batch, "ntp_ms_per_pass": ms, "ntp_s_extrapolated": ntp_s, "window": window,
-                         "passes": n_w, "passes_per_ntp": n_w / ntp_total, "seconds": wall_w,
-                         "time_per_ntp": wall_w / ntp_s, "ms_per_pass": 1000 * wall_w / n_w})
+            for window in windows:
+                passes = num_passes(pipe.layout(size), window)
+                if not budget.fits(f"{family} batch {batch} w={window}", passes * ms / 1000 * 1.2):
+                    continue
+                n_w, wall_w, _, _ = timed_decode(pipe, prompts, seeds, DecodeConfig(window=window, **cfg), size,
+                                                 device)
+                rows.append({"family": family, "shape": f"dim {text.dim}, {text.n_layers} layers, {rows_}x{cols}",
+                             "batch": batch, "ntp_ms_per_pass": ms, "ntp_s_extrapolated": ntp_s, "window": window,
+                             "passes": n_w, "passes_per_ntp": n_w / ntp_total, "seconds": wall_w,
+                             "time_per_ntp": wall_w / ntp_s, "ms_per_pass": 1000 * wall_w / n_w})
         del pipe
         if device.type == "cuda":
             torch.cuda.empty_cache()

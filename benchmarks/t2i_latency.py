@@ -1,12 +1,13 @@
-"""Time NTP and ZipAR windows for the text-to-image families (Lumina-mGPT, Emu3-Gen) at their real token
-grids and vocabularies, with random weights and a decoder of chosen size (--dims; --full for the 7B/8B
-shape). Times decoding only (tokens, not the image decoder). NTP is measured on a sample of
+"""Time NTP and ZipAR windows for the text-to-image families (Lumina-mGPT, Emu3-Gen, Janus-Pro) at their real
+token grids and vocabularies, with random weights and a decoder of chosen size (--dims; --full for the 7B/8B
+shape; Janus-Pro-7B: 24x24 codes, 16384-way generation head, first row serial). Times decoding only (tokens, not the image decoder). NTP is measured on a sample of
 --ntp-sample passes and extrapolated to the full pass count: every pass attends over the same static
 cache of all slots, so its cost does not grow along the sequence (the measured passes say so: see
 ms/pass). Prints a Markdown table; --out-md writes it to a file.
 
 python benchmarks/t2i_latency.py --family emu3 --windows 5 7 10
 python benchmarks/t2i_latency.py --family lumina --windows 11 14 17 20 --batch-size 1
+python benchmarks/t2i_latency.py --family janus --full --windows 8 16 --batch-size 16 --precision bf16
 """
 import argparse
 import dataclasses
@@ -35,6 +36,18 @@ PROMPT = "a photo of a red fox sitting in fresh snow at dawn, soft light, high d
 def build(args, device):
     """(pipeline, size arguments of generate, full-size decoder config)."""
     dtype = PRECISIONS[args.precision]
+    if args.family == "janus":
+        from janus.config import janus_config
+        from janus.model import JanusDecoder, random_init_janus_
+        from janus.pipeline import JanusPipeline
+        from janus.prompt import special_ids, stand_in_tokenizer
+        base = janus_config("tiny" if args.tiny else "7B")
+        text = base.text if args.full or args.tiny else dataclasses.replace(base.text, **args.dims)
+        config = dataclasses.replace(base, text=text, head_hidden=text.dim)  # 7B: the head is 4096 wide, as the model
+        model = empty_model(lambda: JanusDecoder(config), dtype, device)
+        random_init_janus_(model, 0)
+        tok = stand_in_tokenizer(text.vocab_size)
+        return JanusPipeline(config, model, None, tok, special_ids(tok)), config.image_size, text
     if args.family == "emu3":
         from emu3.config import Emu3Config, emu3_config
         from emu3.pipeline import Emu3Pipeline
@@ -99,6 +112,8 @@ def check_args(args) -> dict:
     check_precision(args.precision, check_device(args.device))
     if args.out_md:
         check_output_file(args.out_md, "--out-md", (".md",), "a Markdown table")
+    if args.top_k is None:  # Janus-Pro's release samples the whole distribution
+        args.top_k = 0 if args.family == "janus" else 2000
     sampling = dict(cfg_scale=3.0, top_k=args.top_k)
     for w in args.windows:
         DecodeConfig(window=w, **sampling)  # validated here, not after the model is built
@@ -141,7 +156,7 @@ def main(args) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    p.add_argument("--family", choices=["emu3", "lumina"], required=True, help="model family")
+    p.add_argument("--family", choices=["emu3", "lumina", "janus"], required=True, help="model family")
     p.add_argument("--windows", type=int, nargs="+", required=True, help="ZipAR windows to time")
     add_flag(p, "--batch-size")
     p.add_argument("--ntp-sample", type=int, default=200, help="NTP passes to time (>= 2; extrapolated to the grid)")
@@ -149,9 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", type=int, default=12, help="decoder layers (ignored with --full)")
     p.add_argument("--heads", type=int, default=12, help="attention heads (ignored with --full)")
     p.add_argument("--kv-heads", type=int, default=None, help="key/value heads (default: heads)")
-    p.add_argument("--full", action="store_true", help="the real 7B / 8B decoder shape (needs a GPU)")
+    p.add_argument("--full", action="store_true", help="the real 7B / 8B decoder shape (Janus-Pro: 7B; needs a GPU)")
     p.add_argument("--tiny", action="store_true", help="the tiny test config and grid (tests)")
-    p.add_argument("--top-k", type=int, default=2000, help="top-k")
+    p.add_argument("--top-k", type=int, default=None, help="top-k; default 2000, Janus-Pro 0 (off, as its release)")
     p.add_argument("--precision", choices=list(PRECISIONS), default="fp32", help="decoder dtype")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
     add_flag(p, "--out-md", help="write the Markdown table here")

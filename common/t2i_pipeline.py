@@ -1,18 +1,20 @@
-"""The text-to-image pipeline of the families whose decoder shares one vocabulary between text and image
-tokens (Lumina-mGPT, Emu3): prompts -> one left-padded Condition -> ZipAR decode in code space -> the
-official token sequence; pixels through the family's image decoder.
+"""The text-to-image pipeline of the prompt-conditioned families (Lumina-mGPT and Emu3, whose decoder shares
+one vocabulary between text and image tokens; Janus-Pro, whose image codes have a head and an input adapter
+of their own): prompts -> one left-padded Condition -> ZipAR decode in code space -> the official token
+sequence; pixels through the family's image decoder.
 
 A family generates H rows of W image tokens after a prompt that ends in an image header, each row closed
-by the tokens of `fixed_ids()` (Lumina-mGPT and Emu3: one end-of-row token, EOL; a family without
-end-of-row tokens: none), then a few closing tokens. `fixed_ids()` decides the layout (common.zipar.layout:
+by the tokens of `fixed_ids()` (Lumina-mGPT and Emu3: one end-of-row token, EOL; Janus-Pro, without
+end-of-row tokens: none), then a few closing tokens (Janus-Pro: none). `fixed_ids()` decides the layout (common.zipar.layout:
 end_of_row), the fixed codes the schedule places, the sequence ids and so the NTP pass counts. The engine
 works in code space (common.models.image_vocab): content cells sample image ids only, fixed tokens are
 codes the schedule places, and the closing tokens are appended afterwards (`sequence_ids`), never
 decoded: the official logits processors force exactly these.
 
-Guidance runs an unconditional branch with a prefix of its own (Emu3: the negative prompt; Lumina-mGPT: the
-image header alone). Every prompt of a batch and both branches are left-padded to one prefix length T;
-padded slots are masked (Condition.valid) and each row's positions are shifted by its pad count
+Guidance runs an unconditional branch with a prefix of its own, built from the conditional prefix of the
+same image (`unconditional_ids(conditional, size)`; Emu3: the negative prompt; Lumina-mGPT: the image header
+alone; Janus-Pro: the prompt with its text padded out). Every prompt of a batch and both branches are
+left-padded to one prefix length T; padded slots are masked (Condition.valid) and each row's positions are shifted by its pad count
 (Condition.position_shift), so every row sits at positions 0, 1, ... as in an unpadded official run.
 
 compat="official" follows the family's released ZipAR code (common.zipar.official): where its rule says so, the
@@ -23,9 +25,10 @@ A family's pipeline is a dataclass deriving from TextToImagePipeline with fields
 `lm_head`, `embed_tokens`) and `ids` (special ids with `bos` and `pad`), a class attribute `family` (its
 common.zipar.official key), and defines the hooks: `image_vocab_ids`, `fixed_ids`, `grid`, `prompt_ids`,
 `image_header`, `unconditional_ids`, `closing_ids`, `decode_images`, `ntp_passes_official`; `decoder`
-(the engine's model over image codes: common.models.image_vocab.ImageVocabDecoder by default) may be
-overridden by a family whose decoder is not a LlamaDecoder. `size` is the family's size argument: Emu3 an
-aspect ratio "W:H", Lumina-mGPT (width, height) in pixels.
+(the engine's model over image codes: common.models.image_vocab.ImageVocabDecoder by default) and
+`prefix_embeddings` may be overridden by a family whose decoder is not a LlamaDecoder (Janus-Pro: image codes
+enter through an adapter of their own). `size` is the family's size argument: Emu3 an aspect ratio "W:H",
+Lumina-mGPT (width, height) in pixels, Janus-Pro the image side in pixels.
 """
 from dataclasses import dataclass
 
@@ -87,8 +90,8 @@ class TextToImagePipeline:
         pads the prompt for the CFG branch or lets it read itself both ways)."""
         raise NotImplementedError
 
-    def unconditional_ids(self, size) -> list[int]:
-        """The prefix of the CFG branch."""
+    def unconditional_ids(self, conditional: list[int], size) -> list[int]:
+        """The prefix of the CFG branch of an image whose conditional prefix is `conditional` (prompt_ids)."""
         raise NotImplementedError
 
     def closing_ids(self) -> list[int]:
@@ -104,12 +107,19 @@ class TextToImagePipeline:
         raise NotImplementedError
 
     # ---------------------------------------------------------------- shared
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
     def decoder(self):
         """The engine's model (common.zipar.engine.Decoder) over image codes: codes 0..K-1 are the image
         tokens, K, K+1, ... the fixed ids."""
-        device = self.model.lm_head.weight.device
-        return ImageVocabDecoder(self.model, self.image_vocab_ids().to(device),
-                                 torch.tensor(self.fixed_ids(), dtype=torch.int64, device=device))
+        return ImageVocabDecoder(self.model, self.image_vocab_ids().to(self.device),
+                                 torch.tensor(self.fixed_ids(), dtype=torch.int64, device=self.device))
+
+    def prefix_embeddings(self, ids: torch.Tensor) -> torch.Tensor:
+        """(B, T) vocabulary ids of the prefixes -> (B, T, D) input embeddings."""
+        return self.model.embed_tokens(ids)
 
     def __post_init__(self):
         self.coded = self.decoder()
@@ -129,7 +139,7 @@ class TextToImagePipeline:
                     raise ValueError(f"{self.family}: a prefix does not end in the image header {header}")
             # the released code's branch: <s>, then <pad> up to the prompt's length, then the same header
             return rows + [[self.ids.bos] + [self.ids.pad] * (len(r) - len(header) - 1) + header for r in rows]
-        return rows + [self.unconditional_ids(size)] * len(prompts)
+        return rows + [self.unconditional_ids(row, size) for row in rows]
 
     def layout(self, size, prefix_len: int = 1) -> Layout:
         rows, cols = self.grid(size)
@@ -140,13 +150,13 @@ class TextToImagePipeline:
         """The engine's inputs: the left-padded prefix (masks, position shifts, slots read both ways) and the
         layout."""
         ids, valid, shift = left_pad(self.prefix_rows(prompts, size, config), self.ids.pad,
-                                     self.model.lm_head.weight.device)  # (B_model, T)
+                                     self.device)  # (B_model, T)
         T = ids.shape[1]
         bidirectional = None
         if prompt_attention(self.family, config.compat, config.prompt_attention) == "bidirectional":
             # the prompt of every row, the unconditional one included: its valid slots before the header
             bidirectional = valid & (torch.arange(T, device=ids.device) < T - len(self.image_header(size)))
-        return Condition(self.model.embed_tokens(ids), valid, shift, bidirectional), self.layout(size, T)
+        return Condition(self.prefix_embeddings(ids), valid, shift, bidirectional), self.layout(size, T)
 
     def fixed_row(self, rows: int) -> torch.Tensor | None:
         """(H,) the fixed token closing each row (its code), or None without end-of-row tokens."""

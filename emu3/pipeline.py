@@ -60,7 +60,7 @@ class Emu3Pipeline(TextToImagePipeline):
     def prompt_ids(self, prompt: str, ratio: str) -> list[int]:
         return prompt_ids(self.tokenizer, prompt, *self.grid(ratio))
 
-    def unconditional_ids(self, ratio: str) -> list[int]:
+    def unconditional_ids(self, conditional: list[int], ratio: str) -> list[int]:
         return prompt_ids(self.tokenizer, NEGATIVE_PROMPT, *self.grid(ratio), positive=False)
 
     def fixed_ids(self) -> list[int]:

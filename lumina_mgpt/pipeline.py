@@ -76,7 +76,7 @@ class LuminaPipeline(TextToImagePipeline):
     def image_header(self, size: tuple[int, int]) -> list[int]:
         return image_header(self.ids, *size)
 
-    def unconditional_ids(self, size: tuple[int, int]) -> list[int]:
+    def unconditional_ids(self, conditional: list[int], size: tuple[int, int]) -> list[int]:
         return image_header(self.ids, *size)
 
     def fixed_ids(self) -> list[int]:

@@ -25,7 +25,7 @@ def test_smoke_run_covers_every_section(tmp_path):
     assert not any(r.get("error") for r in timed)
     assert all(float(r["passes"]) == 16 for r in timed if r["setting"] == "NTP")
     assert all(int(r["host_reads"]) == 0 for r in timed if not r["setting"].startswith("adaptive"))
-    assert {r["family"] for r in rows if r["section"] == "t2i"} == {"lumina", "emu3"}
+    assert {r["family"] for r in rows if r["section"] == "t2i"} == {"lumina", "emu3", "janus"}
     text = md.read_text()
     assert "## Skipped (budget)\n\n(none)" in text and "smoke run" in text
 

@@ -226,6 +226,7 @@ def test_queries_per_pass_bound_holds_with_drafts(H, W, eor):
     ("llamagen.sample", ["--window", "8", "--adaptive", "--class-labels", "3"]),
     ("emu3.generate", ["--random-init", "--config", "tiny", "--prompt", "a cat", "--ratio", "4:3", "--window", "2"]),
     ("lumina_mgpt.generate", ["--random-init", "--config", "tiny", "--prompt", "a cat", "--window", "2"]),
+    ("janus.generate", ["--random-init", "--config", "tiny", "--prompt", "a cat", "--window", "2"]),
 ])
 def test_every_family_drafts_through_the_cli(module, argv, tmp_path, capsys):
     import importlib

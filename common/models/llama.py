@@ -123,13 +123,30 @@ class Block(nn.Module):
 
 
 class Body(nn.Module):
-    """The `model.*` part of the state dict."""
+    """The `model.*` part of the state dict: embeddings, blocks and the final norm (no output head, which
+    differs per family: an lm_head here, Janus's generation head)."""
 
     def __init__(self, c: LlamaConfig):
         super().__init__()
+        self.config = c
         self.embed_tokens = nn.Embedding(c.vocab_size, c.dim)
         self.layers = nn.ModuleList(Block(c) for _ in range(c.n_layers))
         self.norm = RMSNorm(c.dim, c.norm_eps)
+
+    def new_cache(self, batch: int, num_slots: int, device) -> KVCache:
+        c = self.config
+        return KVCache(c.n_layers, batch, c.n_kv_heads, num_slots, c.head_dim, self.embed_tokens.weight.dtype, device)
+
+    def forward(self, x: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor, mask: torch.Tensor,
+                cache: KVCache) -> torch.Tensor:
+        """x (B, Q, D) at positions (B | 1, Q), written to cache slots (Q,) or (B, Q); mask (B | 1, Q, S)
+        -> (B, Q, D) final-normed states (the output head's input)."""
+        positions = positions if positions.dim() == 2 else positions[None]
+        cos, sin = rope_1d(positions, self.config.head_dim, self.config.rope_theta)
+        h = x
+        for i, block in enumerate(self.layers):
+            h = block(h, cos, sin, slots, mask, cache, i)
+        return self.norm(h)
 
 
 class LlamaDecoder(nn.Module):
@@ -145,20 +162,12 @@ class LlamaDecoder(nn.Module):
         return self.model.embed_tokens(ids)
 
     def new_cache(self, batch: int, num_slots: int, device) -> KVCache:
-        c = self.config
-        return KVCache(c.n_layers, batch, c.n_kv_heads, num_slots, c.head_dim,
-                       self.model.embed_tokens.weight.dtype, device)
+        return self.model.new_cache(batch, num_slots, device)
 
     def hidden_states(self, x: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor, mask: torch.Tensor,
                       cache: KVCache) -> torch.Tensor:
-        """x (B, Q, D) at positions (B | 1, Q), written to cache slots (Q,) or (B, Q); mask (B | 1, Q, S)
-        -> (B, Q, D) final-normed states (lm_head input)."""
-        positions = positions if positions.dim() == 2 else positions[None]
-        cos, sin = rope_1d(positions, self.config.head_dim, self.config.rope_theta)
-        h = x
-        for i, block in enumerate(self.model.layers):
-            h = block(h, cos, sin, slots, mask, cache, i)
-        return self.model.norm(h)
+        """(B, Q, D) final-normed states (lm_head input); see Body.forward."""
+        return self.model(x, positions, slots, mask, cache)
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor, mask: torch.Tensor,
                 cache: KVCache) -> torch.Tensor:

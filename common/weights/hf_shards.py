@@ -1,5 +1,7 @@
-"""Loading Hugging Face safetensors folders (one file or shards through model.safetensors.index.json)
-into a model tensor by tensor, so a 7B/8B model never has a second full copy in host RAM.
+"""Loading Hugging Face model folders (safetensors: one model.safetensors or shards through
+model.safetensors.index.json; torch pickles, as some releases ship: pytorch_model.bin or shards through
+pytorch_model.bin.index.json, read without running code and memory-mapped) into a model tensor by tensor,
+so a 7B/8B model never has a second full copy in host RAM.
 
 `empty_model` builds the module on the meta device and allocates it once in the target dtype;
 `load_shards` then copies each stored tensor into its parameter (casting to the model's dtype) and
@@ -14,10 +16,12 @@ import torch
 import torch.nn as nn
 from torch.overrides import TorchFunctionMode
 
-from common.weights.checkpoint import CheckpointError, check_finite
+from common.weights.checkpoint import CheckpointError, check_finite, read_checkpoint
 
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
+BIN_INDEX_NAME = "pytorch_model.bin.index.json"
+BIN_SINGLE_NAME = "pytorch_model.bin"
 
 
 def read_config_json(folder: str | Path, what: str) -> dict:
@@ -32,29 +36,58 @@ def read_config_json(folder: str | Path, what: str) -> dict:
 
 
 def shard_files(folder: str | Path, what: str) -> dict[str, list[str]]:
-    """{shard path: [stored keys]} from the index, or the single model.safetensors; files checked to exist."""
-    from safetensors import safe_open
+    """{shard path: [stored keys]} from the index, or the single model file; files checked to exist.
+    safetensors first; a folder without them is read as torch pickles (pytorch_model.bin[.index.json])."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{what}: model folder not found: {folder}")
-    index = folder / INDEX_NAME
-    if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError) as e:
-            raise CheckpointError(f"{what}: {index} is not a safetensors index ({type(e).__name__}: {e})") from None
-        shards: dict[str, list[str]] = {}
-        for key, name in weight_map.items():
-            shards.setdefault(str(folder / name), []).append(key)
-    elif (folder / SINGLE_NAME).is_file():
-        with safe_open(str(folder / SINGLE_NAME), framework="pt") as f:
-            shards = {str(folder / SINGLE_NAME): list(f.keys())}
-    else:
-        raise FileNotFoundError(f"{what}: {folder} has neither {INDEX_NAME} nor {SINGLE_NAME}")
-    for path in shards:
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"{what}: shard {path} listed in {INDEX_NAME} is missing")
-    return shards
+    for index_name, single_name in ((INDEX_NAME, SINGLE_NAME), (BIN_INDEX_NAME, BIN_SINGLE_NAME)):
+        index = folder / index_name
+        if index.is_file():
+            try:
+                weight_map = json.loads(index.read_text())["weight_map"]
+            except (json.JSONDecodeError, KeyError) as e:
+                raise CheckpointError(f"{what}: {index} is not a weight index ({type(e).__name__}: {e})") from None
+            shards: dict[str, list[str]] = {}
+            for key, name in weight_map.items():
+                shards.setdefault(str(folder / name), []).append(key)
+            for path in shards:
+                if not Path(path).is_file():
+                    raise FileNotFoundError(f"{what}: shard {path} listed in {index_name} is missing")
+            return shards
+        if (folder / single_name).is_file():
+            with open_shard(folder / single_name, what) as f:
+                return {str(folder / single_name): list(f.keys())}
+    raise FileNotFoundError(f"{what}: {folder} has none of {INDEX_NAME}, {SINGLE_NAME}, {BIN_INDEX_NAME}, "
+                            f"{BIN_SINGLE_NAME}")
+
+
+class _PickledShard:
+    """A torch pickle shard with safetensors' reading interface (keys, get_tensor)."""
+
+    def __init__(self, state: dict):
+        self.state = state
+
+    def keys(self):
+        return self.state.keys()
+
+    def get_tensor(self, key: str) -> torch.Tensor:
+        return self.state[key]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.state = None
+
+
+def open_shard(path: str | Path, what: str):
+    """A shard to read keys and tensors from (a context manager): safetensors' safe_open, or a torch pickle
+    loaded with weights_only=True (memory-mapped where it is a zip archive, as torch.save writes)."""
+    if str(path).endswith(".safetensors"):
+        from safetensors import safe_open
+        return safe_open(str(path), framework="pt")
+    return _PickledShard(read_checkpoint(path, what))
 
 
 class _NoNormalInit(TorchFunctionMode):
@@ -87,11 +120,10 @@ def load_shards(model: nn.Module, folder: str | Path, what: str,
     adapt(name, tensor, expected shape) may reshape a stored tensor whose layout legitimately differs
     (it returns the tensor unchanged otherwise); the shape is checked after it.
     """
-    from safetensors import safe_open
     params = dict(model.state_dict(keep_vars=True))
     loaded: set[str] = set()
     for path, keys in shard_files(folder, what).items():
-        with safe_open(path, framework="pt") as f:
+        with open_shard(path, what) as f:
             stored = set(f.keys())
             for key in keys:
                 if skip(key):
