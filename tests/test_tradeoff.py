@@ -1,13 +1,9 @@
 """The trade-off benchmark runs end to end on a few samples and writes its table, CSV and plot."""
 import csv
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-
-import tradeoff  # noqa: E402
+from benchmarks import tradeoff
 
 
 def smoke_args(tmp_path, *extra):
@@ -97,7 +93,7 @@ def test_part_flag_is_checked():
 
 
 def test_sampling_sweep_smoke(tmp_path):
-    import sampling_sweep
+    from benchmarks import sampling_sweep
 
     args = sampling_sweep.build_parser().parse_args([
         "--num-samples", "4", "--batch-size", "4", "--groups", "2", "--w-min", "4", "--adaptive", "--cfg-scales", "3.0", "--base-cfg", "3.0",
