@@ -22,7 +22,7 @@ USER_ERRORS = (ValueError, FileNotFoundError, CheckpointError)
 
 
 # The flags several scripts share, declared once: name -> argparse settings. A script adds one with
-# add_flag(parser, name, ...) and may specialise its help and default, never its name or kind; the README's
+# add_flag(parser, name, ...) and may specialise its help and default, never its name or kind; docs/cli.md's
 # command-line table lists them with the scripts that take each.
 SHARED_FLAGS: dict[str, dict] = {
     "--out": dict(metavar="FILE", help="output image file; the suffix (.png, .jpg, .jpeg) is the format written"),
