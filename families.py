@@ -1,5 +1,5 @@
 """The model families, listed once. sample_ddp.py (its --model presets), the benchmarks, the GPU suite and the
-tests read this table; nothing else names the families. A new family is its folder (model, checkpoint
+tests read this table; nothing else lists the families. A new family is its folder (model, checkpoint
 loading, pipeline over common/t2i_pipeline.py, presets, CLI) and one entry here: docs/families.md.
 
 This module sits above the model folders (it imports them); common/ imports no model folder.
