@@ -1,4 +1,4 @@
-"""Sample images for FID on any number of processes, resumably and reproducibly.
+"""Sample images for FID on any number of processes, resumably and reproducibly (walk-through: docs/fid.md).
 
 torchrun --nproc_per_node=8 sample_ddp.py --model llamagen-L --ckpt-dir ckpts --window 16
 torchrun --nproc_per_node=8 sample_ddp.py --model lumina-mgpt-768 --model-path Lumina-mGPT-7B-768 \
@@ -7,27 +7,17 @@ python sample_ddp.py --window 8 --num-fid-samples 64        # the demo model, on
 
 Follows DiT's sample_ddp.py (global index -> file name, rank-0 npz, barriers) and LlamaGen's
 autoregressive/sample/sample_c2i_ddp.py (folder name, pixel conversion, npz layout), with three changes:
-- The image set is a function of the arguments only. Image i has class i % num_classes (text-to-image
-  presets: prompt i % N of the --prompt / --prompts-file list) and seed image_seeds(seed, i); rank r takes
-  i = r, r + world, r + 2 world, ... The engine's randomness is counter-based, so image i is the same PNG
-  for any world size and batch size on one device type. (The official script draws random classes per
-  batch and seeds global_seed * world_size + rank.)
-- Resumable and bound to what made it. PNGs are written atomically; a re-run skips images already
-  complete (PIL verify, and the tEXt label, prompt, seed and image-set digest those of the index and the
-  run: common/run_folder.py's metadata_matches) and redoes missing, damaged or mismatching ones (a PNG of
-  another index or another run). args.json in the run folder records the image set: the arguments that
-  decide the pixels (not N, batch size or world size: re-running with a larger N extends a run) and the
-  content of every weight and tokenizer file (sha256, common/fingerprint.py; cached beside each file). A
-  folder holding another image set is refused unless --overwrite, which deletes it. args.json is written
-  once every rank has loaded its weights, so a failed start records nothing. Rank 0 holds an flock on the
-  folder while the run writes it (common.run_folder.locked_run_dir): a second run into it is refused.
-- Reported. Each PNG carries its label, seed and forward passes in tEXt chunks (so resumed images are
-  counted too); rank 0 writes summary.json beside the PNGs and RUN-nN.npz beside the folder (arr_0: uint8
-  NHWC images, the ADM evaluator's input; arr_1: labels, as guided-diffusion's image_sample.py saves them,
-  or prompt indices), named by N so that a smaller N never overwrites a larger npz.
-The presets are the model folders' tables (llamagen/presets.py, emu3/presets.py, lumina_mgpt/presets.py,
-janus/presets.py);
-the samplers are llamagen.loader.ClassImages and common.t2i_pipeline.PromptImages.
+- The image set is a function of the arguments only: image i has class i % num_classes (text-to-image:
+  prompt i % N) and seed image_seeds(seed, i); rank r takes i = r, r + world, ... With counter-based
+  randomness image i is the same PNG for any world size and batch size on one device type. (The official
+  script draws random classes per batch and seeds global_seed * world_size + rank.)
+- Resumable and bound to what made it: PNGs are written atomically and a re-run redoes only missing,
+  damaged or mismatching ones (common/run_folder.py); args.json records the arguments that decide the
+  pixels and the content of every weight file (common/fingerprint.py), written once every rank has loaded
+  its weights; another image set in the folder is refused unless --overwrite; rank 0 holds an flock on it.
+- Reported: each PNG carries its label, seed and passes in tEXt; rank 0 writes summary.json and RUN-nN.npz
+  (arr_0: uint8 NHWC, the ADM evaluator's input; arr_1: labels or prompt indices), named by N.
+Presets: the family registry (families.py). Samplers: llamagen.loader.ClassImages, t2i_pipeline.PromptImages.
 """
 import argparse
 import dataclasses
@@ -46,9 +36,9 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from common.cli import (HelpFormatter, add_deprecated, add_flag, add_runtime_args, check_input_dir,
-                        check_input_file, check_model_files, check_random_init, check_runtime,
-                        fill_random_init_config, note_random_init, run_main)
+from common.cli import (HelpFormatter, add_flag, add_renamed, add_runtime_args, check_input_dir, check_input_file,
+                        check_model_files, check_random_init, check_runtime, fill_random_init_config,
+                        note_random_init, run_main)
 from common.zipar.config import PRECISIONS, DecodeConfig, add_decode_args, decode_config_from_args
 from common.fingerprint import fingerprint
 from common.images import save_png_with_text_atomic, to_fid_uint8
@@ -60,34 +50,21 @@ from common.run_folder import (build_npz, check_image_set, clear_run_dir, clear_
                                image_set_digest, image_text, locked_run_dir, npz_path, png_path, write_json_atomic)
 from common.zipar.sampling import image_seeds
 from common.t2i_pipeline import PromptImages, PromptPreset
-from emu3.config import PRESETS as EMU3_CONFIGS
-from emu3.pipeline import load_preset as load_emu3
-from emu3.presets import PRESETS as EMU3_PRESETS
-from janus.config import PRESETS as JANUS_CONFIGS
-from janus.pipeline import load_preset as load_janus
-from janus.presets import PRESETS as JANUS_PRESETS
+import families
+from families import PRESETS, TEXT_TO_IMAGE, Family
 from llamagen.loader import ClassImages
-from llamagen.presets import FID_PRESETS, Preset
-from lumina_mgpt.config import PRESETS as LUMINA_CONFIGS
-from lumina_mgpt.pipeline import load_preset as load_lumina
-from lumina_mgpt.presets import PRESETS as LUMINA_PRESETS
+from llamagen.presets import Preset
 
 STOPPED_EXIT_CODE = 3  # --stop-after: the exit status of a run that was cut short on purpose
-
-# the text-to-image families, listed once: presets, loader, the architectures --random-init --config may build
-T2I_FAMILIES = [(EMU3_PRESETS, load_emu3, EMU3_CONFIGS), (LUMINA_PRESETS, load_lumina, LUMINA_CONFIGS),
-                (JANUS_PRESETS, load_janus, JANUS_CONFIGS)]
-PRESETS: dict[str, Preset | PromptPreset] = {**FID_PRESETS, **{name: preset for presets, _, _ in T2I_FAMILIES
-                                                                for name, preset in presets.items()}}
-# text-to-image presets -> the family's pipeline loader, and the architectures --random-init --config may build
-PROMPT_LOADERS = {name: load for presets, load, _ in T2I_FAMILIES for name in presets}
-ARCHITECTURES = {name: list(configs) for presets, _, configs in T2I_FAMILIES for name in presets}
+PROMPT_PRESETS = [name for name, (family, _) in PRESETS.items() if family.text_to_image]
 
 
 def preset_of(name: str) -> Preset | PromptPreset:
-    if name not in PRESETS:
-        raise ValueError(f"unknown --model {name!r}; valid: {', '.join(PRESETS)}")
-    return PRESETS[name]
+    return families.preset(name)[1]
+
+
+def family_of(name: str) -> Family:
+    return families.preset(name)[0]
 
 
 def fill_defaults(args: argparse.Namespace) -> argparse.Namespace:
@@ -97,8 +74,6 @@ def fill_defaults(args: argparse.Namespace) -> argparse.Namespace:
                         ("temperature", preset.temperature), ("image_size_eval", preset.image_size_eval)):
         if getattr(args, flag) is None:
             setattr(args, flag, value)
-    if args.config == "full":  # the deprecated --random-init-config full: the model's own architecture
-        args.config = None
     if isinstance(preset, Preset) and not args.random_init and (ckpt_dir := args.ckpt_dir or preset.ckpt_dir):
         args.gpt_ckpt = args.gpt_ckpt or str(Path(ckpt_dir) / preset.gpt_file)
         args.vq_path = args.vq_path or str(Path(ckpt_dir) / preset.vq_file)
@@ -127,7 +102,7 @@ def check_args(args: argparse.Namespace, world_size: int) -> DecodeConfig:
 
 def check_class_args(args: argparse.Namespace, preset: Preset) -> None:
     if args.prompt or args.prompts_file:
-        raise ValueError(f"--prompt/--prompts-file are for the text-to-image presets ({', '.join(PROMPT_LOADERS)}); "
+        raise ValueError(f"--prompt/--prompts-file are for the text-to-image presets ({', '.join(PROMPT_PRESETS)}); "
                          f"--model {args.model} is class-conditional")
     if args.config is not None:
         raise ValueError(f"--config is for the text-to-image presets; --model {args.model} is one architecture")
@@ -147,7 +122,7 @@ def check_prompt_args(args: argparse.Namespace, preset: PromptPreset) -> None:
         raise ValueError(f"--model {args.model} is text-to-image: pass --prompts-file FILE (one prompt per line) "
                          "or --prompt TEXT")
     collect_prompts(args.prompt, args.prompts_file)
-    fill_random_init_config(args, ARCHITECTURES[args.model], preset.config)
+    fill_random_init_config(args, family_of(args.model).configs, preset.config)
     if args.gpt_ckpt or args.ckpt_dir:
         raise ValueError(f"--model {args.model}: use --model-path (and --vq-path, --tokenizer-path), "
                          "not the LlamaGen --gpt-ckpt/--ckpt-dir")
@@ -181,7 +156,7 @@ def image_set(args: argparse.Namespace, config: DecodeConfig, cache_dir: Path | 
     The key names predate the current flag names (global_seed: --seed; vq_ckpt: a LlamaGen --vq-path)."""
     def weights(path):
         return None if args.random_init or path is None else fingerprint(path, cache_dir)
-    prompts = args.model in PROMPT_LOADERS
+    prompts = args.model in PROMPT_PRESETS
     files = {} if prompts else {"gpt_ckpt": weights(args.gpt_ckpt), "vq_ckpt": weights(args.vq_path)}
     key = {"model": args.model, **files, "random_init": args.random_init, "image_size_eval": args.image_size_eval,
            "decoding": asdict(config), "global_seed": args.seed, "precision": args.precision,
@@ -248,7 +223,7 @@ def summarize(args, config: DecodeConfig, sampler, texts: list[dict], per_rank: 
 def evaluate_command(args, npz: Path) -> str:
     if args.model == "demo":
         return f"python evaluate.py {npz} --digits"
-    if args.model in PROMPT_LOADERS:
+    if args.model in PROMPT_PRESETS:
         return f"python evaluate.py {npz} REFERENCE_IMAGES.npz   (e.g. the COCO images of your prompts)"
     return (f"python evaluate.py {npz} VIRTUAL_imagenet256_labeled.npz   "
             f"(or the ADM evaluator: python evaluations/c2i/evaluator.py VIRTUAL_imagenet256_labeled.npz {npz})")
@@ -256,13 +231,13 @@ def evaluate_command(args, npz: Path) -> str:
 
 def load_sampler(args, device: torch.device) -> ClassImages | PromptImages:
     """The sampler of --model: its labels (and prompts) by index, its grid and pass counts, and `make`."""
-    preset = preset_of(args.model)
+    family, preset = family_of(args.model), preset_of(args.model)
     seed = args.seed if args.random_init else None
-    if isinstance(preset, Preset):
+    if not family.text_to_image:
         return ClassImages(preset, args.gpt_ckpt, args.vq_path, device, args.precision, seed, args.compile)
     if args.random_init:
         preset = dataclasses.replace(preset, config=args.config)
-    pipeline = PROMPT_LOADERS[args.model](preset, args.model_path, args.vq_path, args.tokenizer_path, device,
+    pipeline = family.load(preset, args.model_path, args.vq_path, args.tokenizer_path, device,
                                           PRECISIONS[args.precision], args.random_init, args.seed)
     return PromptImages(pipeline, collect_prompts(args.prompt, args.prompts_file), preset.size, args.compile)
 
@@ -312,8 +287,7 @@ def run(args, config, rank, world, device, distributed, run_dir, held: ExitStack
     shared = [claimed]
     if distributed:
         dist.broadcast_object_list(shared, src=0)
-    key = shared[0]
-    digest = image_set_digest(key)
+    digest = image_set_digest(key := shared[0])
 
     def load():
         sampler = load_sampler(args, device)
@@ -358,13 +332,10 @@ def run(args, config, rank, world, device, distributed, run_dir, held: ExitStack
                 if args.stop_after is not None and written >= args.stop_after:
                     print(f"rank {rank}: stopped after {written} images (--stop-after test hook)", file=sys.stderr)
                     os._exit(STOPPED_EXIT_CODE)  # like a kill: no clean-up, no barrier
-    seconds = time.perf_counter() - start
-    mine = {"rank": rank, "seconds": seconds, "generated": written}
-    per_rank = [None] * world
+    mine = {"rank": rank, "seconds": time.perf_counter() - start, "generated": written}
+    per_rank = [mine] * world  # one process: its own; under torchrun filled by every rank
     if distributed:
         dist.all_gather_object(per_rank, mine)
-    else:
-        per_rank = [mine]
     wall = time.perf_counter() - wall_start
 
     summary = None
@@ -373,11 +344,10 @@ def run(args, config, rank, world, device, distributed, run_dir, held: ExitStack
         texts = build_npz(run_dir, npz, expected, size)
         summary = summarize(args, config, sampler, texts, per_rank, wall, device, npz)
         write_json_atomic(run_dir / "summary.json", summary)
-        fp = summary["forward_passes"]
         rate = summary["images_per_second"]
-        print(f"{len(texts)} images ({summary['images_generated']} made now, "
-              f"{rate if rate is not None else '-'} images/s on {world} process(es)); forward passes per image "
-              f"mean {fp['mean']:.1f} (NTP {summary['ntp_forward_passes']})\n"
+        print(f"{len(texts)} images ({summary['images_generated']} made now, {rate if rate is not None else '-'} "
+              f"images/s on {world} process(es)); forward passes per image mean "
+              f"{summary['forward_passes']['mean']:.1f} (NTP {summary['ntp_forward_passes']})\n"
               f"npz: {npz}\nsummary: {run_dir / 'summary.json'}\nevaluate: {evaluate_command(args, npz)}",
               file=sys.stderr)
     barrier(distributed, device)  # the npz exists before any rank returns
@@ -396,9 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
                                   "demo: tokenizer.json), Lumina-mGPT a folder with vqgan.yaml + vqgan.ckpt, Emu3 "
                                   "an Emu3-VisionTokenizer folder (Janus-Pro: none, --model-path holds it)")
     add_flag(p, "--tokenizer-path", help="text-to-image: the text tokenizer folder")
-    add_flag(p, "--config", help="text-to-image with --random-init: the architecture built (Emu3: "
-                                 f"{', '.join(EMU3_CONFIGS)}; Lumina-mGPT: {', '.join(LUMINA_CONFIGS)}; Janus-Pro: "
-                                 f"{', '.join(JANUS_CONFIGS)}; default the preset's own; tiny for tests)")
+    configs = "; ".join(f"{f.title}: {', '.join(f.configs)}" for f in TEXT_TO_IMAGE.values())
+    add_flag(p, "--config", help=f"text-to-image with --random-init: the architecture built ({configs}; default the "
+                                 "preset's own; tiny for tests)")
     add_flag(p, "--gpt-ckpt", help="LlamaGen: the GPT checkpoint; default --ckpt-dir/<official name>")
     p.add_argument("--ckpt-dir", default=None,
                    help="folder with the official files (c2i_L_384.pt, vq_ds16_c2i.pt, ...); demo: checkpoints/demo")
@@ -417,7 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     for old, new in (("--prompts", "--prompts-file"), ("--vqgan-dir", "--vq-path"), ("--vq-ckpt", "--vq-path"),
                      ("--sample-dir", "--out-dir"), ("--global-seed", "--seed"),
                      ("--random-init-config", "--config")):
-        add_deprecated(p, old, new)
+        add_renamed(p, old, new)
     return p
 
 

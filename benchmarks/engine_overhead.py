@@ -6,26 +6,23 @@ host-device synchronisation). Fixed and adaptive windows, several batch sizes an
 Times the first `--passes` decode passes after the prefill (the steady state of a decode: several
 rows active), median of `--repeats`, and prints a Markdown table of microseconds per pass.
 
-python benchmarks/engine_overhead.py --batch-sizes 1 32 128 --grids 24 48 90:eol
+python -m benchmarks.engine_overhead --batch-sizes 1 32 128 --grids 24 48 90:eol
 """
 import argparse
 import platform
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from common.cli import (HelpFormatter, add_deprecated, add_flag, check_device, check_positive,  # noqa: E402
+from common.cli import (HelpFormatter, add_flag, add_renamed, check_device, check_positive,
                         run_main, set_threads)
-from common.zipar.config import DecodeConfig  # noqa: E402
-from common.zipar.engine import decode_steps, start_decode  # noqa: E402
-from common.zipar.kv_cache import KVCache  # noqa: E402
-from common.zipar.sampling import image_seeds  # noqa: E402
-from common.zipar.layout import Layout  # noqa: E402
+from common.zipar.config import DecodeConfig
+from common.zipar.engine import decode_steps, start_decode
+from common.zipar.kv_cache import KVCache
+from common.zipar.sampling import image_seeds
+from common.zipar.layout import Layout
 
 
 class NullModel:
@@ -127,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="torch device")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
                    help="torch.compile the engine's per-pass step")
-    add_deprecated(p, "--batches", "--batch-sizes")
+    add_renamed(p, "--batches", "--batch-sizes")
     return p
 
 

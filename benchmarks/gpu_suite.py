@@ -5,8 +5,9 @@ does: its pass counts here are those of random weights). Jobs run in priority or
 each job is estimated from timings made earlier in the run, and one that would not fit is skipped with
 a line saying so. Writes <out-dir>/gpu_<device>.md and .csv (machine, torch and CUDA versions, date).
 
-python benchmarks/gpu_suite.py                                # on one CUDA GPU, about 8 minutes
-python benchmarks/gpu_suite.py --smoke --out-dir /tmp/smoke   # the same code paths, tiny shapes, CPU
+python -m benchmarks.gpu_suite                                # on one CUDA GPU, about 8 minutes: runs/gpu_suite-<time>/
+python -m benchmarks.gpu_suite --update-results              # the same into benchmarks/results/
+python -m benchmarks.gpu_suite --smoke --out-dir /tmp/smoke   # the same code paths, tiny shapes, CPU
 """
 import argparse
 import csv
@@ -25,20 +26,21 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from common.zipar.config import PRECISIONS, DecodeConfig  # noqa: E402
-from common.determinism import deterministic_kernels  # noqa: E402
-from common.cli import HelpFormatter, check_device, check_output_dir, check_positive, run_main  # noqa: E402
-from common.zipar.engine import CUDA_GRAPHS, decode_steps, start_decode  # noqa: E402
-from common.zipar.sampling import image_seeds  # noqa: E402
-from common.zipar.window import num_passes  # noqa: E402
-from llamagen.checkpoint import build_gpt  # noqa: E402
-from llamagen.generate import condition_prefix, generate, layout_for  # noqa: E402
-from llamagen.model import GPT_PRESETS, random_init_  # noqa: E402
+from benchmarks.outputs import add_output_args, resolve_outputs
+from common.zipar.config import PRECISIONS, DecodeConfig
+from common.determinism import deterministic_kernels
+from common.cli import HelpFormatter, check_device, check_output_dir, check_positive, run_main
+from common.zipar.engine import CUDA_GRAPHS, decode_steps, start_decode
+from common.zipar.sampling import image_seeds
+from common.zipar.window import num_passes
+from families import TEXT_TO_IMAGE
+from llamagen.checkpoint import build_gpt
+from llamagen.generate import condition_prefix, generate, layout_for
+from llamagen.model import GPT_PRESETS, random_init_
 
 STEPS = ("eager", "compiled", "cuda graphs")
 SECTIONS = ("correctness", "llamagen", "t2i", "sample_ddp")
+OUTPUTS = {"--out-dir": "gpu_<device>.md and .csv"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,9 +63,9 @@ class Plan:
 
 
 GPU = Plan("GPT-B", 256, ("GPT-L", "GPT-XL"), 384, (1, 8, 32), (8, 12, 16), (12, 16), ("fp32", "bf16"), (False, True),
-           (("lumina", (14,), (1, 4)), ("emu3", (7,), (1, 4)), ("janus", (8, 16), (1, 16))), 40, "bf16", "inductor")
+           tuple((name, f.gpu_windows, f.gpu_batches) for name, f in TEXT_TO_IMAGE.items()), 40, "bf16", "inductor")
 SMOKE = Plan("GPT-tiny", 64, ("GPT-tiny",), 64, (1,), (2,), (2,), ("bf16",), (True,),
-             (("lumina", (2,), (1,)), ("emu3", (2,), (1,)), ("janus", (2,), (1,))), 3, "bf16", "aot_eager")
+             tuple((name, (2,), (1,)) for name in TEXT_TO_IMAGE), 3, "bf16", "aot_eager")
 
 
 class Budget:
@@ -335,6 +337,7 @@ def check_args(args) -> torch.device:
     unknown = [m for m in args.models or [] if m not in GPT_PRESETS]
     if unknown:
         raise ValueError(f"--models {' '.join(unknown)}: valid: {', '.join(GPT_PRESETS)}")
+    resolve_outputs(args, "gpu_suite", OUTPUTS)
     check_output_dir(args.out_dir, holds="the report's .md and .csv")
     if args.smoke:
         if args.device not in (None, "cpu"):
@@ -405,7 +408,7 @@ def write_report(plan: Plan, device, args, sections: dict, errors: list, budget:
     kind = "smoke run (tiny shapes, CPU; the code paths only, no GPU figure)" if args.smoke else "GPU run"
     text = (f"# GPU suite: {machine(device)}\n\n{kind}; {plan.dtype} timings, random weights, CFG 2.0 (LlamaGen) / "
             f"3.0 (t2i); {time.perf_counter() - start:.0f} s of a {args.budget_s:.0f} s budget. Compiled and "
-            f"CUDA-graph steps: {plan.compiler}. `python benchmarks/gpu_suite.py`.\n\n"
+            f"CUDA-graph steps: {plan.compiler}. `python -m benchmarks.gpu_suite`.\n\n"
             "## Correctness on the device\n\n" + table(correctness, ["check", "dtype", "kernels", "result"]) +
             "\n## LlamaGen c2i (whole decodes; time/NTP against the same model, batch and step)\n\n" +
             table(llamagen, ["model", "batch", "step", "setting", "passes", "passes_per_ntp", "time_per_ntp",
@@ -430,7 +433,7 @@ def write_report(plan: Plan, device, args, sections: dict, errors: list, budget:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--budget-s", type=float, default=480.0, help="seconds the whole suite may take (default 480)")
-    p.add_argument("--out-dir", default=str(ROOT / "benchmarks" / "results"), help="folder of the .md and .csv")
+    add_output_args(p, OUTPUTS)
     p.add_argument("--device", default=None, help="the CUDA device to measure (default cuda; --smoke: the CPU only)")
     p.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU: checks the code paths, no GPU figure")
     p.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="what to run (default: all)")

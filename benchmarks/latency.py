@@ -4,28 +4,25 @@ or real weights for adaptive numbers that mean something). Reports passes, secon
 pass, the share of time spent outside the model's forward (engine overhead), images/s and ratios to
 NTP measured in the same run; prints a Markdown table and optionally writes a CSV.
 
-python benchmarks/latency.py --gpt-model GPT-B --image-size 384 --windows 8 12 16 --batch-size 1
+python -m benchmarks.latency --gpt-model GPT-B --image-size 384 --windows 8 12 16 --batch-size 1
 """
 import argparse
 import platform
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from common.atomic import write_csv_atomic  # noqa: E402
-from common.cli import (HelpFormatter, add_deprecated, add_flag, check_device, check_input_file,  # noqa: E402
+from common.atomic import write_csv_atomic
+from common.cli import (HelpFormatter, add_flag, add_renamed, check_device, check_input_file,
                         check_output_file, check_positive, check_precision, run_main, set_threads)
-from common.zipar.config import PRECISIONS, DecodeConfig  # noqa: E402
-from common.zipar.sampling import image_seeds  # noqa: E402
-from llamagen.checkpoint import build_gpt, load_gpt_weights  # noqa: E402
-from llamagen.generate import generate  # noqa: E402
-from llamagen.model import GPT_PRESETS, random_init_  # noqa: E402
-from llamagen.presets import check_image_size  # noqa: E402
+from common.zipar.config import PRECISIONS, DecodeConfig
+from common.zipar.sampling import image_seeds
+from llamagen.checkpoint import build_gpt, load_gpt_weights
+from llamagen.generate import generate
+from llamagen.model import GPT_PRESETS, random_init_
+from llamagen.presets import check_image_size
 
 
 class TimedModel:
@@ -173,8 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
                    help="torch.compile the engine's decode pass (fullgraph; fixed and adaptive windows)")
     add_flag(p, "--out-csv", help="also write the rows to this CSV file")
-    add_deprecated(p, "--batch", "--batch-size")
-    add_deprecated(p, "--csv", "--out-csv")
+    add_renamed(p, "--batch", "--batch-size")
+    add_renamed(p, "--csv", "--out-csv")
     return p
 
 

@@ -4,29 +4,27 @@ the ZipAR paper's Tables 4-5): does ZipAR move the best sampling setting?
 Two one-dimensional sweeps around the demo default (cfg 2.0, temperature 1.0): cfg scales at
 temperature 1.0, then temperatures at cfg 2.0; same labels and seeds as benchmarks/tradeoff.py.
 
-python benchmarks/sampling_sweep.py --num-samples 500
+python -m benchmarks.sampling_sweep --num-samples 500                    # into a new runs/sampling_sweep-<time>/
+python -m benchmarks.sampling_sweep --num-samples 500 --update-results   # the committed benchmarks/results/
 """
 import argparse
 import csv
 import statistics
 import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import tradeoff  # noqa: E402
-from common.atomic import write_csv_atomic, write_text_atomic  # noqa: E402
-from common.cli import HelpFormatter, add_flag, run_main  # noqa: E402
-from common.zipar.config import DecodeConfig  # noqa: E402
-from common.zipar.sampling import image_seeds  # noqa: E402
-from llamagen.checkpoint import load_gpt_weights  # noqa: E402
-from llamagen.demo_classifier import DigitScorer  # noqa: E402
-from llamagen.demo_tokenizer import IntensityTokenizer  # noqa: E402
-from llamagen.model import Transformer, gpt_config  # noqa: E402
-from llamagen.presets import DEMO  # noqa: E402
+from benchmarks import tradeoff
+from benchmarks.outputs import add_output_args, resolve_outputs
+from common.atomic import write_csv_atomic, write_text_atomic
+from common.cli import HelpFormatter, run_main
+from common.zipar.config import DecodeConfig
+from common.zipar.sampling import image_seeds
+from llamagen.checkpoint import load_gpt_weights
+from llamagen.demo_classifier import DigitScorer
+from llamagen.demo_tokenizer import IntensityTokenizer
+from llamagen.model import Transformer, gpt_config
+from llamagen.presets import DEMO
 
 COLUMNS = ["method", "cfg_scale", "temperature", "passes_mean", "accuracy", "accuracy_std", "digits_fid",
            "digits_fid_std", "agreement", "agreement_std"]
@@ -37,9 +35,13 @@ def grid(args) -> list[tuple[float, float]]:
     return list(dict.fromkeys(points))  # the shared (base cfg, 1.0) point once
 
 
+OUTPUTS = {"--out-md": "sampling_sweep.md", "--out-csv": "sampling_sweep.csv"}
+
+
 @torch.inference_mode()
 def main(args) -> list[dict]:
     tradeoff.check_run_args(args)
+    resolve_outputs(args, tradeoff.run_name("sampling_sweep", args), OUTPUTS)
     tradeoff.check_outputs(args, md=args.out_md, csv=args.out_csv)
     for cfg_scale, temperature in grid(args):  # validated (finite, in range) before the model loads
         try:
@@ -91,7 +93,6 @@ def write(rows, args):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    results = Path(__file__).resolve().parent / "results"
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     tradeoff.add_run_args(p)
     p.add_argument("--window", "--w-min", dest="window", type=int, default=16,
@@ -104,8 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cfg-scales", type=float, nargs="*", default=[1.5, 2.0, 3.0, 4.0, 6.0], help="at temperature 1")
     p.add_argument("--base-cfg", type=float, default=2.0, help="cfg scale of the temperature sweep")
     p.add_argument("--temperatures", type=float, nargs="*", default=[0.7, 0.85, 1.0], help="at --base-cfg")
-    add_flag(p, "--out-md", default=str(results / "sampling_sweep.md"))
-    add_flag(p, "--out-csv", default=str(results / "sampling_sweep.csv"))
+    add_output_args(p, OUTPUTS)
     return p
 
 
@@ -120,6 +120,7 @@ def read_rows(paths) -> list[dict]:
 if __name__ == "__main__":
     a = build_parser().parse_args()
     if a.from_csv:
+        resolve_outputs(a, tradeoff.run_name("sampling_sweep", a), OUTPUTS)
         order = {point: i for i, point in enumerate(grid(a))}
         write(sorted(read_rows(a.from_csv), key=lambda r: (order[(r["cfg_scale"], r["temperature"])],
                                                            r["method"] != "NTP")), a)

@@ -1,78 +1,38 @@
-"""Time NTP and ZipAR windows for the text-to-image families (Lumina-mGPT, Emu3-Gen, Janus-Pro) at their real
-token grids and vocabularies, with random weights and a decoder of chosen size (--dims; --full for the 7B/8B
-shape; Janus-Pro-7B: 24x24 codes, 16384-way generation head, first row serial). Times decoding only (tokens, not the image decoder). NTP is measured on a sample of
+"""Time NTP and ZipAR windows for the text-to-image families (families.py: Lumina-mGPT, Emu3-Gen, Janus-Pro) at their
+real token grids and vocabularies, with random weights and a decoder of chosen size (--dims; --full for the 7B/8B
+shape). Times decoding only (tokens, not the image decoder). NTP is measured on a sample of
 --ntp-sample passes and extrapolated to the full pass count: every pass attends over the same static
 cache of all slots, so its cost does not grow along the sequence (the measured passes say so: see
 ms/pass). Prints a Markdown table; --out-md writes it to a file.
 
-python benchmarks/t2i_latency.py --family emu3 --windows 5 7 10
-python benchmarks/t2i_latency.py --family lumina --windows 11 14 17 20 --batch-size 1
-python benchmarks/t2i_latency.py --family janus --full --windows 8 16 --batch-size 16 --precision bf16
+python -m benchmarks.t2i_latency --family emu3 --windows 5 7 10
+python -m benchmarks.t2i_latency --family lumina --windows 11 14 17 20 --batch-size 1
+python -m benchmarks.t2i_latency --family janus --full --windows 8 16 --batch-size 16 --precision bf16
 """
 import argparse
-import dataclasses
 import platform
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.latency import TimedModel  # noqa: E402
-from common.atomic import write_text_atomic  # noqa: E402
-from common.cli import (HelpFormatter, add_deprecated, add_flag, check_device, check_output_file,  # noqa: E402
+from benchmarks.latency import TimedModel
+from common.atomic import write_text_atomic
+from common.cli import (HelpFormatter, add_flag, add_renamed, check_device, check_output_file,
                         check_positive, check_precision, run_main)
-from common.zipar.config import PRECISIONS, DecodeConfig  # noqa: E402
-from common.zipar.engine import decode_steps  # noqa: E402
-from common.weights.hf_shards import empty_model  # noqa: E402
-from common.models.llama import LlamaDecoder, random_init_  # noqa: E402
-from common.zipar.sampling import image_seeds  # noqa: E402
+from common.zipar.config import PRECISIONS, DecodeConfig
+from common.zipar.engine import decode_steps
+from common.zipar.sampling import image_seeds
+from families import TEXT_TO_IMAGE, family
 
 PROMPT = "a photo of a red fox sitting in fresh snow at dawn, soft light, high detail"
 
 
 def build(args, device):
-    """(pipeline, size arguments of generate, full-size decoder config)."""
-    dtype = PRECISIONS[args.precision]
-    if args.family == "janus":
-        from janus.config import janus_config
-        from janus.model import JanusDecoder, random_init_janus_
-        from janus.pipeline import JanusPipeline
-        from janus.prompt import special_ids, stand_in_tokenizer
-        base = janus_config("tiny" if args.tiny else "7B")
-        text = base.text if args.full or args.tiny else dataclasses.replace(base.text, **args.dims)
-        config = dataclasses.replace(base, text=text, head_hidden=text.dim)  # 7B: the head is 4096 wide, as the model
-        model = empty_model(lambda: JanusDecoder(config), dtype, device)
-        random_init_janus_(model, 0)
-        tok = stand_in_tokenizer(text.vocab_size)
-        return JanusPipeline(config, model, None, tok, special_ids(tok)), config.image_size, text
-    if args.family == "emu3":
-        from emu3.config import Emu3Config, emu3_config
-        from emu3.pipeline import Emu3Pipeline
-        from emu3.prompt import special_ids, stand_in_tokenizer
-        base = emu3_config("tiny" if args.tiny else "8B")
-        text = base.text if args.full or args.tiny else dataclasses.replace(base.text, **args.dims)
-        model = empty_model(lambda: LlamaDecoder(text), dtype, device)
-        random_init_(model, 0)
-        tok = stand_in_tokenizer(base.vision.codebook_size, base.text_tokens)
-        config = Emu3Config(text, base.vision, base.image_area, base.text_tokens)
-        pipe = Emu3Pipeline(config, model, None, tok, special_ids(tok, base.vision.codebook_size))
-        return pipe, "1:1", text
-    from lumina_mgpt.config import lumina_config
-    from lumina_mgpt.pipeline import LuminaPipeline
-    from lumina_mgpt.prompt import special_ids, stand_in_tokenizer
-    from lumina_mgpt.vqgan import random_vqgan
-    base = lumina_config("tiny" if args.tiny else "7B")
-    text = base if args.full or args.tiny else dataclasses.replace(base, **args.dims)
-    model = empty_model(lambda: LlamaDecoder(text), dtype, device)
-    random_init_(model, 0)
-    vq = random_vqgan(0, "tiny" if args.tiny else "chameleon")
-    tok = stand_in_tokenizer(vq.config.n_embed, text.vocab_size)
-    size = 64 if args.tiny else 768
-    pipe = LuminaPipeline(model, vq, tok, special_ids(tok), resolution=size)
-    return pipe, (size, size), text
+    """(pipeline, size arguments of generate, decoder config): the family's speed_pipeline (families.py) at
+    the full shape (--full), the tiny test one (--tiny), or the full one with --dim/--layers/--heads."""
+    dims = {} if args.full or args.tiny else args.dims
+    return family(args.family).speed(args.tiny, dims, PRECISIONS[args.precision], device)
 
 
 def timed_decode(pipe, prompts, seeds, config, size, device, max_passes=None):
@@ -156,7 +116,7 @@ def main(args) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    p.add_argument("--family", choices=["emu3", "lumina", "janus"], required=True, help="model family")
+    p.add_argument("--family", choices=list(TEXT_TO_IMAGE), required=True, help="model family (families.py)")
     p.add_argument("--windows", type=int, nargs="+", required=True, help="ZipAR windows to time")
     add_flag(p, "--batch-size")
     p.add_argument("--ntp-sample", type=int, default=200, help="NTP passes to time (>= 2; extrapolated to the grid)")
@@ -170,8 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=list(PRECISIONS), default="fp32", help="decoder dtype")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
     add_flag(p, "--out-md", help="write the Markdown table here")
-    add_deprecated(p, "--batch", "--batch-size")
-    add_deprecated(p, "--out", "--out-md")
+    add_renamed(p, "--batch", "--batch-size")
+    add_renamed(p, "--out", "--out-md")
     return p
 
 

@@ -8,7 +8,8 @@ Per setting: mean passes per image, reduction vs NTP, seconds, class accuracy an
 the demo's digit classifier, and paired agreement (fraction of tokens equal to the NTP sample of the
 same seed). Spread: the std of each metric over --groups (5) equal groups of the samples (by index).
 
-python benchmarks/tradeoff.py --num-samples 500
+python -m benchmarks.tradeoff --num-samples 500                     # into a new runs/tradeoff-<time>/
+python -m benchmarks.tradeoff --num-samples 500 --update-results    # the committed benchmarks/results/
 """
 import argparse
 import csv
@@ -16,25 +17,23 @@ import math
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from common.atomic import atomic_path, write_csv_atomic, write_text_atomic  # noqa: E402
-from common.cli import (HelpFormatter, add_flag, check_input_file, check_output_file, check_positive,  # noqa: E402
+from benchmarks.outputs import add_output_args, resolve_outputs
+from common.atomic import atomic_path, write_csv_atomic, write_text_atomic
+from common.cli import (HelpFormatter, add_flag, check_input_file, check_output_file, check_positive,
                         run_main, set_threads)
-from common.zipar.config import DRAFT_COUPLINGS, DRAFT_INITS, DecodeConfig  # noqa: E402
-from common.metrics import paired_agreement  # noqa: E402
-from common.zipar.sampling import image_seeds  # noqa: E402
-from common.zipar.window import FIRST_ROW_RULES, first_row_rule  # noqa: E402
-from llamagen.checkpoint import load_gpt_weights  # noqa: E402
-from llamagen.demo_classifier import DigitScorer  # noqa: E402
-from llamagen.demo_tokenizer import IntensityTokenizer  # noqa: E402
-from llamagen.generate import generate, layout_for  # noqa: E402
-from llamagen.model import Transformer, gpt_config  # noqa: E402
-from llamagen.presets import DEMO, DEMO_DIR  # noqa: E402
+from common.zipar.config import DRAFT_COUPLINGS, DRAFT_INITS, DecodeConfig
+from common.metrics import paired_agreement
+from common.zipar.sampling import image_seeds
+from common.zipar.window import FIRST_ROW_RULES, first_row_rule
+from llamagen.checkpoint import load_gpt_weights
+from llamagen.demo_classifier import DigitScorer
+from llamagen.demo_tokenizer import IntensityTokenizer
+from llamagen.generate import generate, layout_for
+from llamagen.model import Transformer, gpt_config
+from llamagen.presets import DEMO, DEMO_DIR
 
 COLUMNS = ["setting", "kind", "placeholder", "first_row", "window", "passes_mean", "pass_reduction", "seconds",
            "accuracy", "accuracy_std", "digits_fid", "digits_fid_std", "agreement", "agreement_std", "accepted_window",
@@ -119,9 +118,13 @@ def score(scorer, tokenizer, tokens, labels, reference, num_groups):
             "agreement": agree.mean().item(), "agreement_std": std([agree[g].mean().item() for g in groups])}
 
 
+OUTPUTS = {"--out-md": "tradeoff.md", "--out-csv": "tradeoff.csv", "--out-png": "tradeoff.png"}
+
+
 @torch.inference_mode()
 def main(args) -> list[dict]:
     check_run_args(args)
+    resolve_outputs(args, run_name("tradeoff", args), OUTPUTS)
     check_outputs(args, md=args.out_md, csv=args.out_csv, png=args.out_png)
     configs = settings(args)  # every DecodeConfig validated before the model loads
     gpt = Transformer(gpt_config("demo"), grid_size=DEMO.image_size).eval()
@@ -349,6 +352,11 @@ def check_outputs(args, **paths) -> None:
                                                                  "png": "the plot"}[kind])
 
 
+def run_name(benchmark: str, args) -> str:
+    """The default run folder's prefix: one per --part, so parts started together never share a folder."""
+    return benchmark if args.part is None else f"{benchmark}-part{args.part[0]}of{args.part[1]}"
+
+
 def part_arg(text: str) -> tuple[int, int]:
     try:
         k, n = (int(x) for x in text.split("/"))
@@ -360,7 +368,6 @@ def part_arg(text: str) -> tuple[int, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    results = Path(__file__).resolve().parent / "results"
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     add_run_args(p)
     p.add_argument("--cfg-scale", type=float, default=DEMO.cfg_scale, help="CFG scale (the demo CLI default)")
@@ -397,15 +404,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run the K-th of N round-robin parts of the settings (each with NTP); merge with --from-csv")
     p.add_argument("--from-csv", nargs="+", default=None, metavar="CSV",
                    help="run nothing: merge these tables (same --num-samples and settings flags) into the outputs")
-    add_flag(p, "--out-md", default=str(results / "tradeoff.md"))
-    add_flag(p, "--out-csv", default=str(results / "tradeoff.csv"))
-    p.add_argument("--out-png", default=str(results / "tradeoff.png"), help="plot of quality vs passes")
+    add_output_args(p, OUTPUTS)
     return p
 
 
 def cli(argv=None) -> int:
     def run(args):
         if args.from_csv:
+            resolve_outputs(args, run_name("tradeoff", args), OUTPUTS)
             check_outputs(args, md=args.out_md, csv=args.out_csv, png=args.out_png)
             return write_outputs(read_rows(args.from_csv), args)
         return main(args)

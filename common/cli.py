@@ -1,14 +1,13 @@
-"""What every command-line script shares: the flag vocabulary (SHARED_FLAGS, runtime flags, deprecated
-spellings), the checks of device, precision, model files and output paths made before any model is built, the
-default model precision and the one-line error exit. The tail every CLI ends with (decode, time, save,
-report) is common.report."""
+"""What every command-line script shares: the flag vocabulary (SHARED_FLAGS, runtime flags, the text-to-image
+parser tail, renamed spellings), the checks of device, precision, model files and output paths made before any
+model is built, the default model precision and the one-line error exit. The tail every CLI ends with
+(decode, time, save, report) is common.report."""
 import argparse
 import json
 import os
 import sys
 import tempfile
 import time
-import weakref
 from pathlib import Path
 from typing import Callable
 
@@ -18,7 +17,7 @@ from common.atomic import WriteError
 from common.weights.checkpoint import CheckpointError
 from common.determinism import use_deterministic_kernels
 from common.images import IMAGE_FORMATS
-from common.zipar.config import PRECISIONS
+from common.zipar.config import PRECISIONS, add_decode_args
 from common.zipar.engine import CUDA_GRAPHS
 
 # bad input a user can fix, and a write that failed (a full disk): reported as one line, exit status 2 (no traceback)
@@ -26,7 +25,7 @@ USER_ERRORS = (ValueError, FileNotFoundError, CheckpointError, WriteError)
 
 
 # The flags several scripts share, declared once: name -> argparse settings. A script adds one with
-# add_flag(parser, name, ...) and may specialise its help and default, never its name or kind; the README's
+# add_flag(parser, name, ...) and may specialise its help and default, never its name or kind; docs/cli.md's
 # command-line table lists them with the scripts that take each.
 SHARED_FLAGS: dict[str, dict] = {
     "--out": dict(metavar="FILE", help="output image file; the suffix (.png, .jpg, .jpeg) is the format written"),
@@ -85,76 +84,43 @@ def fill_random_init_config(args: argparse.Namespace, configs, default: str) -> 
     return args.config
 
 
-def add_alias(p: argparse.ArgumentParser, old: str, new: str, action: str | None = None,
-              nargs: str | None = None, deprecated: bool = False) -> None:
-    """`old`, another spelling of `new`: it sets `new`'s value (its dest, type and choices; `action`/`nargs`
-    where the old flag took its values otherwise, e.g. action="extend", nargs="+" for a list that is now a
-    repeatable flag). Giving both spellings with different values is refused (one line, exit status 2)
-    instead of the later one silently winning. deprecated: hidden from --help, and each use prints
-    `warning: OLD is deprecated; use NEW` on stderr."""
-    target = p._option_string_actions[new]
-    _guard_spellings(target)
-    base = p._registry_get("action", action, action) if action else _plain_action(target)
+class _Renamed(argparse.Action):
+    """A spelling removed after its release of deprecation: refused, naming the flag that replaced it."""
 
-    class Alias(_spelling_checked(base)):
-        def __call__(self, parser, namespace, values, option_string=None):
-            if deprecated:
-                sys.stderr.write(f"warning: {old} is deprecated; use {new}\n")  # one write per line (see run_main)
-            super().__call__(parser, namespace, values, option_string)
+    def __init__(self, option_strings, dest, new: str, **kwargs):
+        super().__init__(option_strings, dest, nargs="*", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        self.new = new
 
-    options = dict(type=target.type, choices=target.choices, metavar=target.metavar)
-    if nargs is not None or target.nargs not in (None, 0):  # the old spelling takes as many values
-        options["nargs"] = nargs if nargs is not None else target.nargs
-    p.add_argument(old, action=Alias, dest=target.dest, default=argparse.SUPPRESS,
-                   help=argparse.SUPPRESS if deprecated else f"the same as {new}", **options)
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.exit(2, f"error: {option_string} was renamed; use {self.new}\n")
 
 
-def add_deprecated(p: argparse.ArgumentParser, old: str, new: str, action: str | None = None,
-                   nargs: str | None = None) -> None:
-    """`old`, an earlier spelling of `new`, keeps working for one release (add_alias, deprecated)."""
-    add_alias(p, old, new, action, nargs, deprecated=True)
+def add_renamed(p: argparse.ArgumentParser, old: str, new: str) -> None:
+    """`old`, an earlier spelling of `new`, now refused with one line naming `new` (exit status 2). Declared
+    rather than left out so that argparse's prefix matching cannot read it as another flag (--out as
+    --out-dir, --batch as --batch-size)."""
+    p.add_argument(old, action=_Renamed, new=new)
 
 
-def _plain_action(action: argparse.Action) -> type:
-    return getattr(type(action), "plain", type(action))
-
-
-# per parsed namespace (by id, dropped when the namespace is collected): dest -> {spelling: value it set}
-_SPELLINGS: dict[int, dict[str, dict]] = {}
-
-
-def _spelling_checked(base: type) -> type:
-    """`base` that records which spelling set its dest to which value in this parse, and refuses a second
-    spelling that sets another value. Lists that spellings extend (--prompt, --prompts) combine instead."""
-    class Checked(base):
-        plain = base
-
-        def __call__(self, parser, namespace, values, option_string=None):
-            super().__call__(parser, namespace, values, option_string)
-            value = getattr(namespace, self.dest, None)
-            if isinstance(value, list):
-                return
-            if id(namespace) not in _SPELLINGS:
-                _SPELLINGS[id(namespace)] = {}
-                weakref.finalize(namespace, _SPELLINGS.pop, id(namespace), None)
-            seen = _SPELLINGS[id(namespace)].setdefault(self.dest, {})
-            for other, earlier in seen.items():
-                if other != option_string and earlier != value:
-                    parser.exit(2, f"error: {other} {_shown(earlier)} and {option_string} {_shown(value)} are two "
-                                   "spellings of one setting with different values; give one of them\n")
-            seen[option_string] = value
-    return Checked
-
-
-def _shown(value) -> str:
-    return "" if isinstance(value, bool) else str(value)
-
-
-def _guard_spellings(target: argparse.Action) -> None:
-    """Make `target`, the flag an alias stands for, record its spelling too: its class becomes the
-    _spelling_checked subclass of its own class (the flag was declared elsewhere, e.g. add_decode_args)."""
-    if not hasattr(type(target), "plain"):
-        target.__class__ = _spelling_checked(type(target))
+def add_text_to_image_tail(p: argparse.ArgumentParser, defaults, model: str, *, out_dir: str | None = None,
+                           out: str | None = None, configs=(), default_config: str | None = None) -> None:
+    """The flags every text-to-image CLI ends with: its output (an --out-dir folder of {i:04d}.png, decoded
+    --batch-size prompts at a time, or an --out grid file of one batch), --random-init (with --config NAME
+    when `configs` names the architectures it may build), --json, the runtime flags and the decoding flags
+    with the model's defaults (`defaults`: a preset with cfg_scale, top_k, temperature)."""
+    if out_dir is not None:
+        add_flag(p, "--out-dir", default=out_dir, help="output folder; image i is written as {i:04d}.png")
+        add_flag(p, "--batch-size", default=8, help="prompts decoded together (with CFG the model runs twice as "
+                                                   "many rows); the images do not depend on it")
+    if out is not None:
+        add_flag(p, "--out", default=out, help="output image file (a grid, 4 per row); .png, .jpg or .jpeg")
+    add_flag(p, "--random-init", help=f"random weights for {'--config' if configs else model}, no files")
+    if configs:
+        add_flag(p, "--config", help=f"with --random-init: the architecture built ({', '.join(configs)}; default "
+                                     f"{default_config})")
+    add_flag(p, "--json")
+    add_runtime_args(p, model)
+    add_decode_args(p, cfg_scale=defaults.cfg_scale, top_k=defaults.top_k, temperature=defaults.temperature)
 
 
 def add_runtime_args(p: argparse.ArgumentParser, model: str = "the model") -> None:

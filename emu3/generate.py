@@ -12,11 +12,11 @@ import sys
 
 import torch
 
-from common.cli import (HelpFormatter, add_deprecated, add_flag, add_runtime_args, check_input_dir, check_model_files,
-                        check_output_dir, check_positive, check_runtime, fill_random_init_config, note_random_init,
+from common.cli import (HelpFormatter, add_flag, add_renamed, add_text_to_image_tail, check_input_dir,
+                        check_model_files, check_output_dir, check_positive, check_runtime, fill_random_init_config, note_random_init,
                         run_main)
 from common.report import run_text_to_image
-from common.zipar.config import PRECISIONS, DecodeConfig, add_decode_args, decode_config_from_args
+from common.zipar.config import PRECISIONS, DecodeConfig, decode_config_from_args
 from common.prompts import collect_prompts
 from emu3.config import PRESETS
 from emu3.pipeline import Emu3Pipeline, load_pipeline
@@ -57,17 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(p, "--prompts-file")
     p.add_argument("--ratio", default=DEFAULT.size, help="aspect ratio W:H; the grid follows the model's image area "
                                                          "(1:1 -> 90x90 tokens, 720x720 px for Emu3-Gen)")
-    add_flag(p, "--out-dir", default="emu3_out", help="output folder; image i is written as {i:04d}.png")
-    add_flag(p, "--random-init", help="random weights for --config, no files")
-    add_flag(p, "--config", help=f"with --random-init: the architecture built ({', '.join(PRESETS)}; default "
-                                 f"{DEFAULT.config})")
-    add_flag(p, "--batch-size", default=8, help="prompts decoded together (with CFG the model runs twice as many "
-                                               "rows); the images do not depend on it")
-    add_flag(p, "--json")
-    add_runtime_args(p, "the text model")
-    add_decode_args(p, cfg_scale=DEFAULT.cfg_scale, top_k=DEFAULT.top_k, temperature=DEFAULT.temperature)
-    add_deprecated(p, "--out", "--out-dir")
-    add_deprecated(p, "--prompts", "--prompts-file")
+    add_text_to_image_tail(p, DEFAULT, "the text model", out_dir="emu3_out", configs=PRESETS,
+                           default_config=DEFAULT.config)
+    add_renamed(p, "--out", "--out-dir")
+    add_renamed(p, "--prompts", "--prompts-file")
     return p
 
 

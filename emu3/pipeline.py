@@ -13,6 +13,7 @@ log-softmaxes over the full vocabulary; common.zipar.sampling.guide computes z_u
 over the visual ids. The two differ by one constant per row, which the visual-id mask, temperature,
 top-k (2048 by default, applied after CFG in both), top-p and sampling all ignore.
 """
+import dataclasses
 from dataclasses import dataclass
 
 import tiktoken
@@ -25,6 +26,7 @@ from common.t2i_pipeline import PromptPreset, TextToImagePipeline
 from emu3.checkpoint import HF, detect_layout, load_text_model, load_vision_decoder
 from emu3.config import (IMAGE_AREA_GEN, Emu3Config, emu3_config, text_config_from_json,
                          vision_config_from_json)
+from emu3.presets import DEFAULT
 from emu3.prompt import (NEGATIVE_PROMPT, SpecialIds, generation_size, load_tokenizer, prompt_ids, special_ids,
                          stand_in_tokenizer)
 from emu3.vision_decoder import VisionDecoder, random_init_vision_
@@ -131,3 +133,16 @@ def load_preset(preset: PromptPreset, model_path: str | None, vq_path: str | Non
                 ) -> Emu3Pipeline:
     """sample_ddp.py's entry: the pipeline of an emu3.presets preset (preset.config for --random-init)."""
     return load_pipeline(model_path, vq_path, tokenizer_path, preset.config, device, dtype, random_init, seed)
+
+
+def speed_pipeline(tiny: bool, dims: dict, dtype: torch.dtype, device) -> tuple[Emu3Pipeline, str, object]:
+    """benchmarks/t2i_latency.py's model: the preset's architecture or the tiny test one (its dim, layers and
+    heads replaced by `dims`)
+    with random weights and no image decoder, on the real grid and vocabulary. (pipeline, size, text config)."""
+    base = emu3_config("tiny" if tiny else DEFAULT.config)
+    text = dataclasses.replace(base.text, **dims)
+    model = empty_model(lambda: LlamaDecoder(text), dtype, device)
+    random_init_(model, 0)
+    tokenizer = stand_in_tokenizer(base.vision.codebook_size, base.text_tokens)
+    config = Emu3Config(text, base.vision, base.image_area, base.text_tokens)
+    return Emu3Pipeline(config, model, None, tokenizer, special_ids(tokenizer, base.vision.codebook_size)), "1:1", text

@@ -13,13 +13,14 @@ import sys
 
 import torch
 
-from common.cli import (HelpFormatter, add_flag, add_runtime_args, check_input_dir, check_model_files,
-                        check_output_dir, check_runtime, fill_random_init_config, note_random_init, run_main)
+from common.cli import (HelpFormatter, add_flag, add_text_to_image_tail, check_input_dir, check_model_files,
+                        check_output_dir, check_positive, check_runtime, fill_random_init_config, note_random_init,
+                        run_main)
 from common.prompts import collect_prompts
 from common.report import run_text_to_image
 from common.zipar.layout import Layout
 from common.zipar.window import num_passes
-from common.zipar.config import PRECISIONS, DecodeConfig, add_decode_args, decode_config_from_args
+from common.zipar.config import PRECISIONS, DecodeConfig, decode_config_from_args
 from common.weights.hf_shards import read_config_json
 from janus.checkpoint import check_folder_is_janus
 from janus.config import PRESETS, config_from_json
@@ -36,6 +37,7 @@ def check_args(args: argparse.Namespace) -> tuple[DecodeConfig, list[str], int]:
     prompts = collect_prompts(args.prompt, args.prompts_file)
     fill_random_init_config(args, PRESETS, DEFAULT.config)
     check_model_files(args, ["--model-path"], check_input_dir, unchecked=["--tokenizer-path"])
+    check_positive(batch_size=args.batch_size)
     check_runtime(args)
     check_output_dir(args.out_dir)
     if args.random_init:
@@ -74,13 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "replaced by the pad id (generation_inference.py, what published numbers use); transformers "
                         "= every token but BOS and <begin_of_image> padded (JanusForConditionalGeneration.generate); "
                         "the same ids unless the prompt text holds those tokens")
-    add_flag(p, "--out-dir", default="janus_out", help="output folder; image i is written as {i:04d}.png")
-    add_flag(p, "--random-init", help="random weights for --config, no files")
-    add_flag(p, "--config", help=f"with --random-init: the architecture built ({', '.join(PRESETS)}; default "
-                                 f"{DEFAULT.config})")
-    add_flag(p, "--json")
-    add_runtime_args(p, "the language model")
-    add_decode_args(p, cfg_scale=DEFAULT.cfg_scale, top_k=DEFAULT.top_k, temperature=DEFAULT.temperature)
+    add_text_to_image_tail(p, DEFAULT, "the language model", out_dir="janus_out", configs=PRESETS,
+                           default_config=DEFAULT.config)
     return p
 
 

@@ -13,6 +13,7 @@ request; janus/prompt.py), guided = uncond + w (cond - uncond) on the raw head l
 common.zipar.sampling.guide computes. Both branches are left-padded to one length and position-shifted
 (common.t2i_pipeline), so each row runs at the positions of an unpadded run.
 """
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +25,7 @@ from common.weights.hf_shards import empty_model, read_config_json
 from janus.checkpoint import check_folder_is_janus, load_decoder, load_vq
 from janus.config import JanusConfig, config_from_json, janus_config
 from janus.model import JanusDecoder, random_init_janus_
+from janus.presets import DEFAULT
 from janus.prompt import (UNCONDITIONALS, SpecialIds, load_tokenizer, prompt_ids, special_ids, stand_in_tokenizer,
                           unconditional_ids)
 from janus.vq import VQDecoder, random_init_vq_
@@ -136,3 +138,16 @@ def load_preset(preset: PromptPreset, model_path: str | None, vq_path: str | Non
     if vq_path is not None:
         raise ValueError("Janus-Pro's VQ decoder is in the --model-path folder; drop --vq-path")
     return load_pipeline(model_path, tokenizer_path, preset.config, device, dtype, random_init, seed)
+
+
+def speed_pipeline(tiny: bool, dims: dict, dtype: torch.dtype, device) -> tuple[JanusPipeline, int, object]:
+    """benchmarks/t2i_latency.py's model: the preset's architecture (Janus-Pro-7B) or the tiny test one (its
+    dim, layers and heads replaced by `dims`) with random weights and no image decoder, on the real grid
+    (24 x 24 codes at 384 px) and the 16384-way generation head. (pipeline, size, text config)."""
+    base = janus_config("tiny" if tiny else DEFAULT.config)
+    text = dataclasses.replace(base.text, **dims)
+    config = dataclasses.replace(base, text=text, head_hidden=text.dim)  # the head is as wide as the model (7B)
+    model = empty_model(lambda: JanusDecoder(config), dtype, device)
+    random_init_janus_(model, 0)
+    tokenizer = stand_in_tokenizer(text.vocab_size)
+    return JanusPipeline(config, model, None, tokenizer, special_ids(tokenizer)), config.image_size, text

@@ -10,7 +10,7 @@ import sys
 
 import torch
 
-from common.cli import (HelpFormatter, add_deprecated, add_flag, add_runtime_args, check_model_files,
+from common.cli import (HelpFormatter, add_flag, add_renamed, add_runtime_args, check_model_files,
                         check_output_file, check_runtime, checkpoint_file, note_random_init, run_main)
 from common.report import decode_and_report, save_grid_file
 from common.zipar.config import DecodeConfig, add_decode_args, decode_config_from_args
@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(p, "--json", help="print one JSON object with passes, timing and tokens")
     add_runtime_args(p, "the GPT")
     add_decode_args(p, cfg_scale=None, top_k=None, temperature=None)
-    add_deprecated(p, "--vq-ckpt", "--vq-path")
+    add_renamed(p, "--vq-ckpt", "--vq-path")
     return p
 
 

@@ -13,10 +13,10 @@ import sys
 
 import torch
 
-from common.cli import (HelpFormatter, add_deprecated, add_flag, add_runtime_args, check_input_dir, check_model_files,
-                        check_output_file, check_runtime, checkpoint_file, note_random_init, run_main)
+from common.cli import (HelpFormatter, add_flag, add_renamed, add_text_to_image_tail, check_input_dir,
+                        check_model_files, check_output_file, check_runtime, checkpoint_file, note_random_init, run_main)
 from common.report import decode_and_report, save_grid_file
-from common.zipar.config import PRECISIONS, DecodeConfig, add_decode_args, decode_config_from_args
+from common.zipar.config import PRECISIONS, DecodeConfig, decode_config_from_args
 from common.prompts import read_prompt_file
 from common.zipar.sampling import image_seeds
 from llamagen.captions import T5CaptionEncoder, load_caption_rows, pad_caption_rows, t5_caption_features
@@ -122,13 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(p, "--vq-path", help=f"VQ checkpoint file, e.g. {T2I.vq_file}")
     p.add_argument("--image-size", type=int, default=T2I.image_size,
                    help="image size in pixels (grid = size / downsample): 512 for stage 2, 256 for stage 1")
-    add_flag(p, "--out", default="sample_t2i.png", help="output image file (a grid, 4 per row); .png, .jpg or .jpeg")
-    add_flag(p, "--random-init", help="random GPT and VQ weights, no checkpoints")
-    add_flag(p, "--json", help="print one JSON object with passes, timing and tokens")
-    add_runtime_args(p, "the GPT")
-    add_decode_args(p, cfg_scale=T2I.cfg_scale, top_k=T2I.top_k, temperature=T2I.temperature)
-    add_deprecated(p, "--prompts", "--prompt", action="extend", nargs="+")
-    add_deprecated(p, "--vq-ckpt", "--vq-path")
+    add_text_to_image_tail(p, T2I, "the GPT", out="sample_t2i.png")
+    add_renamed(p, "--prompts", "--prompt")
+    add_renamed(p, "--vq-ckpt", "--vq-path")
     return p
 
 

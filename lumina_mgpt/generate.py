@@ -8,15 +8,16 @@ Speed runs without files: --random-init --config 7B (or tiny on a CPU). Defaults
 CFG 3.0 (the official branch that starts at BOI), image top-k 2000, temperature 1, top-p 1 (inference_solver.py).
 """
 import argparse
+import dataclasses
 import sys
 
 import torch
 
-from common.cli import (HelpFormatter, add_alias, add_deprecated, add_flag, add_runtime_args, check_input_dir,
-                        check_model_files, check_output_dir, check_positive, check_runtime, fill_random_init_config,
-                        note_random_init, run_main)
+from common.cli import (HelpFormatter, add_flag, add_renamed, add_text_to_image_tail, check_input_dir,
+                        check_model_files, check_output_dir, check_positive, check_runtime, fill_random_init_config, note_random_init,
+                        run_main)
 from common.report import run_text_to_image
-from common.zipar.config import PRECISIONS, DecodeConfig, add_decode_args, decode_config_from_args
+from common.zipar.config import PRECISIONS, DecodeConfig, decode_config_from_args
 from common.prompts import collect_prompts
 from lumina_mgpt.config import PRESETS, RESOLUTIONS
 from lumina_mgpt.pipeline import LuminaPipeline, checkpoint_resolution, load_pipeline
@@ -51,8 +52,23 @@ def main(args: argparse.Namespace) -> dict:
     return run_text_to_image(pipe, prompts, (args.width, args.height), config, args, to_uint8_official)
 
 
+class Parser(argparse.ArgumentParser):
+    """Resolves --cfg, the official generate_examples/generate.py flag, into --cfg-scale after parsing (an exact
+    option string: argparse would reject the prefix --cfg as ambiguous otherwise). Both spellings with
+    different values are refused rather than the later one silently winning; neither: the preset's."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        parsed, rest = super().parse_known_args(args, namespace)
+        cfg = parsed.__dict__.pop("cfg", None)
+        if cfg is not None and parsed.cfg_scale is not None and cfg != parsed.cfg_scale:
+            self.exit(2, f"error: --cfg {cfg} and --cfg-scale {parsed.cfg_scale} are two spellings of one setting "
+                         "with different values; give one of them\n")
+        parsed.cfg_scale = next(v for v in (cfg, parsed.cfg_scale, DEFAULT.cfg_scale) if v is not None)
+        return parsed, rest
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p = Parser(description=__doc__, formatter_class=HelpFormatter)
     add_flag(p, "--model-path", help="Alpha-VLLM/Lumina-mGPT-7B-{512,768,768-Omni,1024} folder")
     add_flag(p, "--vq-path", help="Meta's chameleon tokenizer folder with vqgan.yaml and vqgan.ckpt")
     add_flag(p, "--tokenizer-path", help="tokenizer.json or its folder (default --model-path; only the -768 repo "
@@ -64,21 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--height", type=int, default=height, help="image height in pixels")
     p.add_argument("--resolution", type=int, choices=RESOLUTIONS, default=None,
                    help="the checkpoint's training size; default: the smallest one trained on --width x --height")
-    add_flag(p, "--out-dir", default="lumina_out", help="output folder; image i is written as {i:04d}.png")
-    add_flag(p, "--random-init", help="random weights for --config, no files")
-    add_flag(p, "--config", help=f"with --random-init: the architecture built ({', '.join(PRESETS)}; default "
-                                 f"{DEFAULT.config})")
-    add_flag(p, "--batch-size", default=8, help="prompts decoded together (with CFG the model runs twice as many "
-                                               "rows); the images do not depend on it")
-    add_flag(p, "--json")
-    add_runtime_args(p, "the text model")
-    add_decode_args(p, cfg_scale=DEFAULT.cfg_scale, top_k=DEFAULT.top_k, temperature=DEFAULT.temperature)
-    # the official generate_examples/generate.py flag; without it argparse would reject the prefix --cfg as
-    # ambiguous (--cfg-scale, --cfg-interval). An exact option string wins over prefix matching.
-    add_alias(p, "--cfg", "--cfg-scale")
-    add_deprecated(p, "--out", "--out-dir")
-    add_deprecated(p, "--prompts", "--prompts-file")
-    add_deprecated(p, "--vqgan-dir", "--vq-path")
+    # --cfg-scale unset (None) until Parser resolves it with --cfg
+    add_text_to_image_tail(p, dataclasses.replace(DEFAULT, cfg_scale=None), "the text model", out_dir="lumina_out",
+                           configs=PRESETS, default_config=DEFAULT.config)
+    p.add_argument("--cfg", type=float, default=None, metavar="G",
+                   help=f"generate_examples/generate.py's spelling of --cfg-scale (both unset: {DEFAULT.cfg_scale})")
+    add_renamed(p, "--out", "--out-dir")
+    add_renamed(p, "--prompts", "--prompts-file")
+    add_renamed(p, "--vqgan-dir", "--vq-path")
     return p
 
 

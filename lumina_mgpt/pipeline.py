@@ -18,6 +18,7 @@ is [<s>, <pad> x (P-1)] of the prompt's length followed by the same BOI, H, W, b
 its prompt attends both ways in the prefill (causal with --prompt-attention causal: the release loaded with
 attn_implementation="eager"). It runs at every size and batch here; the release runs 768 x 768, batch 1.
 """
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -28,6 +29,7 @@ from common.models.llama import LlamaDecoder, random_init_
 from common.t2i_pipeline import PromptPreset, TextToImagePipeline
 from lumina_mgpt.checkpoint import load_model, vocabulary_from_config
 from lumina_mgpt.config import RESOLUTIONS, TINY_CODES, lumina_config
+from lumina_mgpt.presets import DEFAULT
 from lumina_mgpt.prompt import (SpecialIds, check_size, crop_sizes, image_header, image_id_map, load_tokenizer,
                                 nearest_sizes, prompt_ids, size_rule, special_ids, stand_in_tokenizer)
 from lumina_mgpt.vqgan import ChameleonVQGAN, load_vqgan, random_vqgan
@@ -138,3 +140,17 @@ def load_preset(preset: PromptPreset, model_path: str | None, vq_path: str | Non
     its size (preset.config for --random-init)."""
     return load_pipeline(model_path, vq_path, tokenizer_path, preset.config, checkpoint_resolution(*preset.size),
                          device, dtype, random_init, seed)
+
+
+def speed_pipeline(tiny: bool, dims: dict, dtype: torch.dtype, device) -> tuple[LuminaPipeline, tuple, object]:
+    """benchmarks/t2i_latency.py's model: the preset's architecture or the tiny test one (its dim, layers and
+    heads replaced by `dims`)
+    with random weights, a random VQGAN and the real grid and vocabulary (768x768; tiny: 64x64).
+    (pipeline, size, text config)."""
+    text = dataclasses.replace(lumina_config("tiny" if tiny else DEFAULT.config), **dims)
+    model = empty_model(lambda: LlamaDecoder(text), dtype, device)
+    random_init_(model, 0)
+    vq = random_vqgan(0, "tiny" if tiny else "chameleon")
+    tokenizer = stand_in_tokenizer(vq.config.n_embed, text.vocab_size)
+    size = 64 if tiny else 768
+    return LuminaPipeline(model, vq, tokenizer, special_ids(tokenizer), resolution=size), (size, size), text

@@ -2,20 +2,11 @@
 run or written): benchmarks/gpu_suite.py's device, budget, lists and output folder; tradeoff.py's
 --from-csv files and draft lengths longer than a row; fp16 on the CPU and untrained image sizes, by the
 CLIs' own checks."""
-import runpy
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
-from tests.helpers.processes import run_python
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-sys.path.insert(0, str(BENCHMARKS))
-
-import gpu_suite  # noqa: E402
-import tradeoff  # noqa: E402
+from benchmarks import gpu_suite, latency, tradeoff
+from tests.helpers.processes import run_benchmark, run_python
 
 
 def error_line(capsys) -> str:
@@ -66,7 +57,7 @@ def test_gpu_suite_without_cuda_is_one_line(argv, tmp_path, capsys, monkeypatch)
 
 
 def test_gpu_suite_exit_status_from_the_command_line(tmp_path):
-    run = run_python([str(BENCHMARKS / "gpu_suite.py"), "--smoke", "--budget-s", "-1", "--out-dir", str(tmp_path)])
+    run = run_python(["-m", "benchmarks.gpu_suite", "--smoke", "--budget-s", "-1", "--out-dir", str(tmp_path)])
     assert run.returncode == 2 and run.stderr.startswith("error: --budget-s") and "Traceback" not in run.stderr
 
 
@@ -112,13 +103,6 @@ def test_tradeoff_draft_lens_longer_than_a_row_refused_before_sampling(tmp_path,
 # ----------------------------------------------------------------------------- the CLIs' checks, reused
 
 
-def run_benchmark(name: str, args: list, monkeypatch) -> int:
-    monkeypatch.setattr(sys, "argv", [name, *map(str, args)])
-    with pytest.raises(SystemExit) as done:
-        runpy.run_path(str(BENCHMARKS / name), run_name="__main__")
-    return done.value.code
-
-
 @pytest.mark.parametrize("name,args,needle", [
     ("latency.py", ["--device", "cpu", "--precision", "fp16"], "--precision fp16 is not supported on CPU"),
     ("t2i_latency.py", ["--family", "emu3", "--windows", "4", "--device", "cpu", "--precision", "fp16"],
@@ -133,13 +117,11 @@ def test_benchmarks_refuse_what_the_clis_refuse(name, args, needle, tmp_path, ca
     args = [str(tmp_path / "c.pt") if a == "CKPT" else a for a in args]
     import llamagen.checkpoint
     monkeypatch.setattr(llamagen.checkpoint, "build_gpt", lambda *a: pytest.fail("ran past the checks"))
-    assert run_benchmark(name, args, monkeypatch) == 2
+    assert run_benchmark(name.removesuffix(".py"), args, monkeypatch) == 2
     assert needle in error_line(capsys)
 
 
 def test_random_weights_take_any_size(capsys, monkeypatch):
     """latency.py without --gpt-ckpt times random weights: any grid, as --random-init in the CLIs."""
-    sys.path.insert(0, str(BENCHMARKS))
-    import latency
     args = latency.build_parser().parse_args(["--gpt-model", "GPT-B", "--image-size", "320", "--device", "cpu"])
     latency.check_args(args)

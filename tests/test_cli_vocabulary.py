@@ -1,6 +1,7 @@
-"""One command-line vocabulary: every CLI declares the shared flags as common/cli.py does, the README's
-table says exactly which CLI takes which flag, and the earlier spellings still work, with one warning line."""
+"""One command-line vocabulary: every CLI declares the shared flags as common/cli.py does, docs/cli.md's table
+says exactly which CLI takes which flag, and each earlier spelling is refused with one line naming its flag."""
 import argparse
+import importlib
 import re
 from pathlib import Path
 
@@ -8,46 +9,45 @@ import pytest
 
 import sample_ddp
 from common.cli import SHARED_FLAGS, add_flag
-from emu3.generate import build_parser as emu3_parser
-from emu3.generate import cli as emu3_cli
-from llamagen.presets import DEMO
-from llamagen.sample import build_parser as sample_parser
-from llamagen.sample import cli as sample_cli
-from llamagen.sample_t2i import build_parser as sample_t2i_parser
-from lumina_mgpt.generate import build_parser as lumina_parser
+from families import CLIS
 
 ROOT = Path(__file__).resolve().parents[1]
-PARSERS = {  # the README table's column names
-    "llamagen.sample": sample_parser, "llamagen.sample_t2i": sample_t2i_parser, "emu3.generate": emu3_parser,
-    "lumina_mgpt.generate": lumina_parser, "sample_ddp.py": sample_ddp.build_parser,
-}
+# docs/cli.md's table columns: every family's CLIs (families.py), then sample_ddp.py
+PARSERS = {**{cli: importlib.import_module(cli).build_parser for cli in CLIS}, "sample_ddp.py": sample_ddp.build_parser}
+BENCHMARK_PARSERS = {f"benchmarks.{name}": importlib.import_module(f"benchmarks.{name}").build_parser
+                     for name in ("latency", "t2i_latency", "engine_overhead")}
 RUNTIME = ["--device", "--precision", "--threads", "--quiet", "--seed", "--compile", "--no-compile"]
-DEPRECATED = [  # (CLI, old spelling and its values, new spelling and its values)
-    ("llamagen.sample", ["--vq-ckpt", "v.pt"], ["--vq-path", "v.pt"]),
-    ("llamagen.sample_t2i", ["--vq-ckpt", "v.pt"], ["--vq-path", "v.pt"]),
-    ("llamagen.sample_t2i", ["--prompts", "a cat", "a dog"], ["--prompt", "a cat", "--prompt", "a dog"]),
-    ("emu3.generate", ["--out", "o"], ["--out-dir", "o"]),
-    ("emu3.generate", ["--prompts", "p.txt"], ["--prompts-file", "p.txt"]),
-    ("lumina_mgpt.generate", ["--out", "o"], ["--out-dir", "o"]),
-    ("lumina_mgpt.generate", ["--prompts", "p.txt"], ["--prompts-file", "p.txt"]),
-    ("lumina_mgpt.generate", ["--vqgan-dir", "vq"], ["--vq-path", "vq"]),
-    ("sample_ddp.py", ["--prompts", "p.txt"], ["--prompts-file", "p.txt"]),
-    ("sample_ddp.py", ["--vqgan-dir", "vq"], ["--vq-path", "vq"]),
-    ("sample_ddp.py", ["--vq-ckpt", "vq"], ["--vq-path", "vq"]),
-    ("sample_ddp.py", ["--sample-dir", "s"], ["--out-dir", "s"]),
-    ("sample_ddp.py", ["--global-seed", "7"], ["--seed", "7"]),
-    ("sample_ddp.py", ["--random-init-config", "tiny"], ["--config", "tiny"]),
+RENAMED = [  # (CLI, old spelling and a value, new spelling)
+    ("llamagen.sample", ["--vq-ckpt", "v.pt"], "--vq-path"),
+    ("llamagen.sample_t2i", ["--vq-ckpt", "v.pt"], "--vq-path"),
+    ("llamagen.sample_t2i", ["--prompts", "a cat", "a dog"], "--prompt"),
+    ("emu3.generate", ["--out", "o"], "--out-dir"),
+    ("emu3.generate", ["--prompts", "p.txt"], "--prompts-file"),
+    ("lumina_mgpt.generate", ["--out", "o"], "--out-dir"),
+    ("lumina_mgpt.generate", ["--prompts", "p.txt"], "--prompts-file"),
+    ("lumina_mgpt.generate", ["--vqgan-dir", "vq"], "--vq-path"),
+    ("sample_ddp.py", ["--prompts", "p.txt"], "--prompts-file"),
+    ("sample_ddp.py", ["--vqgan-dir", "vq"], "--vq-path"),
+    ("sample_ddp.py", ["--vq-ckpt", "vq"], "--vq-path"),
+    ("sample_ddp.py", ["--sample-dir", "s"], "--out-dir"),
+    ("sample_ddp.py", ["--global-seed", "7"], "--seed"),
+    ("sample_ddp.py", ["--random-init-config", "tiny"], "--config"),
+    ("benchmarks.latency", ["--batch", "2"], "--batch-size"),
+    ("benchmarks.latency", ["--csv", "x.csv"], "--out-csv"),
+    ("benchmarks.t2i_latency", ["--batch", "2"], "--batch-size"),
+    ("benchmarks.t2i_latency", ["--out", "x.md"], "--out-md"),
+    ("benchmarks.engine_overhead", ["--batches", "2"], "--batch-sizes"),
 ]
 
 
 def options(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
-    """The parser's current flags (deprecated spellings are hidden from --help, and left out here)."""
+    """The parser's current flags (renamed spellings are hidden from --help, and left out here)."""
     return {flag: a for flag, a in parser._option_string_actions.items() if a.help != argparse.SUPPRESS}
 
 
 def readme_table(header: str) -> tuple[list[str], list[list[str]]]:
-    """(header cells, rows of cells) of the README table whose header row starts with `header`."""
-    lines = (ROOT / "README.md").read_text().splitlines()
+    """(header cells, rows of cells) of docs/cli.md's table whose header row starts with `header`."""
+    lines = (ROOT / "docs" / "cli.md").read_text().splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith(header))
     cells = lambda line: [c.strip() for c in line.strip().strip("|").split("|")]  # noqa: E731
     rows = []
@@ -79,32 +79,36 @@ def test_shared_flags_are_declared_as_common_cli_says():
         add_flag(argparse.ArgumentParser(), "--vq-ckpt")
 
 
-def test_the_readme_table_lists_which_cli_takes_which_flag():
+def test_the_docs_table_lists_which_cli_takes_which_flag():
     header, rows = readme_table("| flag | meaning | `llamagen.sample` |")
-    assert [c.strip("`") for c in header[2:]] == list(PARSERS)
+    columns = [c.strip("`") for c in header[2:]]
+    assert sorted(columns) == sorted(PARSERS)  # a column for every CLI of every family
     parsers = {name: options(build()) for name, build in PARSERS.items()}
     listed = set()
     for row in rows:
-        takes = {name for name, mark in zip(PARSERS, row[2:]) if mark == "x"}
+        takes = {name for name, mark in zip(columns, row[2:]) if mark == "x"}
         for flag in flags_in(row[0]):
             listed.add(flag)
             assert {name for name, opts in parsers.items() if flag in opts} == takes, flag
     assert listed >= set(SHARED_FLAGS) | set(RUNTIME) | {"--window", "--cfg-scale", "--top-k", "--temperature"}
 
 
-def test_the_readme_lists_every_deprecated_spelling():
+def test_the_docs_list_every_renamed_spelling():
     _, rows = readme_table("| old | new | where |")
     documented = {(cli.strip("` "), flags_in(old)[0], flags_in(new)[0])
                   for old, new, where in rows for cli in where.split(",")}
-    assert documented == {(cli, old[0], new[0]) for cli, old, new in DEPRECATED}
+    assert documented == {(cli, old[0], new) for cli, old, new in RENAMED}
 
 
-@pytest.mark.parametrize("cli,old,new", DEPRECATED, ids=lambda x: x if isinstance(x, str) else " ".join(x))
-def test_deprecated_spellings_still_work_with_one_warning(cli, old, new, capsys):
-    parser = PARSERS[cli]()
-    assert parser.parse_args(old) == parser.parse_args(new)
-    err = capsys.readouterr().err
-    assert err == f"warning: {old[0]} is deprecated; use {new[0]}\n"
+@pytest.mark.parametrize("cli,old,new", RENAMED, ids=lambda x: x if isinstance(x, str) else " ".join(x))
+def test_renamed_spellings_are_refused_with_one_line_naming_the_new_flag(cli, old, new, capsys):
+    """Refused, not read as another flag by argparse's prefix matching (--out as --out-dir) nor ignored."""
+    parser = {**PARSERS, **BENCHMARK_PARSERS}[cli]()
+    with pytest.raises(SystemExit) as e:
+        parser.parse_args(["--seed", "1"] * (cli in PARSERS) + old)
+    assert e.value.code == 2
+    assert capsys.readouterr().err == f"error: {old[0]} was renamed; use {new}\n"
+    assert not re.search(rf"{old[0]}(?![\w-])", parser.format_help())  # hidden from --help
 
 
 def test_every_cli_accepts_the_shared_names():
@@ -128,19 +132,3 @@ def test_every_cli_accepts_the_shared_names():
         if "--prompt" in opts:
             assert args.prompt == ["a", "b"]
         assert all(getattr(args, opts[f].dest) is True for f in ("--random-init", "--json") if f in opts)
-
-
-def test_deprecated_spellings_run_end_to_end(tmp_path, capsys):
-    out = tmp_path / "x.png"
-    assert sample_cli(["--class-labels", "3", "--window", "8", "--quiet", "--vq-ckpt", DEMO.vq_ckpt,
-                       "--out", str(out)]) == 0
-    assert capsys.readouterr().err.splitlines()[0] == "warning: --vq-ckpt is deprecated; use --vq-path"
-    assert out.is_file()
-    prompts = tmp_path / "prompts.txt"
-    prompts.write_text("a red fox\n")
-    assert emu3_cli(["--random-init", "--config", "tiny", "--ratio", "4:3", "--window", "2", "--quiet",
-                     "--prompts", str(prompts), "--out", str(tmp_path / "emu3")]) == 0
-    err = capsys.readouterr().err.splitlines()
-    assert err[:2] == ["warning: --prompts is deprecated; use --prompts-file",
-                       "warning: --out is deprecated; use --out-dir"]
-    assert sorted(p.name for p in (tmp_path / "emu3").iterdir()) == ["0000.png"]

@@ -1,13 +1,14 @@
-"""The trade-off benchmark runs end to end on a few samples and writes its table, CSV and plot."""
+"""The quality benchmarks run end to end on a few samples and write their table, CSV and plot; by default into
+a run folder of their own, never over the committed results."""
 import csv
-import sys
+import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-
-import tradeoff  # noqa: E402
+from benchmarks import gpu_suite, outputs, sampling_sweep, tradeoff
 
 
 def smoke_args(tmp_path, *extra):
@@ -97,7 +98,6 @@ def test_part_flag_is_checked():
 
 
 def test_sampling_sweep_smoke(tmp_path):
-    import sampling_sweep
 
     args = sampling_sweep.build_parser().parse_args([
         "--num-samples", "4", "--batch-size", "4", "--groups", "2", "--w-min", "4", "--adaptive", "--cfg-scales", "3.0", "--base-cfg", "3.0",
@@ -116,3 +116,35 @@ def test_too_few_samples_for_the_groups_is_an_error():
     args = tradeoff.build_parser().parse_args(["--num-samples", "5", "--groups", "5"])
     with pytest.raises(ValueError, match="--num-samples 5 must be a multiple of --groups 5 with at least 2 samples a group"):
         tradeoff.main(args)
+
+
+def results_bytes() -> dict:
+    return {p.name: p.read_bytes() for p in sorted(outputs.RESULTS.glob("*")) if p.is_file()}
+
+
+def test_a_trial_run_never_writes_the_committed_results(tmp_path, monkeypatch, capsys):
+    """Without --out-* or --update-results a benchmark writes a new run folder under the working directory
+    (git-ignored), never benchmarks/results/: here a merge of the committed trade-off CSV from elsewhere."""
+    before = results_bytes()
+    monkeypatch.chdir(tmp_path)
+    assert tradeoff.cli(["--from-csv", str(outputs.RESULTS / "tradeoff.csv")]) == 0
+    capsys.readouterr()
+    written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
+    assert len(written) == 3 and all(re.fullmatch(r"runs/tradeoff-\d{8}-\d{6}/tradeoff\.(md|csv|png)", p)
+                                     for p in written), written
+    assert results_bytes() == before
+    if shutil.which("git") and (outputs.RESULTS.parents[1] / ".git").exists():
+        ignored = subprocess.run(["git", "check-ignore", "-q", "runs/tradeoff-x/tradeoff.md"],
+                                 cwd=outputs.RESULTS.parents[1])
+        assert ignored.returncode == 0  # a run from the repository root leaves `git status` clean
+
+
+@pytest.mark.parametrize("module,flags", [
+    (tradeoff, tradeoff.OUTPUTS), (sampling_sweep, sampling_sweep.OUTPUTS), (gpu_suite, gpu_suite.OUTPUTS)])
+def test_only_update_results_targets_the_committed_results(module, flags):
+    for argv, under_results in (([], False), (["--update-results"], True)):
+        args = module.build_parser().parse_args(argv)
+        outputs.resolve_outputs(args, "x", flags)
+        for flag in flags:
+            path = Path(getattr(args, flag[2:].replace("-", "_"))).resolve()
+            assert (path == outputs.RESULTS or outputs.RESULTS in path.parents) == under_results, (argv, flag, path)

@@ -6,7 +6,7 @@ Cell (r+1, 0) is predicted by the query at the position of (r, W-1). When row r+
   "above"       the latest decoded token of row r-1 (its last column once that row is complete;
                 row 0 falls back to "left"). This is what the paper's released code feeds
                 (ThisisBillhe/ZipAR, LlamaGen-ZipAR/autoregressive/models/generate_zipar.py: the
-                appended `input_ids[:, last_token_in_above_row_idx]`), and the default.
+                appended `input_ids[:, last_token_in_above_row_idx]`), and compat="official"'s policy.
   "left"        the latest decoded token of row r.
   "token:<id>"  a fixed code, e.g. a model's background or most frequent code.
   "mean"        the mean of the token-embedding table over the codes the model samples, fed as the
@@ -15,7 +15,7 @@ Cell (r+1, 0) is predicted by the query at the position of (r, W-1). When row r+
                 complete), else "mean": the default. It equals "above" wherever row r-1 is complete
                 at the opening (w >= W/2 for fixed windows) and replaces above's mid-row token, a
                 stroke of the row before as often as not, by the unknown input elsewhere; on the demo
-                model no other model-agnostic policy does better at any window (README trade-off).
+                model no other model-agnostic policy does better at any window (docs/results.md, trade-off).
 "above" and "left" read decided tokens only: the counts passed in are those decided before the
 opening pass. The mean embedding and fixed codes need no decided token; the engine feeds them from
 the placeholder column of its token buffer. This module is the one place the rule lives; fixed and
