@@ -17,6 +17,7 @@ import sample_ddp
 from common import convert
 from common.cli import HelpFormatter
 from common.zipar.config import DecodeConfig
+from common.zipar.sampling import PURPOSE_TOKEN, draw_key, image_seeds, key_uniform, sample_logits, sample_probs
 from common.prompts import collect_prompts, read_prompt_file
 from emu3.generate import cli as emu3_cli
 from llamagen.presets import DEMO
@@ -94,6 +95,52 @@ def test_devices_this_torch_lacks_are_one_line(device, tmp_path, capsys):
         pytest.skip(f"this torch has a usable {device} backend")
     err = one_line(sample_cli, [*ONE_DIGIT, "--device", device, "--out", tmp_path / "x.png"], capsys)
     assert f"no usable {device} backend" in err and "--device cpu" in err
+
+
+@pytest.mark.parametrize("scale", ["3e38", "1e300", "10001"])
+def test_cfg_scales_that_overflow_fp32_are_refused_up_front(scale, tmp_path, capsys):
+    err = one_line(sample_cli, [*ONE_DIGIT, "--cfg-scale", scale, "--out", tmp_path / "x.png"], capsys)
+    assert "--cfg-scale must be a finite number > 0 and <= 10000" in err and not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.parametrize("vocab", [130, 256])
+def test_the_sampler_never_leaves_the_vocabulary_whatever_the_logits(vocab):
+    """Rows of NaN, +inf, -inf, zeros or negative numbers draw a code in [0, V); a row with no finite positive
+    mass draws uniformly (floor(u V)); a row with some keeps its draw among its finite positive entries."""
+    u = key_uniform(draw_key(torch.arange(64), torch.arange(50).expand(64, -1), PURPOSE_TOKEN))  # (64, 50)
+    rows = torch.randn(8, vocab)
+    rows[0] = math.nan
+    rows[1, 3], rows[1, vocab - 1] = math.inf, math.inf  # softmax gives NaN
+    rows[2] = -math.inf
+    rows[3, 5] = math.nan
+    logits = rows[:, None, None].expand(-1, 64, 50, -1)
+    drawn = sample_logits(logits, torch.zeros(8, 64, 50, dtype=torch.int64) + draw_key(
+        torch.arange(64), torch.arange(50).expand(64, -1), PURPOSE_TOKEN))
+    assert ((drawn >= 0) & (drawn < vocab)).all()
+    uniform = (u * vocab).long()
+    for row in range(4):  # no finite softmax mass: the uniform fallback
+        assert torch.equal(drawn[row], uniform)
+    probs = torch.rand(4, vocab)
+    probs[0, :vocab // 2] = -1.0  # negative entries carry no mass
+    probs[1] = 0.0
+    probs[2, 7] = math.inf
+    probs[3, :] = 0.0
+    probs[3, vocab - 1] = 1e-30  # the only mass sits in the padded last block (vocab 130)
+    out = sample_probs(probs[:, None].expand(-1, 50, -1), u[:4])
+    assert ((out >= 0) & (out < vocab)).all()
+    assert (out[0] >= vocab // 2).all() and torch.equal(out[1], (u[1] * vocab).long())
+    assert (out[2] != 7).all() and (out[3] == vocab - 1).all()
+
+
+@pytest.mark.parametrize("mode", [dict(window=1), dict(window=1, adaptive=True), dict(window=2, draft_len=2)])
+def test_a_model_whose_logits_are_nan_or_inf_still_decodes_codes_of_its_vocabulary(mode):
+    from llamagen.generate import generate
+    gpt = tiny_gpt(3, vocab_size=130)
+    with torch.no_grad():
+        gpt.output.weight[::2] = math.inf  # +-inf logits, and NaN where an input feature is 0
+        gpt.output.weight[1] = math.nan
+    result = generate(gpt, torch.tensor([1, 2]), image_seeds(0, torch.arange(2)), DecodeConfig(cfg_scale=4.0, **mode))
+    assert ((result.tokens >= 0) & (result.tokens < 130)).all()
 
 
 # ----------------------------------------------------------------------------- prompts and captions

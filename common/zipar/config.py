@@ -13,6 +13,11 @@ from common.zipar.window import FIRST_ROW_RULES, check_first_row, schedule_windo
 # --precision choices of every script: the model dtype
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
+# --cfg-scale's upper bound: scales in use are 1 to 10 (LlamaGen 1.5-4, Lumina-mGPT 3-8, Emu3 3); far larger ones
+# make guided = uncond + scale * (cond - uncond) overflow fp32 (3e38 does with any logit gap above 1) and sample a
+# near-argmax of the logit gap anyway
+MAX_CFG_SCALE = 1e4
+
 # row drafts (common.zipar.row_drafts): how a new draft position starts, how a draft is redrawn after a rejection
 DRAFT_INITS = ("above", "left", "random")
 DRAFT_COUPLINGS = ("maximal", "independent")
@@ -67,7 +72,8 @@ class DecodeConfig:
         # unchecked (nan <= 0 is False), so finiteness is checked first
         _check_number("--temperature", self.temperature, ">= 0", lambda x: x >= 0)
         _check_number("--top-p", self.top_p, "in (0, 1] (1 = off)", lambda x: 0.0 < x <= 1.0)
-        _check_number("--cfg-scale", self.cfg_scale, "> 0 (> 1 enables guidance)", lambda x: x > 0)
+        _check_number("--cfg-scale", self.cfg_scale, f"> 0 and <= {MAX_CFG_SCALE:g} (> 1 enables guidance)",
+                      lambda x: 0 < x <= MAX_CFG_SCALE)
         _check_number("--cfg-interval", self.cfg_interval, ">= -1 (-1 = every token)", lambda x: x >= -1)
         if self.top_k < 0:
             raise ValueError(f"--top-k must be >= 0 (0 = off), got {self.top_k}")
