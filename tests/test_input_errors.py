@@ -4,6 +4,7 @@ feature and prompt files, flags that contradict each other, damaged weights, eva
 benchmarks' arguments and output paths."""
 import argparse
 import math
+import re
 import runpy
 import sys
 from pathlib import Path
@@ -251,6 +252,34 @@ def test_non_finite_weights_are_refused_at_load_with_the_tensor_name(tmp_path, c
     torch.save(ckpt, tmp_path / "nan.pt")
     err = one_line(sample_cli, [*ONE_DIGIT, "--gpt-ckpt", tmp_path / "nan.pt", "--out", tmp_path / "x.png"], capsys)
     assert f"key {name!r} holds 1 non-finite value(s)" in err and str(tmp_path / "nan.pt") in err
+
+
+@pytest.mark.parametrize("content,kind", [([torch.ones(2)], "a list"), (torch.ones(3, 4), "a tensor of shape (3, 4)"),
+                                          ({"model": [1, 2]}, "a list under 'model'")])
+def test_a_checkpoint_that_is_not_a_dict_of_weights_is_one_line_in_every_loader(content, kind, tmp_path, capsys,
+                                                                                monkeypatch):
+    from common.weights.checkpoint import CheckpointError
+    from llamagen.checkpoint import load_vq
+    from lumina_mgpt.vqgan import load_vqgan
+    from tests.helpers.files import write_vqgan
+    path = tmp_path / "w.pt"
+    torch.save(content, path)
+    needle = f"{path} holds {kind}"
+    err = one_line(sample_cli, [*ONE_DIGIT, "--gpt-ckpt", path, "--out", tmp_path / "x.png"], capsys)
+    assert needle in err and not (tmp_path / "x.png").exists()
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    err = one_line(sample_ddp.cli, [*ONE_DIGIT[2:], "--num-fid-samples", "1", "--gpt-ckpt", path,
+                                    "--out-dir", tmp_path / "o"], capsys)
+    assert needle in err and not list((tmp_path / "o").rglob("args.json"))
+    assert needle in one_line(evaluate.cli, [samples(tmp_path / "s.npz"), "--digits", "--classifier", path], capsys)
+    with pytest.raises(CheckpointError, match=re.escape(f"VQ preset VQ-tiny: {needle}")):
+        load_vq("VQ-tiny", path)
+    write_vqgan(tmp_path / "vqgan", {})
+    (tmp_path / "vqgan" / "vqgan.ckpt").write_bytes(path.read_bytes())
+    with pytest.raises(CheckpointError, match=re.escape(f"Chameleon VQGAN: {tmp_path / 'vqgan' / 'vqgan.ckpt'} ")):
+        load_vqgan(tmp_path / "vqgan")
+    code, err = convert.cli([str(path), "--out", str(tmp_path / "c.safetensors")]), capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "error: " in err
 
 
 def test_non_finite_weights_in_safetensors_shards(tmp_path):
