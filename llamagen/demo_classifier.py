@@ -52,6 +52,11 @@ class DigitScorer:
         return cls(model.eval(), ckpt["real_mu"].double().numpy(), ckpt["real_sigma"].double().numpy(),
                    float(ckpt["heldout_accuracy"]))
 
+    @property
+    def classes(self) -> int:
+        """The labels it tells apart: 0 .. classes - 1."""
+        return self.classifier.head.out_features
+
     @torch.no_grad()
     def score(self, grey: torch.Tensor, labels: torch.Tensor) -> dict:
         """grey (B, 1, 24, 24) in [0, 1], labels (B,) -> accuracy and digits-FID against real digits."""

@@ -325,6 +325,24 @@ def test_evaluate_refuses_what_it_cannot_score(case, needle, tmp_path, capsys):
     assert needle in one_line(evaluate.cli, argv, capsys)
 
 
+@pytest.mark.parametrize("labels,needle", [
+    ([99, 1, 2, 3], "1 label(s) outside the classifier's classes 0..9 (e.g. 99)"),
+    ([0, -1, 2, 3], "outside the classifier's classes 0..9 (e.g. -1)"),
+    ([990, 991, 992, 993], "4 label(s) outside"),
+    ([0.0, 1.0, 2.0, 3.0], "holds float64 labels; --digits needs integer classes 0..9"),
+    (["0", "1", "2", "3"], "holds <U1 labels"),
+    ([True, False, True, False], "holds bool labels"),
+])
+def test_evaluate_digits_labels_must_be_the_classifiers_classes(labels, needle, tmp_path, capsys):
+    path = samples(tmp_path / "s.npz")
+    with np.load(path) as f:
+        np.savez(path, arr_0=f["arr_0"], arr_1=np.array(labels))
+    assert needle in one_line(evaluate.cli, [path, "--digits"], capsys)
+    with np.load(path) as f:
+        np.savez(path, arr_0=f["arr_0"], arr_1=np.array([9, 0, 3, 3], dtype=np.uint8))  # any integer dtype
+    assert evaluate.cli([str(path), "--digits"]) == 0
+
+
 # ----------------------------------------------------------------------------- benchmarks
 
 
