@@ -74,6 +74,19 @@ def test_ntp_and_adaptive_exclude_each_other(tmp_path, capsys):
     assert "--ntp and --adaptive" in err
 
 
+def test_a_window_given_with_ntp_is_refused_not_ignored(tmp_path, capsys):
+    import sample_ddp
+    from common.zipar.config import DEFAULT_WINDOW, decode_config_from_args
+    err = error_of(sample_cli, [*ONE_DIGIT, "--ntp", "--window", "8", "--out", str(tmp_path / "x.png")], capsys)
+    assert "--ntp is plain next-token prediction, which has no window, so --window 8 would be ignored" in err
+    assert not (tmp_path / "x.png").exists()
+    parser = sample_ddp.build_parser()
+    def window(*argv):
+        return decode_config_from_args(sample_ddp.fill_defaults(parser.parse_args(argv))).window
+    assert window("--ntp") is None and window() == DEFAULT_WINDOW == 16 and window("--window", "8") == 8
+    assert f"(default: {DEFAULT_WINDOW})" in " ".join(parser.format_help().split())
+
+
 def test_window_past_the_row_width_is_said_to_be_ntp(tmp_path, capsys):
     assert sample_cli([*ONE_DIGIT, "--window", "1000", "--json", "--out", str(tmp_path / "x.png")]) == 0
     captured = capsys.readouterr()
