@@ -175,11 +175,15 @@ def add_runtime_args(p: argparse.ArgumentParser, model: str = "the model") -> No
     add_flag(g, "--threads")
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity; os.cpu_count() where that is unknown)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def default_threads() -> int:
     """The host's usable cores, split between the processes torchrun starts on it (LOCAL_WORLD_SIZE):
     ranks that each spin all cores' worth of threads fight over them."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+    return max(1, usable_cores() // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
 
 
 def check_runtime(args: argparse.Namespace) -> torch.device:
@@ -196,11 +200,15 @@ def check_runtime(args: argparse.Namespace) -> torch.device:
 
 
 def set_threads(args: argparse.Namespace) -> int:
-    """--threads: >= 1 (None: default_threads()); fills args.threads and sets torch's thread count."""
+    """--threads: 1 .. usable_cores() (None: default_threads()); fills args.threads and sets torch's thread
+    count. More threads than cores only make them wait for each other (thousands hang or crash OpenMP)."""
     if args.threads is None:
         args.threads = default_threads()
     if args.threads < 1:
         raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    if args.threads > (cores := usable_cores()):
+        raise ValueError(f"--threads {args.threads}: this process may use {cores} core(s); more threads than cores "
+                         f"only make them wait for each other: use 1..{cores}")
     torch.set_num_threads(args.threads)
     return args.threads
 

@@ -126,6 +126,10 @@ def test_threads_flag_and_default(tmp_path, capsys, monkeypatch):
 
     assert "--threads must be >= 1" in error_of(sample_cli, [*ONE_DIGIT, "--threads", "0",
                                                              "--out", str(tmp_path / "x.png")], capsys)
+    for many in ("100000", "5000", str(common_cli.usable_cores() + 1)):  # bounded by the cores, before any work
+        err = error_of(sample_cli, [*ONE_DIGIT, "--threads", many, "--out", str(tmp_path / "x.png")], capsys)
+        assert f"--threads {many}: this process may use {common_cli.usable_cores()} core(s)" in err
+    assert not (tmp_path / "x.png").exists()
     monkeypatch.undo()  # the real default: the host's cores split between torchrun's local ranks
     monkeypatch.setattr(common_cli.os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")

@@ -144,6 +144,20 @@ def test_a_model_whose_logits_are_nan_or_inf_still_decodes_codes_of_its_vocabula
     assert ((result.tokens >= 0) & (result.tokens < 130)).all()
 
 
+# ----------------------------------------------------------------------------- sizes, counts and threads
+
+
+def test_image_sizes_are_bounded_by_the_grid_before_any_model_is_built(tmp_path, capsys):
+    from llamagen.loader import MAX_GRID, check_image_size
+    assert check_image_size(MAX_GRID * 16, "VQ-16") == MAX_GRID
+    with pytest.raises(ValueError, match=f"at most {MAX_GRID}x{MAX_GRID} tokens \\({MAX_GRID * 16} px with VQ-16\\)"):
+        check_image_size((MAX_GRID + 1) * 16, "VQ-16")
+    for cli, argv in ((sample_cli, ["--gpt-model", "GPT-tiny", "--vq-model", "VQ-tiny", "--random-init",
+                                    "--class-labels", "1"]), (sample_t2i_cli, [*T2I[:5], "--caption-dim", "8"])):
+        err = one_line(cli, [*argv, "--image-size", "160000", "--out", tmp_path / "x.png"], capsys)
+        assert "--image-size 160000: a 80000x80000-token grid; at most 128x128 tokens" in err
+
+
 # ----------------------------------------------------------------------------- prompts and captions
 
 
