@@ -158,6 +158,28 @@ def test_image_sizes_are_bounded_by_the_grid_before_any_model_is_built(tmp_path,
         assert "--image-size 160000: a 80000x80000-token grid; at most 128x128 tokens" in err
 
 
+@pytest.mark.parametrize("argv,needle", [
+    (["--num-fid-samples", "1000000000000"], "--num-fid-samples 1000000000000: at most 2**32 images"),
+    (["--num-fid-samples", "4000000000"], "--num-fid-samples 4000000000 at --image-size-eval 96: the npz holds 1.11e+05 GB"),
+    (["--num-fid-samples", "2", "--image-size-eval", "100000"], "--image-size-eval must be in 1..4096, got 100000"),
+])
+def test_sample_counts_and_eval_sizes_are_bounded_before_the_run_folder_is_written(argv, needle, tmp_path, capsys,
+                                                                                   monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setattr(sample_ddp, "load_sampler", lambda *a: pytest.fail("ran past the checks"))
+    err = one_line(sample_ddp.cli, [*argv, "--window", "2", "--out-dir", tmp_path / "o"], capsys)
+    assert needle in err and not (tmp_path / "o").exists()
+
+
+def test_the_npz_must_fit_the_hosts_memory(monkeypatch):
+    from common.run_folder import check_npz_fits
+    pages = {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": 1000}  # a host of 4.1 MB
+    monkeypatch.setattr("common.run_folder.os.sysconf", pages.__getitem__)
+    check_npz_fits(148, 96)  # 4.09 MB of pixels
+    with pytest.raises(ValueError, match="--num-fid-samples 149 at --image-size-eval 96: the npz holds 0.00412 GB"):
+        check_npz_fits(149, 96)
+
+
 # ----------------------------------------------------------------------------- prompts and captions
 
 
