@@ -122,6 +122,7 @@ def run_text_to_image(pipe, prompts: list[str], size, config: DecodeConfig, args
                    to_uint8: Callable) -> dict:
     """What the text-to-image CLIs do once their pipeline (common.t2i_pipeline) is loaded: decode_and_report,
     image i written as --out-dir/{i:04d}.png."""
+    pipe.prompt_rows(prompts, size)  # every prompt within the model's context, before the decode says anything
     seeds = image_seeds(args.seed, torch.arange(len(prompts), device=torch.device(args.device)))
     return decode_and_report(
         lambda on_pass: pipe.generate(prompts, seeds, config, size, on_pass=on_pass, compile=args.compile),

@@ -183,6 +183,21 @@ def test_the_npz_must_fit_the_hosts_memory(monkeypatch):
 # ----------------------------------------------------------------------------- prompts and captions
 
 
+def test_a_prompt_longer_than_the_models_context_is_one_line_before_any_image(tmp_path, capsys, monkeypatch):
+    path = tmp_path / "p.txt"
+    path.write_text("a cat\n" + "a very long prompt " * 42_000 + "\n")  # an 800 kB line
+    err = one_line(emu3_cli, [*EMU3[:3], "--prompts-file", path, "--out-dir", tmp_path / "e"], capsys)
+    assert "prompt 2 (797999 characters) is" in err and "the model's context is 9216 tokens" in err
+    assert not (tmp_path / "e").exists()
+    err = one_line(lumina_cli, ["--random-init", "--config", "tiny", "--prompts-file", path, "--out-dir",
+                                tmp_path / "l"], capsys)
+    assert "in the lumina-mgpt template; the model's context is 4096 tokens" in err and not (tmp_path / "l").exists()
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    err = one_line(sample_ddp.cli, ["--model", "emu3-gen", "--random-init", "--config", "tiny", "--prompts-file", path,
+                                    "--num-fid-samples", "2", "--out-dir", tmp_path / "s"], capsys)
+    assert "prompt 2 (797999 characters)" in err and not list((tmp_path / "s").rglob("args.json"))
+
+
 def test_prompt_file_lines_are_prompt_indices(tmp_path):
     path = tmp_path / "p.txt"
     path.write_text("a cat\n  a dog  \r\n\n\n")  # trailing blank lines end the file; no index moves
