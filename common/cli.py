@@ -154,9 +154,44 @@ def _guard_spellings(target: argparse.Action) -> None:
         target.__class__ = _spelling_checked(type(target))
 
 
+class _DashValues:
+    """Parser behaviour for values that start with '-'. argparse takes only -1 and -1.5 for numbers, so
+    `--cfg-scale -inf` or `--cfg-interval -1e3` read as a flag and a missing value: here every number float()
+    reads is a value (the flag's own check then judges it), and a value argparse still reads as a flag gets
+    the way to write it in the error (`--prompt=-text`). Repeated flags keep argparse's rule: the last wins."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._argv = list(sys.argv[1:] if args is None else args)  # for error(): what follows a flag
+        return super().parse_known_args(args, namespace)
+
+    def _parse_optional(self, arg_string):
+        try:
+            float(arg_string)
+            return None  # a number (-inf, -nan, -1e3): a value, never a flag
+        except ValueError:
+            return super()._parse_optional(arg_string)
+
+    def error(self, message):
+        flags = message.split(":")[0].removeprefix("argument ").split("/")
+        if "expected" in message and "argument" in message:
+            argv = [str(a) for a in getattr(self, "_argv", [])]
+            for flag, value in zip(argv, argv[1:]):
+                if flag in flags and value.startswith("-"):
+                    message += f"; to give it a value that starts with '-', join them: {flag}={value}"
+                    break
+        super().error(message)
+
+
+def read_dash_values(p: argparse.ArgumentParser) -> None:
+    """Give parser p _DashValues' behaviour (its class becomes a subclass of its own)."""
+    if not isinstance(p, _DashValues):
+        p.__class__ = type(type(p).__name__, (_DashValues, type(p)), {})
+
+
 def add_runtime_args(p: argparse.ArgumentParser, model: str = "the model") -> None:
     """--device, --precision, --seed, --compile, --cuda-graphs, --deterministic, --quiet and --threads:
-    declared here once for every script."""
+    declared here once for every script (whose parser then also reads values such as -inf: read_dash_values)."""
+    read_dash_values(p)
     g = p.add_argument_group("runtime")
     g.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                    help="torch device (cpu, cuda, cuda:N); under torchrun 'cuda' means cuda:LOCAL_RANK")
@@ -224,6 +259,8 @@ def check_device(name: str) -> torch.device:
         device = torch.device(name)
     except (RuntimeError, ValueError):
         raise ValueError(f"--device {name!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from None
+    if device.type == "cpu" and device.index not in (None, 0):  # torch takes cpu:1 and runs on the one CPU device
+        raise ValueError(f"--device {name}: the CPU is one device (its cores are --threads); use --device cpu")
     if device.type == "cuda" and not torch.cuda.is_available():
         build = "a CPU-only torch build" if torch.version.cuda is None else "no visible CUDA device"
         raise ValueError(f"--device {name}, but CUDA is not available here ({build}, torch {torch.__version__}); "
