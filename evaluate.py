@@ -84,11 +84,24 @@ def digits_grey(images: np.ndarray) -> torch.Tensor:
     return F.adaptive_avg_pool2d(grey, DIGITS_SIZE).div(255).float()  # in float64: the demo's pixel 17t gives t/15 bit-exactly
 
 
-def digits_metrics(images: np.ndarray, labels: np.ndarray | None, classifier: str | Path) -> dict:
-    """Digits-FID and class accuracy of demo samples; labels default to i % 10 (sample_ddp's classes)."""
+def check_labels(labels: np.ndarray, classes: int, path) -> None:
+    """arr_1 must hold the classifier's classes, integers 0 .. classes - 1: other labels (float, text, 99, -1)
+    would count every image as misclassified and report an accuracy of 0 as if it were measured."""
+    if labels.dtype == np.bool_ or not np.issubdtype(labels.dtype, np.integer):
+        raise EvalError(f"{path}: arr_1 holds {labels.dtype} labels; --digits needs integer classes 0..{classes - 1}")
+    bad = labels[(labels < 0) | (labels >= classes)]
+    if bad.size:
+        raise EvalError(f"{path}: arr_1 holds {bad.size} label(s) outside the classifier's classes 0..{classes - 1} "
+                        f"(e.g. {bad[0]})")
+
+
+def digits_metrics(images: np.ndarray, labels: np.ndarray | None, classifier: str | Path, path=None) -> dict:
+    """Digits-FID and class accuracy of demo samples; labels default to i % classes (sample_ddp's classes)."""
+    scorer = DigitScorer.load(classifier)
     if labels is None:
-        labels = np.arange(len(images)) % 10
-    scores = DigitScorer.load(classifier).score(digits_grey(images), torch.from_numpy(labels))
+        labels = np.arange(len(images)) % scorer.classes
+    check_labels(labels, scorer.classes, path)
+    scores = scorer.score(digits_grey(images), torch.from_numpy(labels.astype(np.int64)))
     return {"num_images": len(images), **scores}
 
 
@@ -182,7 +195,7 @@ def main(args: argparse.Namespace) -> dict:
     images, labels = load_samples(args.samples)
     if args.digits:
         check_digit_images(images, args.samples)
-        result = digits_metrics(images, labels, args.classifier)
+        result = digits_metrics(images, labels, args.classifier, args.samples)
         print(f"digits-FID: {result['digits_fid']:.4f}\naccuracy: {result['accuracy']:.4f}", file=sys.stderr)
     else:
         if args.reference is None:

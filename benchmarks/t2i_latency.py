@@ -60,8 +60,20 @@ def timed_decode(pipe, prompts, seeds, config, size, device, max_passes=None):
         pipe.coded = coded
 
 
+SHAPE_DEFAULTS = {"dim": 768, "layers": 12, "heads": 12}  # the decoder built without --full or --tiny
+
+
 def check_args(args) -> dict:
     """Everything cheap, before a model is built; returns the decoding settings shared by every row."""
+    shape = [f"--{name.replace('_', '-')}" for name in (*SHAPE_DEFAULTS, "kv_heads") if getattr(args, name) is not None]
+    if args.full and args.tiny:
+        raise ValueError("--full (the real decoder) and --tiny (the test config) exclude each other; give one")
+    if (args.full or args.tiny) and shape:
+        raise ValueError(f"--{'full' if args.full else 'tiny'} builds its own decoder shape, so {' and '.join(shape)} "
+                         f"would be ignored; drop {'it' if len(shape) == 1 else 'them'} or drop "
+                         f"--{'full' if args.full else 'tiny'}")
+    for name, default in SHAPE_DEFAULTS.items():
+        setattr(args, name, default if getattr(args, name) is None else getattr(args, name))
     check_positive(windows=args.windows, batch_size=args.batch_size, dim=args.dim, layers=args.layers,
                    heads=args.heads, kv_heads=args.kv_heads)
     if args.ntp_sample < 2:
@@ -120,10 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--windows", type=int, nargs="+", required=True, help="ZipAR windows to time")
     add_flag(p, "--batch-size")
     p.add_argument("--ntp-sample", type=int, default=200, help="NTP passes to time (>= 2; extrapolated to the grid)")
-    p.add_argument("--dim", type=int, default=768, help="decoder width (ignored with --full)")
-    p.add_argument("--layers", type=int, default=12, help="decoder layers (ignored with --full)")
-    p.add_argument("--heads", type=int, default=12, help="attention heads (ignored with --full)")
-    p.add_argument("--kv-heads", type=int, default=None, help="key/value heads (default: heads)")
+    # the shape flags default to None (then SHAPE_DEFAULTS), so that --full and --tiny can refuse given ones
+    for name, what in (("dim", "decoder width"), ("layers", "decoder layers"), ("heads", "attention heads")):
+        p.add_argument(f"--{name}", type=int, default=None,
+                       help=f"{what} (default: {SHAPE_DEFAULTS[name]}; not with --full or --tiny)")
+    p.add_argument("--kv-heads", type=int, default=None, help="key/value heads (default: heads; not with --full or --tiny)")
     p.add_argument("--full", action="store_true", help="the real 7B / 8B decoder shape (Janus-Pro: 7B; needs a GPU)")
     p.add_argument("--tiny", action="store_true", help="the tiny test config and grid (tests)")
     p.add_argument("--top-k", type=int, default=None, help="top-k; default 2000, Janus-Pro 0 (off, as its release)")

@@ -123,9 +123,44 @@ def add_text_to_image_tail(p: argparse.ArgumentParser, defaults, model: str, *, 
     add_decode_args(p, cfg_scale=defaults.cfg_scale, top_k=defaults.top_k, temperature=defaults.temperature)
 
 
+class _DashValues:
+    """Parser behaviour for values that start with '-'. argparse takes only -1 and -1.5 for numbers, so
+    `--cfg-scale -inf` or `--cfg-interval -1e3` read as a flag and a missing value: here every number float()
+    reads is a value (the flag's own check then judges it), and a value argparse still reads as a flag gets
+    the way to write it in the error (`--prompt=-text`). Repeated flags keep argparse's rule: the last wins."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._argv = list(sys.argv[1:] if args is None else args)  # for error(): what follows a flag
+        return super().parse_known_args(args, namespace)
+
+    def _parse_optional(self, arg_string):
+        try:
+            float(arg_string)
+            return None  # a number (-inf, -nan, -1e3): a value, never a flag
+        except ValueError:
+            return super()._parse_optional(arg_string)
+
+    def error(self, message):
+        flags = message.split(":")[0].removeprefix("argument ").split("/")
+        if "expected" in message and "argument" in message:
+            argv = [str(a) for a in getattr(self, "_argv", [])]
+            for flag, value in zip(argv, argv[1:]):
+                if flag in flags and value.startswith("-"):
+                    message += f"; to give it a value that starts with '-', join them: {flag}={value}"
+                    break
+        super().error(message)
+
+
+def read_dash_values(p: argparse.ArgumentParser) -> None:
+    """Give parser p _DashValues' behaviour (its class becomes a subclass of its own)."""
+    if not isinstance(p, _DashValues):
+        p.__class__ = type(type(p).__name__, (_DashValues, type(p)), {})
+
+
 def add_runtime_args(p: argparse.ArgumentParser, model: str = "the model") -> None:
     """--device, --precision, --seed, --compile, --cuda-graphs, --deterministic, --quiet and --threads:
-    declared here once for every script."""
+    declared here once for every script (whose parser then also reads values such as -inf: read_dash_values)."""
+    read_dash_values(p)
     g = p.add_argument_group("runtime")
     g.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                    help="torch device (cpu, cuda, cuda:N); under torchrun 'cuda' means cuda:LOCAL_RANK")
@@ -144,11 +179,15 @@ def add_runtime_args(p: argparse.ArgumentParser, model: str = "the model") -> No
     add_flag(g, "--threads")
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity; os.cpu_count() where that is unknown)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def default_threads() -> int:
     """The host's usable cores, split between the processes torchrun starts on it (LOCAL_WORLD_SIZE):
     ranks that each spin all cores' worth of threads fight over them."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+    return max(1, usable_cores() // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
 
 
 def check_runtime(args: argparse.Namespace) -> torch.device:
@@ -165,11 +204,15 @@ def check_runtime(args: argparse.Namespace) -> torch.device:
 
 
 def set_threads(args: argparse.Namespace) -> int:
-    """--threads: >= 1 (None: default_threads()); fills args.threads and sets torch's thread count."""
+    """--threads: 1 .. usable_cores() (None: default_threads()); fills args.threads and sets torch's thread
+    count. More threads than cores only make them wait for each other (thousands hang or crash OpenMP)."""
     if args.threads is None:
         args.threads = default_threads()
     if args.threads < 1:
         raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    if args.threads > (cores := usable_cores()):
+        raise ValueError(f"--threads {args.threads}: this process may use {cores} core(s); more threads than cores "
+                         f"only make them wait for each other: use 1..{cores}")
     torch.set_num_threads(args.threads)
     return args.threads
 
@@ -185,6 +228,8 @@ def check_device(name: str) -> torch.device:
         device = torch.device(name)
     except (RuntimeError, ValueError):
         raise ValueError(f"--device {name!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from None
+    if device.type == "cpu" and device.index not in (None, 0):  # torch takes cpu:1 and runs on the one CPU device
+        raise ValueError(f"--device {name}: the CPU is one device (its cores are --threads); use --device cpu")
     if device.type == "cuda" and not torch.cuda.is_available():
         build = "a CPU-only torch build" if torch.version.cuda is None else "no visible CUDA device"
         raise ValueError(f"--device {name}, but CUDA is not available here ({build}, torch {torch.__version__}); "

@@ -4,12 +4,16 @@ A file's fingerprint is the sha256 of all its bytes: a file name and size say no
 weights a file holds (another checkpoint of the same name and size is another run). Hashing reads the
 whole file once, at disk speed or sha256's (about 0.5-2 GB/s on one core, whichever is slower: a
 3 GB LlamaGen-XXL file takes seconds, a 7B model's 15-50 GB of shards about half a minute to minutes),
-so the digest is cached beside the file in `.NAME.sha256.json`, keyed by the file's size and
-modification time in nanoseconds. A later run whose file has the same size and mtime reads the cache
-(a stat and a small read per file). Where the file's folder is not writable (a shared, read-only
+so the digest is cached beside the file in `.NAME.sha256.json`, keyed by the file's size, modification
+time, inode number and inode change time (ctime), in nanoseconds. A later run whose file has the same
+four reads the cache (a stat and a small read per file). mtime alone is not enough: `cp -p`, `rsync -t`,
+`touch -r` and restore tools set it back after rewriting a file in place; the kernel sets ctime on every
+write (and rename, chmod, utime) and no tool can set it back, and a file replaced by another (a download
+renamed into place) has another inode. Where the file's folder is not writable (a shared, read-only
 model store), the cache goes to `fallback_dir` (sample_ddp.py: `.sha256/` in the run folder); with
-neither writable the file is hashed on every run. The key's limit: a file rewritten in place with
-the same size within one mtime tick keeps its old digest; every copy, download or save moves mtime.
+neither writable the file is hashed on every run. The key's limit: a rewrite within the timestamp
+tick (the kernel clock's granularity, a few milliseconds at most) of the stat taken before hashing keeps
+the old digest. Any copy of the files (another inode) is hashed once more.
 
 A folder's fingerprint (Hugging Face model and tokenizer folders) is the sha256 over the relative
 paths and fingerprints of all its files, recursively, hidden ones (names starting with '.', such as
@@ -28,7 +32,7 @@ LOUD_BYTES = 1 << 30  # files at least this large say on stderr that they are be
 
 def _stamp(path: Path) -> dict:
     st = path.stat()
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino, "ctime_ns": st.st_ctime_ns}
 
 
 def _cache_files(path: Path, fallback_dir: Path | None) -> list[Path]:
@@ -75,7 +79,7 @@ def hash_file(path: Path) -> str:
 
 
 def file_sha256(path: str | Path, fallback_dir: str | Path | None = None) -> str:
-    """The sha256 of the file's content, from the cache when the file's size and mtime match it,
+    """The sha256 of the file's content, from the cache when the file's stat stamp (_stamp) matches it,
     else computed and cached (beside the file, else in fallback_dir, else nowhere)."""
     path = Path(path)
     stamp = _stamp(path)

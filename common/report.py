@@ -158,6 +158,7 @@ def run_text_to_image(pipe, prompts: list[str], size, config: DecodeConfig, args
     """What the text-to-image CLIs do once their pipeline (common.t2i_pipeline) is loaded: decode --batch-size
     prompts at a time (decode_batches_and_report), image i written as --out-dir/{i:04d}.png. Image i has seed
     (--seed, i) and its pixels are decoded alone, so the images do not depend on --batch-size."""
+    pipe.prompt_rows(prompts, size)  # every prompt within the model's context, before the decode says anything
     seeds = image_seeds(args.seed, torch.arange(len(prompts), device=torch.device(args.device)))
 
     def batch(lo: int) -> tuple[Callable, Callable]:

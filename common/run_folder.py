@@ -160,6 +160,21 @@ def image_text(identity: dict[str, str], result, j: int) -> dict[str, str]:
     return text
 
 
+def check_npz_fits(n: int, size: int, flag: str = "--num-fid-samples") -> None:
+    """The npz of n images of size x size px must fit this host's memory: build_npz holds all of its pixels
+    (n * size^2 * 3 bytes) at once. Checked before the run, so that no sampling precedes an npz that cannot
+    be built."""
+    need = n * size * size * 3
+    try:
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # a platform without these: nothing to check against
+        return
+    if need > have:
+        raise ValueError(f"{flag} {n} at --image-size-eval {size}: the npz holds {need / 1e9:.3g} GB of pixels, "
+                         f"which are gathered in memory, and this host has {have / 1e9:.3g} GB; use fewer images "
+                         "or a smaller --image-size-eval")
+
+
 def build_npz(run_dir: Path, npz: Path, expected: list[dict[str, str]], size: int) -> list[dict[str, str]]:
     """Rank 0: images 0..n-1 into npz (arr_0 (n, size, size, 3) uint8, arr_1 (n,) labels); their tEXt.
 

@@ -66,6 +66,7 @@ class TextToImagePipeline:
     """Prompts to tokens for a text-to-image family; holds no decoding state (see the module docstring)."""
 
     family: str  # the family's key in common.zipar.official (its released ZipAR code, if any)
+    context_length: int  # tokens the model was trained on (config.json max_position_embeddings): a prompt's bound
 
     # ---------------------------------------------------------------- hooks each family defines
     def image_vocab_ids(self) -> torch.Tensor:
@@ -128,7 +129,7 @@ class TextToImagePipeline:
         """Token ids of every model-batch row: the prompts, then (with CFG) one unconditional prefix per image."""
         if not prompts:
             raise ValueError("need at least one prompt")
-        rows = [self.prompt_ids(p, size) for p in prompts]
+        rows = self.prompt_rows(prompts, size)
         if not config.uses_cfg:
             return rows
         rule = active_rule(self.family, config.compat)
@@ -140,6 +141,17 @@ class TextToImagePipeline:
             # the released code's branch: <s>, then <pad> up to the prompt's length, then the same header
             return rows + [[self.ids.bos] + [self.ids.pad] * (len(r) - len(header) - 1) + header for r in rows]
         return rows + [self.unconditional_ids(row, size) for row in rows]
+
+    def prompt_rows(self, prompts: list[str], size) -> list[list[int]]:
+        """The prompts' prefixes (prompt_ids), each at most context_length tokens: a longer prompt is more text
+        than the model ever read at once, and an 800 kB line would fail allocating its attention."""
+        rows = [self.prompt_ids(p, size) for p in prompts]
+        for i, row in enumerate(rows):
+            if len(row) > self.context_length:
+                raise ValueError(f"prompt {i + 1} ({len(prompts[i])} characters) is {len(row)} tokens in the "
+                                 f"{self.family} template; the model's context is {self.context_length} tokens: "
+                                 "shorten it")
+        return rows
 
     def layout(self, size, prefix_len: int = 1) -> Layout:
         rows, cols = self.grid(size)
@@ -201,6 +213,7 @@ class PromptImages:
 
     def __init__(self, pipeline: TextToImagePipeline, prompts: list[str], size, compile: bool = False):
         self.pipeline, self.prompts, self.size, self.compile = pipeline, prompts, size, compile
+        pipeline.prompt_rows(prompts, size)  # every prompt's length, before any image is made
         self.layout = pipeline.layout(size)  # prefix_len 1: the prompts decide theirs
         rows, cols = self.grid = pipeline.grid(size)
         self.ntp_passes = num_passes(self.layout, None)  # fixed tokens ride along

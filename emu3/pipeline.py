@@ -46,6 +46,7 @@ class Emu3Pipeline(TextToImagePipeline):
     """The loaded parts of Emu3-Gen; holds no decoding state. `size` is an aspect ratio "W:H"."""
 
     family = "emu3"  # common.zipar.official: no released ZipAR code, compat="official" is refused
+    context_length = 9216  # BAAI/Emu3-Gen config.json max_position_embeddings (fact sheet emu3.md 1.1)
 
     config: Emu3Config
     model: LlamaDecoder

@@ -36,6 +36,7 @@ class JanusPipeline(TextToImagePipeline):
     """The loaded parts of Janus-Pro; holds no decoding state. `size` is the image side in pixels (384)."""
 
     family = "janus"  # common.zipar.official: no released ZipAR code, compat="official" is refused
+    context_length = 16384  # deepseek-ai/Janus-Pro-7B config.json language_config max_position_embeddings
 
     config: JanusConfig
     model: JanusDecoder

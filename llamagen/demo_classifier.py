@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common.weights.checkpoint import read_checkpoint
+from common.weights.checkpoint import CheckpointError, load_exact, read_checkpoint, unwrap_state_dict
 from common.metrics import feature_stats, frechet_distance
 
 
@@ -42,11 +42,20 @@ class DigitScorer:
 
     @classmethod
     def load(cls, path: str | Path) -> "DigitScorer":
-        ckpt = read_checkpoint(path, "digit classifier")
+        what = "digit classifier"
+        ckpt = read_checkpoint(path, what)
         model = DigitClassifier()
-        model.load_state_dict(ckpt["model"], strict=True)
+        load_exact(model, unwrap_state_dict(ckpt, ("model",), what, path), what, path)
+        missing = [k for k in ("real_mu", "real_sigma", "heldout_accuracy") if k not in ckpt]
+        if missing:
+            raise CheckpointError(f"{what}: {path} lacks {missing}: not a classifier saved by llamagen.train_demo")
         return cls(model.eval(), ckpt["real_mu"].double().numpy(), ckpt["real_sigma"].double().numpy(),
                    float(ckpt["heldout_accuracy"]))
+
+    @property
+    def classes(self) -> int:
+        """The labels it tells apart: 0 .. classes - 1."""
+        return self.classifier.head.out_features
 
     @torch.no_grad()
     def score(self, grey: torch.Tensor, labels: torch.Tensor) -> dict:

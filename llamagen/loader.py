@@ -16,8 +16,26 @@ from common.models.vq import VQ_PRESETS, vq_config
 TOKENIZERS = [*VQ_PRESETS, "demo"]
 
 
+# tokens per side of the largest grid an --image-size may ask for: 4x the released LlamaGen models' largest
+# (512 px / 16 = 32), above Emu3-Gen's 90; a 160000 px image (10^8 tokens) would fail allocating its cache
+MAX_GRID = 128
+
+
 def tokenizer_downsample(name: str) -> int:
     return IntensityTokenizer.downsample if name == "demo" else vq_config(name).downsample
+
+
+def image_grid(image_size: int, vq_model: str) -> int:
+    """--image-size: a positive multiple of the tokenizer's downsample factor, at most MAX_GRID tokens a side.
+    Returns the grid side."""
+    downsample = tokenizer_downsample(vq_model)
+    if image_size <= 0 or image_size % downsample:
+        raise ValueError(f"--image-size {image_size} must be a positive multiple of {downsample} ({vq_model})")
+    if image_size // downsample > MAX_GRID:
+        raise ValueError(f"--image-size {image_size}: a {image_size // downsample}x{image_size // downsample}-token "
+                         f"grid; at most {MAX_GRID}x{MAX_GRID} tokens ({MAX_GRID * downsample} px with {vq_model}) "
+                         "are supported")
+    return image_size // downsample
 
 
 def load_tokenizer(name: str, path: str | None):

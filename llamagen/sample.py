@@ -16,7 +16,7 @@ from common.report import decode_and_report, save_grid_file
 from common.zipar.config import DecodeConfig, add_decode_args, decode_config_from_args
 from common.zipar.sampling import image_seeds
 from llamagen.generate import decode_images, generate, layout_for
-from llamagen.loader import TOKENIZERS, load_models, tokenizer_downsample
+from llamagen.loader import TOKENIZERS, image_grid, load_models
 from llamagen.model import GPT_PRESETS
 from llamagen.presets import check_image_size, sample_defaults
 
@@ -37,11 +37,9 @@ def fill_defaults(args: argparse.Namespace) -> argparse.Namespace:
 def check_args(args: argparse.Namespace) -> DecodeConfig:
     """Validate everything cheap before any model is built; raises ValueError/FileNotFoundError."""
     config = decode_config_from_args(args)
-    downsample = tokenizer_downsample(args.vq_model)
-    if args.image_size <= 0 or args.image_size % downsample:
-        raise ValueError(f"--image-size {args.image_size} must be a positive multiple of {downsample} ({args.vq_model})")
+    grid = image_grid(args.image_size, args.vq_model)
     check_image_size(args.gpt_model, args.image_size, not args.random_init)
-    config.check_grid(args.image_size // downsample)
+    config.check_grid(grid)
     num_classes = GPT_PRESETS[args.gpt_model].num_classes
     bad = [c for c in args.class_labels if not 0 <= c < num_classes]
     if bad:

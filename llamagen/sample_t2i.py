@@ -23,7 +23,7 @@ from llamagen.captions import T5CaptionEncoder, load_caption_rows, pad_caption_r
 from llamagen.checkpoint import load_gpt_weights
 from llamagen.generate import decode_images, layout_for
 from llamagen.generate_t2i import generate
-from llamagen.loader import TOKENIZERS, load_tokenizer, tokenizer_downsample
+from llamagen.loader import TOKENIZERS, image_grid, load_tokenizer, tokenizer_downsample
 from llamagen.model import CAPTION_TOKENS, GPT_PRESETS, GPTConfig, Transformer, random_init_, t2i_config
 from llamagen.presets import T2I
 
@@ -37,10 +37,7 @@ def prompts_of(args: argparse.Namespace) -> list[str]:
 def check_args(args: argparse.Namespace) -> DecodeConfig:
     """Validate everything cheap before any model is built; raises ValueError/FileNotFoundError."""
     config = decode_config_from_args(args)
-    downsample = tokenizer_downsample(args.vq_model)
-    if args.image_size <= 0 or args.image_size % downsample:
-        raise ValueError(f"--image-size {args.image_size} must be a positive multiple of {downsample} ({args.vq_model})")
-    config.check_grid(args.image_size // downsample)
+    config.check_grid(image_grid(args.image_size, args.vq_model))
     if args.caption_features and args.t5_path:
         raise ValueError("pass --t5-path (encode --prompt) or --caption-features, not both")
     if args.caption_features and (args.prompt or args.prompts_file):

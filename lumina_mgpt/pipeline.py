@@ -57,6 +57,8 @@ class LuminaPipeline(TextToImagePipeline):
     """The loaded parts of Lumina-mGPT; holds no decoding state. `size` is (width, height) in pixels."""
 
     family = "lumina-mgpt"  # common.zipar.official
+    context_length = 4096  # Lumina-mGPT-7B-768 config.json max_position_embeddings (fact sheet lumina_mgpt.md 1.1);
+    # the prompt's bound only: the 1024 px image alone is 4160 tokens, which plain RoPE extrapolates to
     model: LlamaDecoder
     vq: ChameleonVQGAN
     tokenizer: Tokenizer

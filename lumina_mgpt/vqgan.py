@@ -142,7 +142,7 @@ def load_vqgan(vqgan_dir: str | Path, device="cpu") -> ChameleonVQGAN:
     # vqgan.ckpt that a safe load refuses
     path = folder / "vqgan.safetensors" if (folder / "vqgan.safetensors").is_file() else folder / "vqgan.ckpt"
     ckpt = read_checkpoint(path, "Chameleon VQGAN")
-    state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else ckpt
+    state = ckpt.get("state_dict", ckpt)  # read_checkpoint returns a dict
     if not isinstance(state, dict):
         raise CheckpointError(f"Chameleon VQGAN: {path} holds no state dict")
     state = {k: v for k, v in state.items() if not k.startswith(UNUSED_PREFIXES)}

@@ -36,6 +36,7 @@ class Mutation:
 SAMPLING, ADAPTIVE, ROW_DRAFTS = "tests/test_sampling.py", "tests/test_adaptive.py", "tests/test_row_drafts.py"
 TIES = f"{SAMPLING}::test_inverse_cdf_takes_the_first_index_exceeding_at_exact_ties"
 ROUNDING = f"{SAMPLING}::test_inverse_cdf_near_block_boundaries_under_rounding"
+TOTAL = "tests/test_input_errors.py::test_the_sampler_never_leaves_the_vocabulary_whatever_the_logits"
 SEEDS = f"{SAMPLING}::test_image_seeds_distinct_at_large_indices_and_seeds"
 RESIDUAL = f"{ADAPTIVE}::test_a_rejection_resamples_where_p_exceeds_q"
 BOUND = f"{ROW_DRAFTS}::test_certain_model_meets_the_drafted_pass_bound"
@@ -52,7 +53,11 @@ MUTATIONS = [
     Mutation("sampler: block tie goes to the block that only reaches u*total", "common/zipar/sampling.py",
              "searchsorted(block_cdf, x, right=True)", "searchsorted(block_cdf, x, right=False)", (TIES,)),
     Mutation("sampler: no fallback when rounding puts u*total past the block", "common/zipar/sampling.py",
-             "return (b * block + torch.minimum(j, last))[..., 0]", "return (b * block + j)[..., 0]", (ROUNDING,)),
+             "drawn = (b * block + torch.minimum(j, last))", "drawn = (b * block + j)", (ROUNDING,)),
+    Mutation("sampler: a row without mass keeps its out-of-range draw", "common/zipar/sampling.py",
+             "return torch.where(total > 0, drawn, uniform)[..., 0]", "return drawn[..., 0]", (TOTAL,)),
+    Mutation("sampler: NaN and inf entries keep their mass", "common/zipar/sampling.py",
+             "torch.where((p > 0) & (p < float(\"inf\")), p, torch.zeros_like(p))", "p", (TOTAL,)),
     Mutation("sampler: fallback takes the block's first non-zero entry", "common/zipar/sampling.py",
              "last = (block - 1) - (inner > 0).flip(-1).to(torch.int32).argmax(-1, keepdim=True)",
              "last = (inner > 0).to(torch.int32).argmax(-1, keepdim=True)", (ROUNDING,)),

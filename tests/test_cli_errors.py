@@ -69,9 +69,61 @@ def test_bad_device_is_one_line(device, needle, tmp_path, capsys):
         assert needle in error_of(cli, [*argv, "--device", device, *out], capsys)
 
 
+def test_cpu_has_no_device_index(tmp_path, capsys):
+    from common.cli import check_device
+    assert check_device("cpu:0") == torch.device("cpu:0")
+    err = error_of(sample_cli, [*ONE_DIGIT, "--device", "cpu:1", "--out", str(tmp_path / "x.png")], capsys)
+    assert "--device cpu:1: the CPU is one device (its cores are --threads); use --device cpu" in err
+
+
+@pytest.mark.parametrize("value,needle", [("-inf", "--cfg-scale must be a finite number > 0"),
+                                          ("-1e3", "--cfg-scale must be a finite number > 0 and <= 10000"),
+                                          ("-nan", "--cfg-scale must be a finite number")])
+def test_negative_numbers_are_values_not_flags(value, needle, tmp_path, capsys):
+    """argparse alone reads `--cfg-scale -inf` as a flag missing its value; here the value reaches the check."""
+    err = error_of(sample_cli, [*ONE_DIGIT, "--cfg-scale", value, "--out", str(tmp_path / "x.png")], capsys)
+    assert needle in err and f"got {float(value)}" in err
+
+
+def test_a_value_that_reads_as_a_flag_is_told_how_to_join_it(tmp_path, capsys):
+    import sample_ddp
+    with pytest.raises(SystemExit) as e:
+        sample_ddp.build_parser().parse_args(["--model", "emu3-gen", "--prompt", "-cat-", "--window", "4"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert e.value.code == 2 and err.endswith("argument --prompt: expected one argument; to give it a value that "
+                                              "starts with '-', join them: --prompt=-cat-")
+    assert sample_ddp.build_parser().parse_args(["--prompt=-cat-", "--cfg-interval", "-1"]).prompt == ["-cat-"]
+
+
+@pytest.mark.parametrize("cli", ["sample_ddp", "emu3", "lumina"])
+def test_a_repeated_flag_takes_its_last_value(cli):
+    """The documented rule (docs/cli.md): the last of a repeated flag wins, so a wrapper may append an
+    override to a base command; two spellings of one setting with different values are refused instead."""
+    import sample_ddp
+    from emu3.generate import build_parser as emu3_parser
+    from lumina_mgpt.generate import build_parser as lumina_parser
+    parser = {"sample_ddp": sample_ddp.build_parser, "emu3": emu3_parser, "lumina": lumina_parser}[cli]()
+    args = parser.parse_args(["--window", "4", "--seed", "1", "--window", "8", "--seed", "2", "--cfg-scale", "3",
+                              "--cfg-scale", "2"])
+    assert (args.window, args.seed, args.cfg_scale) == (8, 2, 2.0)
+
+
 def test_ntp_and_adaptive_exclude_each_other(tmp_path, capsys):
     err = error_of(sample_cli, [*ONE_DIGIT, "--ntp", "--adaptive", "--out", str(tmp_path / "x.png")], capsys)
     assert "--ntp and --adaptive" in err
+
+
+def test_a_window_given_with_ntp_is_refused_not_ignored(tmp_path, capsys):
+    import sample_ddp
+    from common.zipar.config import DEFAULT_WINDOW, decode_config_from_args
+    err = error_of(sample_cli, [*ONE_DIGIT, "--ntp", "--window", "8", "--out", str(tmp_path / "x.png")], capsys)
+    assert "--ntp is plain next-token prediction, which has no window, so --window 8 would be ignored" in err
+    assert not (tmp_path / "x.png").exists()
+    parser = sample_ddp.build_parser()
+    def window(*argv):
+        return decode_config_from_args(sample_ddp.fill_defaults(parser.parse_args(argv))).window
+    assert window("--ntp") is None and window() == DEFAULT_WINDOW == 16 and window("--window", "8") == 8
+    assert f"(default: {DEFAULT_WINDOW})" in " ".join(parser.format_help().split())
 
 
 def test_window_past_the_row_width_is_said_to_be_ntp(tmp_path, capsys):
@@ -113,6 +165,10 @@ def test_threads_flag_and_default(tmp_path, capsys, monkeypatch):
 
     assert "--threads must be >= 1" in error_of(sample_cli, [*ONE_DIGIT, "--threads", "0",
                                                              "--out", str(tmp_path / "x.png")], capsys)
+    for many in ("100000", "5000", str(common_cli.usable_cores() + 1)):  # bounded by the cores, before any work
+        err = error_of(sample_cli, [*ONE_DIGIT, "--threads", many, "--out", str(tmp_path / "x.png")], capsys)
+        assert f"--threads {many}: this process may use {common_cli.usable_cores()} core(s)" in err
+    assert not (tmp_path / "x.png").exists()
     monkeypatch.undo()  # the real default: the host's cores split between torchrun's local ranks
     monkeypatch.setattr(common_cli.os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")

@@ -4,6 +4,7 @@ feature and prompt files, flags that contradict each other, damaged weights, eva
 benchmarks' arguments and output paths."""
 import argparse
 import math
+import re
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ import sample_ddp
 from common import convert
 from common.cli import HelpFormatter
 from common.zipar.config import DecodeConfig
+from common.zipar.sampling import PURPOSE_TOKEN, draw_key, image_seeds, key_uniform, sample_logits, sample_probs
 from common.prompts import collect_prompts, read_prompt_file
 from emu3.generate import cli as emu3_cli
 from llamagen.presets import DEMO
@@ -93,7 +95,104 @@ def test_devices_this_torch_lacks_are_one_line(device, tmp_path, capsys):
     assert f"no usable {device} backend" in err and "--device cpu" in err
 
 
+@pytest.mark.parametrize("scale", ["3e38", "1e300", "10001"])
+def test_cfg_scales_that_overflow_fp32_are_refused_up_front(scale, tmp_path, capsys):
+    err = one_line(sample_cli, [*ONE_DIGIT, "--cfg-scale", scale, "--out", tmp_path / "x.png"], capsys)
+    assert "--cfg-scale must be a finite number > 0 and <= 10000" in err and not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.parametrize("vocab", [130, 256])
+def test_the_sampler_never_leaves_the_vocabulary_whatever_the_logits(vocab):
+    """Rows of NaN, +inf, -inf, zeros or negative numbers draw a code in [0, V); a row with no finite positive
+    mass draws uniformly (floor(u V)); a row with some keeps its draw among its finite positive entries."""
+    u = key_uniform(draw_key(torch.arange(64), torch.arange(50).expand(64, -1), PURPOSE_TOKEN))  # (64, 50)
+    rows = torch.randn(8, vocab)
+    rows[0] = math.nan
+    rows[1, 3], rows[1, vocab - 1] = math.inf, math.inf  # softmax gives NaN
+    rows[2] = -math.inf
+    rows[3, 5] = math.nan
+    logits = rows[:, None, None].expand(-1, 64, 50, -1)
+    drawn = sample_logits(logits, torch.zeros(8, 64, 50, dtype=torch.int64) + draw_key(
+        torch.arange(64), torch.arange(50).expand(64, -1), PURPOSE_TOKEN))
+    assert ((drawn >= 0) & (drawn < vocab)).all()
+    uniform = (u * vocab).long()
+    for row in range(4):  # no finite softmax mass: the uniform fallback
+        assert torch.equal(drawn[row], uniform)
+    probs = torch.rand(4, vocab)
+    probs[0, :vocab // 2] = -1.0  # negative entries carry no mass
+    probs[1] = 0.0
+    probs[2, 7] = math.inf
+    probs[3, :] = 0.0
+    probs[3, vocab - 1] = 1e-30  # the only mass sits in the padded last block (vocab 130)
+    out = sample_probs(probs[:, None].expand(-1, 50, -1), u[:4])
+    assert ((out >= 0) & (out < vocab)).all()
+    assert (out[0] >= vocab // 2).all() and torch.equal(out[1], (u[1] * vocab).long())
+    assert (out[2] != 7).all() and (out[3] == vocab - 1).all()
+
+
+@pytest.mark.parametrize("mode", [dict(window=1), dict(window=1, adaptive=True), dict(window=2, draft_len=2)])
+def test_a_model_whose_logits_are_nan_or_inf_still_decodes_codes_of_its_vocabulary(mode):
+    from llamagen.generate import generate
+    gpt = tiny_gpt(3, vocab_size=130)
+    with torch.no_grad():
+        gpt.output.weight[::2] = math.inf  # +-inf logits, and NaN where an input feature is 0
+        gpt.output.weight[1] = math.nan
+    result = generate(gpt, torch.tensor([1, 2]), image_seeds(0, torch.arange(2)), DecodeConfig(cfg_scale=4.0, **mode))
+    assert ((result.tokens >= 0) & (result.tokens < 130)).all()
+
+
+# ----------------------------------------------------------------------------- sizes, counts and threads
+
+
+def test_image_sizes_are_bounded_by_the_grid_before_any_model_is_built(tmp_path, capsys):
+    from llamagen.loader import MAX_GRID, image_grid
+    assert image_grid(MAX_GRID * 16, "VQ-16") == MAX_GRID
+    with pytest.raises(ValueError, match=f"at most {MAX_GRID}x{MAX_GRID} tokens \\({MAX_GRID * 16} px with VQ-16\\)"):
+        image_grid((MAX_GRID + 1) * 16, "VQ-16")
+    for cli, argv in ((sample_cli, ["--gpt-model", "GPT-tiny", "--vq-model", "VQ-tiny", "--random-init",
+                                    "--class-labels", "1"]), (sample_t2i_cli, [*T2I[:5], "--caption-dim", "8"])):
+        err = one_line(cli, [*argv, "--image-size", "160000", "--out", tmp_path / "x.png"], capsys)
+        assert "--image-size 160000: a 80000x80000-token grid; at most 128x128 tokens" in err
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--num-fid-samples", "1000000000000"], "--num-fid-samples 1000000000000: at most 2**32 images"),
+    (["--num-fid-samples", "4000000000"], "--num-fid-samples 4000000000 at --image-size-eval 96: the npz holds 1.11e+05 GB"),
+    (["--num-fid-samples", "2", "--image-size-eval", "100000"], "--image-size-eval must be in 1..4096, got 100000"),
+])
+def test_sample_counts_and_eval_sizes_are_bounded_before_the_run_folder_is_written(argv, needle, tmp_path, capsys,
+                                                                                   monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setattr(sample_ddp, "load_sampler", lambda *a: pytest.fail("ran past the checks"))
+    err = one_line(sample_ddp.cli, [*argv, "--window", "2", "--out-dir", tmp_path / "o"], capsys)
+    assert needle in err and not (tmp_path / "o").exists()
+
+
+def test_the_npz_must_fit_the_hosts_memory(monkeypatch):
+    from common.run_folder import check_npz_fits
+    pages = {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": 1000}  # a host of 4.1 MB
+    monkeypatch.setattr("common.run_folder.os.sysconf", pages.__getitem__)
+    check_npz_fits(148, 96)  # 4.09 MB of pixels
+    with pytest.raises(ValueError, match="--num-fid-samples 149 at --image-size-eval 96: the npz holds 0.00412 GB"):
+        check_npz_fits(149, 96)
+
+
 # ----------------------------------------------------------------------------- prompts and captions
+
+
+def test_a_prompt_longer_than_the_models_context_is_one_line_before_any_image(tmp_path, capsys, monkeypatch):
+    path = tmp_path / "p.txt"
+    path.write_text("a cat\n" + "a very long prompt " * 42_000 + "\n")  # an 800 kB line
+    err = one_line(emu3_cli, [*EMU3[:3], "--prompts-file", path, "--out-dir", tmp_path / "e"], capsys)
+    assert "prompt 2 (797999 characters) is" in err and "the model's context is 9216 tokens" in err
+    assert not (tmp_path / "e").exists()
+    err = one_line(lumina_cli, ["--random-init", "--config", "tiny", "--prompts-file", path, "--out-dir",
+                                tmp_path / "l"], capsys)
+    assert "in the lumina-mgpt template; the model's context is 4096 tokens" in err and not (tmp_path / "l").exists()
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    err = one_line(sample_ddp.cli, ["--model", "emu3-gen", "--random-init", "--config", "tiny", "--prompts-file", path,
+                                    "--num-fid-samples", "2", "--out-dir", tmp_path / "s"], capsys)
+    assert "prompt 2 (797999 characters)" in err and not list((tmp_path / "s").rglob("args.json"))
 
 
 def test_prompt_file_lines_are_prompt_indices(tmp_path):
@@ -201,6 +300,34 @@ def test_non_finite_weights_are_refused_at_load_with_the_tensor_name(tmp_path, c
     assert f"key {name!r} holds 1 non-finite value(s)" in err and str(tmp_path / "nan.pt") in err
 
 
+@pytest.mark.parametrize("content,kind", [([torch.ones(2)], "a list"), (torch.ones(3, 4), "a tensor of shape (3, 4)"),
+                                          ({"model": [1, 2]}, "a list under 'model'")])
+def test_a_checkpoint_that_is_not_a_dict_of_weights_is_one_line_in_every_loader(content, kind, tmp_path, capsys,
+                                                                                monkeypatch):
+    from common.weights.checkpoint import CheckpointError
+    from llamagen.checkpoint import load_vq
+    from lumina_mgpt.vqgan import load_vqgan
+    from tests.helpers.files import write_vqgan
+    path = tmp_path / "w.pt"
+    torch.save(content, path)
+    needle = f"{path} holds {kind}"
+    err = one_line(sample_cli, [*ONE_DIGIT, "--gpt-ckpt", path, "--out", tmp_path / "x.png"], capsys)
+    assert needle in err and not (tmp_path / "x.png").exists()
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    err = one_line(sample_ddp.cli, [*ONE_DIGIT[2:], "--num-fid-samples", "1", "--gpt-ckpt", path,
+                                    "--out-dir", tmp_path / "o"], capsys)
+    assert needle in err and not list((tmp_path / "o").rglob("args.json"))
+    assert needle in one_line(evaluate.cli, [samples(tmp_path / "s.npz"), "--digits", "--classifier", path], capsys)
+    with pytest.raises(CheckpointError, match=re.escape(f"VQ preset VQ-tiny: {needle}")):
+        load_vq("VQ-tiny", path)
+    write_vqgan(tmp_path / "vqgan", {})
+    (tmp_path / "vqgan" / "vqgan.ckpt").write_bytes(path.read_bytes())
+    with pytest.raises(CheckpointError, match=re.escape(f"Chameleon VQGAN: {tmp_path / 'vqgan' / 'vqgan.ckpt'} ")):
+        load_vqgan(tmp_path / "vqgan")
+    code, err = convert.cli([str(path), "--out", str(tmp_path / "c.safetensors")]), capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "error: " in err
+
+
 def test_non_finite_weights_in_safetensors_shards(tmp_path):
     from common.weights.checkpoint import CheckpointError
     from common.weights.hf_shards import load_shards
@@ -244,6 +371,24 @@ def test_evaluate_refuses_what_it_cannot_score(case, needle, tmp_path, capsys):
     assert needle in one_line(evaluate.cli, argv, capsys)
 
 
+@pytest.mark.parametrize("labels,needle", [
+    ([99, 1, 2, 3], "1 label(s) outside the classifier's classes 0..9 (e.g. 99)"),
+    ([0, -1, 2, 3], "outside the classifier's classes 0..9 (e.g. -1)"),
+    ([990, 991, 992, 993], "4 label(s) outside"),
+    ([0.0, 1.0, 2.0, 3.0], "holds float64 labels; --digits needs integer classes 0..9"),
+    (["0", "1", "2", "3"], "holds <U1 labels"),
+    ([True, False, True, False], "holds bool labels"),
+])
+def test_evaluate_digits_labels_must_be_the_classifiers_classes(labels, needle, tmp_path, capsys):
+    path = samples(tmp_path / "s.npz")
+    with np.load(path) as f:
+        np.savez(path, arr_0=f["arr_0"], arr_1=np.array(labels))
+    assert needle in one_line(evaluate.cli, [path, "--digits"], capsys)
+    with np.load(path) as f:
+        np.savez(path, arr_0=f["arr_0"], arr_1=np.array([9, 0, 3, 3], dtype=np.uint8))  # any integer dtype
+    assert evaluate.cli([str(path), "--digits"]) == 0
+
+
 # ----------------------------------------------------------------------------- benchmarks
 
 
@@ -257,6 +402,11 @@ def test_evaluate_refuses_what_it_cannot_score(case, needle, tmp_path, capsys):
     ("latency.py", ["--out-csv", "x.txt"], "must end in .csv"),
     ("t2i_latency.py", ["--family", "emu3", "--windows", "0"], "--windows 0 must be >= 1"),
     ("t2i_latency.py", ["--family", "emu3", "--windows", "4", "--out-md", "FILE/t.md"], "is a file, not a folder"),
+    ("t2i_latency.py", ["--family", "emu3", "--windows", "4", "--tiny", "--kv-heads", "3"],
+     "--tiny builds its own decoder shape, so --kv-heads would be ignored"),
+    ("t2i_latency.py", ["--family", "lumina", "--windows", "4", "--full", "--dim", "64", "--heads", "4"],
+     "--full builds its own decoder shape, so --dim and --heads would be ignored; drop them"),
+    ("t2i_latency.py", ["--family", "emu3", "--windows", "4", "--full", "--tiny"], "exclude each other"),
     ("engine_overhead.py", ["--grids", "abc"], "--grids 'abc': a grid is its side in tokens"),
     ("engine_overhead.py", ["--batch-sizes", "0"], "--batch-sizes 0 must be >= 1"),
     ("sampling_sweep.py", ["--temperatures", "-1"], "temperature -1.0: --temperature must be a finite number >= 0"),

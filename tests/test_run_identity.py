@@ -70,7 +70,7 @@ def test_fingerprint_is_content_not_name_or_size(tmp_path):
     assert fp.fingerprint(a) == "sha256:" + hashlib.sha256(b"\x00" * 1000).hexdigest()
 
 
-def test_fingerprint_is_cached_beside_the_file_by_size_and_mtime(tmp_path, monkeypatch):
+def test_fingerprint_is_cached_beside_the_file_by_its_stat_stamp(tmp_path, monkeypatch):
     path = tmp_path / "w.pt"
     path.write_bytes(b"weights one")
     calls = []
@@ -83,6 +83,34 @@ def test_fingerprint_is_cached_beside_the_file_by_size_and_mtime(tmp_path, monke
     path.write_bytes(b"weights two")  # same size, new content and mtime
     os.utime(path, ns=(1, path.stat().st_mtime_ns + 10**9))
     assert fp.fingerprint(path) != first and len(calls) == 2
+
+
+def rewrite_keeping_mtime(path: Path, content: bytes) -> None:
+    """Rewrite a file in place (same inode) and set its times back, as `cp -p` or `rsync -t` of a same-size
+    file leave it: size and mtime say nothing changed."""
+    before = path.stat()
+    with open(path, "r+b") as f:
+        f.write(content)
+        f.truncate()
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = path.stat()
+    assert (after.st_size, after.st_mtime_ns, after.st_ino) == (before.st_size, before.st_mtime_ns, before.st_ino)
+
+
+def test_a_file_rewritten_in_place_with_its_mtime_set_back_is_hashed_again(tmp_path):
+    path = tmp_path / "w.pt"
+    path.write_bytes(b"weights one")
+    first = fp.fingerprint(path)
+    rewrite_keeping_mtime(path, b"weights two")
+    assert fp.fingerprint(path) == "sha256:" + hashlib.sha256(b"weights two").hexdigest() != first
+    store = tmp_path / "store" / "w.pt"  # the run folder's fallback cache, where the file's folder takes none
+    store.parent.mkdir()
+    store.write_bytes(b"weights one")
+    (tmp_path / "store" / ".w.pt.sha256.json").mkdir()
+    run = tmp_path / "run" / ".sha256"
+    assert fp.fingerprint(store, run) == first and len(list(run.glob("*.json"))) == 1
+    rewrite_keeping_mtime(store, b"weights two")
+    assert fp.fingerprint(store, run) != first
 
 
 def test_fingerprint_falls_back_when_the_files_folder_takes_no_cache(tmp_path, monkeypatch):
@@ -129,6 +157,18 @@ def test_another_checkpoint_of_the_same_name_and_size_is_another_run(tmp_path, c
     assert "use another --out-dir" in err[0] and "--sample-dir" not in err[0]
     record = json.loads((run_dir(out) / "args.json").read_text())["image_set"]
     assert record["gpt_ckpt"] == fp.fingerprint(a) != fp.fingerprint(b)
+
+
+def test_a_resume_after_the_weights_changed_in_place_with_mtime_set_back_is_refused(tmp_path, capsys):
+    ckpt = demo_copy(tmp_path / "a")
+    other = demo_copy(tmp_path / "b", perturb=True).read_bytes()
+    out = tmp_path / "out"
+    args = [*RUN, "--gpt-ckpt", ckpt, "--vq-path", DEMO.vq_ckpt, "--out-dir", out]
+    assert run_inline([*args, "--num-fid-samples", "1"], capsys)[0] == 0
+    rewrite_keeping_mtime(ckpt, other)  # same name, size and mtime; other weights
+    code, err = run_inline([*args, "--num-fid-samples", "2"], capsys)
+    assert code == 2 and len(err) == 1 and "holds a run with other arguments (differ: gpt_ckpt)" in err[0]
+    assert len(list(run_dir(out).glob("*.png"))) == 1
 
 
 def test_a_record_from_before_fingerprints_is_refused_with_the_reason(tmp_path, capsys):

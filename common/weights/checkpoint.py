@@ -44,7 +44,8 @@ def checkpoint_format(path: Path, what: str) -> str:
 
 
 def read_checkpoint(path: str | Path, what: str) -> dict:
-    """Load a .pt/.pth/.safetensors file onto the CPU without running code."""
+    """Load a .pt/.pth/.safetensors file onto the CPU without running code; it must hold a dict (weights, or
+    containers of them): a list or one bare tensor is refused here, for every loader."""
     path = Path(path)
     if path.is_dir():
         raise CheckpointError(f"{what}: {path} is a folder; expected a checkpoint file (.pt, .pth, .safetensors)")
@@ -56,12 +57,23 @@ def read_checkpoint(path: str | Path, what: str) -> dict:
             from safetensors.torch import load_file
             return load_file(str(path))
         with torch.serialization.safe_globals([argparse.Namespace]):  # mmap needs the zip format
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=kind == "zip")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=kind == "zip")
     except Exception as e:
         if isinstance(e, pickle.UnpicklingError) and "weights only load failed" in str(e).lower():
             raise CheckpointError(_pickled_objects(path, what, str(e))) from None
         # truncated or corrupt
         raise CheckpointError(f"{what}: cannot read checkpoint {path}: {type(e).__name__}: {e}") from None
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{what}: {path} holds {_kind(ckpt)}, not a dict of weights (a state dict, or one "
+                              "under a key such as 'model')")
+    return ckpt
+
+
+def _kind(value) -> str:
+    """What a checkpoint entry is, for messages: 'a list', 'a tensor of shape (3, 4)'."""
+    if isinstance(value, torch.Tensor):
+        return f"a tensor of shape {tuple(value.shape)}"
+    return f"a {type(value).__name__}"
 
 
 def _pickled_objects(path: Path, what: str, reason: str) -> str:
@@ -78,6 +90,8 @@ def unwrap_state_dict(ckpt: dict, containers: tuple[str, ...], what: str, path) 
     """The weights: under the first present container key, or the dict itself if it holds tensors only."""
     for key in containers:
         if key in ckpt:
+            if not isinstance(ckpt[key], dict):
+                raise CheckpointError(f"{what}: {path} holds {_kind(ckpt[key])} under {key!r}, not a dict of weights")
             return ckpt[key]
     if ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
         return ckpt
@@ -92,6 +106,8 @@ def load_exact(model: nn.Module, state: dict, what: str, path) -> None:
         if key not in state:
             raise CheckpointError(f"{what}: {path} is missing key {key!r} ({len(state)} keys in file, "
                                   f"{len(expected)} expected): wrong preset or model type?")
+        if not isinstance(state[key], torch.Tensor):
+            raise CheckpointError(f"{what}: {path} key {key!r} holds {_kind(state[key])}, not a tensor")
         if tuple(state[key].shape) != tuple(tensor.shape):
             raise CheckpointError(f"{what}: {path} key {key!r} has shape {tuple(state[key].shape)}, "
                                   f"expected {tuple(tensor.shape)}: wrong preset?")

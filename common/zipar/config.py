@@ -13,6 +13,13 @@ from common.zipar.window import FIRST_ROW_RULES, check_first_row, schedule_windo
 # --precision choices of every script: the model dtype
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
+DEFAULT_WINDOW = 16  # --window's default (the paper's main setting)
+
+# --cfg-scale's upper bound: scales in use are 1 to 10 (LlamaGen 1.5-4, Lumina-mGPT 3-8, Emu3 3); far larger ones
+# make guided = uncond + scale * (cond - uncond) overflow fp32 (3e38 does with any logit gap above 1) and sample a
+# near-argmax of the logit gap anyway
+MAX_CFG_SCALE = 1e4
+
 # row drafts (common.zipar.row_drafts): how a new draft position starts, how a draft is redrawn after a rejection
 DRAFT_INITS = ("above", "left", "random")
 DRAFT_COUPLINGS = ("maximal", "independent")
@@ -67,7 +74,8 @@ class DecodeConfig:
         # unchecked (nan <= 0 is False), so finiteness is checked first
         _check_number("--temperature", self.temperature, ">= 0", lambda x: x >= 0)
         _check_number("--top-p", self.top_p, "in (0, 1] (1 = off)", lambda x: 0.0 < x <= 1.0)
-        _check_number("--cfg-scale", self.cfg_scale, "> 0 (> 1 enables guidance)", lambda x: x > 0)
+        _check_number("--cfg-scale", self.cfg_scale, f"> 0 and <= {MAX_CFG_SCALE:g} (> 1 enables guidance)",
+                      lambda x: 0 < x <= MAX_CFG_SCALE)
         _check_number("--cfg-interval", self.cfg_interval, ">= -1 (-1 = every token)", lambda x: x >= -1)
         if self.top_k < 0:
             raise ValueError(f"--top-k must be >= 0 (0 = off), got {self.top_k}")
@@ -117,10 +125,11 @@ def add_decode_args(parser: argparse.ArgumentParser, *, cfg_scale: float | None,
     """The decoding flags every sampling script shares; model-specific defaults are passed in
     (None: the script fills them from its model preset)."""
     g = parser.add_argument_group("decoding")
-    g.add_argument("--window", type=int, default=16, help="ZipAR window w: row r+1 starts when row r holds w tokens")
+    g.add_argument("--window", type=int, default=None,  # None: DEFAULT_WINDOW, so that --ntp can refuse a given one
+                   help=f"ZipAR window w: row r+1 starts when row r holds w tokens (default: {DEFAULT_WINDOW})")
     g.add_argument("--adaptive", action="store_true",
                    help="adaptive window (paper section 3.3): --window is w_min; row openings drafted and verified")
-    g.add_argument("--ntp", action="store_true", help="plain next-token prediction (ignores --window)")
+    g.add_argument("--ntp", action="store_true", help="plain next-token prediction (no --window)")
     g.add_argument("--placeholder", type=_placeholder_arg, default=None, metavar="|".join(POLICIES),
                    help="what row r+1's opening query is fed while (r, W-1) is not decoded yet: above-or-mean = "
                         "(r-1, W-1) once decided, else the mean token embedding (default), above = the latest token "
@@ -176,8 +185,12 @@ def decode_config_from_args(args: argparse.Namespace) -> DecodeConfig:
     if args.ntp and args.adaptive:
         raise ValueError("--ntp and --adaptive exclude each other: --ntp is plain next-token prediction, "
                          "--adaptive an adaptive ZipAR window (with --window as w_min)")
+    if args.ntp and args.window is not None:
+        raise ValueError(f"--ntp is plain next-token prediction, which has no window, so --window {args.window} "
+                         "would be ignored; drop it or drop --ntp")
     return DecodeConfig(
-        window=None if args.ntp else args.window, adaptive=args.adaptive and not args.ntp,
+        window=None if args.ntp else DEFAULT_WINDOW if args.window is None else args.window,
+        adaptive=args.adaptive and not args.ntp,
         placeholder=args.placeholder, compat=args.compat, prompt_attention=args.prompt_attention,
         first_row=args.first_row,
         cfg_scale=args.cfg_scale, cfg_interval=args.cfg_interval, temperature=args.temperature,

@@ -64,19 +64,29 @@ def sample_probs(probs: torch.Tensor, u: torch.Tensor, block: int = 128) -> torc
     of `block` entries locate the block holding u * total, then a float64 cumulative sum inside
     that block locates the entry. Binary searches (right side) skip zero-probability entries and
     empty blocks: an entry equal to its predecessor's cumulative sum is never the first to exceed.
+
+    Total: every result is in [0, V) whatever probs holds. Entries that are not finite and positive
+    (NaN, inf, negative) carry no mass; a row left with none (softmax of NaN logits, or of logits
+    holding +inf) draws uniformly from the vocabulary with the same u. No host sync: the fallback is a
+    torch.where, not a check.
     """
     lead, V = probs.shape[:-1], probs.shape[-1]
     pad = -V % block
-    p = torch.nn.functional.pad(probs.float(), (0, pad)).view(*lead, -1, block)  # (..., nb, block)
+    p = probs.float()
+    p = torch.where((p > 0) & (p < float("inf")), p, torch.zeros_like(p))  # NaN fails both comparisons
+    p = torch.nn.functional.pad(p, (0, pad)).view(*lead, -1, block)  # (..., nb, block)
     block_cdf = p.sum(-1, dtype=torch.float64).cumsum(-1)  # (..., nb)
-    x = (u * block_cdf[..., -1])[..., None]  # (..., 1) in [0, total)
+    total = block_cdf[..., -1:]  # (..., 1); inf where the finite entries' sum overflows float64: never
+    x = u[..., None] * total  # (..., 1) in [0, total)
     b = torch.searchsorted(block_cdf, x, right=True).clamp(max=block_cdf.shape[-1] - 1)  # (..., 1)
     before = torch.where(b > 0, block_cdf.gather(-1, (b - 1).clamp(min=0)), torch.zeros_like(x))
     inner = p.gather(-2, b[..., None].expand(*lead, 1, block))[..., 0, :]  # (..., block)
     j = torch.searchsorted(inner.to(torch.float64).cumsum(-1), x - before, right=True)
     # rounding can put x - before at the block's end: take the block's last non-zero entry then
     last = (block - 1) - (inner > 0).flip(-1).to(torch.int32).argmax(-1, keepdim=True)
-    return (b * block + torch.minimum(j, last))[..., 0]
+    drawn = (b * block + torch.minimum(j, last)).clamp(max=V - 1)  # in range even if rounding found an empty block
+    uniform = (u[..., None] * V).long().clamp(max=V - 1)  # a row without mass: u picks a code uniformly
+    return torch.where(total > 0, drawn, uniform)[..., 0]
 
 
 def sample_logits(logits: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
