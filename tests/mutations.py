@@ -45,6 +45,9 @@ REDRAWS = "tests/test_draw_keys.py::test_row_draft_draws_replay_with_fresh_attem
 VISIBILITY = "tests/test_visibility.py"
 COUPLED_MARGINAL = f"{ROW_DRAFTS}::test_drafted_cell_follows_the_exact_model_marginal"
 AHEAD = f"{ROW_DRAFTS}::test_drafting_ahead_decides_only_on_kept_drafts_within_the_window"
+AHEAD_LANES = "tests/test_draft_ahead.py::test_lanes_reach_into_the_drafts_fed_above"
+AHEAD_PASSES = "tests/test_draft_ahead.py::test_rows_rejecting_drafts_need_fewer_passes_drafting_ahead"
+OVERWRITE = "tests/test_run_identity.py::test_overwrite_leaves_no_npz_of_the_old_run"
 
 MUTATIONS = [
     # 1. the sampler's boundary contract
@@ -148,7 +151,16 @@ MUTATIONS = [
              "[:, None, :] < reach[..., None])", "[:, None, :] <= reach[..., None])", (AHEAD,)),
     Mutation("row drafts ahead: a row counts the row above's whole lane as fed", "common/zipar/row_drafts.py",
              "seen = state.count[:, r] + (lane.sum(-1) - 1).clamp(min=0)", "seen = state.count[:, r] + lane.sum(-1)",
-             (AHEAD,)),
+             (AHEAD, AHEAD_LANES)),
+    Mutation("row drafts ahead: a row's lane ignores the drafts the row above feeds", "common/zipar/row_drafts.py",
+             "seen = state.count[:, r] + (lane.sum(-1) - 1).clamp(min=0)", "seen = state.count[:, r]",
+             (AHEAD_LANES, AHEAD_PASSES)),
+    Mutation("row drafts ahead: new drafts ignore the drafts the row above holds", "common/zipar/row_drafts.py",
+             "seen = cnt[:, r] + rows[-1].sum(-1)", "seen = cnt[:, r]", (AHEAD_LANES, AHEAD_PASSES)),
+    # run folders
+    Mutation("run folder: --overwrite deletes only the legacy RUN.npz, not RUN-nN.npz", "common/run_folder.py",
+             "npzs = [*run_dir.parent.glob(f\"{glob.escape(run_dir.name)}-n*.npz\"), run_dir.with_name(",
+             "npzs = [run_dir.with_name(", (OVERWRITE,)),
     Mutation("engine: compiled steps' state not marked static (CUDA graphs then skipped)", "common/zipar/engine.py",
              "        if state.step is not decode_pass:  # every state tensor", "        if False:  # every state tensor",
              ("tests/test_compile.py::test_decode_state_lives_at_static_addresses",)),

@@ -243,6 +243,25 @@ def test_a_smaller_n_never_shrinks_a_larger_npz(tmp_path, capsys):
         assert np.array_equal(big["arr_0"][:2], small["arr_0"])
 
 
+def test_overwrite_leaves_no_npz_of_the_old_run(tmp_path, capsys):
+    """--overwrite with other weights: every npz of the old run goes (each N, and RUN.npz, the name
+    before npzs were named by N), so none of the old images sits beside the new run under its name."""
+    out = tmp_path / "out"
+    args = [*RUN, "--out-dir", out]
+    assert run_inline([*args, "--num-fid-samples", "2"], capsys)[0] == 0
+    folder = run_dir(out)
+    assert run_inline([*args, "--num-fid-samples", "1"], capsys)[0] == 0
+    old_npzs = [npz_of(folder, 2), npz_of(folder, 1), folder.with_name(folder.name + ".npz")]
+    old_npzs[2].write_bytes(old_npzs[0].read_bytes())
+    with np.load(old_npzs[1]) as f:
+        old_image = f["arr_0"][0].copy()
+    assert run_inline([*args, "--num-fid-samples", "1", "--random-init", "--overwrite"], capsys)[0] == 0
+    assert not old_npzs[0].exists() and not old_npzs[2].exists()
+    with np.load(old_npzs[1]) as f:  # written afresh by the new run
+        assert len(f["arr_0"]) == 1 and not np.array_equal(f["arr_0"][0], old_image)
+    assert [p.name for p in folder.glob("*.png")] == ["000000.png"]
+
+
 @pytest.mark.parametrize("damage", ["truncated", "wrong-preset"])
 def test_a_failed_start_leaves_no_record_that_blocks_the_corrected_command(damage, tmp_path, capsys):
     out = tmp_path / "out"
