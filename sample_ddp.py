@@ -13,11 +13,11 @@ autoregressive/sample/sample_c2i_ddp.py (folder name, pixel conversion, npz layo
   script draws random classes per batch and seeds global_seed * world_size + rank.)
 - Resumable and bound to what made it: PNGs are written atomically and a re-run redoes only missing,
   damaged or mismatching ones (common/run_folder.py); args.json records the arguments that decide the
-  pixels and the content of every weight file (common/fingerprint.py), written once every rank has loaded
-  its weights; another image set in the folder is refused unless --overwrite; rank 0 holds an flock on it.
+  pixels and every weight file's content (common/fingerprint.py), written once every rank has loaded its
+  weights; another image set in the folder is refused unless --overwrite; rank 0 holds an flock on it.
 - Reported: each PNG carries its label, seed and passes in tEXt; rank 0 writes summary.json and RUN-nN.npz
-  (arr_0: uint8 NHWC, the ADM evaluator's input; arr_1: labels or prompt indices), named by N.
-Presets: the family registry (families.py). Samplers: llamagen.loader.ClassImages, t2i_pipeline.PromptImages.
+  (arr_0: uint8 NHWC, the ADM evaluator's input; arr_1: labels or prompt indices), named by N. Presets:
+  families.py. Samplers: llamagen.loader.ClassImages, t2i_pipeline.PromptImages.
 """
 import argparse
 import dataclasses
@@ -46,9 +46,9 @@ from common.zipar.official import active_rule
 from common.zipar.placeholder import COMPAT_POLICY, DEFAULT_POLICY
 from common.prompts import collect_prompts
 from common.ranks import agree, attempt, barrier, dist_env
-from common.run_folder import (build_npz, check_image_set, check_npz_fits, clear_run_dir, clear_temporaries,
-                               existing_state, image_set_digest, image_text, locked_run_dir, npz_path, png_path,
-                               write_json_atomic)
+from common.run_folder import (build_npz, check_image_set, check_npz_bounds, check_npz_fits, clear_run_dir,
+                               clear_temporaries, existing_state, image_set_digest, image_text, locked_run_dir,
+                               npz_path, png_path, write_json_atomic)
 from common.zipar.sampling import image_seeds
 from common.t2i_pipeline import PromptImages, PromptPreset
 import families
@@ -56,9 +56,6 @@ from families import PRESETS, TEXT_TO_IMAGE, Family
 from llamagen.loader import ClassImages
 from llamagen.presets import Preset
 
-# --image-size-eval's bound: FID's Inception network resizes every image to 299 px, and sizes in use are 256 to
-# 1024 px; a 100000 px image would need 120 GB for its float pixels
-MAX_IMAGE_SIZE_EVAL = 4096
 STOPPED_EXIT_CODE = 3  # --stop-after: the exit status of a run that was cut short on purpose
 PROMPT_PRESETS = [name for name, (family, _) in PRESETS.items() if family.text_to_image]
 
@@ -93,11 +90,7 @@ def check_args(args: argparse.Namespace, world_size: int) -> DecodeConfig:
     if world_size > args.num_fid_samples:
         raise ValueError(f"{world_size} processes for {args.num_fid_samples} images: "
                          "use at most as many processes as --num-fid-samples")
-    if not 1 <= args.image_size_eval <= MAX_IMAGE_SIZE_EVAL:
-        raise ValueError(f"--image-size-eval must be in 1..{MAX_IMAGE_SIZE_EVAL}, got {args.image_size_eval}")
-    if args.num_fid_samples > 2**32:  # image indices must fit the seed rule (common.zipar.sampling.image_seeds)
-        raise ValueError(f"--num-fid-samples {args.num_fid_samples}: at most 2**32 images (indices 0..2**32-1 "
-                         "each have a seed of their own)")
+    check_npz_bounds(args.num_fid_samples, args.image_size_eval)
     image_seeds(args.seed, torch.zeros(1))  # raises for a seed out of range
     if isinstance(preset, PromptPreset):
         check_prompt_args(args, preset)

@@ -160,6 +160,21 @@ def image_text(identity: dict[str, str], result, j: int) -> dict[str, str]:
     return text
 
 
+# --image-size-eval's bound: FID's Inception network resizes every image to 299 px and sizes in use are 256
+# to 1024 px; a 100000 px image would need 120 GB for its float pixels
+MAX_IMAGE_SIZE_EVAL = 4096
+
+
+def check_npz_bounds(n: int, size: int) -> None:
+    """--num-fid-samples and --image-size-eval within their bounds: image indices 0..2**32-1 each have a seed
+    of their own (common.zipar.sampling.image_seeds), and sizes at most MAX_IMAGE_SIZE_EVAL."""
+    if not 1 <= size <= MAX_IMAGE_SIZE_EVAL:
+        raise ValueError(f"--image-size-eval must be in 1..{MAX_IMAGE_SIZE_EVAL}, got {size}")
+    if n > 2**32:
+        raise ValueError(f"--num-fid-samples {n}: at most 2**32 images (indices 0..2**32-1 each have a seed of "
+                         "their own)")
+
+
 def check_npz_fits(n: int, size: int, flag: str = "--num-fid-samples") -> None:
     """The npz of n images of size x size px must fit this host's memory: build_npz holds all of its pixels
     (n * size^2 * 3 bytes) at once. Checked before the run, so that no sampling precedes an npz that cannot
