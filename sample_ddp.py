@@ -386,8 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_runtime_args(p, "the GPT")
     add_decode_args(p, cfg_scale=None, top_k=None, temperature=None)
     for old, new in (("--prompts", "--prompts-file"), ("--vqgan-dir", "--vq-path"), ("--vq-ckpt", "--vq-path"),
-                     ("--sample-dir", "--out-dir"), ("--global-seed", "--seed"),
-                     ("--random-init-config", "--config")):
+                     ("--sample-dir", "--out-dir"), ("--global-seed", "--seed"), ("--random-init-config", "--config")):
         add_renamed(p, old, new)
     return p
 
