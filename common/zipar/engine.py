@@ -28,8 +28,8 @@ from common.zipar.masks import drafts_above_readable, visibility_mask
 from common.zipar.official import prompt_attention
 from common.zipar import row_drafts
 from common.zipar.row_drafts import RowDrafts
-from common.zipar.sampling import (PURPOSE_ACCEPT, PURPOSE_RESIDUAL, PURPOSE_TOKEN, draw_key, filter_logits, guide,
-                             key_uniform, sample_probs, verify_draft)
+from common.zipar.sampling import (PURPOSE_ACCEPT, PURPOSE_RESIDUAL, PURPOSE_TOKEN, draw_key_from, filter_logits,
+                                   guide, key_uniform, sample_probs, seed_key, verify_draft)
 from common.zipar.layout import Layout
 from common.zipar.window import num_passes
 from common.zipar.passes import OPEN, VERIFY, PassBatch
@@ -56,6 +56,9 @@ class DecodeState:
     scheduler: Scheduler  # the schedule's constants
     schedule: ScheduleState  # per-image schedule state (device tensors)
     seeds: torch.Tensor  # (B,) int64
+    seed_keys: torch.Tensor  # (B,) the seed half of every draw key (common.zipar.sampling.seed_key)
+    purposes: torch.Tensor  # (P,) the draw purposes each query's keys are made for: the token, and (adaptive
+    # windows, row drafts) the acceptance test and the resample
     tokens: torch.Tensor  # (B, width) int64: grid tokens, end-of-row tokens, placeholder code, trash column
     cache: KVCache
     condition: Condition
@@ -151,8 +154,11 @@ def start_decode(model: Decoder, condition: Condition | torch.Tensor, seeds: tor
         step = compiled_step(compile)
     # fixed windows: one schedule shared by the batch (leading dim 1); adaptive or drafting: one per image
     schedule = scheduler.initial_state(batch if per_image else 1)
-    return DecodeState(layout=layout, config=config, scheduler=scheduler, schedule=schedule, seeds=seeds.to(device),
-                       tokens=tokens, cache=model.new_cache(model_batch, scheduler.slot_map.num_slots, device),
+    tests = config.adaptive or config.draft_len > 0
+    purposes = [PURPOSE_TOKEN, PURPOSE_ACCEPT, PURPOSE_RESIDUAL] if tests else [PURPOSE_TOKEN]
+    seeds = seeds.to(device)
+    return DecodeState(layout=layout, config=config, scheduler=scheduler, schedule=schedule, seeds=seeds,
+                       seed_keys=seed_key(seeds), purposes=torch.tensor(purposes, device=device), tokens=tokens, cache=model.new_cache(model_batch, scheduler.slot_map.num_slots, device),
                        condition=condition, prefix_keys=prefix_keys, min_passes=min_passes, step=step,
                        pass_sizes=pass_sizes, trim_on_host=trim_on_host, draws=torch.zeros_like(tokens))
 
@@ -212,13 +218,26 @@ def _positions(state: DecodeState, positions: torch.Tensor) -> torch.Tensor:
     return positions if shift is None else (positions - shift.to(positions.device)[:, None]).clamp(min=0)
 
 
-def _sample(state: DecodeState, logits: torch.Tensor, cells: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Guide, filter and sample the queries' logits (B_model, n, V) -> (tokens (B, n), probs (B, n, V))."""
+def _keys(state: DecodeState, cells: torch.Tensor, attempts: torch.Tensor, opener: torch.Tensor | None) -> torch.Tensor:
+    """(B, n, P) every key a query may draw with this pass, one hash for all `state.purposes`: the token's,
+    keyed by the cell's draws so far, and the tests' (acceptance, resample), keyed by an opener's
+    attempt (`opener`: its queries) or, for a draft check, by the cell's draws."""
+    drawn = state.draws.gather(1, cells)
+    if state.purposes.shape[0] == 1:
+        return draw_key_from(state.seed_keys, cells[..., None], state.purposes, drawn[..., None])
+    tested = drawn if opener is None else torch.where(opener, attempts, drawn)
+    attempt = torch.stack([drawn, tested, tested], dim=-1)
+    return draw_key_from(state.seed_keys, cells[..., None], state.purposes, attempt)
+
+
+def _sample(state: DecodeState, logits: torch.Tensor, cells: torch.Tensor,
+            keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Guide, filter and sample the queries' logits (B_model, n, V) with keys (B, n) -> (tokens (B, n),
+    probs (B, n, V))."""
     config, batch = state.config, cells.shape[0]
     if config.uses_cfg:
         logits = guide(logits[:batch], logits[batch:], config.cfg_scale, cfg_active(cells, config.cfg_interval))
     probs = torch.softmax(filter_logits(logits, config.temperature, config.top_k, config.top_p), dim=-1)
-    keys = draw_key(state.seeds, cells, PURPOSE_TOKEN, state.draws.gather(1, cells))
     return sample_probs(probs, key_uniform(keys)), probs
 
 
@@ -247,7 +266,7 @@ def prefix_pass(model: Decoder, state: DecodeState) -> PassRecord:
     if state.config.adaptive:
         state.opener_probs = torch.zeros(batch, num_codes, device=prefix.device)
     cells = pb.cells.expand(batch, -1)
-    decided, _ = _sample(state, logits[:, -1:], cells)
+    decided, _ = _sample(state, logits[:, -1:], cells, _keys(state, cells, pb.attempts, None)[..., 0])
     _write_tokens(state, cells, decided)
     state.scheduler.after_prefix(state.schedule)
     if state.config.draft_len:
@@ -289,12 +308,14 @@ def decode_pass(model: Decoder, state: DecodeState) -> tuple:
     if state.prefix_keys is not None:
         mask = mask & state.prefix_keys[:, None, :]
     logits = model(x, _positions(state, pb.positions), _for_model(pb.slots, cfg), mask, state.cache)
-    decided, probs = _sample(state, logits, cells)
+    opener = (pb.kinds == OPEN) | (pb.kinds == VERIFY) if config.adaptive else None  # (B, n)
+    keys = _keys(state, cells, pb.attempts, opener)
+    decided, probs = _sample(state, logits, cells, keys[..., 0])
     accepted, image_accepted, first_rejected = None, None, None
     if config.adaptive:
-        decided, accepted, image_accepted = _open_rows(state, pb, probs, decided)
+        decided, accepted, image_accepted = _open_rows(state, pb, probs, decided, opener, keys)
     if config.draft_len:
-        decided, first_rejected = row_drafts.check(state, plan, probs, decided)
+        decided, first_rejected = row_drafts.check(state, plan, probs, decided, keys[..., 1], keys[..., 2])
     _write_tokens(state, cells, decided)
     row_gain = row_drafts.keep(state, plan, first_rejected) if config.draft_len else None
     scheduler.advance(state.schedule, plan, image_accepted, row_gain)
@@ -304,18 +325,18 @@ def decode_pass(model: Decoder, state: DecodeState) -> tuple:
             input_ids, mask, logits, decided, accepted)
 
 
-def _open_rows(state: DecodeState, pb: PassBatch, probs: torch.Tensor, drawn: torch.Tensor):
+def _open_rows(state: DecodeState, pb: PassBatch, probs: torch.Tensor, drawn: torch.Tensor, is_open: torch.Tensor,
+               keys: torch.Tensor):
     """Adaptive row openings (common.zipar.scheduler): an OPEN keeps its draw pending and remembers its
     distribution; a VERIFY tests the pending opening against the new distribution. At most one
-    opener query per image and pass. -> (tokens (B, n), accepted (B, n), accepted per image (B,))."""
-    is_open = (pb.kinds == OPEN) | (pb.kinds == VERIFY)  # (B, n)
+    opener query per image and pass (is_open (B, n)); keys (B, n, 3) from `_keys`.
+    -> (tokens (B, n), accepted (B, n), accepted per image (B,))."""
     verify = pb.kinds == VERIFY
     p_open = (probs * is_open[..., None].to(probs.dtype)).sum(1)  # (B, V) the opener's distribution
     cell = (pb.cells * is_open).sum(1, keepdim=True)  # (B, 1)
-    attempt = (pb.attempts * is_open).sum(1, keepdim=True)
     pending = state.tokens.gather(1, cell)[:, 0]  # the pending opening sits in the cell it opens
-    keys = lambda purpose: draw_key(state.seeds, cell, purpose, attempt)[:, 0]  # noqa: E731
-    token, ok = verify_draft(p_open, state.opener_probs, pending, keys(PURPOSE_ACCEPT), keys(PURPOSE_RESIDUAL))
+    test_keys = (keys[..., 1:] * is_open[..., None]).sum(1)  # (B, 2) the opener's acceptance and resample keys
+    token, ok = verify_draft(p_open, state.opener_probs, pending, test_keys[:, 0], test_keys[:, 1])
     decided = torch.where(verify, token[:, None], drawn)
     # the next verification compares against the distribution of this pass's opener query
     state.opener_probs.copy_(torch.where(is_open.any(1, keepdim=True), p_open, state.opener_probs))
