@@ -13,6 +13,7 @@ Otherwise the counts are the CPU's dispatches; a CUDA run dispatches the same op
 each kernel picks (SDPA's flash or memory-efficient kernel in place of the CPU's). Used by
 tests/test_kernel_budget.py and printed beside the timings of benchmarks/gpu_suite.py.
 """
+import functools
 from collections import Counter
 from dataclasses import dataclass
 
@@ -30,8 +31,15 @@ def _storages(values) -> set:
             if isinstance(t, torch.Tensor) and t.device.type != "meta"}
 
 
+@functools.cache
 def _writes_an_argument(func) -> bool:
     return any(a.alias_info is not None and a.alias_info.is_write for a in func._schema.arguments)
+
+
+@functools.cache
+def _decomposed(func) -> bool:
+    return func.overloadpacket.__name__ not in FUSED_ON_CUDA and torch._C._dispatch_has_kernel_for_dispatch_key(
+        func.name(), "CompositeImplicitAutograd")
 
 
 class KernelCounter(TorchDispatchMode):
@@ -42,12 +50,11 @@ class KernelCounter(TorchDispatchMode):
         self.ops, self.kernels, self.host_reads = Counter(), Counter(), 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        name = func.overloadpacket.__name__
-        if name not in FUSED_ON_CUDA and torch._C._dispatch_has_kernel_for_dispatch_key(
-                func.name(), "CompositeImplicitAutograd"):
+        if _decomposed(func):
             with self:  # count what it decomposes into
                 return func.decompose(*args, **(kwargs or {}))
         out = func(*args, **(kwargs or {}))
+        name = func.overloadpacket.__name__
         self.ops[name] += 1
         if name in HOST_READS:
             self.host_reads += 1

@@ -33,7 +33,7 @@ from common.zipar.sampling import (PURPOSE_ACCEPT, PURPOSE_RESIDUAL, PURPOSE_TOK
 from common.zipar.layout import Layout
 from common.zipar.window import num_passes
 from common.zipar.passes import OPEN, VERIFY, PassBatch
-from common.zipar.scheduler import Scheduler, ScheduleState, fixed_pass_sizes
+from common.zipar.scheduler import Scheduler, ScheduleState, fixed_pass_sizes, reads_placeholder
 
 
 class Decoder(Protocol):
@@ -262,7 +262,8 @@ def prefix_pass(model: Decoder, state: DecodeState) -> PassRecord:
         mask = mask | (both[:, :layout.prefix_len, None] & both[:, None, :])
     logits = model(prefix, _positions(state, pb.positions), pb.slots, mask, state.cache)
     num_codes = logits.shape[-1]
-    state.scheduler.placeholder.prepare(model.embed_tokens, num_codes, prefix.device)
+    state.scheduler.placeholder.prepare(model.embed_tokens, num_codes, prefix.device,
+                                        reads_placeholder(layout, state.config))
     if state.config.adaptive:
         state.opener_probs = torch.zeros(batch, num_codes, device=prefix.device)
     cells = pb.cells.expand(batch, -1)
