@@ -15,7 +15,6 @@ before reading again: a few reads per decode instead of one per pass, and never 
 Eager decodes on a CPU, where compute grows with the queries and a read-back costs nothing, skip
 padding: fixed-window passes run at their precomputed sizes, adaptive ones at the busiest image's.
 """
-import dataclasses
 from dataclasses import dataclass
 from typing import Callable, Iterator, Protocol
 
@@ -33,6 +32,7 @@ from common.zipar.sampling import (PURPOSE_ACCEPT, PURPOSE_RESIDUAL, PURPOSE_TOK
 from common.zipar.layout import Layout
 from common.zipar.window import num_passes
 from common.zipar.passes import OPEN, VERIFY, PassBatch
+from common.zipar.step_buffers import StepBuffers, mark_static
 from common.zipar.scheduler import Scheduler, ScheduleState, fixed_pass_sizes, reads_placeholder
 
 
@@ -70,13 +70,16 @@ class DecodeState:
     draws: torch.Tensor | None = None  # (B, width) int64 times each cell was drawn: the attempt of its keys
     opener_probs: torch.Tensor | None = None  # (B, V) adaptive: distribution the pending opening was drawn from
     row_drafts: RowDrafts | None = None  # the row drafts' distributions (common.zipar.row_drafts)
+    buffers: StepBuffers | None = None  # compiled steps: the caller's buffers kept across decodes of this shape
     passes_run: int = 0
     host_reads: int = 0  # per-image schedules: times the decode read the schedule back to the host
 
 
 @dataclass(frozen=True)
 class PassRecord:
-    """What one forward pass did; the tensors are the ones the engine used, not copies."""
+    """What one forward pass did; its tensors are the caller's: later passes do not overwrite them (eager
+    steps make them afresh each pass; a compiled step's outputs are copied, as CUDA graphs replay into
+    the same memory)."""
 
     index: int
     batch: PassBatch  # queries: slots, positions, decided cells (leading dim B, or 1 in the prefix pass)
@@ -114,13 +117,16 @@ def cfg_active(cells: torch.Tensor, cfg_interval: float) -> torch.Tensor:
 
 def start_decode(model: Decoder, condition: Condition | torch.Tensor, seeds: torch.Tensor, layout: Layout,
                  config: DecodeConfig, fixed_tokens: torch.Tensor | None = None,
-                 compile: bool | str = False) -> DecodeState:
+                 compile: bool | str = False, buffers: StepBuffers | None = None) -> DecodeState:
     """Plan the decode and allocate its token buffer and KV cache.
 
     condition: the prefix (common.zipar.condition; a bare (B_model, T, D) tensor is one without padding),
     B_model = 2B with CFG ([cond; uncond]), else B. seeds: (B,) int64, one per image.
     fixed_tokens: (H,) end-of-row token ids for layouts with them. compile: torch.compile the decode
     pass (fullgraph, static shapes; see `compiled_step`): one compilation per decode shape, the same tokens.
+    buffers: compiled steps only, the caller's StepBuffers for this decode shape
+    (common.zipar.step_buffers): decodes after the first then run the step on the same addresses
+    (CUDA graphs replay without recording again).
     """
     condition = as_condition(condition)
     if (prompt_attention(layout.family, config.compat, config.prompt_attention) == "bidirectional") != \
@@ -158,9 +164,11 @@ def start_decode(model: Decoder, condition: Condition | torch.Tensor, seeds: tor
     purposes = [PURPOSE_TOKEN, PURPOSE_ACCEPT, PURPOSE_RESIDUAL] if tests else [PURPOSE_TOKEN]
     seeds = seeds.to(device)
     return DecodeState(layout=layout, config=config, scheduler=scheduler, schedule=schedule, seeds=seeds,
-                       seed_keys=seed_key(seeds), purposes=torch.tensor(purposes, device=device), tokens=tokens, cache=model.new_cache(model_batch, scheduler.slot_map.num_slots, device),
+                       seed_keys=seed_key(seeds), purposes=torch.tensor(purposes, device=device), tokens=tokens,
+                       cache=model.new_cache(model_batch, scheduler.slot_map.num_slots, device),
                        condition=condition, prefix_keys=prefix_keys, min_passes=min_passes, step=step,
-                       pass_sizes=pass_sizes, trim_on_host=trim_on_host, draws=torch.zeros_like(tokens))
+                       pass_sizes=pass_sizes, trim_on_host=trim_on_host, draws=torch.zeros_like(tokens),
+                       buffers=buffers)
 
 
 CUDA_GRAPHS = "reduce-overhead"  # compile= value: inductor with CUDA graphs (torch.compile's mode)
@@ -168,25 +176,12 @@ CUDA_GRAPHS = "reduce-overhead"  # compile= value: inductor with CUDA graphs (to
 
 def compiled_step(compile: bool | str) -> Callable:
     """torch.compile'd decode_pass: True is inductor; CUDA_GRAPHS is inductor whose graphs replay by CUDA
-    graphs on a GPU (the step's state tensors are updated in place, so their addresses are static; a
-    PassRecord's tensors then hold until the next pass); any other string names a dynamo backend."""
+    graphs on a GPU (the step's tensors are updated in place and marked static: common.zipar.step_buffers);
+    any other value is a dynamo backend (its name, or the backend itself)."""
     if compile == CUDA_GRAPHS:
         return torch.compile(decode_pass, fullgraph=True, dynamic=False, mode=CUDA_GRAPHS)
-    backend = compile if isinstance(compile, str) else "inductor"
+    backend = "inductor" if compile is True else compile
     return torch.compile(decode_pass, fullgraph=True, dynamic=False, backend=backend)
-
-
-def _mark_static_addresses(state: DecodeState) -> None:
-    """Tell dynamo that the decode's state tensors keep their addresses: the compiled step updates them
-    in place, and inductor's CUDA graphs replay a step only if every input it mutates is static (else it
-    skips graphs, "mutated inputs"). Unguarded: a new decode's new tensors re-record, never recompile."""
-    parts = [state, state.schedule, state.condition, *([state.row_drafts] if state.row_drafts is not None else [])]
-    tensors = [getattr(part, f.name) for part in parts for f in dataclasses.fields(part)]
-    tensors += [*state.cache.keys, *state.cache.values]
-    tensors.append(state.scheduler.placeholder.mean_input)  # the placeholder's state (None for most policies)
-    for t in tensors:
-        if isinstance(t, torch.Tensor):
-            torch._dynamo.mark_static_address(t, guard=False)
 
 
 def _min_passes(layout: Layout, config: DecodeConfig) -> int:
@@ -350,13 +345,18 @@ def decode_steps(model: Decoder, state: DecodeState) -> Iterator[PassRecord]:
         record = prefix_pass(model, state)
         state.passes_run = 1
         if state.step is not decode_pass:  # every state tensor now exists (drafts allocate in the prefix pass)
-            _mark_static_addresses(state)
+            if state.buffers is not None:
+                state.buffers.adopt(state)
+            mark_static(state)
         yield record
     target = state.min_passes
     while True:
         while state.passes_run < target:
+            outputs = state.step(model, state)
+            if state.step is not decode_pass:  # a replayed graph rewrites its outputs in the next pass
+                outputs = tuple(None if t is None else t.clone() for t in outputs)
             (slots, positions, sources, sample_rows, cells, kinds, attempts,
-             input_ids, mask, logits, decided, accepted) = state.step(model, state)
+             input_ids, mask, logits, decided, accepted) = outputs
             batch = PassBatch(is_prefix=False, slots=slots, positions=positions, sources=sources,
                               sample_rows=sample_rows, cells=cells, kinds=kinds, attempts=attempts)
             record = PassRecord(index=state.passes_run, batch=batch, input_ids=input_ids, mask=mask, logits=logits,
@@ -376,10 +376,11 @@ def decode_steps(model: Decoder, state: DecodeState) -> Iterator[PassRecord]:
 
 def decode(model: Decoder, condition: Condition | torch.Tensor, seeds: torch.Tensor, layout: Layout,
            config: DecodeConfig, fixed_tokens: torch.Tensor | None = None,
-           on_pass: Callable[[PassRecord], None] | None = None, compile: bool | str = False) -> DecodeResult:
+           on_pass: Callable[[PassRecord], None] | None = None, compile: bool | str = False,
+           buffers: StepBuffers | None = None) -> DecodeResult:
     """Decode to the end: (B, H, W) tokens, pass counts and, when adaptive, acceptance telemetry.
     on_pass, if given, is called with each pass's record (progress bars)."""
-    state = start_decode(model, condition, seeds, layout, config, fixed_tokens, compile)
+    state = start_decode(model, condition, seeds, layout, config, fixed_tokens, compile, buffers)
     for record in decode_steps(model, state):
         if on_pass is not None:
             on_pass(record)
