@@ -100,7 +100,7 @@ MUTATIONS = [
              "(draft_slots[:, None, :] & (slot_rows == query_rows[..., None]))",
              "draft_slots[:, None, :]", (VISIBILITY,)),
     Mutation("scheduler: draft-fed slots live for everyone in their pass", "common/zipar/scheduler.py",
-             "slots, on & ~draft_fed)", "slots, on)", (VISIBILITY,)),
+             "slots, on & ~draft_fed if L else on)", "slots, on if L else on)", (VISIBILITY,)),
     Mutation("scheduler: placeholder never retired by the real last token", "common/zipar/scheduler.py",
              "live[:, self.slot_map.opener_base:self.slot_map.scratch] &= ~feeds_last[:, :-1]",
              "live[:, self.slot_map.opener_base:self.slot_map.scratch] &= True", (VISIBILITY,)),
