@@ -33,6 +33,7 @@ from common.determinism import deterministic_kernels  # noqa: E402
 from common.cli import HelpFormatter  # noqa: E402
 from common.zipar.engine import CUDA_GRAPHS, decode_steps, start_decode  # noqa: E402
 from common.zipar.sampling import image_seeds  # noqa: E402
+from common.zipar.step_buffers import StepBuffers  # noqa: E402
 from common.zipar.layout import Layout  # noqa: E402
 from common.zipar.window import num_passes  # noqa: E402
 from llamagen.checkpoint import build_gpt  # noqa: E402
@@ -161,13 +162,13 @@ class _nothing:
 
 # ---------------------------------------------------------------- LlamaGen c2i timings
 
-def timed_generate(gpt, batch: int, config: DecodeConfig, compile, device) -> tuple[float, object]:
+def timed_generate(gpt, batch: int, config: DecodeConfig, compile, device, buffers=None) -> tuple[float, object]:
     labels = torch.arange(batch, device=device) % gpt.config.num_classes
     seeds = image_seeds(0, torch.arange(batch, device=device))
     sync(device)
     start = time.perf_counter()
     with torch.inference_mode():
-        result = generate(gpt, labels, seeds, config, compile=compile)
+        result = generate(gpt, labels, seeds, config, compile=compile, buffers=buffers)
     sync(device)
     return time.perf_counter() - start, result
 
@@ -231,10 +232,12 @@ def llamagen_jobs(plan: Plan, device: torch.device, budget: Budget, steps=STEPS)
                 if not budget.fits(f"{model_name} batch {batch} {step} {name}", estimate):
                     continue
                 config = config_of(window, adaptive)
-                warm_s, _ = timed_generate(gpt, batch, config, compile, device)
+                # compiled steps: the timed decode runs on the warm-up's buffers (CUDA graphs replay, no recording)
+                buffers = StepBuffers() if compile else None
+                warm_s, _ = timed_generate(gpt, batch, config, compile, device, buffers)
                 if device.type == "cuda":
                     torch.cuda.reset_peak_memory_stats(device)
-                seconds, result = timed_generate(gpt, batch, config, compile, device)
+                seconds, result = timed_generate(gpt, batch, config, compile, device, buffers)
                 mean_passes = sum(result.image_passes) / batch
                 kernels = step_kernels  # eager: counted per pass (common/kernel_count.py)
                 if not compile:
