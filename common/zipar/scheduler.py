@@ -320,7 +320,7 @@ class Scheduler:
 
 
 @functools.lru_cache(maxsize=64)
-def _fixed_dry_run(layout: Layout, config: DecodeConfig) -> tuple[tuple[int, ...], bool]:
+def fixed_dry_run(layout: Layout, config: DecodeConfig) -> tuple[tuple[int, ...], bool]:
     """A fixed-window schedule run once on the CPU without a model (a pure function of its arguments,
     so it is remembered: a sampling job decodes many batches with one layout and config): the real
     queries of each pass, and whether any opener is fed the placeholder column."""
@@ -339,10 +339,10 @@ def _fixed_dry_run(layout: Layout, config: DecodeConfig) -> tuple[tuple[int, ...
 
 def fixed_pass_sizes(layout: Layout, config: DecodeConfig) -> tuple[int, ...]:
     """The real queries of each pass of a fixed-window schedule."""
-    return _fixed_dry_run(layout, config)[0]
+    return fixed_dry_run(layout, config)[0]
 
 
 def reads_placeholder(layout: Layout, config: DecodeConfig) -> bool:
     """Whether the schedule may feed an opener from the placeholder column: per-image schedules
     (adaptive windows, row drafts) may; a fixed one iff its dry run does (NTP and wide windows never)."""
-    return config.per_image_schedule or _fixed_dry_run(layout, config)[1]
+    return config.per_image_schedule or fixed_dry_run(layout, config)[1]
