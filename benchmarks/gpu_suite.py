@@ -26,12 +26,15 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.ab_runs import ab_rows, parse_setting
 from benchmarks.outputs import add_output_args, resolve_outputs
+from common.kernel_count import count_decode_passes
 from common.zipar.config import PRECISIONS, DecodeConfig
 from common.determinism import deterministic_kernels
 from common.cli import HelpFormatter, check_device, check_output_dir, check_positive, run_main
 from common.zipar.engine import CUDA_GRAPHS, decode_steps, start_decode
 from common.zipar.sampling import image_seeds
+from common.zipar.step_buffers import StepBuffers
 from common.zipar.window import num_passes
 from families import TEXT_TO_IMAGE
 from llamagen.checkpoint import build_gpt
@@ -160,13 +163,13 @@ class _nothing:
 
 # ---------------------------------------------------------------- LlamaGen c2i timings
 
-def timed_generate(gpt, batch: int, config: DecodeConfig, compile, device) -> tuple[float, object]:
+def timed_generate(gpt, batch: int, config: DecodeConfig, compile, device, buffers=None) -> tuple[float, object]:
     labels = torch.arange(batch, device=device) % gpt.config.num_classes
     seeds = image_seeds(0, torch.arange(batch, device=device))
     sync(device)
     start = time.perf_counter()
     with torch.inference_mode():
-        result = generate(gpt, labels, seeds, config, compile=compile)
+        result = generate(gpt, labels, seeds, config, compile=compile, buffers=buffers)
     sync(device)
     return time.perf_counter() - start, result
 
@@ -212,8 +215,11 @@ def llamagen_jobs(plan: Plan, device: torch.device, budget: Budget, steps=STEPS)
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             torch._dynamo.reset()  # each compiled step of the run compiles afresh (no recompile-limit hits)
+            torch._inductor.metrics.reset()
             try:
                 ms, first = probe_ms_per_pass(gpt, batch, compile, device)
+                # kernels inductor generated for the step (the probe compiles NTP's); none without inductor
+                step_kernels = torch._inductor.metrics.generated_kernel_count if compile else ""
             except Exception as e:  # e.g. CUDA graphs refused by this torch: report it, go on
                 rows.append({"model": model_name, "batch": batch, "step": step, "setting": "probe",
                              "error": f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"})
@@ -227,18 +233,25 @@ def llamagen_jobs(plan: Plan, device: torch.device, budget: Budget, steps=STEPS)
                 if not budget.fits(f"{model_name} batch {batch} {step} {name}", estimate):
                     continue
                 config = config_of(window, adaptive)
-                warm_s, _ = timed_generate(gpt, batch, config, compile, device)
+                # compiled steps: the timed decode runs on the warm-up's buffers (CUDA graphs replay, no recording)
+                buffers = StepBuffers() if compile else None
+                warm_s, _ = timed_generate(gpt, batch, config, compile, device, buffers)
                 if device.type == "cuda":
                     torch.cuda.reset_peak_memory_stats(device)
-                seconds, result = timed_generate(gpt, batch, config, compile, device)
+                seconds, result = timed_generate(gpt, batch, config, compile, device, buffers)
                 mean_passes = sum(result.image_passes) / batch
+                kernels = step_kernels  # eager: counted per pass (common/kernel_count.py)
+                if not compile:
+                    labels = torch.arange(batch, device=device) % gpt.config.num_classes
+                    kernels = count_decode_passes(gpt, condition_prefix(gpt, labels, config), image_seeds(
+                        0, torch.arange(batch, device=device)), layout, config, 8).kernels
                 ntp_seconds = seconds if window is None else ntp_seconds
                 rows.append({
                     "model": model_name, "batch": batch, "step": step, "setting": name, "passes": mean_passes,
                     "passes_per_ntp": mean_passes / layout.num_cells,
                     "time_per_ntp": seconds / ntp_seconds if ntp_seconds else "",
                     "ms_per_pass": 1000 * seconds / result.forward_passes, "images_per_s": batch / seconds,
-                    "first_decode_s": warm_s, "host_reads": result.host_reads,
+                    "first_decode_s": warm_s, "host_reads": result.host_reads, "kernels_per_pass": kernels,
                     "peak_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else ""})
                 print(f"{model_name} b{batch} {step} {name}: {rows[-1]['ms_per_pass']:.2f} ms/pass", file=sys.stderr)
     return rows
@@ -337,6 +350,13 @@ def check_args(args) -> torch.device:
     unknown = [m for m in args.models or [] if m not in GPT_PRESETS]
     if unknown:
         raise ValueError(f"--models {' '.join(unknown)}: valid: {', '.join(GPT_PRESETS)}")
+    if args.ab_settings is not None and len(args.ab_settings) != (1 if args.ab_ref else 2):
+        raise ValueError("--ab-settings takes two settings, or one with --ab-ref")
+    if args.ab_ref is not None and not (Path(args.ab_ref) / "llamagen" / "generate.py").is_file():
+        raise ValueError(f"--ab-ref {args.ab_ref} is not a checkout of this engine (no llamagen/generate.py)")
+    check_positive(ab_repeats=args.ab_repeats)
+    for setting in args.ab_settings or []:
+        parse_setting(setting)
     resolve_outputs(args, "gpu_suite", OUTPUTS)
     check_output_dir(args.out_dir, holds="the report's .md and .csv")
     if args.smoke:
@@ -366,7 +386,7 @@ def main(args) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     budget = Budget(args.budget_s)
     start = time.perf_counter()
-    sections = {"correctness": [], "llamagen": [], "t2i": []}
+    sections = {"correctness": [], "llamagen": [], "t2i": [], "ab": []}
     errors: list[str] = []
 
     def section(name: str, what: str, rows_of) -> None:
@@ -381,6 +401,18 @@ def main(args) -> Path:
         write_report(plan, device, args, sections, errors, budget, start, out_dir)
 
     want = set(args.sections)
+    if args.ab_settings or args.ab_ref:  # the A/B comparison alone
+        want = set()
+        settings = [parse_setting(s) for s in (args.ab_settings or ["eager/NTP"])]
+        if args.ab_ref:
+            arms = [("A: this checkout", ROOT, settings[0]), ("B: --ab-ref", Path(args.ab_ref).resolve(), settings[-1])]
+        else:
+            arms = [(f"{x}: {text}", ROOT, s) for x, text, s in zip("AB", args.ab_settings, settings)]
+        common = {"model": plan.models[0], "size": plan.size, "dtype": {"bf16": "bfloat16", "fp32": "float32",
+                  "fp16": "float16"}[plan.dtype], "batch": plan.batches[0], "device": str(device),
+                  "threads": 1 if args.smoke else torch.get_num_threads(), "compiler": plan.compiler,
+                  "graphs": plan.compiler if plan.compiler != "inductor" else CUDA_GRAPHS}
+        section("ab", "A/B", lambda: ab_rows(arms, common, args.ab_repeats))
     if "correctness" in want:
         section("correctness", "correctness", lambda: correctness_rows(plan, device, budget))
     # GPU-bound sections before the long LlamaGen grid: its first model at batch 1 leads
@@ -412,7 +444,13 @@ def write_report(plan: Plan, device, args, sections: dict, errors: list, budget:
             "## Correctness on the device\n\n" + table(correctness, ["check", "dtype", "kernels", "result"]) +
             "\n## LlamaGen c2i (whole decodes; time/NTP against the same model, batch and step)\n\n" +
             table(llamagen, ["model", "batch", "step", "setting", "passes", "passes_per_ntp", "time_per_ntp",
-                             "ms_per_pass", "images_per_s", "first_decode_s", "host_reads", "peak_gib", "error"]) +
+                             "ms_per_pass", "kernels_per_pass", "images_per_s", "first_decode_s", "host_reads",
+                             "peak_gib", "error"]) +
+            "\nkernels_per_pass: eager, kernels one pass dispatches (common/kernel_count.py, batch as in the row); "
+            "compiled steps, kernels inductor generated for the step.\n" +
+            "\n## A/B, one run (arms alternated in fresh processes; median and spread over the repeats)\n\n" +
+            table(sections["ab"], ["arm", "checkout", "step", "setting", "repeats", "median_ms_per_pass", "min_ms",
+                                   "max_ms", "ratio_to_a", "kernels_per_pass", "error"]) +
             "\n## Lumina-mGPT and Emu3-Gen (NTP: a sampled stretch, extrapolated)\n\n" +
             table(t2i, ["family", "shape", "batch", "ntp_ms_per_pass", "ntp_s_extrapolated", "window", "passes",
                         "passes_per_ntp", "seconds", "time_per_ntp", "ms_per_pass"]) +
@@ -422,7 +460,7 @@ def write_report(plan: Plan, device, args, sections: dict, errors: list, budget:
     md.write_text(text)
     with open(md.with_suffix(".csv"), "w", newline="") as f:
         rows = ([{"section": "correctness", **r} for r in correctness] + [{"section": "llamagen", **r} for r in llamagen]
-                + [{"section": "t2i", **r} for r in t2i])
+                + [{"section": "t2i", **r} for r in t2i] + [{"section": "ab", **r} for r in sections["ab"]])
         fields = list(dict.fromkeys(k for r in rows for k in r)) or ["section"]
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
@@ -443,6 +481,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adaptive", type=int, nargs="*", default=None, help="LlamaGen adaptive w_min (default: the plan's)")
     p.add_argument("--batches", type=int, nargs="+", default=None, help="LlamaGen batch sizes (default: the plan's)")
     p.add_argument("--models", nargs="+", default=None, help="LlamaGen models (default: the plan's)")
+    p.add_argument("--ab-settings", nargs="+", default=None, metavar="STEP/SETTING",
+                   help="A/B only: time these two settings of the first model and batch alternately in one run, "
+                        "e.g. eager/NTP eager/16 (STEP eager, compiled, cuda-graphs; SETTING NTP, W, aW adaptive)")
+    p.add_argument("--ab-ref", default=None, metavar="PATH",
+                   help="A/B only: time the (first) --ab-settings setting, default eager/NTP, in this checkout and in "
+                        "the engine checkout at PATH, alternately in one run")
+    p.add_argument("--ab-repeats", type=int, default=5, help="A/B: timed decodes per arm (default 5)")
     return p
 
 

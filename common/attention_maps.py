@@ -36,15 +36,16 @@ class AttentionRecorder:
         self.per_head = per_head
         self.records: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
 
-    def __call__(self, layer: int, q: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor,
+    def __call__(self, layer: int, q: torch.Tensor, keys: torch.Tensor, bias: torch.Tensor,
                  slots: torch.Tensor) -> None:
-        """q (B, H, Q, D), keys (B, Hkv, S, D) after this pass's writes, mask (B | 1, 1, Q, S) or (Q, S)."""
+        """q (B, H, Q, D), keys (B, Hkv, S, D) after this pass's writes, bias (B | 1, 1, Q, S) additive
+        mask (common.zipar.kv_cache.attention_bias: 0 or -inf)."""
         if self.layers is not None and layer not in self.layers:
             return
         B, H, Q, D = q.shape
         k = keys.repeat_interleave(H // keys.shape[1], dim=1) if keys.shape[1] != H else keys
         scores = (q.float() @ k.float().transpose(-1, -2)) / math.sqrt(D)  # (B, H, Q, S)
-        scores = scores.masked_fill(~mask.expand(B, 1, Q, -1), float("-inf"))
+        scores = scores + bias.float()
         probs = torch.softmax(scores, dim=-1)
         probs = probs if self.per_head else probs.mean(dim=1)
         slots = slots.reshape(-1, Q).expand(B, Q)

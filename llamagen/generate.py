@@ -27,11 +27,11 @@ def condition_prefix(gpt: Transformer, labels: torch.Tensor, config: DecodeConfi
 
 @torch.inference_mode()
 def generate(gpt: Transformer, labels: torch.Tensor, seeds: torch.Tensor, config: DecodeConfig, on_pass=None,
-             compile: bool = False) -> DecodeResult:
+             compile: bool = False, buffers=None) -> DecodeResult:
     """labels, seeds: (B,) -> (B, H, W) tokens and the forward-pass count. on_pass, compile (the engine
-    compiles its per-pass step; the tokens are the same): see common.zipar.engine.decode."""
+    compiles its per-pass step; the tokens are the same), buffers: see common.zipar.engine.decode."""
     return decode(gpt, condition_prefix(gpt, labels, config), seeds, layout_for(gpt), config, on_pass=on_pass,
-                  compile=compile)
+                  compile=compile, buffers=buffers)
 
 
 def start(gpt: Transformer, labels: torch.Tensor, seeds: torch.Tensor, config: DecodeConfig,

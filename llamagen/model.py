@@ -9,7 +9,8 @@ t2i) is embedded by `embed_condition`; the t2i caption mask is the engine's busi
 pairs rotated by the image row, the last head_dim/4 by the column, per-axis frequencies
 base^(-2k/(head_dim/2)) in fp32; condition positions get cos = sin = 0, i.e. q = k = 0 there
 (a property of the released models, FoundationVision/LlamaGen issue #54, kept on purpose).
-The table is computed from position ids on the fly, so no RoPE buffer exists to be cast or saved.
+The table is computed from position ids once per forward (as 2x2 rotations that queries and keys share),
+so no RoPE buffer exists to be cast or saved.
 """
 from dataclasses import dataclass, replace
 
@@ -17,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common.zipar.kv_cache import KVCache, cached_attention
+from common.zipar.kv_cache import KVCache, attention_bias, cached_attention
 from common.models.layers import RMSNorm, SwiGLU
 
 
@@ -109,13 +110,19 @@ def rope_2d(positions: torch.Tensor, grid_size: int, head_dim: int, base: float,
     return table * (positions >= cls_token_num)[..., None, None]
 
 
-def apply_rope(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-    """Rotate interleaved pairs of x (B, Q, H, D) by table (Q or b x Q, D/2, 2), in fp32."""
-    xs = x.float().reshape(*x.shape[:-1], -1, 2)
-    table = table if table.dim() == 4 else table[None]
-    cos, sin = table[:, :, None, :, 0], table[:, :, None, :, 1]
-    re, im = xs[..., 0], xs[..., 1]
-    return torch.stack([re * cos - im * sin, im * cos + re * sin], dim=-1).flatten(3).type_as(x)
+def rotations(table: torch.Tensor) -> torch.Tensor:
+    """(cos, sin) table (..., D/2, 2) -> per-pair 2x2 rotations (..., 1, D/2, 2, 2), broadcast over heads:
+    made once per forward, so a layer rotates its queries and keys with one multiply and one sum."""
+    cos, sin = table[..., 0], table[..., 1]
+    return torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)[..., None, :, :, :]
+
+
+def apply_rope(x: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
+    """Rotate interleaved pairs of x (B, Q, H, D) by `rotations` (B | 1, Q, 1, D/2, 2, 2), in fp32:
+    (re, im) -> (re cos - im sin, im cos + re sin), as the official apply_rotary_emb (exactly: each
+    output is the same two products and one sum)."""
+    xs = x.float().unflatten(-1, (-1, 1, 2))  # (B, Q, H, D/2, 1, 2)
+    return (xs * rot).sum(-1).flatten(3).type_as(x)
 
 
 class Attention(nn.Module):
@@ -125,14 +132,12 @@ class Attention(nn.Module):
         self.wqkv = nn.Linear(cfg.dim, (cfg.n_head + 2 * cfg.kv_heads) * cfg.head_dim, bias=False)
         self.wo = nn.Linear(cfg.dim, cfg.dim, bias=False)
 
-    def forward(self, x, rope, slots, mask, cache: KVCache, layer: int):
+    def forward(self, x, rot, slots, bias, cache: KVCache, layer: int):
         B, Q, _ = x.shape
-        kv_dim = self.n_kv * self.head_dim
-        q, k, v = self.wqkv(x).split([self.n_head * self.head_dim, kv_dim, kv_dim], dim=-1)
-        q = apply_rope(q.view(B, Q, self.n_head, self.head_dim), rope)
-        k = apply_rope(k.view(B, Q, self.n_kv, self.head_dim), rope)
+        qk, v = self.wqkv(x).split([(self.n_head + self.n_kv) * self.head_dim, self.n_kv * self.head_dim], dim=-1)
+        q, k = apply_rope(qk.view(B, Q, -1, self.head_dim), rot).split([self.n_head, self.n_kv], dim=2)  # together
         v = v.view(B, Q, self.n_kv, self.head_dim)
-        out = cached_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), cache, layer, slots, mask)
+        out = cached_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), cache, layer, slots, bias)
         return self.wo(out.transpose(1, 2).reshape(B, Q, -1))
 
 
@@ -144,8 +149,8 @@ class TransformerBlock(nn.Module):
         self.attention_norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
 
-    def forward(self, x, rope, slots, mask, cache, layer):
-        h = x + self.attention(self.attention_norm(x), rope, slots, mask, cache, layer)
+    def forward(self, x, rot, slots, bias, cache, layer):
+        h = x + self.attention(self.attention_norm(x), rot, slots, bias, cache, layer)
         return h + self.feed_forward(self.ffn_norm(h))
 
 
@@ -228,10 +233,11 @@ class Transformer(nn.Module):
         """x (B, Q, D) at sequence positions, written to cache slots: (Q,) shared or (B, Q) per row;
         mask (Q, S) or (B | 1, Q, S), True = attend."""
         c = self.config
-        rope = rope_2d(positions, self.grid_size, c.head_dim, c.rope_base, c.cls_token_num)
+        rot = rotations(rope_2d(positions, self.grid_size, c.head_dim, c.rope_base, c.cls_token_num))
+        bias = attention_bias(mask, x.dtype)  # one additive mask for every layer
         h = x
         for i, layer in enumerate(self.layers):
-            h = layer(h, rope, slots, mask, cache, i)
+            h = layer(h, rot, slots, bias, cache, i)
         return self.output(self.norm(h)).float()
 
 

@@ -80,16 +80,9 @@ def test_compiled_pass_on_the_demo_model():
 
 
 def state_tensors(state) -> dict:
-    """Every tensor a decode pass reads or updates between passes (what a CUDA graph would hold)."""
-    from dataclasses import fields
-    out = {f"schedule.{f.name}": getattr(state.schedule, f.name) for f in fields(state.schedule)}
-    out.update({name: getattr(state, name) for name in ("tokens", "draws", "opener_probs", "seeds")
-                if getattr(state, name) is not None})
-    if state.row_drafts is not None:
-        out.update({f"row_drafts.{f.name}": getattr(state.row_drafts, f.name) for f in fields(state.row_drafts)})
-    out.update({f"cache.keys.{i}": k for i, k in enumerate(state.cache.keys)})
-    out.update({f"cache.values.{i}": v for i, v in enumerate(state.cache.values)})
-    return out
+    """Every tensor the decode step reads (what a CUDA graph would hold), by name."""
+    from common.zipar.step_buffers import step_tensors
+    return {name: (o[k] if isinstance(o, list) else getattr(o, k)) for name, (o, k) in step_tensors(state).items()}
 
 
 @pytest.mark.parametrize("config", [DecodeConfig(window=2, cfg_scale=2.0), DecodeConfig(window=1, adaptive=True),
@@ -116,6 +109,85 @@ def test_decode_state_lives_at_static_addresses(config):
     after = {name: (t.data_ptr(), tuple(t.shape)) for name, t in state_tensors(state).items()}
     assert after == before
     assert len(shapes) == 1
+
+
+@pytest.mark.parametrize("config", [DecodeConfig(window=2, cfg_scale=2.0),
+                                    DecodeConfig(window=1, adaptive=True, draft_len=2, draft_ahead=True,
+                                                 placeholder="mean")], ids=["fixed", "adaptive-drafts-ahead"])
+def test_the_compiled_step_reads_only_parameters_and_static_tensors(config):
+    """A CUDA graph copies every non-static tensor input into its memory on each replay (and skips graphs
+    if one is mutated): list the captured step's tensor inputs and require each to be a model parameter
+    or buffer or marked static (scheduler and slot-map constants included)."""
+    gpt = tiny_gpt(5)
+    own = {t.data_ptr() for t in [*gpt.parameters(), *gpt.buffers()]}
+    inputs = []
+
+    def spy(gm, example_inputs):
+        for node in gm.graph.nodes:
+            arg = node.meta.get("grapharg") if node.op == "placeholder" else None
+            if arg is not None and isinstance(arg.example, torch.Tensor):
+                inputs.append((arg.source.name, arg.example))
+        return gm.forward
+    torch._dynamo.reset()
+    with torch.inference_mode():
+        generate(gpt, torch.tensor([1, 5]), torch.tensor([0, 3]), config, compile=spy)
+    assert inputs
+    loose = [name for name, t in inputs
+             if t.data_ptr() not in own and getattr(t, "_dynamo_static_input_type", None) is None]
+    assert loose == [], loose
+
+
+def test_a_second_decode_reuses_the_step_buffers():
+    """With the caller's StepBuffers, a second decode of the same shape runs its step on the first one's
+    tensors (the same addresses: a CUDA graph replays without recording) and compiles nothing new;
+    its tokens are those of a decode without buffers."""
+    from common.zipar.step_buffers import StepBuffers
+
+    gpt = tiny_gpt(5)
+    config = DecodeConfig(window=2, adaptive=True, cfg_scale=2.0, placeholder="mean")
+    buffers, seen = StepBuffers(), []
+    with torch.inference_mode():
+        torch._dynamo.reset()
+        counters.clear()
+        for labels, seeds in ((torch.tensor([1, 5]), torch.tensor([0, 3])), (torch.tensor([7, 2]), torch.tensor([4, 9]))):
+            result = generate(gpt, labels, seeds, config, compile="aot_eager", buffers=buffers)
+            seen.append(({n: t.data_ptr() for n, t in buffers.tensors.items()}, dict(counters["stats"]), result))
+        fresh = generate(gpt, torch.tensor([7, 2]), torch.tensor([4, 9]), config)
+    (ptrs1, stats1, _), (ptrs2, stats2, second) = seen
+    assert ptrs1 == ptrs2 and len(ptrs1) > 20
+    assert stats1 == stats2 and stats1["unique_graphs"] == 1
+    assert torch.equal(second.tokens, fresh.tokens) and second.image_passes == fresh.image_passes
+    with pytest.raises(ValueError, match="another shape"):
+        generate(gpt, torch.tensor([1]), torch.tensor([0]), config, compile="aot_eager", buffers=buffers)
+
+
+def test_records_are_not_overwritten_by_later_passes():
+    """A replayed CUDA graph writes every pass's outputs into the same memory. Simulated with a step that
+    returns its outputs in fixed tensors: the records a caller kept still hold their own pass's values."""
+    from common.zipar import engine
+    from llamagen.generate import start
+
+    gpt = tiny_gpt(5)
+    config = DecodeConfig(window=2, cfg_scale=2.0)
+    held = {}
+
+    def replaying_step(model, state):  # outputs rewritten in place, as a graph replay does
+        outputs = engine.decode_pass(model, state)
+        for i, t in enumerate(outputs):
+            if t is not None:
+                held.setdefault(i, torch.empty_like(t)).copy_(t)
+        return tuple(None if t is None else held[i] for i, t in enumerate(outputs))
+    with torch.inference_mode():
+        state = start(gpt, torch.tensor([1, 5]), torch.tensor([0, 3]), config)
+        state.step, state.pass_sizes = replaying_step, None
+        kept, snapshots = [], []
+        for record in engine.decode_steps(gpt, state):
+            kept.append(record)
+            snapshots.append((record.logits.clone(), record.decided.clone(), record.batch.cells.clone()))
+    assert len(kept) > 3
+    for record, (logits, decided, cells) in zip(kept, snapshots):
+        assert torch.equal(record.logits, logits) and torch.equal(record.decided, decided)
+        assert torch.equal(record.batch.cells, cells)
 
 
 def test_cuda_graphs_compile_inductor_in_reduce_overhead_mode(monkeypatch):

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from llamagen.model import GPT_PRESETS, Transformer, apply_rope, gpt_config, random_init_, rope_2d
+from llamagen.model import GPT_PRESETS, Transformer, apply_rope, gpt_config, random_init_, rope_2d, rotations
 from tests.official_keys import official_keys
 
 
@@ -103,13 +103,13 @@ def test_rope_table_and_apply_match_reference(head_dim, cls):
 
     gen = torch.Generator().manual_seed(head_dim + cls)
     x = torch.randn(2, len(positions), 3, head_dim, generator=gen)
-    out = apply_rope(x, ours)
+    out = apply_rope(x, rotations(ours))
     torch.testing.assert_close(out, ref_apply_rotary_emb(x, ref), atol=1e-6, rtol=0)
     # condition positions: cos = sin = 0, so q/k there are the zero vector (issue #54)
     assert torch.count_nonzero(out[:, :cls]) == 0
     assert out[:, cls:].abs().sum(-1).min() > 0
     # bf16 in, bf16 out
-    assert apply_rope(x.bfloat16(), ours).dtype == torch.bfloat16
+    assert apply_rope(x.bfloat16(), rotations(ours)).dtype == torch.bfloat16
 
 
 def test_rope_row_then_column_numeric():
@@ -130,7 +130,7 @@ def test_rope_row_then_column_numeric():
     # the pair rotation is interleaved (2m, 2m+1): rotating e_0 by pair 0 moves it into dim 1 only
     x = torch.zeros(1, 1, 1, head_dim)
     x[..., 0] = 1.0
-    out = apply_rope(x, rope_2d(pos, grid, head_dim, 10000.0, cls))[0, 0, 0]
+    out = apply_rope(x, rotations(rope_2d(pos, grid, head_dim, 10000.0, cls)))[0, 0, 0]
     torch.testing.assert_close(out[:2], torch.tensor([math.cos(2.0), math.sin(2.0)]), atol=1e-6, rtol=0)
     assert torch.count_nonzero(out[2:]) == 0
 
@@ -138,7 +138,7 @@ def test_rope_row_then_column_numeric():
 def test_condition_query_is_zero():
     q = torch.randn(1, 4, 2, 64)
     table = rope_2d(torch.arange(4), 3, 64, 10000.0, 3)
-    out = apply_rope(q, table)
+    out = apply_rope(q, rotations(table))
     assert torch.count_nonzero(out[:, :3]) == 0
     assert torch.count_nonzero(out[:, 3]) > 0
 

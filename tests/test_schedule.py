@@ -221,7 +221,7 @@ def test_one_window_rule_for_fixed_adaptive_and_the_pass_table(monkeypatch, requ
     """Change the rule in its one place (common.zipar.window.window_allows): fixed decodes, adaptive
     decodes and the pass table all follow it. Here: one token more of the row above is needed."""
     from common.zipar import window
-    from common.zipar.scheduler import fixed_pass_sizes
+    from common.zipar.scheduler import fixed_dry_run
     from llamagen.generate import generate, layout_for
 
     def one_more(count_above, col, window, cols):
@@ -233,8 +233,8 @@ def test_one_window_rule_for_fixed_adaptive_and_the_pass_table(monkeypatch, requ
     plain_fixed = generate(gpt, labels, seeds, DecodeConfig(window=2))
     plain_adaptive = generate(gpt, labels, seeds, DecodeConfig(window=2, adaptive=True))
     monkeypatch.setattr(window, "window_allows", one_more)
-    fixed_pass_sizes.cache_clear()  # remembered pass sizes hold for the rule they were found with
-    request.addfinalizer(fixed_pass_sizes.cache_clear)
+    fixed_dry_run.cache_clear()  # remembered pass sizes hold for the rule they were found with
+    request.addfinalizer(fixed_dry_run.cache_clear)
     fixed = generate(gpt, labels, seeds, DecodeConfig(window=2))
     adaptive = generate(gpt, labels, seeds, DecodeConfig(window=2, adaptive=True))
     assert plain_fixed.forward_passes == 2 * 6 + 4 * 2  # serial first row

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common.zipar.kv_cache import KVCache, cached_attention
+from common.zipar.kv_cache import KVCache, attention_bias, cached_attention
 from common.models.layers import RMSNorm
 
 
@@ -52,12 +52,19 @@ def rope_1d(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[torch
     return emb.cos(), emb.sin()
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x (B, H, Q, D); cos/sin (B | 1, Q, D). HF: x * cos + rotate_half(x) * sin, cos/sin cast to x's dtype."""
-    half = x.shape[-1] // 2
-    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
-    cos, sin = cos[:, None].to(x.dtype), sin[:, None].to(x.dtype)
-    return x * cos + rotated * sin
+def rotations(cos: torch.Tensor, sin: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(cos, sin) (B | 1, Q, D) -> the rotate_half map as 2x2 rotations of the half pairs (i, i + D/2),
+    (B | 1, Q, 1, 2, 2, D/2) in the queries' dtype (HF casts cos and sin to it): made once per forward,
+    so a layer rotates its queries and keys together with one multiply and one sum."""
+    half = cos.shape[-1] // 2
+    c, s = cos[..., :half].to(dtype), sin[..., :half].to(dtype)  # cat(freqs, freqs): both halves agree
+    return torch.stack([torch.stack([c, -s], -2), torch.stack([s, c], -2)], -3)[:, :, None]
+
+
+def apply_rope(x: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
+    """x (B, Q, H, D) by `rotations`: HF's x * cos + rotate_half(x) * sin, rotate_half(x) = cat(-x2, x1),
+    exactly (each output is the same two products and one sum, in x's dtype)."""
+    return (x.unflatten(-1, (1, 2, -1)) * rot).sum(-2).flatten(3)
 
 
 class HeadNorm(nn.Module):
@@ -85,7 +92,7 @@ class Attention(nn.Module):
             self.q_norm = HeadNorm(c.qk_norm_heads, c.head_dim, c.qk_norm_eps)
             self.k_norm = HeadNorm(c.qk_norm_heads, c.head_dim, c.qk_norm_eps)
 
-    def forward(self, x, cos, sin, slots, mask, cache: KVCache, layer: int):
+    def forward(self, x, rot, slots, bias, cache: KVCache, layer: int):
         B, Q, _ = x.shape
         c = self.c
         q = self.q_proj(x).view(B, Q, c.n_heads, c.head_dim)
@@ -93,8 +100,8 @@ class Attention(nn.Module):
         v = self.v_proj(x).view(B, Q, c.n_kv_heads, c.head_dim)
         if c.qk_norm_heads:  # before RoPE (Chameleon)
             q, k = self.q_norm(q), self.k_norm(k)
-        q, k = apply_rope(q.transpose(1, 2), cos, sin), apply_rope(k.transpose(1, 2), cos, sin)
-        out = cached_attention(q, k, v.transpose(1, 2), cache, layer, slots, mask)  # (B, H, Q, D)
+        q, k = apply_rope(torch.cat([q, k], dim=2), rot).transpose(1, 2).split([c.n_heads, c.n_kv_heads], dim=1)
+        out = cached_attention(q, k, v.transpose(1, 2), cache, layer, slots, bias)  # (B, H, Q, D)
         return self.o_proj(out.transpose(1, 2).reshape(B, Q, -1))
 
 
@@ -117,8 +124,8 @@ class Block(nn.Module):
         self.input_layernorm = RMSNorm(c.dim, c.norm_eps)
         self.post_attention_layernorm = RMSNorm(c.dim, c.norm_eps)
 
-    def forward(self, x, cos, sin, slots, mask, cache, layer):
-        h = x + self.self_attn(self.input_layernorm(x), cos, sin, slots, mask, cache, layer)
+    def forward(self, x, rot, slots, bias, cache, layer):
+        h = x + self.self_attn(self.input_layernorm(x), rot, slots, bias, cache, layer)
         return h + self.mlp(self.post_attention_layernorm(h))
 
 
@@ -142,10 +149,11 @@ class Body(nn.Module):
         """x (B, Q, D) at positions (B | 1, Q), written to cache slots (Q,) or (B, Q); mask (B | 1, Q, S)
         -> (B, Q, D) final-normed states (the output head's input)."""
         positions = positions if positions.dim() == 2 else positions[None]
-        cos, sin = rope_1d(positions, self.config.head_dim, self.config.rope_theta)
+        rot = rotations(*rope_1d(positions, self.config.head_dim, self.config.rope_theta), x.dtype)
+        bias = attention_bias(mask, x.dtype)  # one additive mask for every layer
         h = x
         for i, block in enumerate(self.layers):
-            h = block(h, cos, sin, slots, mask, cache, i)
+            h = block(h, rot, slots, bias, cache, i)
         return self.norm(h)
 
 

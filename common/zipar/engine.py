@@ -15,7 +15,6 @@ before reading again: a few reads per decode instead of one per pass, and never 
 Eager decodes on a CPU, where compute grows with the queries and a read-back costs nothing, skip
 padding: fixed-window passes run at their precomputed sizes, adaptive ones at the busiest image's.
 """
-import dataclasses
 from dataclasses import dataclass
 from typing import Callable, Iterator, Protocol
 
@@ -28,12 +27,13 @@ from common.zipar.masks import drafts_above_readable, visibility_mask
 from common.zipar.official import prompt_attention
 from common.zipar import row_drafts
 from common.zipar.row_drafts import RowDrafts
-from common.zipar.sampling import (PURPOSE_ACCEPT, PURPOSE_RESIDUAL, PURPOSE_TOKEN, draw_key, filter_logits, guide,
-                             key_uniform, sample_probs, verify_draft)
+from common.zipar.sampling import (PURPOSE_ACCEPT, PURPOSE_RESIDUAL, PURPOSE_TOKEN, draw_key_from, filter_logits,
+                                   guide, key_uniform, sample_probs, seed_key, verify_draft)
 from common.zipar.layout import Layout
 from common.zipar.window import num_passes
 from common.zipar.passes import OPEN, VERIFY, PassBatch
-from common.zipar.scheduler import Scheduler, ScheduleState, fixed_pass_sizes
+from common.zipar.step_buffers import StepBuffers, mark_static
+from common.zipar.scheduler import Scheduler, ScheduleState, fixed_pass_sizes, reads_placeholder
 
 
 class Decoder(Protocol):
@@ -56,6 +56,9 @@ class DecodeState:
     scheduler: Scheduler  # the schedule's constants
     schedule: ScheduleState  # per-image schedule state (device tensors)
     seeds: torch.Tensor  # (B,) int64
+    seed_keys: torch.Tensor  # (B,) the seed half of every draw key (common.zipar.sampling.seed_key)
+    purposes: torch.Tensor  # (P,) the draw purposes each query's keys are made for: the token, and (adaptive
+    # windows, row drafts) the acceptance test and the resample
     tokens: torch.Tensor  # (B, width) int64: grid tokens, end-of-row tokens, placeholder code, trash column
     cache: KVCache
     condition: Condition
@@ -67,13 +70,16 @@ class DecodeState:
     draws: torch.Tensor | None = None  # (B, width) int64 times each cell was drawn: the attempt of its keys
     opener_probs: torch.Tensor | None = None  # (B, V) adaptive: distribution the pending opening was drawn from
     row_drafts: RowDrafts | None = None  # the row drafts' distributions (common.zipar.row_drafts)
+    buffers: StepBuffers | None = None  # compiled steps: the caller's buffers kept across decodes of this shape
     passes_run: int = 0
     host_reads: int = 0  # per-image schedules: times the decode read the schedule back to the host
 
 
 @dataclass(frozen=True)
 class PassRecord:
-    """What one forward pass did; the tensors are the ones the engine used, not copies."""
+    """What one forward pass did; its tensors are the caller's: later passes do not overwrite them (eager
+    steps make them afresh each pass; a compiled step's outputs are copied, as CUDA graphs replay into
+    the same memory)."""
 
     index: int
     batch: PassBatch  # queries: slots, positions, decided cells (leading dim B, or 1 in the prefix pass)
@@ -111,13 +117,16 @@ def cfg_active(cells: torch.Tensor, cfg_interval: float) -> torch.Tensor:
 
 def start_decode(model: Decoder, condition: Condition | torch.Tensor, seeds: torch.Tensor, layout: Layout,
                  config: DecodeConfig, fixed_tokens: torch.Tensor | None = None,
-                 compile: bool | str = False) -> DecodeState:
+                 compile: bool | str = False, buffers: StepBuffers | None = None) -> DecodeState:
     """Plan the decode and allocate its token buffer and KV cache.
 
     condition: the prefix (common.zipar.condition; a bare (B_model, T, D) tensor is one without padding),
     B_model = 2B with CFG ([cond; uncond]), else B. seeds: (B,) int64, one per image.
     fixed_tokens: (H,) end-of-row token ids for layouts with them. compile: torch.compile the decode
     pass (fullgraph, static shapes; see `compiled_step`): one compilation per decode shape, the same tokens.
+    buffers: compiled steps only, the caller's StepBuffers for this decode shape
+    (common.zipar.step_buffers): decodes after the first then run the step on the same addresses
+    (CUDA graphs replay without recording again).
     """
     condition = as_condition(condition)
     if (prompt_attention(layout.family, config.compat, config.prompt_attention) == "bidirectional") != \
@@ -151,10 +160,15 @@ def start_decode(model: Decoder, condition: Condition | torch.Tensor, seeds: tor
         step = compiled_step(compile)
     # fixed windows: one schedule shared by the batch (leading dim 1); adaptive or drafting: one per image
     schedule = scheduler.initial_state(batch if per_image else 1)
-    return DecodeState(layout=layout, config=config, scheduler=scheduler, schedule=schedule, seeds=seeds.to(device),
-                       tokens=tokens, cache=model.new_cache(model_batch, scheduler.slot_map.num_slots, device),
+    tests = config.adaptive or config.draft_len > 0
+    purposes = [PURPOSE_TOKEN, PURPOSE_ACCEPT, PURPOSE_RESIDUAL] if tests else [PURPOSE_TOKEN]
+    seeds = seeds.to(device)
+    return DecodeState(layout=layout, config=config, scheduler=scheduler, schedule=schedule, seeds=seeds,
+                       seed_keys=seed_key(seeds), purposes=torch.tensor(purposes, device=device), tokens=tokens,
+                       cache=model.new_cache(model_batch, scheduler.slot_map.num_slots, device),
                        condition=condition, prefix_keys=prefix_keys, min_passes=min_passes, step=step,
-                       pass_sizes=pass_sizes, trim_on_host=trim_on_host, draws=torch.zeros_like(tokens))
+                       pass_sizes=pass_sizes, trim_on_host=trim_on_host, draws=torch.zeros_like(tokens),
+                       buffers=buffers)
 
 
 CUDA_GRAPHS = "reduce-overhead"  # compile= value: inductor with CUDA graphs (torch.compile's mode)
@@ -162,25 +176,12 @@ CUDA_GRAPHS = "reduce-overhead"  # compile= value: inductor with CUDA graphs (to
 
 def compiled_step(compile: bool | str) -> Callable:
     """torch.compile'd decode_pass: True is inductor; CUDA_GRAPHS is inductor whose graphs replay by CUDA
-    graphs on a GPU (the step's state tensors are updated in place, so their addresses are static; a
-    PassRecord's tensors then hold until the next pass); any other string names a dynamo backend."""
+    graphs on a GPU (the step's tensors are updated in place and marked static: common.zipar.step_buffers);
+    any other value is a dynamo backend (its name, or the backend itself)."""
     if compile == CUDA_GRAPHS:
         return torch.compile(decode_pass, fullgraph=True, dynamic=False, mode=CUDA_GRAPHS)
-    backend = compile if isinstance(compile, str) else "inductor"
+    backend = "inductor" if compile is True else compile
     return torch.compile(decode_pass, fullgraph=True, dynamic=False, backend=backend)
-
-
-def _mark_static_addresses(state: DecodeState) -> None:
-    """Tell dynamo that the decode's state tensors keep their addresses: the compiled step updates them
-    in place, and inductor's CUDA graphs replay a step only if every input it mutates is static (else it
-    skips graphs, "mutated inputs"). Unguarded: a new decode's new tensors re-record, never recompile."""
-    parts = [state, state.schedule, state.condition, *([state.row_drafts] if state.row_drafts is not None else [])]
-    tensors = [getattr(part, f.name) for part in parts for f in dataclasses.fields(part)]
-    tensors += [*state.cache.keys, *state.cache.values]
-    tensors.append(state.scheduler.placeholder.mean_input)  # the placeholder's state (None for most policies)
-    for t in tensors:
-        if isinstance(t, torch.Tensor):
-            torch._dynamo.mark_static_address(t, guard=False)
 
 
 def _min_passes(layout: Layout, config: DecodeConfig) -> int:
@@ -212,13 +213,26 @@ def _positions(state: DecodeState, positions: torch.Tensor) -> torch.Tensor:
     return positions if shift is None else (positions - shift.to(positions.device)[:, None]).clamp(min=0)
 
 
-def _sample(state: DecodeState, logits: torch.Tensor, cells: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Guide, filter and sample the queries' logits (B_model, n, V) -> (tokens (B, n), probs (B, n, V))."""
+def _keys(state: DecodeState, cells: torch.Tensor, attempts: torch.Tensor, opener: torch.Tensor | None) -> torch.Tensor:
+    """(B, n, P) every key a query may draw with this pass, one hash for all `state.purposes`: the token's,
+    keyed by the cell's draws so far, and the tests' (acceptance, resample), keyed by an opener's
+    attempt (`opener`: its queries) or, for a draft check, by the cell's draws."""
+    drawn = state.draws.gather(1, cells)
+    if state.purposes.shape[0] == 1:
+        return draw_key_from(state.seed_keys, cells[..., None], state.purposes, drawn[..., None])
+    tested = drawn if opener is None else torch.where(opener, attempts, drawn)
+    attempt = torch.stack([drawn, tested, tested], dim=-1)
+    return draw_key_from(state.seed_keys, cells[..., None], state.purposes, attempt)
+
+
+def _sample(state: DecodeState, logits: torch.Tensor, cells: torch.Tensor,
+            keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Guide, filter and sample the queries' logits (B_model, n, V) with keys (B, n) -> (tokens (B, n),
+    probs (B, n, V))."""
     config, batch = state.config, cells.shape[0]
     if config.uses_cfg:
         logits = guide(logits[:batch], logits[batch:], config.cfg_scale, cfg_active(cells, config.cfg_interval))
     probs = torch.softmax(filter_logits(logits, config.temperature, config.top_k, config.top_p), dim=-1)
-    keys = draw_key(state.seeds, cells, PURPOSE_TOKEN, state.draws.gather(1, cells))
     return sample_probs(probs, key_uniform(keys)), probs
 
 
@@ -243,11 +257,12 @@ def prefix_pass(model: Decoder, state: DecodeState) -> PassRecord:
         mask = mask | (both[:, :layout.prefix_len, None] & both[:, None, :])
     logits = model(prefix, _positions(state, pb.positions), pb.slots, mask, state.cache)
     num_codes = logits.shape[-1]
-    state.scheduler.placeholder.prepare(model.embed_tokens, num_codes, prefix.device)
+    state.scheduler.placeholder.prepare(model.embed_tokens, num_codes, prefix.device,
+                                        reads_placeholder(layout, state.config))
     if state.config.adaptive:
         state.opener_probs = torch.zeros(batch, num_codes, device=prefix.device)
     cells = pb.cells.expand(batch, -1)
-    decided, _ = _sample(state, logits[:, -1:], cells)
+    decided, _ = _sample(state, logits[:, -1:], cells, _keys(state, cells, pb.attempts, None)[..., 0])
     _write_tokens(state, cells, decided)
     state.scheduler.after_prefix(state.schedule)
     if state.config.draft_len:
@@ -289,12 +304,14 @@ def decode_pass(model: Decoder, state: DecodeState) -> tuple:
     if state.prefix_keys is not None:
         mask = mask & state.prefix_keys[:, None, :]
     logits = model(x, _positions(state, pb.positions), _for_model(pb.slots, cfg), mask, state.cache)
-    decided, probs = _sample(state, logits, cells)
+    opener = (pb.kinds == OPEN) | (pb.kinds == VERIFY) if config.adaptive else None  # (B, n)
+    keys = _keys(state, cells, pb.attempts, opener)
+    decided, probs = _sample(state, logits, cells, keys[..., 0])
     accepted, image_accepted, first_rejected = None, None, None
     if config.adaptive:
-        decided, accepted, image_accepted = _open_rows(state, pb, probs, decided)
+        decided, accepted, image_accepted = _open_rows(state, pb, probs, decided, opener, keys)
     if config.draft_len:
-        decided, first_rejected = row_drafts.check(state, plan, probs, decided)
+        decided, first_rejected = row_drafts.check(state, plan, probs, decided, keys[..., 1], keys[..., 2])
     _write_tokens(state, cells, decided)
     row_gain = row_drafts.keep(state, plan, first_rejected) if config.draft_len else None
     scheduler.advance(state.schedule, plan, image_accepted, row_gain)
@@ -304,18 +321,18 @@ def decode_pass(model: Decoder, state: DecodeState) -> tuple:
             input_ids, mask, logits, decided, accepted)
 
 
-def _open_rows(state: DecodeState, pb: PassBatch, probs: torch.Tensor, drawn: torch.Tensor):
+def _open_rows(state: DecodeState, pb: PassBatch, probs: torch.Tensor, drawn: torch.Tensor, is_open: torch.Tensor,
+               keys: torch.Tensor):
     """Adaptive row openings (common.zipar.scheduler): an OPEN keeps its draw pending and remembers its
     distribution; a VERIFY tests the pending opening against the new distribution. At most one
-    opener query per image and pass. -> (tokens (B, n), accepted (B, n), accepted per image (B,))."""
-    is_open = (pb.kinds == OPEN) | (pb.kinds == VERIFY)  # (B, n)
+    opener query per image and pass (is_open (B, n)); keys (B, n, 3) from `_keys`.
+    -> (tokens (B, n), accepted (B, n), accepted per image (B,))."""
     verify = pb.kinds == VERIFY
     p_open = (probs * is_open[..., None].to(probs.dtype)).sum(1)  # (B, V) the opener's distribution
     cell = (pb.cells * is_open).sum(1, keepdim=True)  # (B, 1)
-    attempt = (pb.attempts * is_open).sum(1, keepdim=True)
     pending = state.tokens.gather(1, cell)[:, 0]  # the pending opening sits in the cell it opens
-    keys = lambda purpose: draw_key(state.seeds, cell, purpose, attempt)[:, 0]  # noqa: E731
-    token, ok = verify_draft(p_open, state.opener_probs, pending, keys(PURPOSE_ACCEPT), keys(PURPOSE_RESIDUAL))
+    test_keys = (keys[..., 1:] * is_open[..., None]).sum(1)  # (B, 2) the opener's acceptance and resample keys
+    token, ok = verify_draft(p_open, state.opener_probs, pending, test_keys[:, 0], test_keys[:, 1])
     decided = torch.where(verify, token[:, None], drawn)
     # the next verification compares against the distribution of this pass's opener query
     state.opener_probs.copy_(torch.where(is_open.any(1, keepdim=True), p_open, state.opener_probs))
@@ -328,13 +345,18 @@ def decode_steps(model: Decoder, state: DecodeState) -> Iterator[PassRecord]:
         record = prefix_pass(model, state)
         state.passes_run = 1
         if state.step is not decode_pass:  # every state tensor now exists (drafts allocate in the prefix pass)
-            _mark_static_addresses(state)
+            if state.buffers is not None:
+                state.buffers.adopt(state)
+            mark_static(state)
         yield record
     target = state.min_passes
     while True:
         while state.passes_run < target:
+            outputs = state.step(model, state)
+            if state.step is not decode_pass:  # a replayed graph rewrites its outputs in the next pass
+                outputs = tuple(None if t is None else t.clone() for t in outputs)
             (slots, positions, sources, sample_rows, cells, kinds, attempts,
-             input_ids, mask, logits, decided, accepted) = state.step(model, state)
+             input_ids, mask, logits, decided, accepted) = outputs
             batch = PassBatch(is_prefix=False, slots=slots, positions=positions, sources=sources,
                               sample_rows=sample_rows, cells=cells, kinds=kinds, attempts=attempts)
             record = PassRecord(index=state.passes_run, batch=batch, input_ids=input_ids, mask=mask, logits=logits,
@@ -354,10 +376,11 @@ def decode_steps(model: Decoder, state: DecodeState) -> Iterator[PassRecord]:
 
 def decode(model: Decoder, condition: Condition | torch.Tensor, seeds: torch.Tensor, layout: Layout,
            config: DecodeConfig, fixed_tokens: torch.Tensor | None = None,
-           on_pass: Callable[[PassRecord], None] | None = None, compile: bool | str = False) -> DecodeResult:
+           on_pass: Callable[[PassRecord], None] | None = None, compile: bool | str = False,
+           buffers: StepBuffers | None = None) -> DecodeResult:
     """Decode to the end: (B, H, W) tokens, pass counts and, when adaptive, acceptance telemetry.
     on_pass, if given, is called with each pass's record (progress bars)."""
-    state = start_decode(model, condition, seeds, layout, config, fixed_tokens, compile)
+    state = start_decode(model, condition, seeds, layout, config, fixed_tokens, compile, buffers)
     for record in decode_steps(model, state):
         if on_pass is not None:
             on_pass(record)

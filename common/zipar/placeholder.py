@@ -106,13 +106,15 @@ class Placeholder:
         if (code := fixed_token(self.policy)) is not None:
             tokens[:, self.column] = code
 
-    def prepare(self, embed_tokens, num_codes: int, device) -> None:
+    def prepare(self, embed_tokens, num_codes: int, device, read: bool = True) -> None:
         """Once the code count is known (the prefix pass's logits): check a "token:<id>" code, and
-        compute the mean embedding over the codes the model samples."""
+        compute the mean embedding over the codes the model samples. read: whether the schedule may
+        feed the placeholder column at all (common.zipar.scheduler.reads_placeholder); if not, no
+        pass feeds the mean embedding (`feed` leaves every input as it is)."""
         code = fixed_token(self.policy)
         if code is not None and code >= num_codes:
             raise ValueError(f"placeholder {self.policy!r}: the model samples codes 0..{num_codes - 1}")
-        if self.uses_mean:
+        if self.uses_mean and read:
             self.mean_input = mean_embedding(embed_tokens, num_codes, device)
 
     def source(self, row: torch.Tensor, decided: torch.Tensor, cols: int) -> torch.Tensor:

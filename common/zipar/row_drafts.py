@@ -67,7 +67,7 @@ import torch
 
 from common.zipar import window
 from common.zipar.passes import CHECK
-from common.zipar.sampling import PURPOSE_ACCEPT, PURPOSE_DRAFT, PURPOSE_RESIDUAL, draw_key, key_uniform, verify_draft
+from common.zipar.sampling import PURPOSE_DRAFT, draw_key_from, key_uniform, verify_draft
 
 __all__ = ["RowDrafts", "allocate", "cell_lanes", "check", "draft_lanes", "keep", "start"]
 
@@ -97,10 +97,12 @@ def _ring_index(scheduler, rows: torch.Tensor, cols: torch.Tensor, write: torch.
     return torch.where(write, (rows % scheduler.draft_rows) * L + cols % L, scratch)
 
 
-def check(state, plan, probs: torch.Tensor, drawn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def check(state, plan, probs: torch.Tensor, drawn: torch.Tensor, accept_keys: torch.Tensor,
+          residual_keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Test every row's drafts in this pass. probs (B, n, V) the queries' distributions, drawn (B, n)
-    their fresh draws. -> (tokens for batch.cells (B, n), first rejected column per row (B, H), W if
-    none). Stores q = p_new for the cells that become drafts again (after a rejection)."""
+    their fresh draws, accept_keys/residual_keys (B, n) their cells' test keys (PURPOSE_ACCEPT and
+    PURPOSE_RESIDUAL at the cell's draws so far). -> (tokens for batch.cells (B, n), first rejected
+    column per row (B, H), W if none). Stores q = p_new for the cells that become drafts again."""
     sch, pb = state.scheduler, plan.batch
     W, H = sch.layout.cols, sch.layout.rows
     batch, V = probs.shape[0], probs.shape[-1]
@@ -112,9 +114,7 @@ def check(state, plan, probs: torch.Tensor, drawn: torch.Tensor) -> tuple[torch.
     draft = state.tokens.gather(1, cells)
     ring = _ring_index(sch, rows, cols, is_check)
     q = _draft_q(state, ring, draft, V)
-    attempt = state.draws.gather(1, cells)
-    key = lambda purpose: draw_key(state.seeds, cells, purpose, attempt)  # noqa: E731
-    verified, kept = verify_draft(probs, q, draft, key(PURPOSE_ACCEPT), key(PURPOSE_RESIDUAL))
+    verified, kept = verify_draft(probs, q, draft, accept_keys, residual_keys)
     rejected = is_check & ~kept
     first = torch.full((batch, H + 1), W, dtype=torch.int64, device=cells.device)
     first.scatter_reduce_(1, rows, torch.where(rejected, cols, W), reduce="amin")
@@ -253,7 +253,7 @@ def _initial_drafts(state, rows, cols, cells, V: int) -> tuple[torch.Tensor, int
     init, W = state.config.draft_init, state.scheduler.layout.cols
     if init == "random":
         attempt = state.draws.gather(1, cells)
-        code = (key_uniform(draw_key(state.seeds, cells, PURPOSE_DRAFT, attempt)) * V).long().clamp(max=V - 1)
+        code = (key_uniform(draw_key_from(state.seed_keys, cells, PURPOSE_DRAFT, attempt)) * V).long().clamp(max=V - 1)
         return code, Q_UNIFORM
     # the token before the row's first new draft: decided or a draft it keeps (count >= 1 where it drafts)
     left = rows * W + (state.schedule.count + state.schedule.drafts - 1).clamp(min=0)[..., None]

@@ -40,15 +40,28 @@ def _fmix32(h: torch.Tensor) -> torch.Tensor:
     return h ^ (h >> 16)
 
 
-def draw_key(seeds: torch.Tensor, positions: torch.Tensor, purpose: int, attempt: int | torch.Tensor = 0) -> torch.Tensor:
-    """int64 keys in [0, 2**32) for draws; seeds (B,) and positions (B, n) broadcast to (B, n)."""
+def seed_key(seeds: torch.Tensor) -> torch.Tensor:
+    """(B,) int64 seeds -> (B,) the seed half of `draw_key`, shared by every draw of an image: a decode
+    hashes it once and draws with `draw_key_from`."""
     seeds = seeds.to(torch.int64)
     h = _fmix32((seeds & MASK32) ^ 0x9E3779B9)
-    h = _fmix32(h ^ ((seeds >> 32) & MASK32))[:, None]
+    return _fmix32(h ^ ((seeds >> 32) & MASK32))
+
+
+def draw_key_from(seed_keys: torch.Tensor, positions: torch.Tensor, purpose: int | torch.Tensor,
+                  attempt: int | torch.Tensor = 0) -> torch.Tensor:
+    """int64 keys in [0, 2**32) for draws: seed_keys (B,) (`seed_key`) and positions (B, ...) broadcast
+    against purpose and attempt (ints or tensors) to (B, ...)."""
+    h = seed_keys.view(-1, *(1,) * (positions.dim() - 1))
     h = _fmix32(h ^ (positions.to(torch.int64) & MASK32))
     h = _fmix32(h ^ (purpose * 0x632BE5AB & MASK32))
     attempt = torch.as_tensor(attempt, dtype=torch.int64, device=h.device)
     return _fmix32(h ^ ((attempt * 0x2545F491) & MASK32))
+
+
+def draw_key(seeds: torch.Tensor, positions: torch.Tensor, purpose: int, attempt: int | torch.Tensor = 0) -> torch.Tensor:
+    """int64 keys in [0, 2**32) for draws; seeds (B,) and positions (B, n) broadcast to (B, n)."""
+    return draw_key_from(seed_key(seeds), positions, purpose, attempt)
 
 
 def key_uniform(keys: torch.Tensor) -> torch.Tensor:

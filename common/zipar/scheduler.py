@@ -109,16 +109,18 @@ class Plan:
     open_kind: torch.Tensor  # (B, H)
     feeds_last: torch.Tensor  # (B, H) (r, W-1) is fed in this pass
     above: torch.Tensor  # (B, H) tokens of row r-1 before the pass (W for row 0)
-    query_rows: torch.Tensor  # (B, Q) grid row of each cell-lane query (H for openers, feeds, padding)
-    draft_fed: torch.Tensor  # (B, Q) the query is fed a row draft (its slot is not live to others)
-    draft_slots: torch.Tensor  # (B, S) slots written by draft-fed queries in this pass
-    cell_queries: torch.Tensor  # (B, H) queries of row r's cell lane in this pass
-    query_cols: torch.Tensor  # (B, Q) grid column each cell-lane query decides (W for the others)
+    # row drafts only (None without them): what the drafts' checks, visibility and bookkeeping read
+    query_rows: torch.Tensor | None  # (B, Q) grid row of each cell-lane query (H for openers, feeds, padding)
+    draft_fed: torch.Tensor | None  # (B, Q) the query is fed a row draft (its slot is not live to others)
+    draft_slots: torch.Tensor | None  # (B, S) slots written by draft-fed queries in this pass
+    cell_queries: torch.Tensor | None  # (B, H) queries of row r's cell lane in this pass
+    query_cols: torch.Tensor | None  # (B, Q) grid column each cell-lane query decides (W for the others;
+    # drafting ahead only)
 
     def trimmed(self, queries: int) -> "Plan":
         """The plan with its padding cut to `queries` per image (active queries come first)."""
         b = self.batch
-        cut = lambda t: t[:, :queries]  # noqa: E731
+        cut = lambda t: None if t is None else t[:, :queries]  # noqa: E731
         batch = replace(b, slots=cut(b.slots), positions=cut(b.positions), sources=cut(b.sources),
                         sample_rows=cut(b.sample_rows), cells=cut(b.cells), kinds=cut(b.kinds), attempts=cut(b.attempts))
         return replace(self, batch=batch, active=cut(self.active), query_rows=cut(self.query_rows),
@@ -189,9 +191,10 @@ class Scheduler:
         L = self.draft_len
         o = torch.arange(L + 1, device=cnt.device)
         col = cnt[..., None] + o  # (B, H, L+1) decided column
-        lane = row_drafts.cell_lanes(self, state, cell, above, o, col)
+        # without drafts the lane is the one query `cell` allows: no draft-only terms then
+        lane = row_drafts.cell_lanes(self, state, cell, above, o, col) if L else cell[..., None]
         cell_slot = start[:, None] + col - 1
-        cell_kind = torch.where(o < state.drafts[..., None], CHECK, DRAW)
+        cell_kind = torch.where(o < state.drafts[..., None], CHECK, DRAW) if L else torch.full_like(col, DRAW)
         lanes_of = lambda t: t.reshape(B, -1)  # noqa: E731  (B, H, L+1) -> (B, H*(L+1))
 
         opener = (r >= 1) & (cnt == 0) & window.window_allows(above, torch.zeros_like(cnt), state.window, W)
@@ -224,11 +227,6 @@ class Scheduler:
         src = torch.cat([lanes_of(r[:, None] * W + col - 1), open_src, (r * W + W - 1).expand(B, -1)], dim=1)
         out = torch.cat([lanes_of(r[:, None] * W + col), (r * W).expand(B, -1), torch.full_like(cnt, trash)], 1)
         kind = torch.cat([lanes_of(cell_kind.expand(B, -1, -1)), open_kind, torch.full_like(cnt, PAD)], dim=1)
-        attempt = torch.cat([torch.zeros_like(lanes_of(col)), att, torch.zeros_like(cnt)], dim=1)
-        row_of = torch.cat([rows_of_cells.reshape(1, -1).expand(B, -1), torch.full_like(cnt, H),
-                            torch.full_like(cnt, H)], dim=1)
-        fed_draft = torch.cat([lanes_of((o >= 1).expand(B, H, -1)), torch.zeros_like(opener),
-                               torch.zeros_like(feed)], dim=1)
 
         big = self.slot_map.num_slots + 1  # inactive lanes sort last
         order = torch.argsort(torch.where(active, pos, big), dim=1)[:, :self.num_queries]
@@ -239,21 +237,32 @@ class Scheduler:
         sources = torch.where(on, take(src), 0)
         cells = torch.where(on, take(out), trash)
         kinds = torch.where(on, take(kind), PAD)
-        attempts = torch.where(on, take(attempt), 0)
-        query_rows = torch.where(on, take(row_of), H)
-        query_cols = torch.where(on & (query_rows < H), take(out) - query_rows.clamp(max=H - 1) * W, W)
-        draft_fed = on & take(fed_draft)
+        if self.config.adaptive:  # opener attempts key the adaptive tests; 0 elsewhere
+            attempts = torch.where(on, take(torch.cat([torch.zeros_like(lanes_of(col)), att, torch.zeros_like(cnt)], 1)), 0)
+        else:
+            attempts = torch.zeros_like(cells)
+        query_rows = query_cols = draft_fed = draft_slots = None  # row drafts only
+        if L:
+            row_of = torch.cat([rows_of_cells.reshape(1, -1).expand(B, -1), torch.full_like(cnt, H),
+                                torch.full_like(cnt, H)], dim=1)
+            fed_draft = torch.cat([lanes_of((o >= 1).expand(B, H, -1)), torch.zeros_like(opener),
+                                   torch.zeros_like(feed)], dim=1)
+            query_rows = torch.where(on, take(row_of), H)
+            draft_fed = on & take(fed_draft)
+        if self.config.draft_ahead:
+            query_cols = torch.where(on & (query_rows < H), take(out) - query_rows.clamp(max=H - 1) * W, W)
 
         feeds_last = feed | fed_by_opener
-        live = self._live_after(state, opener, real, feeds_last, slots, on & ~draft_fed)
-        draft_slots = torch.zeros_like(live).scatter_(1, torch.where(draft_fed, slots, scratch), True)
-        draft_slots[:, scratch] = False
+        live = self._live_after(state, opener, real, feeds_last, slots, on & ~draft_fed if L else on)
+        if L:
+            draft_slots = torch.zeros_like(live).scatter_(1, torch.where(draft_fed, slots, scratch), True)
+            draft_slots[:, scratch] = False
         sample_rows = torch.arange(slots.shape[1], device=cnt.device).expand(B, -1)
         batch = PassBatch(is_prefix=False, slots=slots, positions=positions, sources=sources, sample_rows=sample_rows,
                           cells=cells, kinds=kinds, attempts=attempts)
         return Plan(batch=batch, live=live, active=on, cell_lane=cell, open_lane=opener, open_kind=open_kind,
                     feeds_last=feeds_last, above=above, query_rows=query_rows, draft_fed=draft_fed,
-                    draft_slots=draft_slots, cell_queries=lane.sum(-1), query_cols=query_cols)
+                    draft_slots=draft_slots, cell_queries=lane.sum(-1) if L else None, query_cols=query_cols)
 
     def _live_after(self, state, opener, real, feeds_last, slots, on) -> torch.Tensor:
         """The live slots in this pass: placeholders retired, this pass's writes added."""
@@ -311,16 +320,29 @@ class Scheduler:
 
 
 @functools.lru_cache(maxsize=64)
-def fixed_pass_sizes(layout: Layout, config: DecodeConfig) -> tuple[int, ...]:
-    """The real queries of each pass of a fixed-window schedule, found by running the scheduler once
-    on the CPU without a model (a pure function of its arguments, so it is remembered: a sampling
-    job decodes many batches with one layout and config)."""
+def fixed_dry_run(layout: Layout, config: DecodeConfig) -> tuple[tuple[int, ...], bool]:
+    """A fixed-window schedule run once on the CPU without a model (a pure function of its arguments,
+    so it is remembered: a sampling job decodes many batches with one layout and config): the real
+    queries of each pass, and whether any opener is fed the placeholder column."""
     host = Scheduler(layout, config, "cpu")
     state = host.initial_state(1)
     host.after_prefix(state)
-    sizes = [0]  # the prefix pass is sized by the condition
+    sizes, column = [0], host.slot_map.placeholder_column  # the prefix pass is sized by the condition
+    reads_column = False
     while not bool(host.done(state)):
         plan = host.plan(state)
         sizes.append(int(plan.active.sum()))
+        reads_column |= bool(((plan.batch.sources == column) & plan.active).any())
         host.advance(state, plan, None)
-    return tuple(sizes)
+    return tuple(sizes), reads_column
+
+
+def fixed_pass_sizes(layout: Layout, config: DecodeConfig) -> tuple[int, ...]:
+    """The real queries of each pass of a fixed-window schedule."""
+    return fixed_dry_run(layout, config)[0]
+
+
+def reads_placeholder(layout: Layout, config: DecodeConfig) -> bool:
+    """Whether the schedule may feed an opener from the placeholder column: per-image schedules
+    (adaptive windows, row drafts) may; a fixed one iff its dry run does (NTP and wide windows never)."""
+    return config.per_image_schedule or fixed_dry_run(layout, config)[1]
