@@ -43,6 +43,7 @@ OPENINGS = "tests/test_draw_keys.py::test_adaptive_openings_count_attempts_and_r
 REDRAWS = "tests/test_draw_keys.py::test_row_draft_draws_replay_with_fresh_attempts"
 VISIBILITY = "tests/test_visibility.py"
 COUPLED_MARGINAL = f"{ROW_DRAFTS}::test_drafted_cell_follows_the_exact_model_marginal"
+KEPT_Q = "tests/test_draw_keys.py::test_every_redrafted_cell_stores_its_pass_distribution"
 AHEAD = f"{ROW_DRAFTS}::test_drafting_ahead_decides_only_on_kept_drafts_within_the_window"
 
 MUTATIONS = [
@@ -125,6 +126,9 @@ MUTATIONS = [
              "tokens = torch.where(coupled, torch.where(cols == first_here, draft, verified), drawn)", (REDRAWS,)),
     Mutation("row drafts: redrafts keep the old q", "common/zipar/row_drafts.py",
              "redrafted = on_row & (cols > first_here)", "redrafted = on_row & (cols > W)", (REDRAWS,)),
+    Mutation("row drafts: a kept coupled redraft keeps its old q (released SCD code)", "common/zipar/row_drafts.py",
+             "redrafted = on_row & (cols > first_here)",
+             "redrafted = on_row & (cols > first_here) & ~(coupled & kept)", (REDRAWS, KEPT_Q)),
     Mutation("row drafts: a rejected draft redrawn from p, not the residual", "common/zipar/row_drafts.py",
              "tokens = torch.where(coupled, verified, drawn)",
              "tokens = torch.where(coupled, torch.where(cols == first_here, drawn, verified), drawn)", (REDRAWS,)),
