@@ -9,12 +9,14 @@ code, distinct codes, changes along rows and down columns) and a permutation tes
 histograms (distance between the two sets' mean histograms, scaled by the pooled per-code spread).
 
 Generation is resumable and interleaved (a chunk of one setting, then of the other), so a run cut
-short still holds the two settings at equal sizes; `--analyze` scores what the run folder holds.
+short still holds the two settings at equal sizes; a second worker with --reverse fills the folder
+from the other end; `--analyze` scores the chunks both settings hold.
 
 python benchmarks/exactness_at_scale.py --run-dir samples/exactness --num-samples 2000
 python benchmarks/exactness_at_scale.py --run-dir samples/exactness --analyze --out-md samples/exactness/report.md
 """
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -50,7 +52,8 @@ def generate_chunks(args) -> None:
     gpt = Transformer(gpt_config("demo"), grid_size=DEMO.image_size).eval()
     load_gpt_weights(gpt, args.gpt_ckpt, "demo")
     run = Path(args.run_dir)
-    for lo in range(0, args.num_samples, args.batch_size):
+    starts = range(0, args.num_samples, args.batch_size)
+    for lo in reversed(starts) if args.reverse else starts:
         for name, (config, seed) in settings(args).items():
             path = run / name / f"{lo:06d}.pt"
             if path.exists():
@@ -61,7 +64,7 @@ def generate_chunks(args) -> None:
             with torch.inference_mode():
                 r = generate(gpt, labels, image_seeds(seed, idx), config)
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")  # a chunk appears whole or not at all
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")  # a chunk appears whole or not at all
             torch.save({"tokens": r.tokens, "labels": labels, "passes": torch.tensor(r.image_passes),
                         "tokens_per_row_pass": r.tokens_per_row_pass}, tmp)
             tmp.rename(path)
@@ -69,8 +72,8 @@ def generate_chunks(args) -> None:
                   f"{np.mean(r.image_passes):.1f} passes", file=sys.stderr, flush=True)
 
 
-def load(run: Path, name: str) -> dict:
-    chunks = [torch.load(p) for p in sorted((run / name).glob("*.pt"))]
+def load(run: Path, name: str, names: list[str]) -> dict:
+    chunks = [torch.load(run / name / n) for n in names]
     out = {k: torch.cat([c[k] for c in chunks]) for k in ("tokens", "labels", "passes")}
     out["tokens_per_row_pass"] = [x for c in chunks for x in (c["tokens_per_row_pass"] or [])]
     return out
@@ -101,7 +104,9 @@ def analyze(args) -> str:
     run, rng = Path(args.run_dir), np.random.default_rng(0)
     scorer = DigitScorer.load(args.classifier)
     tokenizer = IntensityTokenizer.load(args.tokenizer)
-    sets = {name: load(run, name) for name in settings(args)}
+    # the chunks every setting holds (workers going both ways may stop at different chunks)
+    names = sorted(set.intersection(*({p.name for p in (run / name).glob("*.pt")} for name in settings(args))))
+    sets = {name: load(run, name, names) for name in settings(args)}
     n = min(len(s["labels"]) for s in sets.values())
     if n < 4:
         raise ValueError(f"the run folder {run} holds {n} samples of a setting; need at least 4")
@@ -185,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--analyze", action=argparse.BooleanOptionalAction, default=False,
                    help="only score what --run-dir holds (the settings cut to the smaller one's size)")
     p.add_argument("--out-md", default=None, help="also write the report here (.md)")
+    p.add_argument("--reverse", action=argparse.BooleanOptionalAction, default=False,
+                   help="generate the chunks from the last one back (a second worker beside a forward one)")
     return p
 
 
