@@ -46,14 +46,14 @@ def siblings(q: torch.Tensor, draft: torch.Tensor, u: torch.Tensor) -> tuple[tor
     (codes (..., W-1), valid (..., W-1)). Candidate k is drawn from q without candidates 0..k-1 (inverse CDF
     on the unnormalised rest); where q has no mass left (a point-mass q has none) it is invalid."""
     rest = q.scatter(-1, draft[..., None], 0.0)
-    codes, valid = [], []
+    codes, valid = [draft[..., :0]], [draft[..., :0] > 0]  # W = 1: none
     for k in range(u.shape[-1]):
         ok = rest.sum(-1) > 0
         code = torch.where(ok, sample_probs(rest, u[..., k]), draft)
         rest = rest.scatter(-1, code[..., None], 0.0)
-        codes.append(code)
-        valid.append(ok)
-    return torch.stack(codes, -1), torch.stack(valid, -1)
+        codes.append(code[..., None])
+        valid.append(ok[..., None])
+    return torch.cat(codes, -1), torch.cat(valid, -1)
 
 
 def _without(proposal: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
