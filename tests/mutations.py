@@ -129,7 +129,7 @@ MUTATIONS = [
              "tokens = torch.where(coupled, torch.where(cols == first_here, draft, verified), drawn)", (REDRAWS,)),
     Mutation("row drafts: redrafts keep the old q", "common/zipar/row_drafts.py",
              "redrafted = on_row & (cols > first_here)", "redrafted = on_row & (cols > W)", (REDRAWS,)),
-    Mutation("row drafts: a kept coupled redraft keeps its old q (released SCD code)", "common/zipar/row_drafts.py",
+    Mutation("row drafts: a kept coupled redraft keeps its old q", "common/zipar/row_drafts.py",
              "redrafted = on_row & (cols > first_here)",
              "redrafted = on_row & (cols > first_here) & ~(coupled & kept)", (REDRAWS, KEPT_Q)),
     Mutation("row drafts: a rejected draft redrawn from p, not the residual", "common/zipar/row_drafts.py",

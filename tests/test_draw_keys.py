@@ -148,9 +148,8 @@ def test_row_draft_draws_replay_with_fresh_attempts(mode, draft_len, init, coupl
 def test_every_redrafted_cell_stores_its_pass_distribution(mode):
     """A cell that stays a draft after its pass (after its row's first rejection, or cut off drafting
     ahead) is next tested against the distribution it was redrawn from, this pass's p_new, also when
-    the coupled redraft kept its old draft. Keeping the old q for such a kept draft (as the released
-    code of Speculative Coupled Decoding does) biases it: target (0.5, 0.5), old q (0.9, 0.1) gives
-    (0.278, 0.722)
+    the coupled redraft kept its old draft. Keeping the old q for such a kept draft biases it: target
+    (0.5, 0.5), old q (0.9, 0.1) gives (0.278, 0.722)
     (test_sampling.test_a_kept_coupled_redraft_is_next_tested_against_its_new_distribution)."""
     from common.zipar.engine import decode_steps, start_decode
     from common.zipar.row_drafts import Q_STORED
