@@ -132,6 +132,10 @@ def analyze(args) -> str:
         order = rng.permutation(2 * n)
         perm.append(fid(scorer, pooled[order[n:]]) - fid(scorer, pooled[order[:n]]))
     p_fid = (1 + sum(abs(x) >= abs(observed) for x in perm)) / (1 + len(perm))
+    # how far apart two digits-FIDs of --small-n samples each fall when both sets come from one distribution:
+    # pairs of sets drawn (with replacement) from the pooled samples
+    small = [abs(fid(scorer, pooled[rng.integers(0, 2 * n, args.small_n)])
+                 - fid(scorer, pooled[rng.integers(0, 2 * n, args.small_n)])) for _ in range(args.bootstrap)]
     table = np.stack([np.bincount(preds[k], minlength=10) for k in ("ntp", "drafts")])
     p_pred = stats.chi2_contingency(table[:, table.sum(0) > 0]).pvalue
     ta, tb = (token_statistics(sets[k]["tokens"][:n]) for k in ("ntp", "drafts"))
@@ -153,6 +157,8 @@ def analyze(args) -> str:
             f"{acc:.3f} ± {accs:.3f} |" for name, k, passes, f, fs, h, acc, accs, rate in rows]
     out += ["", "| test (NTP vs NTP + drafts) | statistic | p |", "|---|---|---|",
             f"| digits-FID difference, permutation ({args.permutations}) | {observed:+.1f} | {p_fid:.3f} |",
+            f"| \\|digits-FID difference\\| of two {args.small_n}-sample sets of the pooled samples: median / 95th "
+            f"percentile | {np.median(small):.1f} / {np.percentile(small, 95):.1f} | |",
             f"| predicted classes, chi-square (2 x 10) | {stats.chi2_contingency(table[:, table.sum(0) > 0]).statistic:.1f}"
             f" | {p_pred:.3f} |",
             f"| code histograms per image, permutation ({args.permutations}) | {h_obs:.4f} | {p_hist:.3f} |"]
@@ -186,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
     p.add_argument("--bootstrap", type=int, default=300, help="bootstrap resamples for the spreads")
     p.add_argument("--permutations", type=int, default=500, help="permutations of each two-sample permutation test")
+    p.add_argument("--small-n", type=int, default=500, help="set size of the digits-FID noise check (the frontier's)")
     p.add_argument("--run-dir", required=True, help="folder of the generated chunks (resumed if it holds some)")
     p.add_argument("--analyze", action=argparse.BooleanOptionalAction, default=False,
                    help="only score what --run-dir holds (the settings cut to the smaller one's size)")
