@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common.cli import HelpFormatter, run_main  # noqa: E402
+from common.cli import HelpFormatter, check_input_file, check_positive, run_main  # noqa: E402
 from common.zipar.config import DecodeConfig  # noqa: E402
 from common.zipar.draft_tree import siblings, verify_tree  # noqa: E402
 from common.zipar.engine import cfg_active  # noqa: E402
@@ -163,6 +163,8 @@ def decode_image(gpt, label: int, seed: int, config: DecodeConfig, L: int, T: in
 
 
 def main(args):
+    check_positive(num_images=args.num_images, draft_len=args.draft_len, widths=args.widths, tree_depth=args.tree_depth)
+    check_input_file(args.gpt_ckpt, "--gpt-ckpt", "checkpoint file")
     config = DecodeConfig(cfg_scale=args.cfg_scale, temperature=args.temperature)
     gpt = Transformer(gpt_config("demo"), grid_size=DEMO.image_size).eval()
     load_gpt_weights(gpt, args.gpt_ckpt, "demo")
