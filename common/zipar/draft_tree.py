@@ -46,7 +46,8 @@ def siblings(q: torch.Tensor, draft: torch.Tensor, u: torch.Tensor) -> tuple[tor
     (codes (..., W-1), valid (..., W-1)). Candidate k is drawn from q without candidates 0..k-1 (inverse CDF
     on the unnormalised rest); where q has no mass left (a point-mass q has none) it is invalid."""
     rest = q.scatter(-1, draft[..., None], 0.0)
-    codes, valid = [draft[..., :0]], [draft[..., :0] > 0]  # W = 1: none
+    none = draft[..., None][..., :0]  # W = 1: no siblings
+    codes, valid = [none], [none > 0]
     for k in range(u.shape[-1]):
         ok = rest.sum(-1) > 0
         code = torch.where(ok, sample_probs(rest, u[..., k]), draft)
