@@ -110,7 +110,7 @@ def analyze(args) -> str:
     n = min(len(s["labels"]) for s in sets.values())
     if n < 4:
         raise ValueError(f"the run folder {run} holds {n} samples of a setting; need at least 4")
-    feats, preds, rows = {}, {}, []
+    feats, preds, rows, right = {}, {}, [], {}
     for name, s in sets.items():
         assert torch.equal(s["labels"][:n], sets["ntp"]["labels"][:n])  # the same labels, image by image
         grey = tokenizer.codes_to_grey(s["tokens"][:n].flatten(1), tuple(s["tokens"].shape[1:]))
@@ -119,6 +119,7 @@ def analyze(args) -> str:
             preds[name] = scorer.classifier.head(f).argmax(-1).numpy()
         feats[name] = f.double().numpy()
         correct = preds[name] == s["labels"][:n].numpy()
+        right[name] = int(correct.sum())
         boot = [rng.integers(0, n, n) for _ in range(args.bootstrap)]
         fids = [fid(scorer, feats[name][b]) for b in boot]
         halves = [fid(scorer, feats[name][h]) for h in np.array_split(np.arange(n), 2)]
@@ -138,6 +139,7 @@ def analyze(args) -> str:
                  - fid(scorer, pooled[rng.integers(0, 2 * n, args.small_n)])) for _ in range(args.bootstrap)]
     table = np.stack([np.bincount(preds[k], minlength=10) for k in ("ntp", "drafts")])
     p_pred = stats.chi2_contingency(table[:, table.sum(0) > 0]).pvalue
+    acc_test = stats.chi2_contingency([[right[k], n - right[k]] for k in ("ntp", "drafts")])
     ta, tb = (token_statistics(sets[k]["tokens"][:n]) for k in ("ntp", "drafts"))
     V = int(max(s["tokens"].max() for s in sets.values())) + 1
     hist = np.concatenate([np.stack([np.bincount(x, minlength=V) for x in sets[k]["tokens"][:n].flatten(1).numpy()])
@@ -159,6 +161,7 @@ def analyze(args) -> str:
             f"| digits-FID difference, permutation ({args.permutations}) | {observed:+.1f} | {p_fid:.3f} |",
             f"| \\|digits-FID difference\\| of two {args.small_n}-sample sets of the pooled samples: median / 95th "
             f"percentile | {np.median(small):.1f} / {np.percentile(small, 95):.1f} | |",
+            f"| class accuracy, chi-square (2 x 2) | {acc_test.statistic:.2f} | {acc_test.pvalue:.3f} |",
             f"| predicted classes, chi-square (2 x 10) | {stats.chi2_contingency(table[:, table.sum(0) > 0]).statistic:.1f}"
             f" | {p_pred:.3f} |",
             f"| code histograms per image, permutation ({args.permutations}) | {h_obs:.4f} | {p_hist:.3f} |"]
