@@ -44,6 +44,10 @@ OPENINGS = "tests/test_draw_keys.py::test_adaptive_openings_count_attempts_and_r
 REDRAWS = "tests/test_draw_keys.py::test_row_draft_draws_replay_with_fresh_attempts"
 VISIBILITY = "tests/test_visibility.py"
 COUPLED_MARGINAL = f"{ROW_DRAFTS}::test_drafted_cell_follows_the_exact_model_marginal"
+KEPT_Q = "tests/test_draw_keys.py::test_every_redrafted_cell_stores_its_pass_distribution"
+TREE = "tests/test_draft_tree.py"
+TREE_DEPTH, TREE_BONUS = f"{TREE}::test_one_depth_follows_p", f"{TREE}::test_token_after_accepted_drafts_follows_p"
+TREE_DECODES = f"{TREE}::test_tree_decodes_follow_the_exact_distribution"
 AHEAD = f"{ROW_DRAFTS}::test_drafting_ahead_decides_only_on_kept_drafts_within_the_window"
 AHEAD_LANES = "tests/test_draft_ahead.py::test_lanes_reach_into_the_drafts_fed_above"
 AHEAD_PASSES = "tests/test_draft_ahead.py::test_rows_rejecting_drafts_need_fewer_passes_drafting_ahead"
@@ -133,6 +137,9 @@ MUTATIONS = [
              "tokens = torch.where(coupled, torch.where(cols == first_here, draft, verified), drawn)", (REDRAWS,)),
     Mutation("row drafts: redrafts keep the old q", "common/zipar/row_drafts.py",
              "redrafted = on_row & (cols > first_here)", "redrafted = on_row & (cols > W)", (REDRAWS,)),
+    Mutation("row drafts: a kept coupled redraft keeps its old q", "common/zipar/row_drafts.py",
+             "redrafted = on_row & (cols > first_here)",
+             "redrafted = on_row & (cols > first_here) & ~(coupled & kept)", (REDRAWS, KEPT_Q)),
     Mutation("row drafts: a rejected draft redrawn from p, not the residual", "common/zipar/row_drafts.py",
              "tokens = torch.where(coupled, verified, drawn)",
              "tokens = torch.where(coupled, torch.where(cols == first_here, drawn, verified), drawn)", (REDRAWS,)),
@@ -161,6 +168,13 @@ MUTATIONS = [
     Mutation("run folder: --overwrite deletes only the legacy RUN.npz, not RUN-nN.npz", "common/run_folder.py",
              "npzs = [*run_dir.parent.glob(f\"{glob.escape(run_dir.name)}-n*.npz\"), run_dir.with_name(",
              "npzs = [run_dir.with_name(", (OVERWRITE,)),
+    # exact proactive drafting (common/zipar/draft_tree.py): three of its four rules
+    Mutation("draft tree: a later passing candidate wins", "common/zipar/draft_tree.py",
+             "tested = valid[..., k] & (winner < 0)", "tested = valid[..., k]", (TREE_DEPTH, TREE_DECODES)),
+    Mutation("draft tree: siblings tested as if drawn from q", "common/zipar/draft_tree.py",
+             "torch.where(valid[..., k, None], _without(proposal, code), proposal)", "proposal", (TREE_DEPTH,)),
+    Mutation("draft tree: the token after accepted drafts drawn from a uniform", "common/zipar/draft_tree.py",
+             "    return sample_probs(p, u)", "    return sample_probs(torch.ones_like(p), u)", (TREE_BONUS,)),
     Mutation("engine: compiled steps' state not marked static (CUDA graphs then skipped)", "common/zipar/engine.py",
              "        if state.step is not decode_pass:  # every state tensor", "        if False:  # every state tensor",
              ("tests/test_compile.py::test_decode_state_lives_at_static_addresses",)),

@@ -142,3 +142,47 @@ def test_row_draft_draws_replay_with_fresh_attempts(mode, draft_len, init, coupl
         assert seen["rejected check"] > 0 and seen["attempt >= 1"] > 0
     if draft_len and coupling == "maximal":  # redrafts were coupled, and some kept their old draft
         assert 0 < seen["redraft kept its draft"] < seen["coupled redraft"]
+
+
+@pytest.mark.parametrize("mode", ["ntp", "fixed", "fixed ahead"])
+def test_every_redrafted_cell_stores_its_pass_distribution(mode):
+    """A cell that stays a draft after its pass (after its row's first rejection, or cut off drafting
+    ahead) is next tested against the distribution it was redrawn from, this pass's p_new, also when
+    the coupled redraft kept its old draft. Keeping the old q for such a kept draft biases it: target
+    (0.5, 0.5), old q (0.9, 0.1) gives (0.278, 0.722)
+    (test_sampling.test_a_kept_coupled_redraft_is_next_tested_against_its_new_distribution)."""
+    from common.zipar.engine import decode_steps, start_decode
+    from common.zipar.row_drafts import Q_STORED
+    from llamagen.generate import condition_prefix
+
+    modes = {"ntp": dict(window=None), "fixed": dict(window=1), "fixed ahead": dict(window=1, draft_ahead=True)}
+    gpt = tiny_gpt(6, seed=1)
+    config = DecodeConfig(**modes[mode], draft_len=3, cfg_scale=2.0, temperature=1.5)
+    layout = layout_for(gpt)
+    labels, seeds = torch.tensor([1, 4, 6]), torch.tensor([5, 6, 7])
+    with torch.inference_mode():
+        state = start_decode(gpt, condition_prefix(gpt, labels, config), seeds, layout, config)
+        records = list(decode_steps(gpt, state))
+    done = decided_at(records, 3, layout.num_cells)
+    W, L, R = layout.cols, config.draft_len, state.scheduler.draft_rows
+    # the ring after every pass, by replaying the decode: the state's ring is only the last pass's
+    with torch.inference_mode():
+        state = start_decode(gpt, condition_prefix(gpt, labels, config), seeds, layout, config)
+        kept_old = redrafted = 0
+        held = None
+        for rec in decode_steps(gpt, state):
+            if rec.index > 0:
+                probs = query_probs(state, rec)
+                cells = rec.batch.cells.expand(3, -1)
+                for b in range(3):
+                    for i, c in enumerate(cells[b].tolist()):
+                        if c >= layout.num_cells or done[b, c] <= rec.index:
+                            continue  # not a cell, or decided in this pass
+                        entry = (c // W % R) * L + c % W % L
+                        assert int(state.row_drafts.kinds[b, entry]) == Q_STORED, (rec.index, b, c)
+                        assert torch.equal(state.row_drafts.probs[b, entry], probs[b, i].to(state.row_drafts.probs.dtype)), \
+                            (rec.index, b, c)
+                        redrafted += 1
+                        kept_old += int(pick(rec.batch.kinds, b)[i]) == CHECK and int(rec.decided[b, i]) == int(held[b, c])
+            held = rec.tokens
+    assert 0 < kept_old < redrafted  # coupled redrafts kept their draft, others moved

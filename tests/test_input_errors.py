@@ -413,6 +413,11 @@ def test_evaluate_digits_labels_must_be_the_classifiers_classes(labels, needle, 
     ("sampling_sweep.py", ["--cfg-scales", "nan"], "--cfg-scale must be a finite number"),
     ("tradeoff.py", ["--out-png", "x.txt"], "--out-png x.txt: the file name must end in .png"),
     ("tradeoff.py", ["--windows", "0"], "--windows 0 must be >= 1"),
+    ("exactness_at_scale.py", ["--run-dir", "FILE"], "--run-dir"),
+    ("exactness_at_scale.py", ["--run-dir", "r", "--num-samples", "0"], "--num-samples 0 must be >= 1"),
+    ("exactness_at_scale.py", ["--run-dir", "r", "--out-md", "x.txt"], "--out-md x.txt: the file name must end in .md"),
+    ("draft_tree_passes.py", ["--widths", "1", "0"], "--widths 0 must be >= 1"),
+    ("draft_tree_passes.py", ["--tree-depth", "0"], "--tree-depth 0 must be >= 1"),
 ])
 def test_benchmark_arguments_fail_before_the_run(name, args, needle, tmp_path, capsys, monkeypatch):
     (tmp_path / "FILE").write_text("a file where a folder should be")

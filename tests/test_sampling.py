@@ -8,8 +8,8 @@ import torch
 from scipy import stats
 
 from common.zipar.engine import cfg_active
-from common.zipar.sampling import (PURPOSE_ACCEPT, PURPOSE_TOKEN, draw_key, filter_logits, guide, image_seeds, key_uniform,
-                             sample_logits, sample_probs)
+from common.zipar.sampling import (PURPOSE_ACCEPT, PURPOSE_RESIDUAL, PURPOSE_TOKEN, draw_key, filter_logits, guide,
+                             image_seeds, key_uniform, sample_logits, sample_probs, verify_draft)
 
 
 def test_uniforms_are_uniform_and_in_open_interval():
@@ -239,3 +239,22 @@ def test_image_indices_outside_32_bits_are_refused():
     for bad in ([2**32], [-1], [0, 2**33]):
         with pytest.raises(ValueError, match=r"image indices must be in \[0, 2\*\*32\)"):
             image_seeds(0, torch.tensor(bad))
+
+
+def test_a_kept_coupled_redraft_is_next_tested_against_its_new_distribution():
+    """The two passes a coupled redraft goes through (common.zipar.row_drafts): a draft x ~ q is redrawn
+    by the maximal coupling with p1 (the test itself: kept with min(1, p1(x)/q(x)), else the residual),
+    then checked against p2. The redraft follows p1 whether or not it kept x, so the check must use
+    q = p1 for every redraft: the result then follows p2. Testing a kept x against its old q instead
+    biases it: q = (0.9, 0.1), p1 = p2 = (0.5, 0.5) gives P(0) = 0.5 * min(1, 0.5/0.9) = 5/18 (0.278).
+    The engine's side: test_draw_keys.test_every_redrafted_cell_stores_its_pass_distribution."""
+    n = 20000
+    seeds, cells = torch.tensor([7]), torch.arange(n)[None]
+    q, p = torch.tensor([0.9, 0.1]).expand(n, -1), torch.tensor([0.5, 0.5]).expand(n, -1)
+    u = lambda purpose, attempt: draw_key(seeds, cells, purpose, attempt)[0]  # noqa: E731
+    x = sample_probs(q, key_uniform(u(PURPOSE_TOKEN, 0)))
+    y, kept = verify_draft(p, q, x, u(PURPOSE_ACCEPT, 1), u(PURPOSE_RESIDUAL, 1))
+    for stored, wanted in ((p, [0.5, 0.5]), (torch.where(kept[:, None], q, p), [5 / 18, 13 / 18])):
+        z, _ = verify_draft(p, stored, y, u(PURPOSE_ACCEPT, 2), u(PURPOSE_RESIDUAL, 2))
+        counts = np.bincount(z.numpy(), minlength=2)
+        assert stats.chisquare(counts, np.array(wanted) * n).pvalue > 1e-3, (wanted, counts)
