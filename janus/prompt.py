@@ -19,7 +19,9 @@ transformers branch keeps and the release's pads.
 from dataclasses import dataclass
 from pathlib import Path
 
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+from tokenizers import Tokenizer
+
+from common.hf_tokenizer import load_tokenizer_json, special_token_ids, word_level_tokenizer
 
 TEMPLATE = "<|User|>: {text}\n\n<|Assistant|>:"
 NAMES = {"bos": "<｜begin▁of▁sentence｜>", "pad": "<｜▁pad▁｜>", "boi": "<begin_of_image>"}
@@ -34,23 +36,13 @@ class SpecialIds:
 
 
 def special_ids(tokenizer: Tokenizer) -> SpecialIds:
-    ids = {}
-    for field, name in NAMES.items():
-        i = tokenizer.token_to_id(name)
-        if i is None:
-            raise ValueError(f"tokenizer lacks {name!r} ({field}): not the Janus-Pro tokenizer")
-        ids[field] = i
-    return SpecialIds(**ids)
+    return SpecialIds(**special_token_ids(tokenizer, NAMES, "Janus-Pro"))
 
 
 def load_tokenizer(path: str | Path) -> Tokenizer:
     """tokenizer.json, or a folder holding it (both Janus-Pro layouts ship one)."""
-    path = Path(path)
-    file = path / "tokenizer.json" if path.is_dir() else path
-    if not file.is_file():
-        raise FileNotFoundError(f"--tokenizer-path: {file} not found (the deepseek-ai/Janus-Pro-* and "
-                                "deepseek-community/Janus-Pro-* folders ship tokenizer.json)")
-    return Tokenizer.from_file(str(file))
+    return load_tokenizer_json(path,
+                               "the deepseek-ai/Janus-Pro-* and deepseek-community/Janus-Pro-* folders ship tokenizer.json")
 
 
 def stand_in_tokenizer(vocab_size: int) -> Tokenizer:
@@ -60,13 +52,7 @@ def stand_in_tokenizer(vocab_size: int) -> Tokenizer:
     words = ("a an the of in on with and photo image red blue green cube cat dog fox mat sky snow night sun "
              "tree house car").split()
     names += words + [":", ".", ","] + [str(d) for d in range(10)]
-    if len(names) > vocab_size:
-        raise ValueError(f"stand-in vocabulary needs {len(names)} ids, the config has {vocab_size}")
-    tok = Tokenizer(models.WordLevel({n: i for i, n in enumerate(names)}, unk_token="<unk>"))
-    tok.normalizer = normalizers.Lowercase()
-    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace(), pre_tokenizers.Digits(individual_digits=True)])
-    tok.add_special_tokens([n for n in names if n.startswith("<")])
-    return tok
+    return word_level_tokenizer(names, vocab_size)
 
 
 def prompt_ids(tokenizer: Tokenizer, ids: SpecialIds, text: str) -> list[int]:

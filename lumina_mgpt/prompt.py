@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+from tokenizers import Tokenizer
+
+from common.hf_tokenizer import load_tokenizer_json, special_token_ids, word_level_tokenizer
 
 TEMPLATE = "Generate an image of {w}x{h} according to the following prompt:\n{text}"
 NAMES = {"bos": "<s>", "pad": "<pad>", "end_of_turn": "<reserved08706>", "boi": "<racm3:break>",
@@ -60,23 +62,13 @@ class SpecialIds:
 
 
 def special_ids(tokenizer: Tokenizer) -> SpecialIds:
-    ids = {}
-    for field, name in NAMES.items():
-        i = tokenizer.token_to_id(name)
-        if i is None:
-            raise ValueError(f"tokenizer lacks {name!r} ({field}): not the Lumina-mGPT tokenizer")
-        ids[field] = i
-    return SpecialIds(**ids)
+    return SpecialIds(**special_token_ids(tokenizer, NAMES, "Lumina-mGPT"))
 
 
 def load_tokenizer(path: str | Path) -> Tokenizer:
     """tokenizer.json (a file, or a folder holding it: Alpha-VLLM/Lumina-mGPT-7B-768 ships it)."""
-    path = Path(path)
-    file = path / "tokenizer.json" if path.is_dir() else path
-    if not file.is_file():
-        raise FileNotFoundError(f"--tokenizer-path: {file} not found (only the Lumina-mGPT-7B-768 repo ships "
-                                "tokenizer.json; point --tokenizer-path there)")
-    return Tokenizer.from_file(str(file))
+    return load_tokenizer_json(path,
+                               "only the Lumina-mGPT-7B-768 repo ships tokenizer.json; point --tokenizer-path there")
 
 
 def stand_in_tokenizer(num_codes: int, vocab_size: int) -> Tokenizer:
@@ -89,13 +81,7 @@ def stand_in_tokenizer(num_codes: int, vocab_size: int) -> Tokenizer:
     words = ("generate an image of according to the following prompt : a the cat dog red blue cube on mat photo "
              "of in with and x").split()
     names += [w for w in dict.fromkeys(words)] + [str(d) for d in range(10)]
-    if len(names) > vocab_size:
-        raise ValueError(f"stand-in vocabulary needs {len(names)} ids, the config has {vocab_size}")
-    tok = Tokenizer(models.WordLevel({n: i for i, n in enumerate(names)}, unk_token="<unk>"))
-    tok.normalizer = normalizers.Lowercase()
-    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace(), pre_tokenizers.Digits(individual_digits=True)])
-    tok.add_special_tokens([n for n in names if n.startswith("<")])
-    return tok
+    return word_level_tokenizer(names, vocab_size)
 
 
 def prompt_ids(tokenizer: Tokenizer, ids: SpecialIds, text: str, width: int, height: int) -> list[int]:
