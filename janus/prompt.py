@@ -41,8 +41,8 @@ def special_ids(tokenizer: Tokenizer) -> SpecialIds:
 
 def load_tokenizer(path: str | Path) -> Tokenizer:
     """tokenizer.json, or a folder holding it (both Janus-Pro layouts ship one)."""
-    return load_tokenizer_json(path,
-                               "the deepseek-ai/Janus-Pro-* and deepseek-community/Janus-Pro-* folders ship tokenizer.json")
+    return load_tokenizer_json(path, "the deepseek-ai/Janus-Pro-* and deepseek-community/Janus-Pro-* folders "
+                                     "ship tokenizer.json")
 
 
 def stand_in_tokenizer(vocab_size: int) -> Tokenizer:
