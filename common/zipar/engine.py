@@ -243,7 +243,7 @@ def _write_tokens(state: DecodeState, cells: torch.Tensor, tokens: torch.Tensor)
 
 def prefix_pass(model: Decoder, state: DecodeState) -> PassRecord:
     """Pass 0: the condition prefix; its last query decides (0, 0)."""
-    layout, cfg = state.layout, state.config.uses_cfg
+    layout = state.layout
     prefix = state.condition.embeddings
     model_batch, batch = prefix.shape[0], state.seeds.shape[0]
     pb, slot_map = state.scheduler.prefix_pass(state.schedule), state.scheduler.slot_map

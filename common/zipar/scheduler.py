@@ -66,7 +66,7 @@ def queries_per_pass(layout: Layout, window: int, draft_len: int = 0, serial_fir
     runs one row's cells, or one opener fed the real last token; with end-of-row tokens the opener
     and the feed of the row above are separate queries: 2.
     """
-    H, W = layout.rows, layout.cols
+    W = layout.cols
     w = min(window, W)
     if w >= W:
         return max(draft_len + 1, 2 if layout.end_of_row else 1)
