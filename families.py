@@ -36,6 +36,12 @@ class Family:
     def text_to_image(self) -> bool:
         return self.load is not None
 
+    @property
+    def sampling(self) -> dict:
+        """Guidance and top-k of the family's first preset: what its speed benchmarks decode with."""
+        first = next(iter(self.presets.values()))
+        return dict(cfg_scale=first.cfg_scale, top_k=first.top_k)
+
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("llamagen", "LlamaGen", ("llamagen.sample", "llamagen.sample_t2i"), FID_PRESETS),

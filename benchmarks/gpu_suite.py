@@ -273,7 +273,7 @@ def t2i_rows(plan: Plan, device: torch.device, budget: Budget) -> list[dict]:
         rows_, cols = pipe.grid(size)
         for batch in batches:
             prompts, seeds = [PROMPT] * batch, image_seeds(0, torch.arange(batch, device=device))
-            cfg = dict(cfg_scale=3.0, top_k=0 if family == "janus" else 2000)  # Janus-Pro's release: no top-k
+            cfg = TEXT_TO_IMAGE[family].sampling  # the family's preset guidance and top-k
             n, wall, _, prefill = timed_decode(pipe, prompts, seeds, DecodeConfig(window=None, **cfg), size, device,
                                                plan.t2i_ntp_sample)
             ms = 1000 * (wall - prefill) / (n - 1)
@@ -439,7 +439,7 @@ def write_report(plan: Plan, device, args, sections: dict, errors: list, budget:
     correctness, llamagen, t2i = sections["correctness"], sections["llamagen"], sections["t2i"]
     kind = "smoke run (tiny shapes, CPU; the code paths only, no GPU figure)" if args.smoke else "GPU run"
     text = (f"# GPU suite: {machine(device)}\n\n{kind}; {plan.dtype} timings, random weights, CFG 2.0 (LlamaGen) / "
-            f"3.0 (t2i); {time.perf_counter() - start:.0f} s of a {args.budget_s:.0f} s budget. Compiled and "
+            f"the family preset's (t2i); {time.perf_counter() - start:.0f} s of a {args.budget_s:.0f} s budget. Compiled and "
             f"CUDA-graph steps: {plan.compiler}. `python -m benchmarks.gpu_suite`.\n\n"
             "## Correctness on the device\n\n" + table(correctness, ["check", "dtype", "kernels", "result"]) +
             "\n## LlamaGen c2i (whole decodes; time/NTP against the same model, batch and step)\n\n" +

@@ -84,9 +84,8 @@ def check_args(args) -> dict:
     check_precision(args.precision, check_device(args.device))
     if args.out_md:
         check_output_file(args.out_md, "--out-md", (".md",), "a Markdown table")
-    if args.top_k is None:  # Janus-Pro's release samples the whole distribution
-        args.top_k = 0 if args.family == "janus" else 2000
-    sampling = dict(cfg_scale=3.0, top_k=args.top_k)
+    sampling = family(args.family).sampling
+    sampling["top_k"] = sampling["top_k"] if args.top_k is None else args.top_k
     for w in args.windows:
         DecodeConfig(window=w, **sampling)  # validated here, not after the model is built
     args.dims = dict(dim=args.dim, n_layers=args.layers, n_heads=args.heads, n_kv_heads=args.kv_heads or args.heads,
@@ -108,8 +107,8 @@ def main(args) -> str:
                                          args.ntp_sample)
     ntp_seconds = prefill + (wall - prefill) / (n - 1) * (ntp_total - 1)  # the prefill pass, then the rest
     lines = [f"{args.family}: decoder dim {text.dim}, {text.n_layers} layers, {text.n_heads} heads "
-             f"({text.n_kv_heads} kv), vocab {text.vocab_size}; {rows}x{cols} grid, batch {args.batch_size}, CFG 3.0 "
-             f"(model batch {2 * args.batch_size}), {args.precision}, {device.type} "
+             f"({text.n_kv_heads} kv), vocab {text.vocab_size}; {rows}x{cols} grid, batch {args.batch_size}, CFG "
+             f"{cfg['cfg_scale']:g}, top-k {cfg['top_k']} (model batch {2 * args.batch_size}), {args.precision}, {device.type} "
              f"({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads), "
              f"torch {torch.__version__}", "",
              "| setting | passes | passes/NTP | seconds | time/NTP | ms/pass | engine overhead |", "|---|---|---|---|---|---|---|",
@@ -139,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kv-heads", type=int, default=None, help="key/value heads (default: heads; not with --full or --tiny)")
     p.add_argument("--full", action="store_true", help="the real 7B / 8B decoder shape (Janus-Pro: 7B; needs a GPU)")
     p.add_argument("--tiny", action="store_true", help="the tiny test config and grid (tests)")
-    p.add_argument("--top-k", type=int, default=None, help="top-k; default 2000, Janus-Pro 0 (off, as its release)")
+    p.add_argument("--top-k", type=int, default=None, help="top-k; default the family's preset (families.py)")
     p.add_argument("--precision", choices=list(PRECISIONS), default="fp32", help="decoder dtype")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
     add_flag(p, "--out-md", help="write the Markdown table here")

@@ -1,8 +1,9 @@
 """Tiny Lumina-mGPT test settings (prompts, image size, decoder config) and transformers' Chameleon
 as the reference for decoder parity; a stand-in tokenizer at Chameleon's real ids (the released ZipAR code
 hard-codes them)."""
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+from tokenizers import Tokenizer
 
+from common.hf_tokenizer import word_level_tokenizer
 from common.models.llama import LlamaConfig
 from lumina_mgpt.prompt import image_token_name
 
@@ -40,9 +41,4 @@ def chameleon_id_tokenizer(words=("generate", "an", "image", "of", "according", 
     names = ["<s>", "<pad>", "</s>", "<unk>", *(image_token_name(c) for c in range(8192)), "<eoss>", "<racm3:break>"]
     names += [f"<reserved{i - 4:05d}>" for i in range(len(names), 8804 + 65)]  # through the 2048-px size token
     names += list(dict.fromkeys(words)) + [str(d) for d in range(10)]
-    tok = Tokenizer(models.WordLevel({n: i for i, n in enumerate(names)}, unk_token="<unk>"))
-    tok.normalizer = normalizers.Lowercase()
-    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace(),
-                                                 pre_tokenizers.Digits(individual_digits=True)])
-    tok.add_special_tokens([n for n in names if n.startswith("<")])
-    return tok
+    return word_level_tokenizer(names, len(names))
