@@ -14,7 +14,7 @@ import torch
 
 from common.images import save_grid, save_png_atomic
 from common.zipar.config import DecodeConfig
-from common.zipar.engine import DecodeResult
+from common.zipar.state import DecodeResult
 from common.zipar.layout import Layout
 from common.zipar.official import active_rule, prompt_attention
 from common.zipar.sampling import image_seeds

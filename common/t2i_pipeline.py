@@ -36,7 +36,8 @@ import torch
 
 from common.zipar.condition import Condition
 from common.zipar.config import DecodeConfig
-from common.zipar.engine import DecodeResult, DecodeState, decode, start_decode
+from common.zipar.engine import decode, start_decode
+from common.zipar.state import DecodeResult, DecodeState
 from common.models.image_vocab import ImageVocabDecoder
 from common.zipar.official import active_rule, prompt_attention
 from common.prompts import left_pad

@@ -6,7 +6,8 @@ import torch
 
 from common.zipar.condition import Condition
 from common.zipar.config import DecodeConfig
-from common.zipar.engine import DecodeResult, DecodeState, decode, start_decode
+from common.zipar.engine import decode, start_decode
+from common.zipar.state import DecodeResult, DecodeState
 from common.zipar.layout import Layout
 from llamagen.model import Transformer
 

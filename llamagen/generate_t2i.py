@@ -9,7 +9,8 @@ import torch
 
 from common.zipar.condition import Condition
 from common.zipar.config import DecodeConfig
-from common.zipar.engine import DecodeResult, DecodeState, decode, start_decode
+from common.zipar.engine import decode, start_decode
+from common.zipar.state import DecodeResult, DecodeState
 from llamagen.generate import layout_for
 from llamagen.model import Transformer
 

@@ -4,7 +4,7 @@ notebooks."""
 import torch
 
 from common.zipar.config import PRECISIONS, DecodeConfig
-from common.zipar.engine import DecodeResult
+from common.zipar.state import DecodeResult
 from common.zipar.window import num_passes
 from llamagen.checkpoint import build_gpt, load_gpt_weights, load_vq
 from llamagen.demo_tokenizer import IntensityTokenizer

@@ -180,6 +180,7 @@ def test_passes_left_bound_is_a_lower_bound_and_host_reads_are_few(config):
     is done; the loop runs no pass beyond the last image's and reads the schedule far less than once a
     pass after its minimum (the loop before read a "done" flag every pass from there)."""
     from common.zipar.engine import decode_steps, start_decode
+    from common.zipar.scheduler import passes_left_bound
     from llamagen.generate import condition_prefix
     from tests.helpers.llamagen import CountingModel
 
@@ -189,7 +190,7 @@ def test_passes_left_bound_is_a_lower_bound_and_host_reads_are_few(config):
     counting, bounds = CountingModel(gpt), []
     with torch.inference_mode():
         for _ in decode_steps(counting, state):
-            bounds.append(int(state.scheduler.passes_left_bound(state.schedule)))
+            bounds.append(int(passes_left_bound(state.scheduler, state.schedule)))
     total = state.passes_run
     assert counting.calls == total == int(state.schedule.image_passes.max())
     assert all(b <= total - (k + 1) for k, b in enumerate(bounds)), bounds

@@ -6,8 +6,8 @@ import torch
 
 from common.zipar.config import DecodeConfig
 from common.zipar.layout import Layout
-from common.zipar.row_drafts import draft_lanes
-from common.zipar.scheduler import Scheduler
+from common.zipar.scheduler import draft_lanes, initial_state, plan
+from common.zipar.state import Scheduler
 from llamagen.generate import generate
 from tests.helpers.llamagen import CountingModel, tiny_gpt
 
@@ -153,10 +153,10 @@ def scheduler_lanes(count, drafts, W, L, ahead):
     H = len(count)
     config = DecodeConfig(window=1, first_row="early", draft_len=L, draft_ahead=ahead)
     sch = Scheduler(Layout(rows=H, cols=W, prefix_len=1, family="llamagen"), config, "cpu")
-    state = sch.initial_state(1)
+    state = initial_state(sch, 1)
     state.count.copy_(torch.tensor([count]))
     state.drafts.copy_(torch.tensor([drafts]))
-    lanes = sch.plan(state).cell_queries[0].tolist()
+    lanes = plan(sch, state).cell_queries[0].tolist()
     return lanes, draft_lanes(sch, state)[1][0].tolist()
 
 

@@ -11,7 +11,7 @@ import torch
 from common.zipar.config import DecodeConfig
 from common.zipar.sampling import (PURPOSE_ACCEPT, PURPOSE_DRAFT, PURPOSE_RESIDUAL, PURPOSE_TOKEN, draw_key, key_uniform,
                              sample_probs, verify_draft)
-from common.zipar.scheduler import CHECK, DRAW, OPEN, VERIFY
+from common.zipar.passes import CHECK, DRAW, OPEN, VERIFY
 from llamagen.generate import layout_for
 from tests.helpers.llamagen import tiny_gpt
 from tests.helpers.records import decode_records, decided_at, pick, query_probs

@@ -10,7 +10,8 @@ from common.zipar.condition import Condition
 from common.zipar.config import DecodeConfig
 from common.zipar.engine import decode, decode_steps, start_decode
 from common.zipar.layout import Layout
-from common.zipar.scheduler import Scheduler, queries_per_pass
+from common.zipar.state import Scheduler
+from common.zipar.window import queries_per_pass
 from llamagen.generate import condition_prefix, generate, layout_for
 from tests.helpers.llamagen import CountingModel, formula_passes, reference_ntp, run_oracle, tiny_gpt
 from tests.oracle import fed_token_violations, oracle_error, record_passes

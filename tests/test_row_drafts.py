@@ -11,7 +11,7 @@ from scipy import stats
 from common.zipar.config import DecodeConfig
 from common.zipar.engine import decode_steps, start_decode
 from common.zipar.layout import Layout
-from common.zipar.scheduler import queries_per_pass
+from common.zipar.window import queries_per_pass
 from llamagen.generate import condition_prefix, generate, layout_for
 from tests.helpers.llamagen import CountingModel, record_decode, run_oracle, tiny_gpt
 from tests.helpers.records import decided_at, decode_records, pick
@@ -135,13 +135,13 @@ def test_new_drafts_start_from_the_policy_token(mode, init, monkeypatch):
     """Every new draft holds the policy's token right after it starts: "above" the token (r-1, c)
     (row 0: its left token), decided by the window rule, or (drafting ahead) decided or a draft of
     the row above; "left" the token before the row's first new draft."""
-    from common.zipar import row_drafts
+    from common.zipar import row_drafts, scheduler
 
     original, seen = row_drafts.start, []
 
     def checked_start(state):
         sch, schedule = state.scheduler, state.schedule
-        new, target = row_drafts.draft_lanes(sch, schedule)
+        new, target = scheduler.draft_lanes(sch, schedule)
         count, drafts, tokens = schedule.count.clone(), schedule.drafts.clone(), state.tokens.clone()
         original(state)
         W = sch.layout.cols

@@ -15,7 +15,6 @@ before reading again: a few reads per decode instead of one per pass, and never 
 Eager decodes on a CPU, where compute grows with the queries and a read-back costs nothing, skip
 padding: fixed-window passes run at their precomputed sizes, adaptive ones at the busiest image's.
 """
-from dataclasses import dataclass
 from typing import Callable, Iterator, Protocol
 
 import torch
@@ -25,15 +24,14 @@ from common.zipar.config import DecodeConfig
 from common.zipar.kv_cache import KVCache
 from common.zipar.masks import drafts_above_readable, visibility_mask
 from common.zipar.official import prompt_attention
-from common.zipar import row_drafts
-from common.zipar.row_drafts import RowDrafts
+from common.zipar import openers, row_drafts, scheduler
 from common.zipar.sampling import (PURPOSE_ACCEPT, PURPOSE_RESIDUAL, PURPOSE_TOKEN, draw_key_from, filter_logits,
-                                   guide, key_uniform, sample_probs, seed_key, verify_draft)
+                                   guide, key_uniform, sample_probs, seed_key)
 from common.zipar.layout import Layout
 from common.zipar.window import num_passes
-from common.zipar.passes import OPEN, VERIFY, PassBatch
+from common.zipar.passes import PassBatch
+from common.zipar.state import DecodeResult, DecodeState, PassRecord, Scheduler
 from common.zipar.step_buffers import StepBuffers, mark_static
-from common.zipar.scheduler import Scheduler, ScheduleState, fixed_pass_sizes, reads_placeholder
 
 
 class Decoder(Protocol):
@@ -45,66 +43,6 @@ class Decoder(Protocol):
 
     def __call__(self, x: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor, mask: torch.Tensor,
                  cache: KVCache) -> torch.Tensor: ...  # (B, Q, D) -> fp32 logits (B, Q, V)
-
-
-@dataclass
-class DecodeState:
-    """Everything a decode holds between passes; created by `start_decode`, advanced by `decode_steps`."""
-
-    layout: Layout
-    config: DecodeConfig
-    scheduler: Scheduler  # the schedule's constants
-    schedule: ScheduleState  # per-image schedule state (device tensors)
-    seeds: torch.Tensor  # (B,) int64
-    seed_keys: torch.Tensor  # (B,) the seed half of every draw key (common.zipar.sampling.seed_key)
-    purposes: torch.Tensor  # (P,) the draw purposes each query's keys are made for: the token, and (adaptive
-    # windows, row drafts) the acceptance test and the resample
-    tokens: torch.Tensor  # (B, width) int64: grid tokens, end-of-row tokens, placeholder code, trash column
-    cache: KVCache
-    condition: Condition
-    prefix_keys: torch.Tensor | None  # (B_model, S) bool: False for padded condition slots
-    min_passes: int  # passes run without asking whether the decode is done (fixed windows: all of them)
-    step: Callable  # decode_pass, or its torch.compile'd version
-    pass_sizes: list[int] | None  # eager fixed windows: queries of each pass (no padding); else None
-    trim_on_host: bool  # eager adaptive on CPU: cut each pass's padding (reading its size back is free there)
-    draws: torch.Tensor | None = None  # (B, width) int64 times each cell was drawn: the attempt of its keys
-    opener_probs: torch.Tensor | None = None  # (B, V) adaptive: distribution the pending opening was drawn from
-    row_drafts: RowDrafts | None = None  # the row drafts' distributions (common.zipar.row_drafts)
-    buffers: StepBuffers | None = None  # compiled steps: the caller's buffers kept across decodes of this shape
-    passes_run: int = 0
-    host_reads: int = 0  # per-image schedules: times the decode read the schedule back to the host
-
-
-@dataclass(frozen=True)
-class PassRecord:
-    """What one forward pass did; its tensors are the caller's: later passes do not overwrite them (eager
-    steps make them afresh each pass; a compiled step's outputs are copied, as CUDA graphs replay into
-    the same memory)."""
-
-    index: int
-    batch: PassBatch  # queries: slots, positions, decided cells (leading dim B, or 1 in the prefix pass)
-    input_ids: torch.Tensor  # (B_model, Q) token fed per query; -1 for condition-prefix queries
-    mask: torch.Tensor  # (B_model, Q, S) bool
-    logits: torch.Tensor  # (B_model, Q, V) raw model logits, cond rows first, uncond rows after
-    decided: torch.Tensor  # (B, n) tokens decided for batch.cells (drafts included)
-    accepted: torch.Tensor | None  # (B, n) adaptive: verification outcome where kinds == VERIFY
-    tokens: torch.Tensor  # (B, width) the token buffer after the pass (a copy; row drafts included)
-    draws: torch.Tensor  # (B, width) times each buffer column was written (drawn or started) so far (a copy)
-
-
-@dataclass(frozen=True)
-class DecodeResult:
-    tokens: torch.Tensor  # (B, H, W) int64
-    forward_passes: int  # passes the batch ran (its slowest image)
-    image_passes: list[int]  # passes each image needed
-    accepted_windows: list[list[int]] | None = None  # adaptive: per image, the window row r+1 was accepted at
-    rejections: list[int] | None = None  # adaptive: per image, rejected pending openings (opener_rejections)
-    # row drafts: per image, tokens a row's cell lane decided per pass it ran (1 without drafts), over
-    # all rows and per row (row 0 first), and the rejected row drafts
-    tokens_per_row_pass: list[float] | None = None
-    row_tokens_per_pass: list[list[float]] | None = None
-    draft_rejections: list[int] | None = None
-    host_reads: int = 0  # times the decode loop read the schedule back to the host (0 for fixed windows)
 
 
 def cfg_active(cells: torch.Tensor, cfg_interval: float) -> torch.Tensor:
@@ -140,32 +78,32 @@ def start_decode(model: Decoder, condition: Condition | torch.Tensor, seeds: tor
     if condition.rows != model_batch or condition.length != layout.prefix_len:
         raise ValueError(f"the condition must be ({model_batch}, {layout.prefix_len}, D) for batch {batch}"
                          f"{' with CFG' if cfg else ''}, got {tuple(condition.embeddings.shape)}")
-    scheduler = Scheduler(layout, config, device)
-    tokens = torch.zeros(batch, scheduler.slot_map.token_buffer_width, dtype=torch.int64, device=device)
+    sch = Scheduler(layout, config, device)
+    tokens = torch.zeros(batch, sch.slot_map.token_buffer_width, dtype=torch.int64, device=device)
     if layout.end_of_row:
         if fixed_tokens is None or tuple(fixed_tokens.shape) != (layout.rows,):
             raise ValueError(f"an end-of-row layout needs fixed_tokens of shape ({layout.rows},)")
         tokens[:, layout.num_cells:layout.num_cells + layout.rows] = fixed_tokens.to(device)
-    scheduler.placeholder.fill(tokens)
+    sch.placeholder.fill(tokens)
     prefix_keys = None
     if condition.valid is not None:
-        prefix_keys = torch.ones(model_batch, scheduler.slot_map.num_slots, dtype=torch.bool, device=device)
+        prefix_keys = torch.ones(model_batch, sch.slot_map.num_slots, dtype=torch.bool, device=device)
         prefix_keys[:, :layout.prefix_len] = condition.valid.to(device)
     min_passes = _min_passes(layout, config)
     step = decode_pass
     per_image = config.per_image_schedule
-    pass_sizes = None if compile or per_image else fixed_pass_sizes(layout, config)
+    pass_sizes = None if compile or per_image else scheduler.fixed_pass_sizes(layout, config)
     trim_on_host = per_image and not compile and device.type == "cpu"
     if compile:
         step = compiled_step(compile)
     # fixed windows: one schedule shared by the batch (leading dim 1); adaptive or drafting: one per image
-    schedule = scheduler.initial_state(batch if per_image else 1)
+    schedule = scheduler.initial_state(sch, batch if per_image else 1)
     tests = config.adaptive or config.draft_len > 0
     purposes = [PURPOSE_TOKEN, PURPOSE_ACCEPT, PURPOSE_RESIDUAL] if tests else [PURPOSE_TOKEN]
     seeds = seeds.to(device)
-    return DecodeState(layout=layout, config=config, scheduler=scheduler, schedule=schedule, seeds=seeds,
+    return DecodeState(layout=layout, config=config, scheduler=sch, schedule=schedule, seeds=seeds,
                        seed_keys=seed_key(seeds), purposes=torch.tensor(purposes, device=device), tokens=tokens,
-                       cache=model.new_cache(model_batch, scheduler.slot_map.num_slots, device),
+                       cache=model.new_cache(model_batch, sch.slot_map.num_slots, device),
                        condition=condition, prefix_keys=prefix_keys, min_passes=min_passes, step=step,
                        pass_sizes=pass_sizes, trim_on_host=trim_on_host, draws=torch.zeros_like(tokens),
                        buffers=buffers)
@@ -246,7 +184,7 @@ def prefix_pass(model: Decoder, state: DecodeState) -> PassRecord:
     layout = state.layout
     prefix = state.condition.embeddings
     model_batch, batch = prefix.shape[0], state.seeds.shape[0]
-    pb, slot_map = state.scheduler.prefix_pass(state.schedule), state.scheduler.slot_map
+    pb, slot_map = scheduler.prefix_pass(state.scheduler, state.schedule), state.scheduler.slot_map
     mask = visibility_mask(state.schedule.live[:1], slot_map.slot_positions, pb.positions)
     if state.prefix_keys is not None:  # padded condition slots: read by no query but their own
         own = torch.eye(layout.prefix_len, slot_map.num_slots, dtype=torch.bool, device=mask.device)
@@ -258,13 +196,13 @@ def prefix_pass(model: Decoder, state: DecodeState) -> PassRecord:
     logits = model(prefix, _positions(state, pb.positions), pb.slots, mask, state.cache)
     num_codes = logits.shape[-1]
     state.scheduler.placeholder.prepare(model.embed_tokens, num_codes, prefix.device,
-                                        reads_placeholder(layout, state.config))
+                                        scheduler.reads_placeholder(layout, state.config))
     if state.config.adaptive:
-        state.opener_probs = torch.zeros(batch, num_codes, device=prefix.device)
+        openers.allocate(state, num_codes, prefix.device)
     cells = pb.cells.expand(batch, -1)
     decided, _ = _sample(state, logits[:, -1:], cells, _keys(state, cells, pb.attempts, None)[..., 0])
     _write_tokens(state, cells, decided)
-    state.scheduler.after_prefix(state.schedule)
+    scheduler.after_prefix(state.schedule)
     if state.config.draft_len:
         row_drafts.allocate(state, num_codes, prefix.device)
         row_drafts.start(state)
@@ -276,9 +214,9 @@ def prefix_pass(model: Decoder, state: DecodeState) -> PassRecord:
 def decode_pass(model: Decoder, state: DecodeState) -> tuple:
     """One decode pass for the whole batch, as tensors only (the unit torch.compile captures):
     returns (PassBatch fields..., input_ids, mask, logits, decided, accepted)."""
-    config, scheduler = state.config, state.scheduler
-    cfg, batch, slot_map = config.uses_cfg, state.seeds.shape[0], scheduler.slot_map
-    plan = scheduler.plan(state.schedule)
+    config, sch = state.config, state.scheduler
+    cfg, batch, slot_map = config.uses_cfg, state.seeds.shape[0], sch.slot_map
+    plan = scheduler.plan(sch, state.schedule)
     if state.pass_sizes is not None:  # eager fixed windows: the pass's precomputed size
         plan = plan.trimmed(state.pass_sizes[state.passes_run])
     elif state.trim_on_host:  # compute grows with the queries on a CPU: run no more than the busiest image
@@ -287,7 +225,7 @@ def decode_pass(model: Decoder, state: DecodeState) -> tuple:
     cells = pb.cells.expand(batch, -1)
     input_ids = _per_row(state.tokens.gather(1, pb.sources.expand(batch, -1)), batch, cfg)
     x = model.embed_tokens(input_ids)
-    x, input_ids = scheduler.placeholder.feed(
+    x, input_ids = sch.placeholder.feed(
         x, input_ids, lambda column: _per_row((pb.sources == column) & plan.active, batch, cfg))
     # built at model-batch rows directly: cheaper than repeating a (B, Q, S) mask for the CFG half
     own_drafts, drafts_above = None, None
@@ -304,39 +242,21 @@ def decode_pass(model: Decoder, state: DecodeState) -> tuple:
     if state.prefix_keys is not None:
         mask = mask & state.prefix_keys[:, None, :]
     logits = model(x, _positions(state, pb.positions), _for_model(pb.slots, cfg), mask, state.cache)
-    opener = (pb.kinds == OPEN) | (pb.kinds == VERIFY) if config.adaptive else None  # (B, n)
+    opener = openers.queries(pb) if config.adaptive else None  # (B, n)
     keys = _keys(state, cells, pb.attempts, opener)
     decided, probs = _sample(state, logits, cells, keys[..., 0])
     accepted, image_accepted, first_rejected = None, None, None
     if config.adaptive:
-        decided, accepted, image_accepted = _open_rows(state, pb, probs, decided, opener, keys)
+        decided, accepted, image_accepted = openers.accept(state, pb, probs, decided, opener, keys)
     if config.draft_len:
         decided, first_rejected = row_drafts.check(state, plan, probs, decided, keys[..., 1], keys[..., 2])
     _write_tokens(state, cells, decided)
-    row_gain = row_drafts.keep(state, plan, first_rejected) if config.draft_len else None
-    scheduler.advance(state.schedule, plan, image_accepted, row_gain)
+    kept = row_drafts.keep(state, plan, first_rejected) if config.draft_len else None
+    scheduler.advance(sch, state.schedule, plan, image_accepted, kept)
     if config.draft_len:
         row_drafts.start(state)
     return (pb.slots, pb.positions, pb.sources, pb.sample_rows, pb.cells, pb.kinds, pb.attempts,
             input_ids, mask, logits, decided, accepted)
-
-
-def _open_rows(state: DecodeState, pb: PassBatch, probs: torch.Tensor, drawn: torch.Tensor, is_open: torch.Tensor,
-               keys: torch.Tensor):
-    """Adaptive row openings (common.zipar.scheduler): an OPEN keeps its draw pending and remembers its
-    distribution; a VERIFY tests the pending opening against the new distribution. At most one
-    opener query per image and pass (is_open (B, n)); keys (B, n, 3) from `_keys`.
-    -> (tokens (B, n), accepted (B, n), accepted per image (B,))."""
-    verify = pb.kinds == VERIFY
-    p_open = (probs * is_open[..., None].to(probs.dtype)).sum(1)  # (B, V) the opener's distribution
-    cell = (pb.cells * is_open).sum(1, keepdim=True)  # (B, 1)
-    pending = state.tokens.gather(1, cell)[:, 0]  # the pending opening sits in the cell it opens
-    test_keys = (keys[..., 1:] * is_open[..., None]).sum(1)  # (B, 2) the opener's acceptance and resample keys
-    token, ok = verify_draft(p_open, state.opener_probs, pending, test_keys[:, 0], test_keys[:, 1])
-    decided = torch.where(verify, token[:, None], drawn)
-    # the next verification compares against the distribution of this pass's opener query
-    state.opener_probs.copy_(torch.where(is_open.any(1, keepdim=True), p_open, state.opener_probs))
-    return decided, verify & ok[:, None], ok & verify.any(1)
 
 
 def decode_steps(model: Decoder, state: DecodeState) -> Iterator[PassRecord]:
@@ -367,7 +287,7 @@ def decode_steps(model: Decoder, state: DecodeState) -> Iterator[PassRecord]:
         if not state.config.per_image_schedule:
             return
         # per-image schedules: one read per stretch of passes the schedule guarantees, not one per pass
-        left = int(state.scheduler.passes_left_bound(state.schedule))
+        left = int(scheduler.passes_left_bound(state.scheduler, state.schedule))
         state.host_reads += 1
         if left == 0:
             return

@@ -33,7 +33,7 @@ Drafting ahead (DecodeConfig.draft_ahead) lets a row run on the row above's draf
 A query fed a draft of row r and deciding (r, c) also reads, of each row r' < r, the drafts fed in
 this pass up to the column its windows reach, c + w_r'+1 + ... + w_r (common.zipar.masks.
 drafts_above_readable): exactly what plain ZipAR shows it there, decided or drafted. The lane of row
-r runs as far as the row above's decided tokens plus its fed drafts allow (`cell_lanes`;
+r runs as far as the row above's decided tokens plus its fed drafts allow (scheduler.cell_lanes;
 the query fed the last decided token still needs decided tokens above, as its entry is live for
 everyone). After the pass a token counts only if no draft it read was rejected (`_kept_frontier`);
 the cells after are drafts again (redrawn as after a rejection). Guarantee, as without drafting
@@ -61,28 +61,19 @@ cell was drawn before (DecodeState.draws): without drafts every cell is drawn on
 Draft distributions live in a ring of rows (scheduler.draft_rows: the most rows open at once),
 indexed (r mod R, column mod L), plus one scratch entry, held by one RowDrafts object (its kinds say per entry which q holds).
 """
-from dataclasses import dataclass
-
 import torch
 
-from common.zipar import window
 from common.zipar.passes import CHECK
 from common.zipar.sampling import PURPOSE_DRAFT, draw_key_from, key_uniform, verify_draft
+from common.zipar.scheduler import draft_lanes
+from common.zipar.state import DecodeState, Plan, RowDrafts, RowsKept, Scheduler
 
-__all__ = ["RowDrafts", "allocate", "cell_lanes", "check", "draft_lanes", "keep", "start"]
+__all__ = ["allocate", "check", "keep", "start"]
 
 Q_STORED, Q_POINT, Q_UNIFORM = 0, 1, 2  # a draft's q: its ring vector, the point mass on it, uniform
 
 
-@dataclass
-class RowDrafts:
-    """The state row drafts own: the ring of the distributions the drafts were drawn from."""
-
-    probs: torch.Tensor  # (B, R*L + 1, V) stored q vectors (Q_STORED entries)
-    kinds: torch.Tensor  # (B, R*L + 1) which q each entry holds: Q_STORED, Q_POINT or Q_UNIFORM
-
-
-def allocate(state, num_codes: int, device) -> None:
+def allocate(state: DecodeState, num_codes: int, device: torch.device) -> None:
     """The draft-distribution ring (state.row_drafts), once the code count is known (after the prefix pass)."""
     sch = state.scheduler
     entries = sch.draft_rows * sch.draft_len + 1
@@ -90,14 +81,14 @@ def allocate(state, num_codes: int, device) -> None:
                                  kinds=torch.zeros(state.seeds.shape[0], entries, dtype=torch.int64, device=device))
 
 
-def _ring_index(scheduler, rows: torch.Tensor, cols: torch.Tensor, write: torch.Tensor) -> torch.Tensor:
+def _ring_index(scheduler: Scheduler, rows: torch.Tensor, cols: torch.Tensor, write: torch.Tensor) -> torch.Tensor:
     """Ring entry of cell (rows, cols) where `write`, else the scratch entry."""
     L = scheduler.draft_len
     scratch = scheduler.draft_rows * L
     return torch.where(write, (rows % scheduler.draft_rows) * L + cols % L, scratch)
 
 
-def check(state, plan, probs: torch.Tensor, drawn: torch.Tensor, accept_keys: torch.Tensor,
+def check(state: DecodeState, plan: Plan, probs: torch.Tensor, drawn: torch.Tensor, accept_keys: torch.Tensor,
           residual_keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Test every row's drafts in this pass. probs (B, n, V) the queries' distributions, drawn (B, n)
     their fresh draws, accept_keys/residual_keys (B, n) their cells' test keys (PURPOSE_ACCEPT and
@@ -133,77 +124,29 @@ def check(state, plan, probs: torch.Tensor, drawn: torch.Tensor, accept_keys: to
     return tokens, first[:, :H]
 
 
-def keep(state, plan, first_rejected: torch.Tensor) -> torch.Tensor:
-    """After a pass's tokens are written: (B, H) the tokens each row's cell lane kept, from its first
-    rejected column `first_rejected` (W if none; drafting ahead, the last column whose token counts,
-    `check`): the row keeps the cells before it and the token there; its later cells become drafts
-    (redrawn in this pass). Updates the drafts each row holds, the rejection count and the plan's live
-    slots (a kept draft-fed entry becomes live for everyone)."""
+def keep(state: DecodeState, plan: Plan, first_rejected: torch.Tensor) -> RowsKept:
+    """After a pass's tokens are written, what the checks decided for the schedule (applied by
+    common.zipar.scheduler.advance), from each row's first rejected column `first_rejected` (B, H) (W if
+    none; drafting ahead, the last column whose token counts, `check`): the row keeps the cells before it
+    and the token there; its later cells become drafts (redrawn in this pass). -> the tokens each row's
+    cell lane kept, the drafts it holds, the rows cut short, and the draft-fed slots now holding a kept
+    token's entry (live for everyone from the next pass)."""
     sch, schedule = state.scheduler, state.schedule
     W, H = sch.layout.cols, sch.layout.rows
     cnt = schedule.count
     end = cnt + plan.cell_queries  # one past the last cell decided in this pass
     new_count = torch.where(plan.cell_lane, torch.minimum(first_rejected + 1, end), cnt)
-    gain = new_count - cnt
-    schedule.drafts.copy_(torch.where(plan.cell_lane, torch.maximum(cnt + schedule.drafts, end) - new_count,
-                                      schedule.drafts))
-    schedule.draft_rejections += (plan.cell_lane & (first_rejected < W)).sum(1)
+    drafts = torch.where(plan.cell_lane, torch.maximum(cnt + schedule.drafts, end) - new_count, schedule.drafts)
+    rejected = (plan.cell_lane & (first_rejected < W)).sum(1)
     # a draft-fed slot holds a decided token's entry iff that token was kept and is not the
     # row's last decided one (whose entry the next pass writes)
     padded = torch.cat([new_count, torch.zeros_like(new_count[:, :1])], dim=1)  # row H: none
     fed_col = plan.batch.slots - sch.slot_map.cell_start[plan.query_rows.clamp(max=H - 1)]
     kept = plan.draft_fed & (fed_col < padded.gather(1, plan.query_rows) - 1)
-    plan.live.scatter_(1, torch.where(kept, plan.batch.slots, sch.slot_map.scratch), True)
-    plan.live[:, sch.slot_map.scratch] = False
-    return gain
+    return RowsKept(gain=new_count - cnt, drafts=drafts, rejected=rejected, live_slots=kept)
 
 
-def draft_lanes(scheduler, state) -> tuple[torch.Tensor, torch.Tensor]:
-    """Row drafts to start after a pass (state: the ScheduleState): (B, H, L) bool over offsets o (cell
-    count + o), True where a new draft goes, and the drafts each row holds then (B, H). A row drafts the
-    cells after its decided ones that the window rule lets it decide in the next pass (up to L); drafts
-    it already holds (those redrawn after a rejection) stay."""
-    W, L = scheduler.layout.cols, scheduler.draft_len
-    cnt = state.count
-    above = torch.cat([torch.full_like(cnt[:, :1], W), cnt[:, :-1]], dim=1)
-    col = cnt[..., None] + torch.arange(L, device=cnt.device)  # (B, H, L)
-    base = (cnt[..., None] >= 1) & (col < W)
-    if scheduler.config.draft_ahead:  # what the row above's decided tokens and drafts show (`cell_lanes`)
-        rows, seen = [], above[:, 0]
-        for r in range(scheduler.layout.rows):
-            rows.append(base[:, r] & window.window_allows(seen[:, None], col[:, r], state.window[:, r, None], W))
-            seen = cnt[:, r] + rows[-1].sum(-1)
-        allowed = torch.stack(rows, dim=1)
-    else:
-        allowed = base & window.window_allows(above[..., None], col, state.window[..., None], W)
-    target = allowed.sum(-1)  # a prefix of the offsets: the rule is monotone in the column
-    new = allowed & (torch.arange(L, device=cnt.device) >= state.drafts[..., None])
-    return new, target
-
-
-def cell_lanes(scheduler, state, cell, above, o, col) -> torch.Tensor:
-    """The scheduler's cell lanes (Scheduler.plan; state: the ScheduleState, cell (B, H) rows whose lane
-    runs, above (B, H) the row above's tokens, o (L+1,) offsets, col (B, H, L+1) decided columns):
-    (B, H, L+1) the cell lane's offsets that run: o <= the drafts held, inside the row, and allowed
-    by the window rule. Offset 0 (fed the last decided token) counts the row above's decided tokens.
-    Drafting ahead (DecodeConfig.draft_ahead), offsets >= 1 count the row above's decided tokens
-    plus the drafts its lane feeds in this same pass (cnt + its lane - 1), which their queries may
-    read (common.zipar.masks.drafts_above_readable); row by row, top down, as each row's reach depends
-    on the lane of the row above."""
-    W, H = scheduler.layout.cols, scheduler.layout.rows
-    base = cell[..., None] & (o <= state.drafts[..., None]) & (col < W)
-    if not scheduler.config.draft_ahead:
-        return base & window.window_allows(above[..., None], col, state.window[..., None], W)
-    lanes, seen = [], above[:, 0]
-    for r in range(H):
-        reach = torch.where(o == 0, above[:, r, None], seen[:, None])
-        lane = base[:, r] & window.window_allows(reach, col[:, r], state.window[:, r, None], W)
-        lanes.append(lane)
-        seen = state.count[:, r] + (lane.sum(-1) - 1).clamp(min=0)
-    return torch.stack(lanes, dim=1)
-
-
-def _kept_frontier(state, plan, first: torch.Tensor) -> torch.Tensor:
+def _kept_frontier(state: DecodeState, plan: Plan, first: torch.Tensor) -> torch.Tensor:
     """Drafting ahead: (B, H) the last column each row decides in this pass, from its first rejected
     column `first` (W if none). A drafted query of row r deciding column c read row r' < r up to
     column c + offsets[r] - offsets[r'] (common.zipar.masks.drafts_above_readable); its token counts only if
@@ -222,7 +165,7 @@ def _kept_frontier(state, plan, first: torch.Tensor) -> torch.Tensor:
     return torch.minimum(first, torch.maximum(above, cnt)).clamp(max=W)
 
 
-def _draft_q(state, ring: torch.Tensor, draft: torch.Tensor, V: int) -> torch.Tensor:
+def _draft_q(state: DecodeState, ring: torch.Tensor, draft: torch.Tensor, V: int) -> torch.Tensor:
     """(B, n, V) the distribution each draft was drawn from, by its ring entry's kind."""
     stored = state.row_drafts.probs.gather(1, ring[..., None].expand(-1, -1, V))
     kind = state.row_drafts.kinds.gather(1, ring)[..., None]
@@ -230,7 +173,7 @@ def _draft_q(state, ring: torch.Tensor, draft: torch.Tensor, V: int) -> torch.Te
     return torch.where(kind == Q_POINT, point, torch.where(kind == Q_UNIFORM, torch.full_like(stored, 1.0 / V), stored))
 
 
-def start(state) -> None:
+def start(state: DecodeState) -> None:
     """Start the new draft positions the window now allows (by DecodeConfig.draft_init; see the
     module docstring), after the prefix pass and after every decode pass."""
     sch, schedule = state.scheduler, state.schedule
@@ -248,7 +191,7 @@ def start(state) -> None:
     schedule.drafts.copy_(target)
 
 
-def _initial_drafts(state, rows, cols, cells, V: int) -> tuple[torch.Tensor, int]:
+def _initial_drafts(state: DecodeState, rows: torch.Tensor, cols: torch.Tensor, cells: torch.Tensor, V: int) -> tuple[torch.Tensor, int]:
     """New drafts' codes (B, H*L) at `cells` and the kind of their q."""
     init, W = state.config.draft_init, state.scheduler.layout.cols
     if init == "random":

@@ -39,284 +39,222 @@ ever rewritten, by the next attempt of the same opening, which replaces the entr
 query.
 """
 import functools
-from dataclasses import dataclass, replace
 
 import torch
 
-from common.zipar import row_drafts, window
+from common.zipar import openers, window
 from common.zipar.config import DecodeConfig
-from common.zipar.layout import Layout, SlotMap
-from common.zipar.official import active_rule
-from common.zipar.passes import CHECK, DRAW, OPEN, PAD, PREFIX_SOURCE, VERIFY, PassBatch
-from common.zipar.placeholder import Placeholder
-from common.zipar.window import first_row_rule, row_windows, schedule_window
+from common.zipar.layout import Layout
+from common.zipar.passes import CHECK, DRAW, PAD, PREFIX_SOURCE, PassBatch
+from common.zipar.state import Plan, RowsKept, Scheduler, ScheduleState
 
 
-def queries_per_pass(layout: Layout, window: int, draft_len: int = 0, serial_first_row: bool = False) -> int:
-    """The most queries one image can run in a decode pass with (minimum) window w < W and L =
-    draft_len row drafts (a row's cell lane is then at most L + 1 queries).
-
-    Once open, a row gains one token per pass until complete, so before any pass a row holding
-    c' >= 1 tokens is at least w behind the row above (its last cell needed c' - 1 + w above, and
-    that row has grown since; drafts do not change this, the window rule counts decided tokens):
-    the rows holding 1..W-1 tokens, and an opener (which needs >= w tokens above it), stack at
-    most 1 + (W-1) // w deep (at most H rows), each with at most L + 1 queries. A row's last token
-    is fed in the pass after the row completes, and rows complete in distinct passes (a row's last
-    cell needs the row above complete): one feed more. With w >= W (next-token prediction) a pass
-    runs one row's cells, or one opener fed the real last token; with end-of-row tokens the opener
-    and the feed of the row above are separate queries: 2.
-    """
-    W = layout.cols
-    w = min(window, W)
-    if w >= W:
-        return max(draft_len + 1, 2 if layout.end_of_row else 1)
-    return open_rows_bound(layout, w, serial_first_row) * (draft_len + 1) + 1
+def initial_state(sch: Scheduler, batch: int) -> ScheduleState:
+    H, dev = sch.layout.rows, sch.device
+    zeros = lambda: torch.zeros(batch, H, dtype=torch.int64, device=dev)  # noqa: E731
+    windows = torch.tensor([sch.layout.cols] + sch.row_windows, dtype=torch.int64, device=dev)
+    live = sch.slot_map.regular.expand(batch, -1).clone() if sch.reads_unwritten else \
+        torch.zeros(batch, sch.slot_map.num_slots, dtype=torch.bool, device=dev)
+    per_image = lambda: torch.zeros(batch, dtype=torch.int64, device=dev)  # noqa: E731
+    return ScheduleState(count=zeros(), window=windows.expand(batch, -1).clone(), attempts=zeros(),
+                         fed_last=torch.zeros(batch, H, dtype=torch.bool, device=dev), live=live,
+                         image_passes=per_image(), opener_rejections=per_image(),
+                         pass_index=torch.zeros((), dtype=torch.int64, device=dev), drafts=zeros(),
+                         row_passes=zeros(), row_gain=zeros(), draft_rejections=per_image())
 
 
-def open_rows_bound(layout: Layout, window: int, serial_first_row: bool = False) -> int:
-    """The most rows holding 1..W-1 decided tokens (or opening) at once (see `queries_per_pass`)."""
-    rows = max(layout.rows - 1, 1) if serial_first_row else layout.rows
-    return min(rows, 1 + (layout.cols - 1) // max(window, 1))
+def prefix_pass(sch: Scheduler, state: ScheduleState) -> PassBatch:
+    """Pass 0: the condition prefix; its last query decides (0, 0)."""
+    T, dev = sch.layout.prefix_len, sch.device
+    slots = torch.arange(T, device=dev)[None]
+    state.live[:, :T] = True
+    one = lambda v: torch.tensor([[v]], dtype=torch.int64, device=dev)  # noqa: E731
+    return PassBatch(is_prefix=True, slots=slots, positions=slots, sources=torch.full_like(slots, PREFIX_SOURCE),
+                     sample_rows=one(T - 1), cells=one(0), kinds=one(DRAW), attempts=one(0))
 
 
-@dataclass
-class ScheduleState:
-    """Per-image schedule state on the decode device; advanced in place by `Scheduler.advance`."""
-
-    count: torch.Tensor  # (B, H) int64 decided tokens per row
-    window: torch.Tensor  # (B, H) int64 window row r follows row r-1 with (adaptive: w_min until accepted)
-    attempts: torch.Tensor  # (B, H) int64 opener queries run for row r
-    fed_last: torch.Tensor  # (B, H) bool: (r, W-1) is in the cache
-    live: torch.Tensor  # (B, S) bool: slots queries may read
-    image_passes: torch.Tensor  # (B,) int64 passes each image has needed so far
-    opener_rejections: torch.Tensor  # (B,) int64 rejected pending openings (adaptive windows)
-    pass_index: torch.Tensor  # () int64 the next pass's index
-    drafts: torch.Tensor  # (B, H) int64 row drafts after the decided tokens: cells count .. count+drafts-1
-    row_passes: torch.Tensor  # (B, H) int64 passes in which row r ran its cell lane
-    row_gain: torch.Tensor  # (B, H) int64 tokens row r's cell lane decided (its opening not counted)
-    draft_rejections: torch.Tensor  # (B,) int64 row-passes cut short by a rejected draft (drafting ahead: one it read)
+def after_prefix(state: ScheduleState) -> None:
+    state.count[:, 0] = 1
+    state.image_passes.fill_(1)
+    state.pass_index.fill_(1)
 
 
-@dataclass(frozen=True)
-class Plan:
-    """What `Scheduler.plan` decided for one pass, per image; lane-level facts `advance` needs."""
+def plan(sch: Scheduler, state: ScheduleState) -> Plan:
+    """The next decode pass's queries for every image, from the state before the pass, padded
+    to `num_queries` per image (`Plan.trimmed` cuts the padding)."""
+    layout = sch.layout
+    H, W = layout.rows, layout.cols
+    r, start = sch.rows, sch.slot_map.cell_start
+    scratch, trash = sch.slot_map.scratch, sch.slot_map.trash
+    cnt, att = state.count, state.attempts
+    B = cnt.shape[0]
+    above = torch.cat([torch.full_like(cnt[:, :1], W), cnt[:, :-1]], dim=1)  # (B, H)
 
-    batch: PassBatch
-    live: torch.Tensor  # (B, S) live slots in this pass (its own writes included)
-    active: torch.Tensor  # (B, Q) real (non-padding) queries
-    cell_lane: torch.Tensor  # (B, H) the cell lane of row r ran
-    open_lane: torch.Tensor  # (B, H) the opener of row r ran
-    open_kind: torch.Tensor  # (B, H)
-    feeds_last: torch.Tensor  # (B, H) (r, W-1) is fed in this pass
-    above: torch.Tensor  # (B, H) tokens of row r-1 before the pass (W for row 0)
-    # row drafts only (None without them): what the drafts' checks, visibility and bookkeeping read
-    query_rows: torch.Tensor | None  # (B, Q) grid row of each cell-lane query (H for openers, feeds, padding)
-    draft_fed: torch.Tensor | None  # (B, Q) the query is fed a row draft (its slot is not live to others)
-    draft_slots: torch.Tensor | None  # (B, S) slots written by draft-fed queries in this pass
-    cell_queries: torch.Tensor | None  # (B, H) queries of row r's cell lane in this pass
-    query_cols: torch.Tensor | None  # (B, Q) grid column each cell-lane query decides (W for the others;
-    # drafting ahead only)
+    cell = (cnt >= 1) & (cnt < W) & window.window_allows(above, cnt, state.window, W)
+    # the cell lane, offsets o = 0..L: fed (r, c+o-1) (o >= 1: a draft), decides (r, c+o): a CHECK of
+    # the draft there, or a DRAW after the last draft; each decided cell the window rule allows
+    L = sch.draft_len
+    o = torch.arange(L + 1, device=cnt.device)
+    col = cnt[..., None] + o  # (B, H, L+1) decided column
+    # without drafts the lane is the one query `cell` allows: no draft-only terms then
+    lane = cell_lanes(sch, state, cell, above, o, col) if L else cell[..., None]
+    cell_slot = start[:, None] + col - 1
+    cell_kind = torch.where(o < state.drafts[..., None], CHECK, DRAW) if L else torch.full_like(col, DRAW)
+    lanes_of = lambda t: t.reshape(B, -1)  # noqa: E731  (B, H, L+1) -> (B, H*(L+1))
 
-    def trimmed(self, queries: int) -> "Plan":
-        """The plan with its padding cut to `queries` per image (active queries come first)."""
-        b = self.batch
-        cut = lambda t: None if t is None else t[:, :queries]  # noqa: E731
-        batch = replace(b, slots=cut(b.slots), positions=cut(b.positions), sources=cut(b.sources),
-                        sample_rows=cut(b.sample_rows), cells=cut(b.cells), kinds=cut(b.kinds), attempts=cut(b.attempts))
-        return replace(self, batch=batch, active=cut(self.active), query_rows=cut(self.query_rows),
-                       draft_fed=cut(self.draft_fed), query_cols=cut(self.query_cols))
+    opens = openers.lane(sch, state, above)
+    opener, real = opens.active, opens.real
+
+    # row r-1's last token fed by row r's opener, at row r-1
+    fed_by_opener = torch.cat([(opener & real)[:, 1:], torch.zeros_like(real[:, :1])], dim=1)
+    feed = (r < H - 1) & (cnt == W) & ~state.fed_last & ~fed_by_opener
+    last_slot = start + W - 1
+
+    # lanes (B, (L+3)H): cells, openers, feeds
+    rows_of_cells = r[:, None].expand(H, L + 1)
+    active = torch.cat([lanes_of(lane), opener, feed], dim=1)
+    slot = torch.cat([lanes_of(cell_slot), opens.slot, last_slot.expand(B, -1)], dim=1)
+    pos = torch.cat([lanes_of(cell_slot), opens.position, last_slot.expand(B, -1)], dim=1)
+    src = torch.cat([lanes_of(r[:, None] * W + col - 1), opens.source, (r * W + W - 1).expand(B, -1)], dim=1)
+    out = torch.cat([lanes_of(r[:, None] * W + col), (r * W).expand(B, -1), torch.full_like(cnt, trash)], 1)
+    kind = torch.cat([lanes_of(cell_kind.expand(B, -1, -1)), opens.kind, torch.full_like(cnt, PAD)], dim=1)
+
+    big = sch.slot_map.num_slots + 1  # inactive lanes sort last
+    order = torch.argsort(torch.where(active, pos, big), dim=1)[:, :sch.num_queries]
+    take = lambda t: t.gather(1, order)  # noqa: E731
+    on = take(active)
+    slots = torch.where(on, take(slot), scratch)
+    positions = torch.where(on, take(pos), 0)
+    sources = torch.where(on, take(src), 0)
+    cells = torch.where(on, take(out), trash)
+    kinds = torch.where(on, take(kind), PAD)
+    if sch.config.adaptive:  # opener attempts key the adaptive tests; 0 elsewhere
+        attempts = torch.where(on, take(torch.cat([torch.zeros_like(lanes_of(col)), att, torch.zeros_like(cnt)], 1)), 0)
+    else:
+        attempts = torch.zeros_like(cells)
+    query_rows = query_cols = draft_fed = draft_slots = None  # row drafts only
+    if L:
+        row_of = torch.cat([rows_of_cells.reshape(1, -1).expand(B, -1), torch.full_like(cnt, H),
+                            torch.full_like(cnt, H)], dim=1)
+        fed_draft = torch.cat([lanes_of((o >= 1).expand(B, H, -1)), torch.zeros_like(opener),
+                               torch.zeros_like(feed)], dim=1)
+        query_rows = torch.where(on, take(row_of), H)
+        draft_fed = on & take(fed_draft)
+    if sch.config.draft_ahead:
+        query_cols = torch.where(on & (query_rows < H), take(out) - query_rows.clamp(max=H - 1) * W, W)
+
+    feeds_last = feed | fed_by_opener
+    live = _live_after(sch, state, opener, real, feeds_last, slots, on & ~draft_fed if L else on)
+    if L:
+        draft_slots = torch.zeros_like(live).scatter_(1, torch.where(draft_fed, slots, scratch), True)
+        draft_slots[:, scratch] = False
+    sample_rows = torch.arange(slots.shape[1], device=cnt.device).expand(B, -1)
+    batch = PassBatch(is_prefix=False, slots=slots, positions=positions, sources=sources, sample_rows=sample_rows,
+                      cells=cells, kinds=kinds, attempts=attempts)
+    return Plan(batch=batch, live=live, active=on, cell_lane=cell, open_lane=opener, open_kind=opens.kind,
+                feeds_last=feeds_last, above=above, query_rows=query_rows, draft_fed=draft_fed,
+                draft_slots=draft_slots, cell_queries=lane.sum(-1) if L else None, query_cols=query_cols)
 
 
-class Scheduler:
-    """The constants of one decode's schedule (layout, windows, slot map); the state lives in a
-    ScheduleState. `plan` and `advance` are tensor functions without host synchronisation."""
+def draft_lanes(scheduler: Scheduler, state: ScheduleState) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row drafts to start after a pass (common.zipar.row_drafts.start): (B, H, L) bool over offsets o (cell
+    count + o), True where a new draft goes, and the drafts each row holds then (B, H). A row drafts the
+    cells after its decided ones that the window rule lets it decide in the next pass (up to L); drafts
+    it already holds (those redrawn after a rejection) stay."""
+    W, L = scheduler.layout.cols, scheduler.draft_len
+    cnt = state.count
+    above = torch.cat([torch.full_like(cnt[:, :1], W), cnt[:, :-1]], dim=1)
+    col = cnt[..., None] + torch.arange(L, device=cnt.device)  # (B, H, L)
+    base = (cnt[..., None] >= 1) & (col < W)
+    if scheduler.config.draft_ahead:  # what the row above's decided tokens and drafts show (`cell_lanes`)
+        rows, seen = [], above[:, 0]
+        for r in range(scheduler.layout.rows):
+            rows.append(base[:, r] & window.window_allows(seen[:, None], col[:, r], state.window[:, r, None], W))
+            seen = cnt[:, r] + rows[-1].sum(-1)
+        allowed = torch.stack(rows, dim=1)
+    else:
+        allowed = base & window.window_allows(above[..., None], col, state.window[..., None], W)
+    target = allowed.sum(-1)  # a prefix of the offsets: the rule is monotone in the column
+    new = allowed & (torch.arange(L, device=cnt.device) >= state.drafts[..., None])
+    return new, target
 
-    def __init__(self, layout: Layout, config: DecodeConfig, device, queries: int | None = None):
-        config.check_grid(layout.cols)
-        self.layout, self.config, self.device = layout, config, device
-        self.slot_map = SlotMap.build(layout, device)
-        self.placeholder = Placeholder(config.placeholder, self.slot_map.placeholder_column, layout.end_of_row)
-        self.draft_len = config.draft_len
-        self.w_min = schedule_window(layout, config.window, config.compat)
-        self.row_windows = row_windows(layout, config.window, config.compat, config.first_row)
-        official = active_rule(layout.family, config.compat)
-        self.reads_unwritten = official is not None and official.reads_unwritten
-        serial = first_row_rule(layout, config.first_row, config.compat) == "serial"
-        self.num_queries = queries or queries_per_pass(layout, self.w_min, self.draft_len, serial)
-        # rows that can hold drafts at once: a ring of draft-distribution buffers indexed by r mod this
-        self.draft_rows = open_rows_bound(layout, self.w_min, serial)
-        self.rows = torch.arange(layout.rows, device=device)
 
-    def initial_state(self, batch: int) -> ScheduleState:
-        H, dev = self.layout.rows, self.device
-        zeros = lambda: torch.zeros(batch, H, dtype=torch.int64, device=dev)  # noqa: E731
-        windows = torch.tensor([self.layout.cols] + self.row_windows, dtype=torch.int64, device=dev)
-        live = self.slot_map.regular.expand(batch, -1).clone() if self.reads_unwritten else \
-            torch.zeros(batch, self.slot_map.num_slots, dtype=torch.bool, device=dev)
-        per_image = lambda: torch.zeros(batch, dtype=torch.int64, device=dev)  # noqa: E731
-        return ScheduleState(count=zeros(), window=windows.expand(batch, -1).clone(), attempts=zeros(),
-                             fed_last=torch.zeros(batch, H, dtype=torch.bool, device=dev), live=live,
-                             image_passes=per_image(), opener_rejections=per_image(),
-                             pass_index=torch.zeros((), dtype=torch.int64, device=dev), drafts=zeros(),
-                             row_passes=zeros(), row_gain=zeros(), draft_rejections=per_image())
+def cell_lanes(scheduler: Scheduler, state: ScheduleState, cell: torch.Tensor, above: torch.Tensor, o: torch.Tensor,
+               col: torch.Tensor) -> torch.Tensor:
+    """The cell lanes of `plan` with row drafts (cell (B, H) rows whose lane
+    runs, above (B, H) the row above's tokens, o (L+1,) offsets, col (B, H, L+1) decided columns):
+    (B, H, L+1) the cell lane's offsets that run: o <= the drafts held, inside the row, and allowed
+    by the window rule. Offset 0 (fed the last decided token) counts the row above's decided tokens.
+    Drafting ahead (DecodeConfig.draft_ahead), offsets >= 1 count the row above's decided tokens
+    plus the drafts its lane feeds in this same pass (cnt + its lane - 1), which their queries may
+    read (common.zipar.masks.drafts_above_readable); row by row, top down, as each row's reach depends
+    on the lane of the row above."""
+    W, H = scheduler.layout.cols, scheduler.layout.rows
+    base = cell[..., None] & (o <= state.drafts[..., None]) & (col < W)
+    if not scheduler.config.draft_ahead:
+        return base & window.window_allows(above[..., None], col, state.window[..., None], W)
+    lanes, seen = [], above[:, 0]
+    for r in range(H):
+        reach = torch.where(o == 0, above[:, r, None], seen[:, None])
+        lane = base[:, r] & window.window_allows(reach, col[:, r], state.window[:, r, None], W)
+        lanes.append(lane)
+        seen = state.count[:, r] + (lane.sum(-1) - 1).clamp(min=0)
+    return torch.stack(lanes, dim=1)
 
-    def prefix_pass(self, state: ScheduleState) -> PassBatch:
-        """Pass 0: the condition prefix; its last query decides (0, 0)."""
-        T, dev = self.layout.prefix_len, self.device
-        slots = torch.arange(T, device=dev)[None]
-        state.live[:, :T] = True
-        one = lambda v: torch.tensor([[v]], dtype=torch.int64, device=dev)  # noqa: E731
-        return PassBatch(is_prefix=True, slots=slots, positions=slots, sources=torch.full_like(slots, PREFIX_SOURCE),
-                         sample_rows=one(T - 1), cells=one(0), kinds=one(DRAW), attempts=one(0))
 
-    def after_prefix(self, state: ScheduleState) -> None:
-        state.count[:, 0] = 1
-        state.image_passes.fill_(1)
-        state.pass_index.fill_(1)
+def _live_after(sch: Scheduler, state: ScheduleState, opener: torch.Tensor, real: torch.Tensor,
+                feeds_last: torch.Tensor, slots: torch.Tensor, on: torch.Tensor) -> torch.Tensor:
+    """The live slots in this pass: placeholders retired, this pass's writes added."""
+    layout, W, r = sch.layout, sch.layout.cols, sch.rows
+    live = state.live.clone()
+    if not layout.end_of_row and layout.rows > 1:
+        # a placeholder shadows the real slot it stands for (unwritten; live zeros in compat mode)
+        stands_for = sch.slot_map.cell_start[(r - 1).clamp(min=0)] + W - 1
+        live.scatter_(1, torch.where(opener & ~real, stands_for, sch.slot_map.scratch), False)
+        # the real (r-1, W-1) retires row r's placeholder opener
+        live[:, sch.slot_map.opener_base:sch.slot_map.scratch] &= ~feeds_last[:, :-1]
+    live.scatter_(1, slots, on)
+    live[:, sch.slot_map.scratch] = False
+    return live
 
-    def plan(self, state: ScheduleState) -> Plan:
-        """The next decode pass's queries for every image, from the state before the pass, padded
-        to `num_queries` per image (`Plan.trimmed` cuts the padding)."""
-        layout = self.layout
-        H, W, N = layout.rows, layout.cols, layout.num_cells
-        r, start = self.rows, self.slot_map.cell_start
-        scratch, trash = self.slot_map.scratch, self.slot_map.trash
-        cnt, att = state.count, state.attempts
-        B = cnt.shape[0]
-        above = torch.cat([torch.full_like(cnt[:, :1], W), cnt[:, :-1]], dim=1)  # (B, H)
 
-        cell = (cnt >= 1) & (cnt < W) & window.window_allows(above, cnt, state.window, W)
-        # the cell lane, offsets o = 0..L: fed (r, c+o-1) (o >= 1: a draft), decides (r, c+o): a CHECK of
-        # the draft there, or a DRAW after the last draft; each decided cell the window rule allows
-        L = self.draft_len
-        o = torch.arange(L + 1, device=cnt.device)
-        col = cnt[..., None] + o  # (B, H, L+1) decided column
-        # without drafts the lane is the one query `cell` allows: no draft-only terms then
-        lane = row_drafts.cell_lanes(self, state, cell, above, o, col) if L else cell[..., None]
-        cell_slot = start[:, None] + col - 1
-        cell_kind = torch.where(o < state.drafts[..., None], CHECK, DRAW) if L else torch.full_like(col, DRAW)
-        lanes_of = lambda t: t.reshape(B, -1)  # noqa: E731  (B, H, L+1) -> (B, H*(L+1))
+def advance(sch: Scheduler, state: ScheduleState, plan: Plan, accepted: torch.Tensor | None,
+            kept: RowsKept | None = None) -> None:
+    """Update the state in place after the pass's tokens are decided. accepted: (B,) whether the
+    image's opener verification (if any) accepted the pending opening (common.zipar.openers.accept).
+    kept: with row drafts, what the checks decided (common.zipar.row_drafts.keep); else each lane
+    that ran gains one token."""
+    gain = plan.cell_lane.long() if kept is None else kept.gain
+    state.row_passes += plan.cell_lane.long()
+    state.row_gain += gain
+    opened = openers.settle(state, plan, accepted, sch.layout.cols)
+    state.count += gain + opened.long()
+    state.fed_last |= plan.feeds_last
+    state.live.copy_(plan.live)
+    if kept is not None:  # a kept draft-fed entry becomes live for everyone
+        scratch = sch.slot_map.scratch
+        state.live.scatter_(1, torch.where(kept.live_slots, plan.batch.slots, scratch), True)
+        state.live[:, scratch] = False
+        state.drafts.copy_(kept.drafts)
+        state.draft_rejections += kept.rejected
+    state.image_passes.copy_(torch.where(plan.active.any(1), state.pass_index + 1, state.image_passes))
+    state.pass_index += 1
 
-        opener = (r >= 1) & (cnt == 0) & window.window_allows(above, torch.zeros_like(cnt), state.window, W)
-        full = above == W
-        open_pos = self.slot_map.opener_position(r.clamp(min=1)).expand(B, -1)
-        if layout.end_of_row:
-            real = torch.zeros_like(full)
-            open_slot = open_pos  # the end-of-row slot
-            open_src = (N + r - 1).expand(B, -1)
-        else:
-            real = full  # row r-1 is complete: its real last token opens row r
-            open_slot = torch.where(real, open_pos, self.slot_map.opener_base + (r - 1).clamp(min=0))
-            stand_in = self.placeholder.source((r - 1).clamp(min=0).expand(B, -1), cnt, W)
-            open_src = torch.where(real, r * W - 1, stand_in)
-        if self.config.adaptive:
-            open_kind = torch.where(att > 0, VERIFY, torch.where(full, DRAW, OPEN))
-        else:
-            open_kind = torch.full_like(cnt, DRAW)
 
-        # row r-1's last token fed by row r's opener, at row r-1
-        fed_by_opener = torch.cat([(opener & real)[:, 1:], torch.zeros_like(real[:, :1])], dim=1)
-        feed = (r < H - 1) & (cnt == W) & ~state.fed_last & ~fed_by_opener
-        last_slot = start + W - 1
+def done(sch: Scheduler, state: ScheduleState) -> torch.Tensor:
+    return (state.count == sch.layout.cols).all()
 
-        # lanes (B, (L+3)H): cells, openers, feeds
-        rows_of_cells = r[:, None].expand(H, L + 1)
-        active = torch.cat([lanes_of(lane), opener, feed], dim=1)
-        slot = torch.cat([lanes_of(cell_slot), open_slot, last_slot.expand(B, -1)], dim=1)
-        pos = torch.cat([lanes_of(cell_slot), open_pos, last_slot.expand(B, -1)], dim=1)
-        src = torch.cat([lanes_of(r[:, None] * W + col - 1), open_src, (r * W + W - 1).expand(B, -1)], dim=1)
-        out = torch.cat([lanes_of(r[:, None] * W + col), (r * W).expand(B, -1), torch.full_like(cnt, trash)], 1)
-        kind = torch.cat([lanes_of(cell_kind.expand(B, -1, -1)), open_kind, torch.full_like(cnt, PAD)], dim=1)
 
-        big = self.slot_map.num_slots + 1  # inactive lanes sort last
-        order = torch.argsort(torch.where(active, pos, big), dim=1)[:, :self.num_queries]
-        take = lambda t: t.gather(1, order)  # noqa: E731
-        on = take(active)
-        slots = torch.where(on, take(slot), scratch)
-        positions = torch.where(on, take(pos), 0)
-        sources = torch.where(on, take(src), 0)
-        cells = torch.where(on, take(out), trash)
-        kinds = torch.where(on, take(kind), PAD)
-        if self.config.adaptive:  # opener attempts key the adaptive tests; 0 elsewhere
-            attempts = torch.where(on, take(torch.cat([torch.zeros_like(lanes_of(col)), att, torch.zeros_like(cnt)], 1)), 0)
-        else:
-            attempts = torch.zeros_like(cells)
-        query_rows = query_cols = draft_fed = draft_slots = None  # row drafts only
-        if L:
-            row_of = torch.cat([rows_of_cells.reshape(1, -1).expand(B, -1), torch.full_like(cnt, H),
-                                torch.full_like(cnt, H)], dim=1)
-            fed_draft = torch.cat([lanes_of((o >= 1).expand(B, H, -1)), torch.zeros_like(opener),
-                                   torch.zeros_like(feed)], dim=1)
-            query_rows = torch.where(on, take(row_of), H)
-            draft_fed = on & take(fed_draft)
-        if self.config.draft_ahead:
-            query_cols = torch.where(on & (query_rows < H), take(out) - query_rows.clamp(max=H - 1) * W, W)
-
-        feeds_last = feed | fed_by_opener
-        live = self._live_after(state, opener, real, feeds_last, slots, on & ~draft_fed if L else on)
-        if L:
-            draft_slots = torch.zeros_like(live).scatter_(1, torch.where(draft_fed, slots, scratch), True)
-            draft_slots[:, scratch] = False
-        sample_rows = torch.arange(slots.shape[1], device=cnt.device).expand(B, -1)
-        batch = PassBatch(is_prefix=False, slots=slots, positions=positions, sources=sources, sample_rows=sample_rows,
-                          cells=cells, kinds=kinds, attempts=attempts)
-        return Plan(batch=batch, live=live, active=on, cell_lane=cell, open_lane=opener, open_kind=open_kind,
-                    feeds_last=feeds_last, above=above, query_rows=query_rows, draft_fed=draft_fed,
-                    draft_slots=draft_slots, cell_queries=lane.sum(-1) if L else None, query_cols=query_cols)
-
-    def _live_after(self, state, opener, real, feeds_last, slots, on) -> torch.Tensor:
-        """The live slots in this pass: placeholders retired, this pass's writes added."""
-        layout, W, r = self.layout, self.layout.cols, self.rows
-        live = state.live.clone()
-        if not layout.end_of_row and layout.rows > 1:
-            # a placeholder shadows the real slot it stands for (unwritten; live zeros in compat mode)
-            stands_for = self.slot_map.cell_start[(r - 1).clamp(min=0)] + W - 1
-            live.scatter_(1, torch.where(opener & ~real, stands_for, self.slot_map.scratch), False)
-            # the real (r-1, W-1) retires row r's placeholder opener
-            live[:, self.slot_map.opener_base:self.slot_map.scratch] &= ~feeds_last[:, :-1]
-        live.scatter_(1, slots, on)
-        live[:, self.slot_map.scratch] = False
-        return live
-
-    def advance(self, state: ScheduleState, plan: Plan, accepted: torch.Tensor | None,
-                row_gain: torch.Tensor | None = None) -> None:
-        """Update the state in place after the pass's tokens are decided. accepted: (B,) whether the
-        image's opener verification (if any) accepted the pending opening. row_gain: (B, H) with row
-        drafts, the tokens each row's cell lane kept (common.zipar.row_drafts.keep); else one per lane."""
-        W = self.layout.cols
-        gain = plan.cell_lane.long() if row_gain is None else row_gain
-        state.row_passes += plan.cell_lane.long()
-        state.row_gain += gain
-        kind = plan.open_kind
-        if accepted is None:
-            opened = plan.open_lane & (kind == DRAW)
-            rejected = torch.zeros_like(state.opener_rejections)
-        else:
-            final = plan.above == W
-            opened = plan.open_lane & ((kind == DRAW) | ((kind == VERIFY) & (accepted[:, None] | final)))
-            rejected = (plan.open_lane & (kind == VERIFY) & ~accepted[:, None]).sum(1)
-        state.count += gain + opened.long()
-        state.window.copy_(torch.where(opened, plan.above, state.window))
-        state.attempts += plan.open_lane.long()
-        state.fed_last |= plan.feeds_last
-        state.live.copy_(plan.live)
-        state.opener_rejections += rejected
-        state.image_passes.copy_(torch.where(plan.active.any(1), state.pass_index + 1, state.image_passes))
-        state.pass_index += 1
-
-    def done(self, state: ScheduleState) -> torch.Tensor:
-        return (state.count == self.layout.cols).all()
-
-    def passes_left_bound(self, state: ScheduleState) -> torch.Tensor:
-        """() int64: a lower bound on the passes the batch still needs, 0 iff every image is done. A
-        row gains at most L + 1 tokens a pass (one without row drafts; an opening decides one), and
-        row r+1 completes at least one pass after row r (its last cell needs row r complete), so
-        row k still needs ceil((W - count) / (L + 1)) passes and the last row H-1-k more. The decode
-        reads it once per stretch of passes it guarantees, instead of a "done" flag every pass."""
-        W, H, L = self.layout.cols, self.layout.rows, self.draft_len
-        own = (W - state.count + L) // (L + 1)  # (B, H)
-        rows_below = H - 1 - self.rows
-        return torch.where(state.count < W, own + rows_below, 0).max()
+def passes_left_bound(sch: Scheduler, state: ScheduleState) -> torch.Tensor:
+    """() int64: a lower bound on the passes the batch still needs, 0 iff every image is done. A
+    row gains at most L + 1 tokens a pass (one without row drafts; an opening decides one), and
+    row r+1 completes at least one pass after row r (its last cell needs row r complete), so
+    row k still needs ceil((W - count) / (L + 1)) passes and the last row H-1-k more. The decode
+    reads it once per stretch of passes it guarantees, instead of a "done" flag every pass."""
+    W, H, L = sch.layout.cols, sch.layout.rows, sch.draft_len
+    own = (W - state.count + L) // (L + 1)  # (B, H)
+    rows_below = H - 1 - sch.rows
+    return torch.where(state.count < W, own + rows_below, 0).max()
 
 
 @functools.lru_cache(maxsize=64)
@@ -325,15 +263,15 @@ def fixed_dry_run(layout: Layout, config: DecodeConfig) -> tuple[tuple[int, ...]
     so it is remembered: a sampling job decodes many batches with one layout and config): the real
     queries of each pass, and whether any opener is fed the placeholder column."""
     host = Scheduler(layout, config, "cpu")
-    state = host.initial_state(1)
-    host.after_prefix(state)
+    state = initial_state(host, 1)
+    after_prefix(state)
     sizes, column = [0], host.slot_map.placeholder_column  # the prefix pass is sized by the condition
     reads_column = False
-    while not bool(host.done(state)):
-        plan = host.plan(state)
-        sizes.append(int(plan.active.sum()))
-        reads_column |= bool(((plan.batch.sources == column) & plan.active).any())
-        host.advance(state, plan, None)
+    while not bool(done(host, state)):
+        step = plan(host, state)
+        sizes.append(int(step.active.sum()))
+        reads_column |= bool(((step.batch.sources == column) & step.active).any())
+        advance(host, state, step, None)
     return tuple(sizes), reads_column
 
 

@@ -120,3 +120,30 @@ def num_passes(layout: Layout, window: int | None, compat: str | None = None, fi
     """Forward passes for the whole image: the critical path, prefill included (`window` as asked for,
     see `schedule_window`)."""
     return int(decode_pass_table(layout, row_windows(layout, window, compat, first_row)).max()) + 1
+
+
+def queries_per_pass(layout: Layout, window: int, draft_len: int = 0, serial_first_row: bool = False) -> int:
+    """The most queries one image can run in a decode pass with (minimum) window w < W and L =
+    draft_len row drafts (a row's cell lane is then at most L + 1 queries).
+
+    Once open, a row gains one token per pass until complete, so before any pass a row holding
+    c' >= 1 tokens is at least w behind the row above (its last cell needed c' - 1 + w above, and
+    that row has grown since; drafts do not change this, the window rule counts decided tokens):
+    the rows holding 1..W-1 tokens, and an opener (which needs >= w tokens above it), stack at
+    most 1 + (W-1) // w deep (at most H rows), each with at most L + 1 queries. A row's last token
+    is fed in the pass after the row completes, and rows complete in distinct passes (a row's last
+    cell needs the row above complete): one feed more. With w >= W (next-token prediction) a pass
+    runs one row's cells, or one opener fed the real last token; with end-of-row tokens the opener
+    and the feed of the row above are separate queries: 2.
+    """
+    W = layout.cols
+    w = min(window, W)
+    if w >= W:
+        return max(draft_len + 1, 2 if layout.end_of_row else 1)
+    return open_rows_bound(layout, w, serial_first_row) * (draft_len + 1) + 1
+
+
+def open_rows_bound(layout: Layout, window: int, serial_first_row: bool = False) -> int:
+    """The most rows holding 1..W-1 decided tokens (or opening) at once (see `queries_per_pass`)."""
+    rows = max(layout.rows - 1, 1) if serial_first_row else layout.rows
+    return min(rows, 1 + (layout.cols - 1) // max(window, 1))
