@@ -10,7 +10,7 @@ can be compiled once (`compile=True`: torch.compile(fullgraph=True)) and, on a G
 CUDA graphs (`compile="reduce-overhead"`). Nothing in it reads back to the host. Fixed windows run
 the precomputed pass count (the schedule's critical path) with no synchronisation at all; per-image
 schedules (adaptive windows, row drafts) run at least the pass count of their minimum window, then
-read back a lower bound on the passes still needed (`Scheduler.passes_left_bound`) and run that many
+read back a lower bound on the passes still needed (`scheduler.passes_left_bound`) and run that many
 before reading again: a few reads per decode instead of one per pass, and never an extra pass.
 Eager decodes on a CPU, where compute grows with the queries and a read-back costs nothing, skip
 padding: fixed-window passes run at their precomputed sizes, adaptive ones at the busiest image's.

@@ -1,27 +1,25 @@
 """The one ZipAR scheduler (paper sections 3.2-3.3): which queries every forward pass runs, for
 fixed and adaptive windows alike, computed on the decode device from per-image state tensors.
+`plan` and `advance` are functions of the schedule's constants (common.zipar.state.Scheduler) and its
+state, with no host synchronisation.
 
-State per image (ScheduleState): decided tokens per row, the window each row follows the row above
+State per image (common.zipar.state.ScheduleState): decided tokens per row, the window each row follows the row above
 with, opener attempts per row, whether each row's last token is in the cache, which cache slots are
 live. Each pass, every row offers three candidate queries ("lanes"), computed for all rows at once:
   cell    row r holds c tokens (1 <= c < W) and the row above allows (r, c) by the window rule
           (common.zipar.window.window_allows, looked up at call time so that
           the rule has exactly one definition): feed (r, c-1), decide (r, c).
-  opener  row r holds none and the row above allows (r, 0): the query at the position that predicts
-          (r, 0) ((r-1, W-1), or the end-of-row token of row r-1). Fed the real (r-1, W-1) when that
-          row is complete, else the end-of-row token, else a placeholder (common.zipar.placeholder).
-          Fixed windows: the opening is a plain draw. Adaptive windows: the first is an OPEN (its
-          draw kept pending), each later pass re-runs it as a VERIFY against a window one token larger, until accepted (or
-          final, when row r-1 is complete); the window an opening is accepted at is what row r then
-          follows row r-1 with. Each attempt overwrites the previous attempt's entry (its slot):
-          a superseded opener is never read again, so one slot per row holds them all.
+  opener  row r holds none and the row above allows (r, 0): the query that decides (r, 0), a plain
+          draw with fixed windows, a pending opening verified pass by pass with adaptive ones; its
+          lane, test and bookkeeping are common.zipar.openers.
   feed    row r is complete and its last token is not in the cache yet: feed it (keys/values only).
 With row drafts (draft_len L, common.zipar.row_drafts) the cell lane is up to L + 1 queries: offset o is
 fed (r, c+o-1), a draft for o >= 1, and decides (r, c+o) (a CHECK of the draft there, or a DRAW
-after the last draft), for each cell the window rule allows. A draft-fed query's slot is visible
+after the last draft), for each cell the window rule allows (`cell_lanes`; the drafts a row starts
+after a pass: `draft_lanes`). A draft-fed query's slot is visible
 only to its own row's later queries in the pass (common.zipar.masks), and live for all once kept.
-The active lanes of an image are packed, in increasing position, into `queries_per_pass` slots
-(bound derived in `queries_per_pass`); the rest is inert padding that writes a scratch slot nobody
+The active lanes of an image are packed, in increasing position, into `Scheduler.num_queries` slots
+(bound derived in common.zipar.window.queries_per_pass); the rest is inert padding that writes a scratch slot nobody
 reads and decides the token buffer's trash column. So every decode pass has one shape, no per-image
 Python runs and nothing is read back to the host.
 
