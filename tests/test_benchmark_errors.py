@@ -5,7 +5,7 @@ CLIs' own checks."""
 import pytest
 import torch
 
-from benchmarks import gpu_suite, latency, tradeoff
+from benchmarks import gpu_suite, latency, tradeoff, tradeoff_table
 from tests.helpers.processes import run_benchmark, run_python
 
 
@@ -17,8 +17,8 @@ def error_line(capsys) -> str:
 
 def refused_before_work(monkeypatch):
     """Any model built or sampled fails the test: the refusal must come first."""
-    monkeypatch.setattr(gpu_suite, "correctness_rows", lambda *a: pytest.fail("ran past the checks"))
-    monkeypatch.setattr(gpu_suite, "gpt_of", lambda *a: pytest.fail("ran past the checks"))
+    for job in ("correctness_rows", "llamagen_jobs", "t2i_rows", "sample_ddp_rows", "ab_rows"):
+        monkeypatch.setattr(gpu_suite, job, lambda *a: pytest.fail("ran past the checks"))
     monkeypatch.setattr(tradeoff, "run_setting", lambda *a: pytest.fail("ran past the checks"))
 
 
@@ -81,9 +81,9 @@ def test_tradeoff_from_csv_names_the_file_and_flag(content, needle, tmp_path, ca
     if isinstance(content, bytes):
         path.write_bytes(content)
     elif content is not None and content.startswith("BAD"):
-        row = {c: "1" for c in tradeoff.COLUMNS} | {"setting": "s", "kind": "fixed", "first_row": "serial"}
+        row = {c: "1" for c in tradeoff_table.COLUMNS} | {"setting": "s", "kind": "fixed", "first_row": "serial"}
         row |= {"kind": "zipar"} if content == "BAD_KIND" else {"digits_fid": "n/a"}
-        path.write_text(",".join(tradeoff.COLUMNS) + "\n" + ",".join(row[c] for c in tradeoff.COLUMNS) + "\n")
+        path.write_text(",".join(tradeoff_table.COLUMNS) + "\n" + ",".join(row[c] for c in tradeoff_table.COLUMNS) + "\n")
     elif content is not None:
         path.write_text(content)
     assert tradeoff.cli(["--from-csv", str(path), *outputs(tmp_path)]) == 2

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import gpu_suite, outputs, sampling_sweep, tradeoff
+from benchmarks import gpu_suite, outputs, sampling_sweep, tradeoff, tradeoff_table
 
 
 def smoke_args(tmp_path, *extra):
@@ -27,7 +27,7 @@ def test_tradeoff_benchmark_smoke(tmp_path):
     args = smoke_args(tmp_path, *out_args(tmp_path, "t"))
     tradeoff.main(args)
     rows = list(csv.DictReader((tmp_path / "t.csv").open()))
-    assert list(rows[0]) == tradeoff.COLUMNS
+    assert list(rows[0]) == tradeoff_table.COLUMNS
     assert [r["setting"] for r in rows] == [
         "NTP", "fixed 2 above serial", "fixed 2 above early", "fixed 2 above-or-mean serial", "fixed 2 mean serial",
         "adaptive 4 above serial", "adaptive 4 above early", "adaptive 4 above-or-mean serial", "official 2",
