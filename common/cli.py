@@ -148,6 +148,12 @@ class _DashValues:
                 if flag in flags and value.startswith("-"):
                     message += f"; to give it a value that starts with '-', join them: {flag}={value}"
                     break
+        if "WORLD_SIZE" in os.environ:  # under torchrun: run_main's one line per rank, not a usage block from each
+            line = f"error: {message} ({self.prog} --help lists the flags)"
+            sys.stderr.write(line + "\n")
+            sys.stderr.flush()
+            tell_torchrun(line)
+            sys.exit(2)
         super().error(message)
 
 
