@@ -70,7 +70,9 @@ def sample_ddp_rows(plan: Plan, device: torch.device, budget: Budget) -> list[di
     if not budget.fits("sample_ddp under torchrun", 60):
         return []
     with tempfile.TemporaryDirectory() as tmp:
-        common = ["--model", "demo", "--num-fid-samples", "4", "--window", "8", "--device", device.type, "--quiet"]
+        # one CPU thread a process: the default (all cores) made the CPU smoke run 3x slower on a shared machine
+        common = ["--model", "demo", "--num-fid-samples", "4", "--window", "8", "--device", device.type, "--quiet",
+                  "--threads", "1"]
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1"]
         runs = {}
