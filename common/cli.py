@@ -307,7 +307,7 @@ def check_random_init(args: argparse.Namespace, flags: list[str]) -> None:
 
 
 # decoding flags that act only on rows a ZipAR window opens before the row above is complete: under --ntp no
-# row does, so none of them changes a token or a pass (--compat and --adaptive are refused by DecodeConfig)
+# row does, so none of them changes a token or a pass (--window, --adaptive and --compat: refused in common.zipar)
 NTP_IGNORES = {"--placeholder": None, "--first-row": None, "--draft-ahead": False}  # flag -> its unset value
 
 
@@ -315,9 +315,10 @@ def check_ntp_flags(args: argparse.Namespace) -> None:
     """--ntp with flags it would ignore (NTP_IGNORES): one line naming them, before any work."""
     given = [flag for flag, unset in NTP_IGNORES.items() if args.ntp and _flag_value(args, flag) != unset]
     if given:
+        one = len(given) == 1
         raise ValueError(f"--ntp is plain next-token prediction, where each row opens once the row above is complete, "
-                         f"so {' and '.join(given)} would be ignored ({'it acts' if len(given) == 1 else 'they act'} on "
-                         f"rows a ZipAR --window opens earlier); drop {'it' if len(given) == 1 else 'them'} or drop --ntp")
+                         f"so {' and '.join(given)} would be ignored ({'it acts' if one else 'they act'} on rows a "
+                         f"ZipAR --window opens earlier); drop {'it' if one else 'them'} or drop --ntp")
 
 
 def check_model_files(args: argparse.Namespace, required: list[str], check: Callable, optional: list[str] = (),

@@ -83,7 +83,8 @@ def test_tradeoff_from_csv_names_the_file_and_flag(content, needle, tmp_path, ca
     elif content is not None and content.startswith("BAD"):
         row = {c: "1" for c in tradeoff_table.COLUMNS} | {"setting": "s", "kind": "fixed", "first_row": "serial"}
         row |= {"kind": "zipar"} if content == "BAD_KIND" else {"digits_fid": "n/a"}
-        path.write_text(",".join(tradeoff_table.COLUMNS) + "\n" + ",".join(row[c] for c in tradeoff_table.COLUMNS) + "\n")
+        columns = tradeoff_table.COLUMNS
+        path.write_text(",".join(columns) + "\n" + ",".join(row[c] for c in columns) + "\n")
     elif content is not None:
         path.write_text(content)
     assert tradeoff.cli(["--from-csv", str(path), *outputs(tmp_path)]) == 2

@@ -172,7 +172,8 @@ def test_every_cli_refuses_flags_ntp_would_ignore_before_any_work(cli, tmp_path,
         "emu3": ("emu3.generate", ["--random-init", "--config", "tiny", "--prompt", "a", "--out-dir", tmp_path / "o"]),
         "lumina": ("lumina_mgpt.generate", ["--random-init", "--config", "tiny", "--prompt", "a", "--out-dir",
                                             tmp_path / "o"]),
-        "janus": ("janus.generate", ["--random-init", "--config", "tiny", "--prompt", "a", "--out-dir", tmp_path / "o"]),
+        "janus": ("janus.generate", ["--random-init", "--config", "tiny", "--prompt", "a", "--out-dir",
+                                     tmp_path / "o"]),
         "sample_ddp": ("sample_ddp", ["--random-init", "--num-fid-samples", "1", "--out-dir", tmp_path / "o"]),
     }[cli]
     monkeypatch.delenv("WORLD_SIZE", raising=False)
