@@ -14,7 +14,7 @@ import sys
 
 import torch
 
-from benchmarks import tradeoff
+from benchmarks import demo_runs
 from benchmarks.outputs import add_output_args, resolve_outputs
 from common.atomic import write_csv_atomic, write_text_atomic
 from common.cli import HelpFormatter, run_main
@@ -40,9 +40,9 @@ OUTPUTS = {"--out-md": "sampling_sweep.md", "--out-csv": "sampling_sweep.csv"}
 
 @torch.inference_mode()
 def main(args) -> list[dict]:
-    tradeoff.check_run_args(args)
-    resolve_outputs(args, tradeoff.run_name("sampling_sweep", args), OUTPUTS)
-    tradeoff.check_outputs(args, md=args.out_md, csv=args.out_csv)
+    demo_runs.check_run_args(args)
+    resolve_outputs(args, demo_runs.run_name("sampling_sweep", args), OUTPUTS)
+    demo_runs.check_outputs(args, md=args.out_md, csv=args.out_csv)
     for cfg_scale, temperature in grid(args):  # validated (finite, in range) before the model loads
         try:
             DecodeConfig(window=args.window, adaptive=args.adaptive, cfg_scale=cfg_scale, temperature=temperature)
@@ -65,11 +65,11 @@ def main(args) -> list[dict]:
         zipar = f"{'adaptive' if args.adaptive else 'fixed'} {args.window}"
         for method, config in (("NTP", DecodeConfig(window=None, **sampling)),
                                (zipar, DecodeConfig(window=args.window, adaptive=args.adaptive, **sampling))):
-            tokens, passes, *_ = tradeoff.run_setting(gpt, config, labels, seeds, args.batch_size)
+            tokens, passes, *_ = demo_runs.run_setting(gpt, config, labels, seeds, args.batch_size)
             reference = tokens if reference is None else reference  # agreement with NTP at the same setting
             rows.append({"method": method, "cfg_scale": cfg_scale, "temperature": temperature,
                          "passes_mean": statistics.mean(passes),
-                         **tradeoff.score(scorer, tokenizer, tokens, labels, reference, args.groups)})
+                         **demo_runs.score(scorer, tokenizer, tokens, labels, reference, args.groups)})
             print(f"{method} cfg {cfg_scale} T {temperature}: {rows[-1]['digits_fid']:.1f}", file=sys.stderr)
     write(rows, args)
     return rows
@@ -94,12 +94,12 @@ def write(rows, args):
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    tradeoff.add_run_args(p)
+    demo_runs.add_run_args(p)
     p.add_argument("--window", "--w-min", dest="window", type=int, default=16,
                    help="ZipAR's window (w_min with --adaptive), with the default first row and placeholder")
     p.add_argument("--adaptive", action=argparse.BooleanOptionalAction, default=False,
                    help="adaptive windows (--window is w_min) or fixed ones")
-    p.add_argument("--part", type=tradeoff.part_arg, default=None, metavar="K/N",
+    p.add_argument("--part", type=demo_runs.part_arg, default=None, metavar="K/N",
                    help="run the K-th of N round-robin parts of the sampling settings; merge with --from-csv")
     p.add_argument("--from-csv", nargs="+", default=None, metavar="CSV", help="run nothing: merge these tables")
     p.add_argument("--cfg-scales", type=float, nargs="*", default=[1.5, 2.0, 3.0, 4.0, 6.0], help="at temperature 1")
@@ -120,7 +120,7 @@ def read_rows(paths) -> list[dict]:
 if __name__ == "__main__":
     a = build_parser().parse_args()
     if a.from_csv:
-        resolve_outputs(a, tradeoff.run_name("sampling_sweep", a), OUTPUTS)
+        resolve_outputs(a, demo_runs.run_name("sampling_sweep", a), OUTPUTS)
         order = {point: i for i, point in enumerate(grid(a))}
         write(sorted(read_rows(a.from_csv), key=lambda r: (order[(r["cfg_scale"], r["temperature"])],
                                                            r["method"] != "NTP")), a)

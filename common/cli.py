@@ -148,6 +148,12 @@ class _DashValues:
                 if flag in flags and value.startswith("-"):
                     message += f"; to give it a value that starts with '-', join them: {flag}={value}"
                     break
+        if "WORLD_SIZE" in os.environ:  # under torchrun: run_main's one line per rank, not a usage block from each
+            line = f"error: {message} ({self.prog} --help lists the flags)"
+            sys.stderr.write(line + "\n")
+            sys.stderr.flush()
+            tell_torchrun(line)
+            sys.exit(2)
         super().error(message)
 
 
@@ -298,6 +304,21 @@ def check_random_init(args: argparse.Namespace, flags: list[str]) -> None:
         raise ValueError(f"--random-init builds random weights and reads no files, so {' and '.join(given)} "
                          "would be ignored; drop " + ("it" if len(given) == 1 else "them") +
                          " or drop --random-init")
+
+
+# decoding flags that act only on rows a ZipAR window opens before the row above is complete: under --ntp no
+# row does, so none of them changes a token or a pass (--window, --adaptive and --compat: refused in common.zipar)
+NTP_IGNORES = {"--placeholder": None, "--first-row": None, "--draft-ahead": False}  # flag -> its unset value
+
+
+def check_ntp_flags(args: argparse.Namespace) -> None:
+    """--ntp with flags it would ignore (NTP_IGNORES): one line naming them, before any work."""
+    given = [flag for flag, unset in NTP_IGNORES.items() if args.ntp and _flag_value(args, flag) != unset]
+    if given:
+        one = len(given) == 1
+        raise ValueError(f"--ntp is plain next-token prediction, where each row opens once the row above is complete, "
+                         f"so {' and '.join(given)} would be ignored ({'it acts' if one else 'they act'} on rows a "
+                         f"ZipAR --window opens earlier); drop {'it' if one else 'them'} or drop --ntp")
 
 
 def check_model_files(args: argparse.Namespace, required: list[str], check: Callable, optional: list[str] = (),

@@ -14,8 +14,8 @@ import sys
 import torch
 
 from common.cli import (HelpFormatter, add_flag, add_text_to_image_tail, check_input_dir, check_model_files,
-                        check_output_dir, check_positive, check_runtime, fill_random_init_config, note_random_init,
-                        run_main)
+                        check_ntp_flags, check_output_dir, check_positive, check_runtime, fill_random_init_config,
+                        note_random_init, run_main)
 from common.prompts import collect_prompts
 from common.report import run_text_to_image
 from common.zipar.layout import Layout
@@ -33,6 +33,7 @@ from janus.vq import to_uint8_official
 def check_args(args: argparse.Namespace) -> tuple[DecodeConfig, list[str], int]:
     """Validate everything cheap before any model is built (the architecture from --config or the folder's
     config.json); raises ValueError/FileNotFoundError. -> (decode config, prompts, image size)."""
+    check_ntp_flags(args)
     config = decode_config_from_args(args)
     prompts = collect_prompts(args.prompt, args.prompts_file)
     fill_random_init_config(args, PRESETS, DEFAULT.config)

@@ -1,11 +1,11 @@
 """The benchmarks refuse bad input up front, as the CLIs do (one `error:` line, exit status 2, nothing
 run or written): benchmarks/gpu_suite.py's device, budget, lists and output folder; tradeoff.py's
 --from-csv files and draft lengths longer than a row; fp16 on the CPU and untrained image sizes, by the
-CLIs' own checks."""
+CLIs' own checks; each benchmark's counts, lists and output paths."""
 import pytest
 import torch
 
-from benchmarks import gpu_suite, latency, tradeoff
+from benchmarks import gpu_suite, latency, tradeoff, tradeoff_table
 from tests.helpers.processes import run_benchmark, run_python
 
 
@@ -17,8 +17,8 @@ def error_line(capsys) -> str:
 
 def refused_before_work(monkeypatch):
     """Any model built or sampled fails the test: the refusal must come first."""
-    monkeypatch.setattr(gpu_suite, "correctness_rows", lambda *a: pytest.fail("ran past the checks"))
-    monkeypatch.setattr(gpu_suite, "gpt_of", lambda *a: pytest.fail("ran past the checks"))
+    for job in ("correctness_rows", "llamagen_jobs", "t2i_rows", "sample_ddp_rows", "ab_rows"):
+        monkeypatch.setattr(gpu_suite, job, lambda *a: pytest.fail("ran past the checks"))
     monkeypatch.setattr(tradeoff, "run_setting", lambda *a: pytest.fail("ran past the checks"))
 
 
@@ -81,9 +81,10 @@ def test_tradeoff_from_csv_names_the_file_and_flag(content, needle, tmp_path, ca
     if isinstance(content, bytes):
         path.write_bytes(content)
     elif content is not None and content.startswith("BAD"):
-        row = {c: "1" for c in tradeoff.COLUMNS} | {"setting": "s", "kind": "fixed", "first_row": "serial"}
+        row = {c: "1" for c in tradeoff_table.COLUMNS} | {"setting": "s", "kind": "fixed", "first_row": "serial"}
         row |= {"kind": "zipar"} if content == "BAD_KIND" else {"digits_fid": "n/a"}
-        path.write_text(",".join(tradeoff.COLUMNS) + "\n" + ",".join(row[c] for c in tradeoff.COLUMNS) + "\n")
+        columns = tradeoff_table.COLUMNS
+        path.write_text(",".join(columns) + "\n" + ",".join(row[c] for c in columns) + "\n")
     elif content is not None:
         path.write_text(content)
     assert tradeoff.cli(["--from-csv", str(path), *outputs(tmp_path)]) == 2
@@ -125,3 +126,46 @@ def test_random_weights_take_any_size(capsys, monkeypatch):
     """latency.py without --gpt-ckpt times random weights: any grid, as --random-init in the CLIs."""
     args = latency.build_parser().parse_args(["--gpt-model", "GPT-B", "--image-size", "320", "--device", "cpu"])
     latency.check_args(args)
+
+
+# ----------------------------------------------------------------------------- every benchmark's flags
+
+
+@pytest.mark.parametrize("name,args,needle", [
+    ("latency.py", ["--windows", "0"], "--windows 0 must be >= 1"),
+    ("latency.py", ["--batch-size", "0"], "--batch-size 0 must be >= 1"),
+    ("latency.py", ["--batch", "-1"], "--batch was renamed; use --batch-size"),
+    ("latency.py", ["--repeats", "0"], "--repeats 0 must be >= 1"),
+    ("latency.py", ["--threads", "-1"], "--threads must be >= 1"),
+    ("latency.py", ["--out-csv", "FILE/x.csv"], "is a file, not a folder"),
+    ("latency.py", ["--out-csv", "x.txt"], "must end in .csv"),
+    ("t2i_latency.py", ["--family", "emu3", "--windows", "0"], "--windows 0 must be >= 1"),
+    ("t2i_latency.py", ["--family", "emu3", "--windows", "4", "--out-md", "FILE/t.md"], "is a file, not a folder"),
+    ("t2i_latency.py", ["--family", "emu3", "--windows", "4", "--tiny", "--kv-heads", "3"],
+     "--tiny builds its own decoder shape, so --kv-heads would be ignored"),
+    ("t2i_latency.py", ["--family", "lumina", "--windows", "4", "--full", "--dim", "64", "--heads", "4"],
+     "--full builds its own decoder shape, so --dim and --heads would be ignored; drop them"),
+    ("t2i_latency.py", ["--family", "emu3", "--windows", "4", "--full", "--tiny"], "exclude each other"),
+    ("engine_overhead.py", ["--grids", "abc"], "--grids 'abc': a grid is its side in tokens"),
+    ("engine_overhead.py", ["--batch-sizes", "0"], "--batch-sizes 0 must be >= 1"),
+    ("sampling_sweep.py", ["--temperatures", "-1"], "temperature -1.0: --temperature must be a finite number >= 0"),
+    ("sampling_sweep.py", ["--cfg-scales", "nan"], "--cfg-scale must be a finite number"),
+    ("tradeoff.py", ["--out-png", "x.txt"], "--out-png x.txt: the file name must end in .png"),
+    ("tradeoff.py", ["--windows", "0"], "--windows 0 must be >= 1"),
+    ("exactness_at_scale.py", ["--run-dir", "FILE"], "--run-dir"),
+    ("exactness_at_scale.py", ["--run-dir", "r", "--num-samples", "0"], "--num-samples 0 must be >= 1"),
+    ("exactness_at_scale.py", ["--run-dir", "r", "--out-md", "x.txt"], "--out-md x.txt: the file name must end in .md"),
+    ("draft_tree_passes.py", ["--widths", "1", "0"], "--widths 0 must be >= 1"),
+    ("draft_tree_passes.py", ["--tree-depth", "0"], "--tree-depth 0 must be >= 1"),
+])
+def test_benchmark_arguments_fail_before_the_run(name, args, needle, tmp_path, capsys, monkeypatch):
+    (tmp_path / "FILE").write_text("a file where a folder should be")
+    args = [str(tmp_path / a) if a.startswith("FILE") else a for a in args]
+    if name in ("sampling_sweep.py", "tradeoff.py"):
+        args += ["--out-md", tmp_path / "o.md", "--out-csv", tmp_path / "o.csv"]
+        args += ["--out-png", tmp_path / "o.png"] if name == "tradeoff.py" and "--out-png" not in args else []
+    import llamagen.checkpoint
+    monkeypatch.setattr(llamagen.checkpoint, "load_gpt_weights", lambda *a: pytest.fail("ran past the checks"))
+    assert run_benchmark(name.removesuffix(".py"), args, monkeypatch) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("warning: ")]
+    assert len(err) == 1 and err[0].startswith("error: ") and needle in err[0], err

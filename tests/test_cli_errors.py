@@ -126,6 +126,62 @@ def test_a_window_given_with_ntp_is_refused_not_ignored(tmp_path, capsys):
     assert f"(default: {DEFAULT_WINDOW})" in " ".join(parser.format_help().split())
 
 
+def test_flags_ntp_would_ignore_change_nothing_under_ntp():
+    """Why --ntp refuses them: each row opens once the row above is complete, so no row opener is ever fed
+    a placeholder, row 1 opens at the same pass under either first-row rule, and no row runs beside the
+    row above's drafts; same tokens, same passes (NTP alone and with row drafts)."""
+    from common.cli import NTP_IGNORES
+    from common.zipar.config import DecodeConfig
+    from llamagen.generate import generate
+    from tests.helpers.llamagen import tiny_gpt
+    gpt, labels, seeds = tiny_gpt(6), torch.tensor([1, 2]), torch.tensor([3, 4])
+    assert set(NTP_IGNORES) == {"--placeholder", "--first-row", "--draft-ahead"}
+    for drafts in ({}, dict(draft_len=3)):
+        ref = generate(gpt, labels, seeds, DecodeConfig(window=None, cfg_scale=2.0, **drafts))
+        for extra in (dict(placeholder="token:0"), dict(placeholder="left"), dict(first_row="early"),
+                      dict(draft_ahead=True) if drafts else dict(first_row="serial")):
+            out = generate(gpt, labels, seeds, DecodeConfig(window=None, cfg_scale=2.0, **drafts, **extra))
+            assert torch.equal(out.tokens, ref.tokens) and out.image_passes == ref.image_passes, extra
+
+
+NTP_IGNORED = "--ntp is plain next-token prediction, where each row opens once the row above is complete, so "
+
+
+@pytest.mark.parametrize("flags,named", [
+    (["--placeholder", "mean"], "--placeholder would be ignored (it acts on rows a ZipAR --window opens earlier); "
+                                "drop it or drop --ntp"),
+    (["--placeholder", "above-or-mean"], "--placeholder would be ignored"),  # the default policy, given
+    (["--first-row", "serial"], "--first-row would be ignored"),
+    (["--draft-len", "3", "--draft-ahead"], "--draft-ahead would be ignored"),
+    (["--first-row", "early", "--draft-len", "2", "--draft-ahead", "--placeholder", "left"],
+     "--placeholder and --first-row and --draft-ahead would be ignored (they act on rows a ZipAR --window opens "
+     "earlier); drop them or drop --ntp"),
+])
+def test_flags_ntp_would_ignore_are_refused(flags, named, tmp_path, capsys):
+    err = error_of(sample_cli, [*ONE_DIGIT, "--ntp", *flags, "--out", str(tmp_path / "x.png")], capsys)
+    assert err.startswith(f"error: {NTP_IGNORED}") and named in err, err
+    assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.parametrize("cli", ["sample_t2i", "emu3", "lumina", "janus", "sample_ddp"])
+def test_every_cli_refuses_flags_ntp_would_ignore_before_any_work(cli, tmp_path, capsys, monkeypatch):
+    import importlib
+    module, argv = {
+        "sample_t2i": ("llamagen.sample_t2i", ["--gpt-model", "GPT-tiny", "--vq-model", "VQ-tiny", "--random-init",
+                                               "--image-size", "8", "--caption-dim", "8", "--out", tmp_path / "x.png"]),
+        "emu3": ("emu3.generate", ["--random-init", "--config", "tiny", "--prompt", "a", "--out-dir", tmp_path / "o"]),
+        "lumina": ("lumina_mgpt.generate", ["--random-init", "--config", "tiny", "--prompt", "a", "--out-dir",
+                                            tmp_path / "o"]),
+        "janus": ("janus.generate", ["--random-init", "--config", "tiny", "--prompt", "a", "--out-dir",
+                                     tmp_path / "o"]),
+        "sample_ddp": ("sample_ddp", ["--random-init", "--num-fid-samples", "1", "--out-dir", tmp_path / "o"]),
+    }[cli]
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    err = error_of(importlib.import_module(module).cli, [*map(str, argv), "--ntp", "--placeholder", "mean"], capsys)
+    assert err.startswith(f"error: {NTP_IGNORED}--placeholder would be ignored"), err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_window_past_the_row_width_is_said_to_be_ntp(tmp_path, capsys):
     assert sample_cli([*ONE_DIGIT, "--window", "1000", "--json", "--out", str(tmp_path / "x.png")]) == 0
     captured = capsys.readouterr()

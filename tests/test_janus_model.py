@@ -150,10 +150,10 @@ def pipes(folders):
             for rule in ("release", "transformers")}
 
 
-@pytest.mark.parametrize("window", [None, TINY.grid, TINY.grid + 3])
-def test_greedy_ntp_equals_transformers_generate(reference, pipes, window):
+@pytest.fixture(scope="module")
+def transformers_greedy(reference, pipes):
     """transformers' generate(generation_mode="image", greedy) over a left-padded batch of two prompts, with its
-    CFG branch (BOS and begin-of-image kept): the same codes as our engine at w >= W with that branch."""
+    CFG branch (BOS and begin-of-image kept), and its pixels: computed once, compared at each window."""
     pipe: JanusPipeline = pipes["transformers"]
     rows = [pipe.prompt_ids(p, SIZE) for p in PROMPTS]
     T = max(map(len, rows))
@@ -164,13 +164,21 @@ def test_greedy_ntp_equals_transformers_generate(reference, pipes, window):
         generation = GenerationConfig(do_sample=False, guidance_scale=5.0, bos_token_id=IDS.bos, pad_token_id=IDS.pad,
                                       generation_kwargs={"boi_token_id": IDS.boi})
         ref = reference.generate(input_ids, attention_mask=mask, generation_mode="image", generation_config=generation)
-    ref = ref.view(2, TINY.grid, TINY.grid)
+        ref = ref.view(2, TINY.grid, TINY.grid)
+        pixels = reference.decode_image_tokens(ref.flatten(1)).permute(0, 3, 1, 2)
+    return ref, pixels
+
+
+@pytest.mark.parametrize("window", [None, TINY.grid, TINY.grid + 3])
+def test_greedy_ntp_equals_transformers_generate(transformers_greedy, pipes, window):
+    """transformers' greedy image generation with its CFG branch: the same codes as our engine at w >= W with
+    that branch, and the same pixels."""
+    ref, pixels = transformers_greedy
     assert len(set(ref.flatten().tolist())) > 3  # not a degenerate model
+    pipe: JanusPipeline = pipes["transformers"]
     result = pipe.generate(PROMPTS, torch.tensor([0, 1]), DecodeConfig(window=window, cfg_scale=5.0, top_k=1), SIZE)
     assert torch.equal(result.tokens, ref)
     assert result.forward_passes == TINY.grid ** 2
-    with torch.no_grad():
-        pixels = reference.decode_image_tokens(ref.flatten(1)).permute(0, 3, 1, 2)
     ours = pipe.decode_images(result.tokens)
     assert (ours - pixels).abs().max() <= 1e-4 * ours.abs().max()
 

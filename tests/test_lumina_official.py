@@ -75,7 +75,27 @@ def test_golden_covers_windows_cfg_and_prefills():
     assert all(c["forward_calls"] == 47 * (c["window"] - 1) + 48 + 3 for c in RAN)
 
 
-@pytest.mark.parametrize("case", [c for c in RAN if c["prompt"] == RAN[0]["prompt"]], ids=case_id)
+# the two widest windows (about 2,300 passes each, most of this file's time) run two of the four (prefill, cfg)
+# pairs each, together every prefill and every cfg at each window; every pair runs at windows 2, 3 and 14
+WIDE = {48: {("sdpa", 3.0), ("eager", 1.0)}, 49: {("sdpa", 1.0), ("eager", 3.0)}}
+
+
+def single_prompt_cases() -> list[dict]:
+    return [c for c in RAN if c["prompt"] == RAN[0]["prompt"]
+            and (c["window"] not in WIDE or (c["prefill"], c["cfg_scale"]) in WIDE[c["window"]])]
+
+
+def test_the_cases_run_cover_every_window_prefill_and_cfg():
+    run = {(c["prefill"], c["cfg_scale"], c["window"]) for c in single_prompt_cases()}
+    for w in (2, 3, 14, 48, 49):
+        assert {p for p, _, x in run if x == w} == {"sdpa", "eager"} and {s for _, s, x in run if x == w} == {1.0, 3.0}
+    for p in ("sdpa", "eager"):
+        for s in (1.0, 3.0):
+            windows = {w for q, t, w in run if (q, t) == (p, s)}
+            assert windows >= {2, 3, 14} and windows & {48, 49}
+
+
+@pytest.mark.parametrize("case", single_prompt_cases(), ids=case_id)
 def test_compat_reproduces_released_code(pipe, case):
     tokens, calls = run_compat(pipe, [case])
     assert calls == case["forward_calls"]

@@ -85,7 +85,7 @@ def test_summary_and_digits_match_llamagen_generate(single, demo_gpt):
 def test_resume_after_kill_redoes_only_missing_and_corrupt(single, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     args = [*RUN_ARGS, "--per-proc-batch-size", "4", "--out-dir", str(tmp_path)]
-    killed = launch([*args, "--stop-after", "6"])
+    killed = launch([*args, "--threads", "1", "--stop-after", "6"])  # as the inline resume runs (conftest)
     assert killed.returncode == sample_ddp.STOPPED_EXIT_CODE, killed.stderr
     folder = run_dir(tmp_path)
     assert len(list(folder.glob("*.png"))) == 6 and not npz_of(folder, N).exists()
