@@ -6,8 +6,10 @@ microseconds. Counted on the CPU at GPT-L depth (24 layers; a small width, which
 batch 1, CFG 2, each pass padded to one shape as a GPU runs it. The budget:
   NTP and fixed 16: at most 1000 kernels a pass (1350 before RoPE, RMSNorm, the attention mask and the
     draw keys were made cheap), and no host read;
-  adaptive 16: the target is 5% over fixed 16; what is left over it is the opener's acceptance test and
-    resample (about 50 kernels) and the opener bookkeeping, so the bound written here is 15%;
+  adaptive 16: at most 5% over fixed 16 (752 against 717 kernels): the opener's acceptance test on every
+    query at once, its resample drawn in the pass's one sampler call (the residual takes the place of
+    the verifying query's distribution), the pending distribution kept by one gather, and the opener
+    bookkeeping (attempts, rejections, windows);
   fixed 16 + row drafts (L 8): reported, bounded only loosely (drafts add their checks).
 benchmarks/gpu_suite.py prints the same counts beside its timings."""
 import pytest
@@ -19,7 +21,7 @@ from llamagen.generate import condition_prefix, layout_for
 from llamagen.model import Transformer, gpt_config, random_init_
 
 NTP_FIXED_BUDGET = 1000
-ADAPTIVE_OVER_FIXED = 1.15  # target 1.05 (see the module docstring)
+ADAPTIVE_OVER_FIXED = 1.05
 SETTINGS = {"NTP": DecodeConfig(cfg_scale=2.0), "fixed 16": DecodeConfig(window=16, cfg_scale=2.0),
             "adaptive 16": DecodeConfig(window=16, adaptive=True, cfg_scale=2.0),
             "fixed 16 + drafts L 8": DecodeConfig(window=16, draft_len=8, cfg_scale=2.0)}

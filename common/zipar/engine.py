@@ -151,27 +151,20 @@ def _positions(state: DecodeState, positions: torch.Tensor) -> torch.Tensor:
     return positions if shift is None else (positions - shift.to(positions.device)[:, None]).clamp(min=0)
 
 
-def _keys(state: DecodeState, cells: torch.Tensor, attempts: torch.Tensor, opener: torch.Tensor | None) -> torch.Tensor:
-    """(B, n, P) every key a query may draw with this pass, one hash for all `state.purposes`: the token's,
-    keyed by the cell's draws so far, and the tests' (acceptance, resample), keyed by an opener's
-    attempt (`opener`: its queries) or, for a draft check, by the cell's draws."""
-    drawn = state.draws.gather(1, cells)
-    if state.purposes.shape[0] == 1:
-        return draw_key_from(state.seed_keys, cells[..., None], state.purposes, drawn[..., None])
-    tested = drawn if opener is None else torch.where(opener, attempts, drawn)
-    attempt = torch.stack([drawn, tested, tested], dim=-1)
-    return draw_key_from(state.seed_keys, cells[..., None], state.purposes, attempt)
+def _keys(state: DecodeState, cells: torch.Tensor, attempts: torch.Tensor) -> torch.Tensor:
+    """(B, n, P) every key a query may draw with this pass, one hash for all `state.purposes` (the token's,
+    and the tests': acceptance, resample), at `attempts` (B | 1, n): the times the cell was drawn before.
+    An adaptive opener's is its attempt (each attempt decides the cell once), a draft check's the draws
+    of its cell."""
+    return draw_key_from(state.seed_keys, cells[..., None], state.purposes, attempts[..., None])
 
 
-def _sample(state: DecodeState, logits: torch.Tensor, cells: torch.Tensor,
-            keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Guide, filter and sample the queries' logits (B_model, n, V) with keys (B, n) -> (tokens (B, n),
-    probs (B, n, V))."""
+def _probs(state: DecodeState, logits: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+    """Guide and filter the queries' logits (B_model, n, V) deciding cells (B, n) -> probs (B, n, V)."""
     config, batch = state.config, cells.shape[0]
     if config.uses_cfg:
         logits = guide(logits[:batch], logits[batch:], config.cfg_scale, cfg_active(cells, config.cfg_interval))
-    probs = torch.softmax(filter_logits(logits, config.temperature, config.top_k, config.top_p), dim=-1)
-    return sample_probs(probs, key_uniform(keys)), probs
+    return torch.softmax(filter_logits(logits, config.temperature, config.top_k, config.top_p), dim=-1)
 
 
 def _write_tokens(state: DecodeState, cells: torch.Tensor, tokens: torch.Tensor) -> None:
@@ -200,7 +193,8 @@ def prefix_pass(model: Decoder, state: DecodeState) -> PassRecord:
     if state.config.adaptive:
         openers.allocate(state, num_codes, prefix.device)
     cells = pb.cells.expand(batch, -1)
-    decided, _ = _sample(state, logits[:, -1:], cells, _keys(state, cells, pb.attempts, None)[..., 0])
+    probs = _probs(state, logits[:, -1:], cells)
+    decided = sample_probs(probs, key_uniform(_keys(state, cells, pb.attempts)[..., 0]))
     _write_tokens(state, cells, decided)
     scheduler.after_prefix(state.schedule)
     if state.config.draft_len:
@@ -225,8 +219,8 @@ def decode_pass(model: Decoder, state: DecodeState) -> tuple:
     cells = pb.cells.expand(batch, -1)
     input_ids = _per_row(state.tokens.gather(1, pb.sources.expand(batch, -1)), batch, cfg)
     x = model.embed_tokens(input_ids)
-    x, input_ids = sch.placeholder.feed(
-        x, input_ids, lambda column: _per_row((pb.sources == column) & plan.active, batch, cfg))
+    # padding is fed column 0, never the placeholder column
+    x, input_ids = sch.placeholder.feed(x, input_ids, lambda column: pb.sources == column)
     # built at model-batch rows directly: cheaper than repeating a (B, Q, S) mask for the CFG half
     own_drafts, drafts_above = None, None
     if config.draft_len:
@@ -242,20 +236,25 @@ def decode_pass(model: Decoder, state: DecodeState) -> tuple:
     if state.prefix_keys is not None:
         mask = mask & state.prefix_keys[:, None, :]
     logits = model(x, _positions(state, pb.positions), _for_model(pb.slots, cfg), mask, state.cache)
-    opener = openers.queries(pb) if config.adaptive else None  # (B, n)
-    keys = _keys(state, cells, pb.attempts, opener)
-    decided, probs = _sample(state, logits, cells, keys[..., 0])
-    accepted, image_accepted, first_rejected = None, None, None
-    if config.adaptive:
-        decided, accepted, image_accepted = openers.accept(state, pb, probs, decided, opener, keys)
+    attempts = state.draws.gather(1, cells)  # (B, n)
+    keys = _keys(state, cells, attempts)
+    uniforms = key_uniform(keys)  # (B, n, P)
+    probs = _probs(state, logits, cells)
+    accepted, verdicts, first_rejected = None, None, None
+    if config.adaptive:  # one sampler call draws the tokens and the verifications' resamples
+        checks = openers.verifications(state, pb, cells, probs, uniforms)
+        drawn = sample_probs(checks.probs, checks.uniforms)
+        decided, accepted, verdicts = openers.accept(state, pb, checks, probs, drawn)
+    else:
+        decided = sample_probs(probs, uniforms[..., 0])
     if config.draft_len:
         decided, first_rejected = row_drafts.check(state, plan, probs, decided, keys[..., 1], keys[..., 2])
     _write_tokens(state, cells, decided)
     kept = row_drafts.keep(state, plan, first_rejected) if config.draft_len else None
-    scheduler.advance(sch, state.schedule, plan, image_accepted, kept)
+    scheduler.advance(sch, state.schedule, plan, verdicts, kept)
     if config.draft_len:
         row_drafts.start(state)
-    return (pb.slots, pb.positions, pb.sources, pb.sample_rows, pb.cells, pb.kinds, pb.attempts,
+    return (pb.slots, pb.positions, pb.sources, pb.sample_rows, pb.cells, pb.kinds, attempts,
             input_ids, mask, logits, decided, accepted)
 
 

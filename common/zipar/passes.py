@@ -4,9 +4,9 @@ from dataclasses import dataclass
 
 import torch
 
-# what a query's logits decide: nothing, a token, an adaptive opener's first attempt (kept pending), a
-# later attempt verifying it, a row draft's check
-PAD, DRAW, OPEN, VERIFY, CHECK = 0, 1, 2, 3, 4
+# what a query's logits decide: nothing, a token, a row draft's check, an adaptive opener's first attempt
+# (kept pending), a later attempt verifying it; last, so that kinds >= OPEN are the adaptive opener queries
+PAD, DRAW, CHECK, OPEN, VERIFY = 0, 1, 2, 3, 4
 PREFIX_SOURCE = -1  # the query's input is the condition embedding at its slot
 
 
@@ -20,5 +20,7 @@ class PassBatch:
     sources: torch.Tensor  # (B | 1, Q) token-buffer columns fed (PREFIX_SOURCE in the prefix pass)
     sample_rows: torch.Tensor  # (B | 1, n) queries whose logits decide a cell
     cells: torch.Tensor  # (B | 1, n) the cell each decides (the trash column for padding and feeds)
-    kinds: torch.Tensor  # (B | 1, n) PAD/DRAW/OPEN/VERIFY/CHECK
-    attempts: torch.Tensor  # (B | 1, n) opener attempt, for counter-based keys
+    kinds: torch.Tensor  # (B | 1, n) PAD/DRAW/CHECK/OPEN/VERIFY
+    # (B, n) times each query's cell was drawn before the pass, the attempt every key of the query is made at
+    # (an opener's: its attempt, as each attempt decides the cell once); set by the engine, None in a plan
+    attempts: torch.Tensor | None = None

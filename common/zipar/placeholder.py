@@ -125,9 +125,11 @@ class Placeholder:
              fed_from: Callable[[int], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """The queries' input embeddings x (B_model, Q, D) and recorded ids (B_model, Q), with the mean
         embedding (recorded as MEAN_INPUT) where a query is fed the placeholder column: fed_from(column)
-        -> (B_model, Q) bool. Unchanged for the other policies (their column holds a real code)."""
+        -> (B | 1, Q) bool, per image (B_model = k B: each image's rows of every CFG branch, branch by
+        branch). Unchanged for the other policies (their column holds a real code)."""
         if self.mean_input is None:
             return x, input_ids
-        is_mean = fed_from(self.column)
-        x = torch.where(is_mean[..., None], self.mean_input.to(x.dtype), x)
-        return x, input_ids.masked_fill(is_mean, MEAN_INPUT)
+        is_mean = fed_from(self.column)  # (B | 1, Q), broadcast over the branches by a view, not a copy
+        branches = lambda t: t.view(-1, *is_mean.shape, *t.shape[2:])  # noqa: E731  (k, B | 1, Q, ...)
+        x = torch.where(is_mean[..., None], self.mean_input.to(x.dtype), branches(x)).view_as(x)
+        return x, branches(input_ids).masked_fill(is_mean, MEAN_INPUT).view_as(input_ids)

@@ -191,7 +191,8 @@ def start(state: DecodeState) -> None:
     schedule.drafts.copy_(target)
 
 
-def _initial_drafts(state: DecodeState, rows: torch.Tensor, cols: torch.Tensor, cells: torch.Tensor, V: int) -> tuple[torch.Tensor, int]:
+def _initial_drafts(state: DecodeState, rows: torch.Tensor, cols: torch.Tensor, cells: torch.Tensor,
+                    V: int) -> tuple[torch.Tensor, int]:
     """New drafts' codes (B, H*L) at `cells` and the kind of their q."""
     init, W = state.config.draft_init, state.scheduler.layout.cols
     if init == "random":

@@ -131,11 +131,22 @@ def filter_logits(logits: torch.Tensor, temperature: float, top_k: int, top_p: f
     return logits
 
 
-def acceptance_probability(p: torch.Tensor, q: torch.Tensor, draft: torch.Tensor) -> torch.Tensor:
-    """min(1, p(t) / q(t)) for a draft t drawn from q; p, q (..., V), draft (...,)."""
+def likelihood_ratio(p: torch.Tensor, q: torch.Tensor, draft: torch.Tensor) -> torch.Tensor:
+    """p(t) / q(t) for a draft t drawn from q (1 where q(t) = 0); p, q (..., V), draft (...,)."""
     pt = p.gather(-1, draft[..., None])[..., 0]
     qt = q.gather(-1, draft[..., None])[..., 0]
-    return torch.where(qt > 0, (pt / qt.clamp(min=1e-30)).clamp(max=1.0), torch.ones_like(pt))
+    return torch.where(qt > 0, pt / qt.clamp(min=1e-30), torch.ones_like(pt))
+
+
+def acceptance_probability(p: torch.Tensor, q: torch.Tensor, draft: torch.Tensor) -> torch.Tensor:
+    """min(1, p(t) / q(t)) for a draft t drawn from q; p, q (..., V), draft (...,)."""
+    return likelihood_ratio(p, q, draft).clamp(max=1.0)
+
+
+def accepts(u: torch.Tensor, p: torch.Tensor, q: torch.Tensor, draft: torch.Tensor) -> torch.Tensor:
+    """The acceptance test u < min(1, p(t) / q(t)) of a draft t drawn from q, for uniforms u (...,) in
+    (0, 1) (`key_uniform`): the same as u < p(t) / q(t), as u < 1."""
+    return u < likelihood_ratio(p, q, draft)
 
 
 def residual_distribution(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -157,7 +168,7 @@ def verify_draft(p: torch.Tensor, q: torch.Tensor, draft: torch.Tensor, accept_k
     because sum_y (p - q)^+ = 1 - sum_y min(p, q). The uniform and the resample are counter-based draws
     (accept_keys, residual_keys). Returns (token, accepted), both shaped like draft.
     """
-    accepted = key_uniform(accept_keys) < acceptance_probability(p, q, draft)
+    accepted = accepts(key_uniform(accept_keys), p, q, draft)
     resampled = sample_probs(residual_distribution(p, q), key_uniform(residual_keys))
     return torch.where(accepted, draft, resampled), accepted
 

@@ -84,7 +84,7 @@ def plan(sch: Scheduler, state: ScheduleState) -> Plan:
     H, W = layout.rows, layout.cols
     r, start = sch.rows, sch.slot_map.cell_start
     scratch, trash = sch.slot_map.scratch, sch.slot_map.trash
-    cnt, att = state.count, state.attempts
+    cnt = state.count
     B = cnt.shape[0]
     above = torch.cat([torch.full_like(cnt[:, :1], W), cnt[:, :-1]], dim=1)  # (B, H)
 
@@ -126,10 +126,6 @@ def plan(sch: Scheduler, state: ScheduleState) -> Plan:
     sources = torch.where(on, take(src), 0)
     cells = torch.where(on, take(out), trash)
     kinds = torch.where(on, take(kind), PAD)
-    if sch.config.adaptive:  # opener attempts key the adaptive tests; 0 elsewhere
-        attempts = torch.where(on, take(torch.cat([torch.zeros_like(lanes_of(col)), att, torch.zeros_like(cnt)], 1)), 0)
-    else:
-        attempts = torch.zeros_like(cells)
     query_rows = query_cols = draft_fed = draft_slots = None  # row drafts only
     if L:
         row_of = torch.cat([rows_of_cells.reshape(1, -1).expand(B, -1), torch.full_like(cnt, H),
@@ -148,8 +144,8 @@ def plan(sch: Scheduler, state: ScheduleState) -> Plan:
         draft_slots[:, scratch] = False
     sample_rows = torch.arange(slots.shape[1], device=cnt.device).expand(B, -1)
     batch = PassBatch(is_prefix=False, slots=slots, positions=positions, sources=sources, sample_rows=sample_rows,
-                      cells=cells, kinds=kinds, attempts=attempts)
-    return Plan(batch=batch, live=live, active=on, cell_lane=cell, open_lane=opener, open_kind=opens.kind,
+                      cells=cells, kinds=kinds)
+    return Plan(batch=batch, live=live, active=on, cell_lane=cell, open_lane=opener, open_final=opens.final,
                 feeds_last=feeds_last, above=above, query_rows=query_rows, draft_fed=draft_fed,
                 draft_slots=draft_slots, cell_queries=lane.sum(-1) if L else None, query_cols=query_cols)
 
@@ -216,16 +212,16 @@ def _live_after(sch: Scheduler, state: ScheduleState, opener: torch.Tensor, real
     return live
 
 
-def advance(sch: Scheduler, state: ScheduleState, plan: Plan, accepted: torch.Tensor | None,
+def advance(sch: Scheduler, state: ScheduleState, plan: Plan, verdicts: openers.OpenerOutcome | None,
             kept: RowsKept | None = None) -> None:
-    """Update the state in place after the pass's tokens are decided. accepted: (B,) whether the
-    image's opener verification (if any) accepted the pending opening (common.zipar.openers.accept).
+    """Update the state in place after the pass's tokens are decided. verdicts: adaptive windows, what each
+    image's opener verification (if any) decided (common.zipar.openers.accept).
     kept: with row drafts, what the checks decided (common.zipar.row_drafts.keep); else each lane
     that ran gains one token."""
     gain = plan.cell_lane.long() if kept is None else kept.gain
     state.row_passes += plan.cell_lane.long()
     state.row_gain += gain
-    opened = openers.settle(state, plan, accepted, sch.layout.cols)
+    opened = openers.settle(state, plan, verdicts)
     state.count += gain + opened.long()
     state.fed_last |= plan.feeds_last
     state.live.copy_(plan.live)

@@ -68,7 +68,7 @@ class Plan:
     active: torch.Tensor  # (B, Q) real (non-padding) queries
     cell_lane: torch.Tensor  # (B, H) the cell lane of row r ran
     open_lane: torch.Tensor  # (B, H) the opener of row r ran
-    open_kind: torch.Tensor  # (B, H) DRAW, OPEN or VERIFY (common.zipar.openers)
+    open_final: torch.Tensor  # (B, H) row r-1 is complete: an opening of row r is final (common.zipar.openers)
     feeds_last: torch.Tensor  # (B, H) (r, W-1) is fed in this pass
     above: torch.Tensor  # (B, H) tokens of row r-1 before the pass (W for row 0)
     # row drafts only (None without them): what the drafts' checks, visibility and bookkeeping read
