@@ -36,9 +36,9 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from common.cli import (HelpFormatter, add_flag, add_renamed, add_runtime_args, check_input_dir, check_input_file,
-                        check_model_files, check_ntp_flags, check_random_init, check_runtime, fill_random_init_config,
-                        note_random_init, run_main)
+from common.cli import (HelpFormatter, add_flag, add_renamed, add_runtime_args, check_model_files, check_random_init,
+                        check_runtime, fill_random_init_config, note_random_init, run_main)
+from common.path_checks import check_input_dir, check_input_file
 from common.zipar.config import PRECISIONS, DecodeConfig, add_decode_args, decode_config_from_args
 from common.fingerprint import fingerprint
 from common.images import save_png_with_text_atomic, to_fid_uint8
@@ -84,7 +84,6 @@ def fill_defaults(args: argparse.Namespace) -> argparse.Namespace:
 def check_args(args: argparse.Namespace, world_size: int) -> DecodeConfig:
     """Everything cheap, before a process group or model exists; every rank reaches the same verdict."""
     preset = preset_of(args.model)
-    check_ntp_flags(args)
     config = decode_config_from_args(args)
     if args.num_fid_samples < 1 or args.per_proc_batch_size < 1:
         raise ValueError("--num-fid-samples and --per-proc-batch-size must be >= 1")

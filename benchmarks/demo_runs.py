@@ -8,7 +8,8 @@ import time
 
 import torch
 
-from common.cli import add_flag, check_input_file, check_output_file, check_positive, set_threads
+from common.cli import add_flag, check_positive, set_threads
+from common.path_checks import check_input_file, check_output_file
 from common.metrics import paired_agreement
 from llamagen.generate import generate
 from llamagen.presets import DEMO, DEMO_DIR

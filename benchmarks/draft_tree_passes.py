@@ -25,7 +25,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common.cli import HelpFormatter, check_input_file, check_positive, run_main  # noqa: E402
+from common.cli import HelpFormatter, check_positive, run_main  # noqa: E402
+from common.path_checks import check_input_file  # noqa: E402
 from common.zipar.config import DecodeConfig  # noqa: E402
 from common.zipar.draft_tree import siblings, verify_tree  # noqa: E402
 from common.zipar.engine import cfg_active  # noqa: E402

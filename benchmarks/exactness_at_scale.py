@@ -28,7 +28,8 @@ from scipy import stats
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.tradeoff import add_run_args, check_run_args  # noqa: E402
-from common.cli import HelpFormatter, check_output_dir, check_output_file, run_main  # noqa: E402
+from common.cli import HelpFormatter, run_main  # noqa: E402
+from common.path_checks import check_output_dir, check_output_file  # noqa: E402
 from common.metrics import feature_stats, frechet_distance  # noqa: E402
 from common.zipar.config import DecodeConfig  # noqa: E402
 from common.zipar.sampling import image_seeds  # noqa: E402

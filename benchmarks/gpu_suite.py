@@ -24,7 +24,8 @@ from benchmarks.gpu_plan import GPU, SMOKE, STEPS, Budget
 from benchmarks.gpu_report import device_tag, write_report
 from benchmarks.gpu_timings import llamagen_jobs, t2i_rows
 from benchmarks.outputs import add_output_args, resolve_outputs
-from common.cli import HelpFormatter, check_device, check_output_dir, check_positive, run_main
+from common.cli import HelpFormatter, check_device, check_positive, run_main
+from common.path_checks import check_output_dir
 from common.zipar.engine import CUDA_GRAPHS
 from llamagen.model import GPT_PRESETS
 

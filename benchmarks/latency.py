@@ -15,8 +15,9 @@ import time
 import torch
 
 from common.atomic import write_csv_atomic
-from common.cli import (HelpFormatter, add_flag, add_renamed, check_device, check_input_file,
-                        check_output_file, check_positive, check_precision, run_main, set_threads)
+from common.cli import (HelpFormatter, add_flag, add_renamed, check_device, check_positive, check_precision, run_main,
+                        set_threads)
+from common.path_checks import check_input_file, check_output_file
 from common.zipar.config import PRECISIONS, DecodeConfig
 from common.zipar.sampling import image_seeds
 from llamagen.checkpoint import build_gpt, load_gpt_weights

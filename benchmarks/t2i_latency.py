@@ -18,8 +18,8 @@ import torch
 
 from benchmarks.latency import TimedModel
 from common.atomic import write_text_atomic
-from common.cli import (HelpFormatter, add_flag, add_renamed, check_device, check_output_file,
-                        check_positive, check_precision, run_main)
+from common.cli import HelpFormatter, add_flag, add_renamed, check_device, check_positive, check_precision, run_main
+from common.path_checks import check_output_file
 from common.zipar.config import PRECISIONS, DecodeConfig
 from common.zipar.engine import decode_steps
 from common.zipar.sampling import image_seeds

@@ -7,7 +7,7 @@ import statistics
 import torch
 
 from common.atomic import atomic_path, write_csv_atomic, write_text_atomic
-from common.cli import check_input_file
+from common.path_checks import check_input_file
 
 COLUMNS = ["setting", "kind", "placeholder", "first_row", "window", "passes_mean", "pass_reduction", "seconds",
            "accuracy", "accuracy_std", "digits_fid", "digits_fid_std", "agreement", "agreement_std", "accepted_window",

@@ -1,12 +1,12 @@
 """What every command-line script shares: the flag vocabulary (SHARED_FLAGS, runtime flags, the text-to-image
-parser tail, renamed spellings), the checks of device, precision, model files and output paths made before any
-model is built, the default model precision and the one-line error exit. The tail every CLI ends with
-(decode, time, save, report) is common.report."""
+parser tail, renamed spellings), the checks of device, precision and model files made before any model is
+built, the default model precision and the one-line error exit. The checks of input and output paths are
+common.path_checks; which decoding flags conflict, common.zipar.config. The tail every CLI ends with (decode,
+time, save, report) is common.report."""
 import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -16,7 +16,7 @@ import torch
 from common.atomic import WriteError
 from common.weights.checkpoint import CheckpointError
 from common.determinism import use_deterministic_kernels
-from common.images import IMAGE_FORMATS
+from common.path_checks import check_input_file
 from common.zipar.config import PRECISIONS, add_decode_args
 from common.zipar.engine import CUDA_GRAPHS
 
@@ -263,39 +263,6 @@ def check_precision(precision: str, device: torch.device) -> None:
         raise ValueError("--precision fp16 is not supported on CPU; use fp32 or bf16")
 
 
-def check_output_file(path: str | Path, flag: str = "--out", suffixes=tuple(IMAGE_FORMATS),
-                      kind: str = "the format written") -> Path:
-    """A file we can write, checked before the work: one of `suffixes` (what the suffix means: `kind`), not
-    a folder, its folder writable (or creatable)."""
-    path = Path(path)
-    if path.is_dir():
-        raise ValueError(f"{flag} {path} is a folder; give a file name, e.g. {path / ('out' + suffixes[0])}")
-    if path.suffix.lower() not in suffixes:
-        raise ValueError(f"{flag} {path}: the file name must end in {', '.join(suffixes)} ({kind})")
-    _check_writable_dir(path.parent, flag, path)
-    return path
-
-
-def check_input_file(path: str | Path, flag: str, what: str = "file") -> Path:
-    """An existing file (not a folder) given by `flag`; FileNotFoundError or ValueError saying which."""
-    path = Path(path)
-    if path.is_dir():
-        raise ValueError(f"{flag} {path} is a folder; expected a {what}")
-    if not path.is_file():
-        raise FileNotFoundError(f"{flag}: {what} not found: {path}")
-    return path
-
-
-def check_input_dir(path: str | Path, flag: str, what: str = "folder") -> Path:
-    """An existing folder (not a file) given by `flag`; FileNotFoundError or ValueError saying which."""
-    path = Path(path)
-    if path.is_file():
-        raise ValueError(f"{flag} {path} is a file; expected a {what}")
-    if not path.is_dir():
-        raise FileNotFoundError(f"{flag}: {what} not found: {path}")
-    return path
-
-
 def check_random_init(args: argparse.Namespace, flags: list[str]) -> None:
     """--random-init builds random weights and reads no files: refuse file flags given with it (they
     would be ignored). `flags`: the script's file flags, e.g. ["--gpt-ckpt", "--vq-path"]."""
@@ -304,21 +271,6 @@ def check_random_init(args: argparse.Namespace, flags: list[str]) -> None:
         raise ValueError(f"--random-init builds random weights and reads no files, so {' and '.join(given)} "
                          "would be ignored; drop " + ("it" if len(given) == 1 else "them") +
                          " or drop --random-init")
-
-
-# decoding flags that act only on rows a ZipAR window opens before the row above is complete: under --ntp no
-# row does, so none of them changes a token or a pass (--window, --adaptive and --compat: refused in common.zipar)
-NTP_IGNORES = {"--placeholder": None, "--first-row": None, "--draft-ahead": False}  # flag -> its unset value
-
-
-def check_ntp_flags(args: argparse.Namespace) -> None:
-    """--ntp with flags it would ignore (NTP_IGNORES): one line naming them, before any work."""
-    given = [flag for flag, unset in NTP_IGNORES.items() if args.ntp and _flag_value(args, flag) != unset]
-    if given:
-        one = len(given) == 1
-        raise ValueError(f"--ntp is plain next-token prediction, where each row opens once the row above is complete, "
-                         f"so {' and '.join(given)} would be ignored ({'it acts' if one else 'they act'} on rows a "
-                         f"ZipAR --window opens earlier); drop {'it' if one else 'them'} or drop --ntp")
 
 
 def check_model_files(args: argparse.Namespace, required: list[str], check: Callable, optional: list[str] = (),
@@ -359,31 +311,6 @@ def check_positive(**counts) -> None:
         for value in values if isinstance(values, (list, tuple)) else [values]:
             if value is not None and value < 1:
                 raise ValueError(f"--{name.replace('_', '-')} {value} must be >= 1")
-
-
-def check_output_dir(path: str | Path, flag: str = "--out-dir",
-                     holds: str = "images are written as 0000.png, ...") -> Path:
-    """A folder we can write into (made when the outputs are saved; `holds`: what goes in it), checked
-    before the work."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"{flag} {path} is an existing file; give a folder ({holds})")
-    _check_writable_dir(path, flag, path)
-    return path
-
-
-def _check_writable_dir(folder: Path, flag: str, given: Path) -> None:
-    """The folder, or its nearest existing ancestor (nothing is created before the work), takes a file."""
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise ValueError(f"{flag} {given}: {existing} is a file, not a folder")
-    try:
-        with tempfile.NamedTemporaryFile(dir=existing, prefix=".write-test-"):
-            pass
-    except OSError as e:
-        raise ValueError(f"{flag} {given}: cannot write to {existing}: {e.strerror or e}") from None
 
 
 def tell_torchrun(line: str) -> None:

@@ -22,7 +22,8 @@ import torch
 
 from common.atomic import atomic_path
 from common.weights.checkpoint import CheckpointError, check_finite, checkpoint_format, read_checkpoint
-from common.cli import HelpFormatter, check_input_file, check_output_file, run_main
+from common.cli import HelpFormatter, run_main
+from common.path_checks import check_input_file, check_output_file
 
 CONTAINERS = ("state_dict", "model", "module", "ema")  # Lightning keeps its weights under "state_dict"
 WHAT = "checkpoint to convert"

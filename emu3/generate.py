@@ -12,9 +12,9 @@ import sys
 
 import torch
 
-from common.cli import (HelpFormatter, add_flag, add_renamed, add_text_to_image_tail, check_input_dir,
-                        check_model_files, check_ntp_flags, check_output_dir, check_positive, check_runtime,
-                        fill_random_init_config, note_random_init, run_main)
+from common.cli import (HelpFormatter, add_flag, add_renamed, add_text_to_image_tail, check_model_files, check_positive,
+                        check_runtime, fill_random_init_config, note_random_init, run_main)
+from common.path_checks import check_input_dir, check_output_dir
 from common.report import run_text_to_image
 from common.zipar.config import PRECISIONS, DecodeConfig, decode_config_from_args
 from common.prompts import collect_prompts
@@ -27,7 +27,6 @@ from emu3.vision_decoder import to_uint8_official
 
 def check_args(args: argparse.Namespace) -> tuple[DecodeConfig, list[str]]:
     """Validate everything cheap before any model is built; raises ValueError/FileNotFoundError."""
-    check_ntp_flags(args)
     config = decode_config_from_args(args)
     prompts = collect_prompts(args.prompt, args.prompts_file)
     parse_ratio(args.ratio)  # the grid itself needs the model's image area

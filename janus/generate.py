@@ -13,9 +13,9 @@ import sys
 
 import torch
 
-from common.cli import (HelpFormatter, add_flag, add_text_to_image_tail, check_input_dir, check_model_files,
-                        check_ntp_flags, check_output_dir, check_positive, check_runtime, fill_random_init_config,
-                        note_random_init, run_main)
+from common.cli import (HelpFormatter, add_flag, add_text_to_image_tail, check_model_files, check_positive,
+                        check_runtime, fill_random_init_config, note_random_init, run_main)
+from common.path_checks import check_input_dir, check_output_dir
 from common.prompts import collect_prompts
 from common.report import run_text_to_image
 from common.zipar.layout import Layout
@@ -33,7 +33,6 @@ from janus.vq import to_uint8_official
 def check_args(args: argparse.Namespace) -> tuple[DecodeConfig, list[str], int]:
     """Validate everything cheap before any model is built (the architecture from --config or the folder's
     config.json); raises ValueError/FileNotFoundError. -> (decode config, prompts, image size)."""
-    check_ntp_flags(args)
     config = decode_config_from_args(args)
     prompts = collect_prompts(args.prompt, args.prompts_file)
     fill_random_init_config(args, PRESETS, DEFAULT.config)

@@ -10,8 +10,9 @@ import sys
 
 import torch
 
-from common.cli import (HelpFormatter, add_flag, add_renamed, add_runtime_args, check_model_files, check_ntp_flags,
-                        check_output_file, check_runtime, checkpoint_file, note_random_init, run_main)
+from common.cli import (HelpFormatter, add_flag, add_renamed, add_runtime_args, check_model_files, check_runtime,
+                        checkpoint_file, note_random_init, run_main)
+from common.path_checks import check_output_file
 from common.report import decode_and_report, save_grid_file
 from common.zipar.config import DecodeConfig, add_decode_args, decode_config_from_args
 from common.zipar.sampling import image_seeds
@@ -36,7 +37,6 @@ def fill_defaults(args: argparse.Namespace) -> argparse.Namespace:
 
 def check_args(args: argparse.Namespace) -> DecodeConfig:
     """Validate everything cheap before any model is built; raises ValueError/FileNotFoundError."""
-    check_ntp_flags(args)
     config = decode_config_from_args(args)
     grid = image_grid(args.image_size, args.vq_model)
     check_image_size(args.gpt_model, args.image_size, not args.random_init)

@@ -13,9 +13,9 @@ import sys
 
 import torch
 
-from common.cli import (HelpFormatter, add_flag, add_renamed, add_text_to_image_tail, check_input_dir,
-                        check_model_files, check_ntp_flags, check_output_file, check_runtime, checkpoint_file,
-                        note_random_init, run_main)
+from common.cli import (HelpFormatter, add_flag, add_renamed, add_text_to_image_tail, check_model_files, check_runtime,
+                        checkpoint_file, note_random_init, run_main)
+from common.path_checks import check_input_dir, check_output_file
 from common.report import decode_and_report, save_grid_file
 from common.zipar.config import PRECISIONS, DecodeConfig, decode_config_from_args
 from common.prompts import read_prompt_file
@@ -37,7 +37,6 @@ def prompts_of(args: argparse.Namespace) -> list[str]:
 
 def check_args(args: argparse.Namespace) -> DecodeConfig:
     """Validate everything cheap before any model is built; raises ValueError/FileNotFoundError."""
-    check_ntp_flags(args)
     config = decode_config_from_args(args)
     config.check_grid(image_grid(args.image_size, args.vq_model))
     if args.caption_features and args.t5_path:

@@ -130,7 +130,7 @@ def test_flags_ntp_would_ignore_change_nothing_under_ntp():
     """Why --ntp refuses them: each row opens once the row above is complete, so no row opener is ever fed
     a placeholder, row 1 opens at the same pass under either first-row rule, and no row runs beside the
     row above's drafts; same tokens, same passes (NTP alone and with row drafts)."""
-    from common.cli import NTP_IGNORES
+    from common.zipar.config import NTP_IGNORES
     from common.zipar.config import DecodeConfig
     from llamagen.generate import generate
     from tests.helpers.llamagen import tiny_gpt
@@ -163,8 +163,50 @@ def test_flags_ntp_would_ignore_are_refused(flags, named, tmp_path, capsys):
     assert not (tmp_path / "x.png").exists()
 
 
+@pytest.mark.parametrize("flags,named", [
+    (["--draft-init", "above"], "error: --draft-init needs --draft-len N > 0 (row drafts are off without it, so it "
+                                "would be ignored); give --draft-len N or drop it"),  # the default start, given
+    (["--draft-coupling", "independent", "--draft-len", "0"], "error: --draft-coupling needs --draft-len N > 0"),
+    (["--draft-ahead"], "error: --draft-ahead needs --draft-len N > 0"),
+    (["--draft-init", "left", "--draft-coupling", "maximal", "--draft-ahead"],
+     "error: --draft-init and --draft-coupling and --draft-ahead need --draft-len N > 0 (row drafts are off without "
+     "it, so they would be ignored); give --draft-len N or drop them"),
+])
+def test_draft_flags_without_drafts_are_refused(flags, named, tmp_path, capsys):
+    err = error_of(sample_cli, [*ONE_DIGIT, *flags, "--out", str(tmp_path / "x.png")], capsys)
+    assert err.startswith(named), err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_draft_flags_left_unset_are_the_documented_defaults():
+    """--draft-init and --draft-coupling default to None so that a given one is told from an unset one;
+    unset, the decode uses DecodeConfig's defaults, above and maximal (as --help says)."""
+    import sample_ddp
+    from common.zipar.config import decode_config_from_args
+    parser = sample_ddp.build_parser()
+    def config(*argv):
+        return decode_config_from_args(sample_ddp.fill_defaults(parser.parse_args(argv)))
+    assert (config("--draft-len", "2").draft_init, config("--draft-len", "2").draft_coupling) == ("above", "maximal")
+    given = config("--draft-len", "2", "--draft-init", "random", "--draft-coupling", "independent")
+    assert (given.draft_init, given.draft_coupling) == ("random", "independent")
+    help_text = " ".join(parser.format_help().split())
+    assert "how a new draft starts: above = the decided token above it (default;" in help_text
+    assert "maximal = coupled to the old draft (default;" in help_text
+
+
+def test_compat_with_ntp_names_both_flags(tmp_path, capsys):
+    err = error_of(sample_cli, [*ONE_DIGIT, "--ntp", "--compat", "official", "--out", str(tmp_path / "x.png")], capsys)
+    assert err == ("error: --compat official reproduces the released ZipAR code at a window, not next-token "
+                   "prediction; drop --ntp or --compat\n"), err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("flags,named", [
+    (["--ntp", "--placeholder", "mean"], f"error: {NTP_IGNORED}--placeholder would be ignored"),
+    (["--draft-init", "left"], "error: --draft-init needs --draft-len N > 0"),
+])
 @pytest.mark.parametrize("cli", ["sample_t2i", "emu3", "lumina", "janus", "sample_ddp"])
-def test_every_cli_refuses_flags_ntp_would_ignore_before_any_work(cli, tmp_path, capsys, monkeypatch):
+def test_every_cli_refuses_ignored_decoding_flags_before_any_work(cli, flags, named, tmp_path, capsys, monkeypatch):
     import importlib
     module, argv = {
         "sample_t2i": ("llamagen.sample_t2i", ["--gpt-model", "GPT-tiny", "--vq-model", "VQ-tiny", "--random-init",
@@ -177,8 +219,8 @@ def test_every_cli_refuses_flags_ntp_would_ignore_before_any_work(cli, tmp_path,
         "sample_ddp": ("sample_ddp", ["--random-init", "--num-fid-samples", "1", "--out-dir", tmp_path / "o"]),
     }[cli]
     monkeypatch.delenv("WORLD_SIZE", raising=False)
-    err = error_of(importlib.import_module(module).cli, [*map(str, argv), "--ntp", "--placeholder", "mean"], capsys)
-    assert err.startswith(f"error: {NTP_IGNORED}--placeholder would be ignored"), err
+    err = error_of(importlib.import_module(module).cli, [*map(str, argv), *flags], capsys)
+    assert err.startswith(named), err
     assert list(tmp_path.iterdir()) == []
 
 

@@ -54,6 +54,9 @@ class DecodeConfig:
             raise ValueError(f"--window must be >= 1 (or --ntp for next-token prediction), got {self.window}")
         if self.adaptive and self.window is None:
             raise ValueError("--adaptive needs a minimum window (--window w_min), not next-token prediction (--ntp)")
+        if self.window is None and self.compat is not None:
+            raise ValueError(f"--compat {self.compat} reproduces the released ZipAR code at a window, not next-token "
+                             "prediction; drop --ntp or --compat")
         if self.adaptive and self.compat is not None:
             raise ValueError("--compat official has fixed windows only; drop --adaptive or --compat")
         if self.placeholder is None:
@@ -87,7 +90,7 @@ class DecodeConfig:
             raise ValueError(f"--draft-coupling must be one of {', '.join(DRAFT_COUPLINGS)}, "
                              f"got {self.draft_coupling!r}")
         if self.draft_ahead and not self.draft_len:
-            raise ValueError("--draft-ahead lets row drafts run ahead of the window rule; it needs --draft-len L > 0")
+            raise ValueError("--draft-ahead lets row drafts run ahead of the window rule; it needs --draft-len N > 0")
         if self.draft_len and self.compat is not None:
             raise ValueError("--compat official reproduces the released code, which has no drafts; drop --compat "
                              "or --draft-len")
@@ -159,18 +162,18 @@ def add_decode_args(parser: argparse.ArgumentParser, *, cfg_scale: float | None,
     g.add_argument("--draft-len", type=int, default=0, metavar="L",
                    help="speculative Jacobi drafting along rows: each row drafts up to L tokens ahead and keeps "
                         "those the acceptance test passes (exact); 0 = off; works with --ntp, fixed and --adaptive")
-    g.add_argument("--draft-init", choices=DRAFT_INITS, default="above",
-                   help="how a new draft starts: above = the decided token above it (row 0: its left token), "
-                        "left = the row's last token repeated (SJD's LlamaGen choice), random = a uniform code "
-                        "(SJD's Lumina-mGPT/Emu3 choice); common/zipar/row_drafts.py")
+    g.add_argument("--draft-init", choices=DRAFT_INITS, default=None,  # None: "above", so unset is not given
+                   help="with --draft-len: how a new draft starts: above = the decided token above it (default; "
+                        "row 0: its left token), left = the row's last token repeated (SJD's LlamaGen choice), "
+                        "random = a uniform code (SJD's Lumina-mGPT/Emu3 choice); common/zipar/row_drafts.py")
     g.add_argument("--draft-ahead", action="store_true",
                    help="with --draft-len: a row's drafted queries also read the rows above's drafts of the same "
                         "pass (up to the window), so rows decide ahead of the row above's decided tokens; a "
                         "token is kept only if every draft it read is kept (common/zipar/row_drafts.py)")
-    g.add_argument("--draft-coupling", choices=DRAFT_COUPLINGS, default="maximal",
-                   help="how drafts after a rejection are redrawn: maximal = coupled to the old draft (kept with "
-                        "probability min(1, p/q), else from the residual; as SCD), independent = a fresh draw "
-                        "(SJD); both exact")
+    g.add_argument("--draft-coupling", choices=DRAFT_COUPLINGS, default=None,  # None: "maximal" (as --draft-init)
+                   help="with --draft-len: how drafts after a rejection are redrawn: maximal = coupled to the old "
+                        "draft (default; kept with probability min(1, p/q), else from the residual; as SCD), "
+                        "independent = a fresh draw (SJD); both exact")
 
 
 def _placeholder_arg(value: str) -> str:
@@ -180,20 +183,47 @@ def _placeholder_arg(value: str) -> str:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def decode_config_from_args(args: argparse.Namespace) -> DecodeConfig:
-    """The one place scripts and notebooks turn parsed flags into a DecodeConfig."""
+# flags that would change nothing, flag -> its argparse default (a flag counts as given when its value differs,
+# so every one of them defaults to a value no user can type). NTP_IGNORES act only on rows a ZipAR window opens
+# before the row above is complete: under --ntp no row does, so none changes a token or a pass. DRAFT_FLAGS
+# shape row drafts, which --draft-len 0 turns off.
+NTP_IGNORES = {"--placeholder": None, "--first-row": None, "--draft-ahead": False}
+DRAFT_FLAGS = {"--draft-init": None, "--draft-coupling": None, "--draft-ahead": False}
+
+
+def refuse_ignored_flags(args: argparse.Namespace) -> None:
+    """The one rule for decoding flags given where they would be ignored: one line naming them."""
+    def given(flags: dict) -> list[str]:
+        return [flag for flag, unset in flags.items() if getattr(args, flag[2:].replace("-", "_")) != unset]
+
     if args.ntp and args.adaptive:
         raise ValueError("--ntp and --adaptive exclude each other: --ntp is plain next-token prediction, "
                          "--adaptive an adaptive ZipAR window (with --window as w_min)")
     if args.ntp and args.window is not None:
         raise ValueError(f"--ntp is plain next-token prediction, which has no window, so --window {args.window} "
                          "would be ignored; drop it or drop --ntp")
+    if args.ntp and (flags := given(NTP_IGNORES)):
+        one = len(flags) == 1
+        raise ValueError(f"--ntp is plain next-token prediction, where each row opens once the row above is complete, "
+                         f"so {' and '.join(flags)} would be ignored ({'it acts' if one else 'they act'} on rows a "
+                         f"ZipAR --window opens earlier); drop {'it' if one else 'them'} or drop --ntp")
+    if args.draft_len == 0 and (flags := given(DRAFT_FLAGS)):
+        one = len(flags) == 1
+        raise ValueError(f"{' and '.join(flags)} {'needs' if one else 'need'} --draft-len N > 0 (row drafts are off "
+                         f"without it, so {'it' if one else 'they'} would be ignored); give --draft-len N or drop "
+                         f"{'it' if one else 'them'}")
+
+
+def decode_config_from_args(args: argparse.Namespace) -> DecodeConfig:
+    """The one place scripts and notebooks turn parsed flags into a DecodeConfig (refuse_ignored_flags first)."""
+    refuse_ignored_flags(args)
     return DecodeConfig(
         window=None if args.ntp else DEFAULT_WINDOW if args.window is None else args.window,
         adaptive=args.adaptive and not args.ntp,
         placeholder=args.placeholder, compat=args.compat, prompt_attention=args.prompt_attention,
         first_row=args.first_row,
         cfg_scale=args.cfg_scale, cfg_interval=args.cfg_interval, temperature=args.temperature,
-        top_k=args.top_k, top_p=args.top_p, draft_len=args.draft_len, draft_init=args.draft_init,
-        draft_coupling=args.draft_coupling, draft_ahead=args.draft_ahead,
+        top_k=args.top_k, top_p=args.top_p, draft_len=args.draft_len, draft_ahead=args.draft_ahead,
+        draft_init=args.draft_init or DecodeConfig.draft_init,  # None: not given (DRAFT_FLAGS)
+        draft_coupling=args.draft_coupling or DecodeConfig.draft_coupling,
     )
