@@ -204,11 +204,15 @@ def test_errors_are_one_line(extra, message, tmp_path, capsys, monkeypatch):
     assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and message in err[0]
 
 
-def test_more_processes_than_images_fail_on_every_rank_without_hanging(tmp_path):
+def test_more_processes_than_images_fail_with_one_verdict_without_hanging(tmp_path):
     proc = launch(["--num-fid-samples", "1", "--out-dir", str(tmp_path)], nproc=2)
     assert proc.returncode != 0
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
-    assert errors == ["error: 2 processes for 1 images: use at most as many processes as --num-fid-samples"] * 2
+    # every rank that gets this far says the same; torchrun stops the others once the first has failed, so
+    # a rank still importing torch on a loaded machine may be stopped before it says anything
+    assert 1 <= len(errors) <= 2
+    assert set(errors) == {"error: 2 processes for 1 images: use at most as many processes as --num-fid-samples"}
+    assert not list(tmp_path.iterdir())  # refused before any work
 
 
 def test_presets():
