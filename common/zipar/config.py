@@ -23,6 +23,10 @@ MAX_CFG_SCALE = 1e4
 # row drafts (common.zipar.row_drafts): how a new draft position starts, how a draft is redrawn after a rejection
 DRAFT_INITS = ("above", "left", "random")
 DRAFT_COUPLINGS = ("maximal", "independent")
+# the candidate tree (common.zipar.draft_tree): --draft-tree-width and --draft-tree-depth defaults (SJD-PAC's
+# release: 3 candidates, depth 3, nine paths) and the widest tree a sibling draw key can name
+DEFAULT_TREE_WIDTH, DEFAULT_TREE_DEPTH, MAX_TREE_WIDTH = 3, 3, 64
+DEFAULT_DRAFT_TREE = False  # --draft-tree's default
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,8 @@ class DecodeConfig:
     draft_init: str = "above"  # how a new draft position starts (DRAFT_INITS)
     draft_coupling: str = "maximal"  # how a draft is redrawn after a rejection (DRAFT_COUPLINGS)
     draft_ahead: bool = False  # rows also draft and decide on the row above's drafts in the same pass (row_drafts)
+    draft_tree_width: int = 1  # candidates per tree depth (common.zipar.draft_tree); 1: the chain, no tree
+    draft_tree_depth: int = DEFAULT_TREE_DEPTH  # the tree's depth D: candidates at a row's first D - 1 drafts
 
     def __post_init__(self):
         """Every message names the command-line flag that sets the field (--cfg-scale for cfg_scale)."""
@@ -88,9 +94,36 @@ class DecodeConfig:
                              f"got {self.draft_coupling!r}")
         if self.draft_ahead and not self.draft_len:
             raise ValueError("--draft-ahead lets row drafts run ahead of the window rule; it needs --draft-len L > 0")
+        self._check_tree()
         if self.draft_len and self.compat is not None:
             raise ValueError("--compat official reproduces the released code, which has no drafts; drop --compat "
                              "or --draft-len")
+
+    def _check_tree(self) -> None:
+        if not 1 <= self.draft_tree_width <= MAX_TREE_WIDTH:
+            raise ValueError(f"--draft-tree-width must be in 1..{MAX_TREE_WIDTH} (1 = no tree, the chain), "
+                             f"got {self.draft_tree_width}")
+        if self.draft_tree_width == 1:
+            return
+        if not self.draft_len:
+            raise ValueError("--draft-tree gives a row's first drafts sibling candidates; it needs --draft-len L > 0")
+        if self.draft_coupling != "maximal":
+            raise ValueError("--draft-tree redraws the cells after the decided ones by maximal coupling along the "
+                             "draft's path (common/zipar/draft_tree.py, rule 3); drop --draft-coupling independent")
+        if self.draft_ahead:
+            raise ValueError("--draft-tree with --draft-ahead is not supported yet (a walk through a sibling "
+                             "changes what the rows below read as drafts); drop one of them")
+        if not 2 <= self.draft_tree_depth <= self.draft_len + 1:
+            raise ValueError(f"--draft-tree-depth D puts candidates at a row's first D - 1 drafts, so with "
+                             f"--draft-len {self.draft_len} it must be in 2..{self.draft_len + 1}, "
+                             f"got {self.draft_tree_depth}")
+
+    @property
+    def tree_shape(self) -> tuple[int, int]:
+        """(candidates per depth K, tree depths T): (1, 0) without a tree."""
+        if self.draft_tree_width == 1:
+            return 1, 0
+        return self.draft_tree_width, self.draft_tree_depth - 1
 
     def check_grid(self, cols: int) -> None:
         """The settings that need the grid: a row of W = cols tokens holds at most W - 1 drafts (its cells
@@ -171,6 +204,17 @@ def add_decode_args(parser: argparse.ArgumentParser, *, cfg_scale: float | None,
                    help="how drafts after a rejection are redrawn: maximal = coupled to the old draft (kept with "
                         "probability min(1, p/q), else from the residual; as SCD), independent = a fresh draw "
                         "(SJD); both exact")
+    g.add_argument("--draft-tree", action=argparse.BooleanOptionalAction, default=DEFAULT_DRAFT_TREE,
+                   help="with --draft-len: a candidate tree at each row's first drafts (exact proactive drafting, "
+                        "common/zipar/draft_tree.py): --draft-tree-width candidates at each of the first "
+                        "--draft-tree-depth - 1 drafts, every path run in the same pass, the first candidate that "
+                        "passes wins; more queries a pass, fewer passes")
+    g.add_argument("--draft-tree-width", type=int, default=None, metavar="K",
+                   help=f"with --draft-tree: candidates per tree depth, the draft and K - 1 siblings drawn "
+                        f"without replacement from its q (default: {DEFAULT_TREE_WIDTH})")
+    g.add_argument("--draft-tree-depth", type=int, default=None, metavar="D",
+                   help=f"with --draft-tree: the tree's depth D, candidates at a row's first D - 1 drafts, "
+                        f"2 .. L + 1 (default: {DEFAULT_TREE_DEPTH})")
 
 
 def _placeholder_arg(value: str) -> str:
@@ -188,6 +232,10 @@ def decode_config_from_args(args: argparse.Namespace) -> DecodeConfig:
     if args.ntp and args.window is not None:
         raise ValueError(f"--ntp is plain next-token prediction, which has no window, so --window {args.window} "
                          "would be ignored; drop it or drop --ntp")
+    tree_shape = (args.draft_tree_width, args.draft_tree_depth)
+    if not args.draft_tree and tree_shape != (None, None):
+        raise ValueError("--draft-tree-width and --draft-tree-depth shape the candidate tree; they need --draft-tree")
+    width = (DEFAULT_TREE_WIDTH if args.draft_tree_width is None else args.draft_tree_width) if args.draft_tree else 1
     return DecodeConfig(
         window=None if args.ntp else DEFAULT_WINDOW if args.window is None else args.window,
         adaptive=args.adaptive and not args.ntp,
@@ -195,5 +243,6 @@ def decode_config_from_args(args: argparse.Namespace) -> DecodeConfig:
         first_row=args.first_row,
         cfg_scale=args.cfg_scale, cfg_interval=args.cfg_interval, temperature=args.temperature,
         top_k=args.top_k, top_p=args.top_p, draft_len=args.draft_len, draft_init=args.draft_init,
-        draft_coupling=args.draft_coupling, draft_ahead=args.draft_ahead,
+        draft_coupling=args.draft_coupling, draft_ahead=args.draft_ahead, draft_tree_width=width,
+        draft_tree_depth=DEFAULT_TREE_DEPTH if args.draft_tree_depth is None else args.draft_tree_depth,
     )
