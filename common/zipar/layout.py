@@ -150,6 +150,11 @@ class SlotMap:
         return self.scratch + 1
 
     @property
+    def opener_end(self) -> int:
+        """One past the last placeholder-opener slot."""
+        return self.scratch if self.tree is None else self.tree.slot_base
+
+    @property
     def token_buffer_width(self) -> int:
         """Columns of the token buffer: cells, end-of-row tokens, placeholder column, trash column, siblings."""
         return self.trash + 1 + (0 if self.tree is None else self.tree.shape.rows * self.tree.shape.siblings)

@@ -21,33 +21,20 @@ in the next pass, each in its own cell slot ("catch-up" queries, live at once, l
 complete row's last token), beside the query fed the row's last decided token as always. A walk
 off the chain decides at most T + 1 cells, so at most T catch-up queries a row.
 """
-from dataclasses import dataclass
-
 import torch
 
 from common.zipar.draft_tree import siblings, verify_tree
+from common.zipar.masks import tree_readable
 from common.zipar.sampling import (PURPOSE_ACCEPT, PURPOSE_RESIDUAL, PURPOSE_SIBLING, PURPOSE_SIBLING_ACCEPT,
                                    PURPOSE_TOKEN, draw_key_from, key_uniform)
+from common.zipar.state import DecodeState, Plan, Scheduler, TreeDrafts, TreePlan
 from common.zipar.tree_nodes import TreeNodes, level_start
 
-__all__ = ["TreeDrafts", "allocate", "chain_nodes", "draw_siblings", "extra_queries", "lanes", "verify"]
+__all__ = ["allocate", "chain_nodes", "draw_siblings", "lanes", "plan_queries",
+           "settle", "verify", "visibility"]
 
 
-@dataclass
-class TreeDrafts:
-    """The state a candidate tree owns besides its token-buffer columns."""
-
-    nodes: TreeNodes  # the tree's geometry
-    valid: torch.Tensor  # (B, H, T, K-1) bool: the sibling exists (its draft's q had mass left for it)
-    uncached: torch.Tensor  # (B, H) int64 decided tokens before each row's last one with no entry in the cache
-
-
-def extra_queries(width: int, depths: int) -> int:
-    """Queries a tree adds to a row's cell lane at most: its E - T nodes off the chain and T catch-up feeds."""
-    return level_start(width, depths + 1)
-
-
-def allocate(state, nodes: TreeNodes, device) -> None:
+def allocate(state: DecodeState, nodes: TreeNodes, device: torch.device) -> None:
     """The tree's state (state.tree_drafts), after the prefix pass."""
     tree = state.scheduler.slot_map.tree.shape
     batch, H = state.seeds.shape[0], state.scheduler.layout.rows
@@ -56,7 +43,7 @@ def allocate(state, nodes: TreeNodes, device) -> None:
         uncached=torch.zeros(batch, H, dtype=torch.int64, device=device))
 
 
-def draw_siblings(state, draft_q) -> None:
+def draw_siblings(state: DecodeState, draft_q) -> None:
     """After the drafts of the next pass are set (row_drafts.start): candidates 1..K-1 of each row's first
     T drafts, drawn without replacement from the draft's q (draft_tree.siblings), written to the token
     buffer's sibling columns (draws counted there too), their validity to state.tree_drafts.valid.
@@ -83,7 +70,7 @@ def draw_siblings(state, draft_q) -> None:
     state.draws.scatter_add_(1, columns.reshape(batch, -1), torch.ones_like(columns.reshape(batch, -1)))
 
 
-def lanes(scheduler, count: torch.Tensor, lane: torch.Tensor, tree_drafts: TreeDrafts) -> dict:
+def lanes(scheduler: Scheduler, count: torch.Tensor, lane: torch.Tensor, tree_drafts: TreeDrafts) -> dict:
     """The tree's lanes for Scheduler.plan, (B, H, T) catch-up feeds then (B, H, E) nodes per row (the
     nodes on the chain never run here: they are the cell lane's offsets 1..T). count (B, H) decided
     tokens, lane (B, H, L+1) the cell lane's offsets that run. Returns the lanes' active, slot, pos,
@@ -98,7 +85,9 @@ def lanes(scheduler, count: torch.Tensor, lane: torch.Tensor, tree_drafts: TreeD
     # catch-up: decided cells count-1-j, j = 1..T, whose entries are not in the cache
     j = torch.arange(1, T + 1, device=dev)
     col = (count[..., None] - 1 - j).clamp(min=0)  # (B, H, T)
-    catch = j <= tree_drafts.uncached[..., None]
+    # (the last row's, once complete, would be read by nobody: as the feed lane, it runs no query then)
+    last_done = (scheduler.rows == layout.rows - 1) & (count == W)
+    catch = (j <= tree_drafts.uncached[..., None]) & ~last_done[..., None]
     # nodes: the digits of each path, depth 1 first (0 past the node's depth), and whether each exists
     s = torch.arange(T, device=dev)
     digit = (nodes.path[:, None] // K ** (nodes.depth[:, None] - 1 - s).clamp(min=0)) % K  # (E, T)
@@ -121,7 +110,43 @@ def lanes(scheduler, count: torch.Tensor, lane: torch.Tensor, tree_drafts: TreeD
     }
 
 
-def chain_nodes(scheduler, offsets: int, nodes: TreeNodes) -> torch.Tensor:
+def plan_queries(nodes: torch.Tensor, predicts: torch.Tensor, active: torch.Tensor, order: torch.Tensor,
+                 on: torch.Tensor, take, first_tree_lane: int, cell_lanes: tuple[int, int], catch_up: int,
+                 trash: int) -> TreePlan:
+    """The TreePlan of a pass from Scheduler.plan's lanes: nodes, predicts, active (B, lanes) in lane
+    order (cell lanes (H, L+1) first, the tree's lanes (`lanes`: H x (T catch-up + E nodes)) from
+    `first_tree_lane`), `order` (B, Q) the lanes packed into queries, `on` (B, Q) real queries,
+    take(lanes tensor) -> packed."""
+    B = nodes.shape[0]
+    H, offsets = cell_lanes
+    lane = torch.arange(nodes.shape[1], device=nodes.device)
+    rank = torch.full_like(nodes, -1).scatter_(1, order, torch.arange(order.shape[1], device=nodes.device).expand(B, -1))
+    rank = torch.where(active, rank, -1)
+    node_ranks = rank[:, first_tree_lane:].view(B, H, -1)[..., catch_up:]
+    return TreePlan(query_nodes=torch.where(on, take(nodes), -1),
+                    off_chain=on & take((lane >= first_tree_lane) & (nodes >= 0)),
+                    predicts=torch.where(on, take(predicts), trash),
+                    lane_queries=torch.cat([rank[:, :H * offsets].view(B, H, offsets), node_ranks], dim=-1))
+
+
+def visibility(scheduler: Scheduler, plan: Plan) -> tuple[torch.Tensor, tuple]:
+    """A pass's tree reads (B, Q, S) (masks.tree_readable: each tree query reads the nodes on its path),
+    and (query rows, query columns, reads) for masks.drafts_above_readable: drafting ahead, a node off
+    the chain reads the rows above's drafts as the chain's query deciding its column does."""
+    slot_map, W = scheduler.slot_map, scheduler.layout.cols
+    tree = plan.tree
+    slot_nodes = torch.full_like(plan.live, -1, dtype=torch.int64).scatter_(1, plan.batch.slots, tree.query_nodes)
+    slot_nodes[:, slot_map.scratch] = -1
+    reads = tree_readable(tree.query_nodes, slot_nodes, scheduler.tree_nodes.ancestors)
+    if plan.query_cols is None:
+        return reads, (plan.query_rows, plan.query_cols, plan.draft_fed)
+    rows = torch.where(tree.off_chain, tree.query_nodes.div(scheduler.tree_nodes.count, rounding_mode="floor"),
+                       plan.query_rows)
+    cols = torch.where(tree.off_chain, tree.predicts - rows * W, plan.query_cols)
+    return reads, (rows, cols, plan.draft_fed | tree.off_chain)
+
+
+def chain_nodes(scheduler: Scheduler, offsets: int, nodes: TreeNodes) -> torch.Tensor:
     """(H, offsets) the node of the cell lane's offsets 1..T (grid row * E + id of the all-0 path of
     depth t), -1 at the others."""
     ids = torch.tensor([level_start(nodes.width, t) if 1 <= t <= nodes.depths else -1 for t in range(offsets)],
@@ -129,13 +154,14 @@ def chain_nodes(scheduler, offsets: int, nodes: TreeNodes) -> torch.Tensor:
     return torch.where(ids >= 0, scheduler.rows[:, None] * nodes.count + ids, -1)
 
 
-def verify(state, plan, probs: torch.Tensor, drawn: torch.Tensor, draft_q) -> tuple[torch.Tensor, ...]:
+def verify(state: DecodeState, plan: Plan, probs: torch.Tensor, drawn: torch.Tensor, draft_q) -> tuple[torch.Tensor, ...]:
     """Decide every row whose cell lane ran by draft_tree.verify_tree. probs (B, n, V) the queries'
     distributions, drawn (B, n) their draws (kept where no tree decides), draft_q as in `draw_siblings`.
-    -> (tokens for batch.cells (B, n): decided, then redrafted along the chain; last (B, H) the last
-    column each row decided (W where the lane ran to its end with every draft accepted); chain_end
-    (B, H) one past the last column decided on the chain's own queries (their entries hold the
-    decided tokens); rejected (B, H) a draft was rejected)."""
+    -> (tokens for batch.cells (B, n): decided, then redrafted along the chain; redrafts (B, n) the
+    redraft of every cell (draft_tree rule 3: a cell cut off by drafting ahead takes it); last (B, H)
+    the last column each row decided (W where the lane ran to its end with every draft accepted);
+    chain_end (B, H) one past the last column decided on the chain's own queries (their entries hold
+    the decided tokens); rejected (B, H) a draft was rejected)."""
     sch, schedule, td = state.scheduler, state.schedule, state.tree_drafts
     K, T, E = td.nodes.width, td.nodes.depths, td.nodes.count
     H, W, L = sch.layout.rows, sch.layout.cols, sch.draft_len
@@ -144,7 +170,7 @@ def verify(state, plan, probs: torch.Tensor, drawn: torch.Tensor, draft_q) -> tu
     cnt = schedule.count
     m = torch.where(plan.cell_lane, plan.cell_queries, 0)  # the depths each row may decide
     drafts = torch.minimum(schedule.drafts, m)
-    chain_q, node_q = plan.lane_queries[..., :L + 1], plan.lane_queries[..., L + 1:]
+    chain_q, node_q = plan.tree.lane_queries[..., :L + 1], plan.tree.lane_queries[..., L + 1:]
     on_chain = torch.tensor([level_start(K, t) for t in range(1, T + 1)], device=dev)
     node_q = node_q.index_copy(2, on_chain, chain_q[..., 1:T + 1])
     order = torch.cat([chain_q[..., :1], node_q, chain_q[..., T + 1:]], dim=2)  # verify_tree's layout
@@ -177,6 +203,15 @@ def verify(state, plan, probs: torch.Tensor, drawn: torch.Tensor, draft_q) -> tu
     chain_end = cnt + chain_ok.long().cumprod(2).sum(2)
     rejected = ((t < n[..., None]) & (t < drafts[..., None]) & ~accepted).any(2)
     last = torch.where((n < m) | rejected, cnt + n - 1, W)
-    decided = torch.cat([drawn, torch.zeros_like(drawn[:, :1])], dim=1)
-    decided.scatter_(1, flat(torch.where(chain_q >= 0, chain_q, Q)), flat(tokens))
-    return decided[:, :Q], last, chain_end, rejected
+    index = flat(torch.where(chain_q >= 0, chain_q, Q))
+    per_query = lambda t: torch.cat([drawn, torch.zeros_like(drawn[:, :1])], 1).scatter_(1, index, flat(t))[:, :Q]  # noqa: E731
+    return per_query(tokens), per_query(out["redrafts"].view(B, H, L + 1)), last, chain_end, rejected
+
+
+def settle(state: DecodeState, plan: Plan, gain: torch.Tensor, chain_end: torch.Tensor) -> None:
+    """After row_drafts.keep (gain (B, H) the tokens each row's lane kept, chain_end from `verify`): the
+    decided tokens before each row's last one whose entries are not in the cache (a walk that left the
+    chain decided them), fed again by the next pass's catch-up."""
+    new_count = state.schedule.count + gain
+    uncached = torch.where(plan.cell_lane, (new_count - 1 - chain_end).clamp(min=0), 0)
+    state.tree_drafts.uncached.copy_(uncached)

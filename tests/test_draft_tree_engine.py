@@ -1,0 +1,195 @@
+"""The candidate tree in the engine (common.zipar.tree_drafts): the oracle over every query (tree nodes and
+catch-up feeds included), exact marginals of the model against enumeration, batch invariance, the pass
+count, the query bound, and the distributions the redrafted cells are next tested against."""
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from common.zipar.config import DecodeConfig
+from common.zipar.engine import decode_steps, start_decode
+from common.zipar.layout import Layout
+from common.zipar.row_drafts import Q_STORED
+from common.zipar.window import queries_per_pass
+from llamagen.generate import condition_prefix, generate, layout_for
+from tests.helpers.llamagen import CountingModel, run_oracle, tiny_gpt
+from tests.helpers.records import decided_at, query_probs
+from tests.oracle import full_forward
+
+MODES = {"ntp": dict(window=None), "fixed": dict(window=2), "adaptive": dict(window=1, adaptive=True),
+         "fixed early": dict(window=2, first_row="early"), "fixed ahead": dict(window=1, draft_ahead=True),
+         "adaptive ahead": dict(window=1, adaptive=True, draft_ahead=True)}
+TREES = [(2, 3), (3, 2), (3, 4)]  # (width, depth)
+
+
+def tree_config(mode, width, depth, draft_len, **kwargs):
+    return DecodeConfig(**MODES[mode], draft_len=draft_len, draft_tree_width=width, draft_tree_depth=depth,
+                        **kwargs)
+
+
+@torch.inference_mode()
+def walks_off_the_chain(gpt, layout, config, labels, seeds, fixed_tokens=None) -> int:
+    """Passes after which some row holds decided tokens without entries (a walk left the chain through a
+    sibling and decided past it): the catch-up the tree needs, so the tree really ran."""
+    state = start_decode(gpt, condition_prefix(gpt, labels, config), seeds, layout, config, fixed_tokens)
+    return sum(int(state.tree_drafts.uncached.sum() > 0) for rec in decode_steps(gpt, state) if rec.index > 0)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("width,depth", TREES)
+@pytest.mark.parametrize("init", ["above", "random"])
+def test_oracle_every_query_with_a_tree(mode, width, depth, init):
+    gpt = tiny_gpt(6, seed=7)
+    config = tree_config(mode, width, depth, draft_len=4, draft_init=init, cfg_scale=2.0, temperature=1.5)
+    labels, seeds = torch.tensor([1, 2, 3]), torch.tensor([4, 5, 6])
+    with torch.inference_mode():
+        err, _ = run_oracle(gpt, layout_for(gpt), config, labels, seeds)  # also checks (e) on every query
+    assert err <= 1e-4
+    assert walks_off_the_chain(gpt, layout_for(gpt), config, labels, seeds) > 0
+
+
+def test_oracle_with_a_tree_end_of_row_tokens_and_padded_prefix():
+    gpt = tiny_gpt(5, preset="GPT-tiny-gqa", cls_token_num=3)
+    layout = Layout(4, 5, 3, end_of_row=True)
+    config = DecodeConfig(window=1, adaptive=True, draft_len=3, draft_tree_width=3, draft_tree_depth=3,
+                          draft_init="random", cfg_scale=2.0, temperature=1.5)
+    valid = torch.ones(4, 3, dtype=torch.bool)
+    valid[1, 0] = valid[3, :2] = False
+    with torch.inference_mode():
+        err, _ = run_oracle(gpt, layout, config, torch.tensor([2, 7]), torch.tensor([3, 8]),
+                            torch.tensor([60, 61, 62, 63]), valid)
+    assert err <= 1e-4
+
+
+def _exact_joint(gpt, label, config, k):
+    """(V,) * (k+1) P(x_0..x_k), the first k+1 tokens in raster order under next-token prediction, by
+    enumerating every sequence with uncached forwards."""
+    prefix = condition_prefix(gpt, torch.tensor([label]), config).embeddings  # (1, 1, D)
+    V = gpt.output.out_features
+    ids = torch.cartesian_prod(*[torch.arange(V)] * k).reshape(-1, k)  # (V^k, k)
+    x = torch.cat([prefix.expand(len(ids), -1, -1), gpt.embed_tokens(ids)], dim=1)
+    logits = full_forward(gpt, x, torch.arange(k + 1), torch.ones(k + 1, k + 1, dtype=torch.bool).tril())
+    probs = torch.softmax(logits.double() / config.temperature, dim=-1)  # (V^k, k+1, V)
+    joint = probs[:, :k].gather(2, ids[..., None])[..., 0].prod(1)  # P(x_0..x_{k-1})
+    return (joint[:, None] * probs[:, k]).reshape((V,) * (k + 1))
+
+
+def _chi_square(counts, expected, n):
+    big = expected * n >= 5  # pool the rare outcomes into one bin
+    observed, wanted = counts[big], expected[big] * n
+    if (~big).any():
+        observed, wanted = np.append(observed, counts[~big].sum()), np.append(wanted, expected[~big].sum() * n)
+    return stats.chisquare(observed, wanted / wanted.sum() * observed.sum()).pvalue
+
+
+# (mode, L, width, depth, init): a 3x3 grid, 6 codes; row 0 and (1, 0), (1, 1) in raster order (k = 4)
+EXACT = [("ntp", 2, 3, 3, "random"), ("ntp", 2, 2, 2, "above"), ("fixed", 2, 3, 2, "random"),
+         ("adaptive", 2, 3, 3, "left")]
+
+
+@pytest.mark.parametrize("mode,draft_len,width,depth,init", EXACT)
+def test_tree_decodes_follow_the_exact_model_joint(mode, draft_len, width, depth, init):
+    """Every cell of row 0 and the next two, and the pair of row 0's drafted cells, against the
+    enumerated distribution of next-token prediction (chi-square, 4000 images)."""
+    gpt = tiny_gpt(3, seed=5, vocab_size=6)
+    config = tree_config(mode, width, depth, draft_len=draft_len, draft_init=init, temperature=1.5)
+    n = 4000
+    with torch.inference_mode():
+        joint = _exact_joint(gpt, 4, config, 4).numpy()  # (V,) * 5
+        result = generate(gpt, torch.full((n,), 4), torch.arange(n) + 20_000, config)
+    assert sum(result.draft_rejections) > n // 4
+    tokens = result.tokens.reshape(n, -1).numpy()
+    V = joint.shape[0]
+    for k in range(5):
+        marginal = joint.sum(axis=tuple(a for a in range(5) if a != k))
+        assert _chi_square(np.bincount(tokens[:, k], minlength=V), marginal, n) > 1e-3, k
+    pair = joint.sum(axis=(0, 3, 4)).reshape(-1)  # (x_1, x_2): the two drafted cells of row 0
+    assert _chi_square(np.bincount(tokens[:, 1] * V + tokens[:, 2], minlength=V * V), pair, n) > 1e-3
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_batch_invariance_with_a_tree(mode):
+    gpt = tiny_gpt(6, seed=1)
+    config = tree_config(mode, 3, 3, draft_len=3, cfg_scale=2.0, temperature=1.5, draft_init="random")
+    labels, seeds = torch.tensor([1, 4, 4, 8]), torch.tensor([5, 6, 7, 8])
+    with torch.inference_mode():
+        batched = generate(gpt, labels, seeds, config)
+        assert len({tuple(r) for r in batched.row_tokens_per_pass}) > 1  # rows really decide differently
+        for i in range(4):
+            alone = generate(gpt, labels[i:i + 1], seeds[i:i + 1], config)
+            assert torch.equal(alone.tokens[0], batched.tokens[i])
+            assert alone.image_passes[0] == batched.image_passes[i]
+            assert alone.row_tokens_per_pass[0] == batched.row_tokens_per_pass[i]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_forward_passes_are_the_slowest_images(mode):
+    gpt = tiny_gpt(6, seed=3)
+    config = tree_config(mode, 3, 3, draft_len=4, temperature=1.5, draft_init="random")
+    counting = CountingModel(gpt)
+    with torch.inference_mode():
+        result = generate(counting, torch.tensor([2, 3]), torch.tensor([11, 12]), config)
+    assert counting.calls == result.forward_passes == max(result.image_passes)
+    for rates in result.row_tokens_per_pass:
+        assert all(1.0 <= rate <= config.draft_len + 1 for rate in rates)
+
+
+@pytest.mark.parametrize("H,W,eor", [(5, 7, False), (6, 6, True)])
+def test_queries_per_pass_bound_holds_with_a_tree(H, W, eor):
+    gpt = tiny_gpt(max(H, W), seed=H)
+    layout = Layout(H, W, 1, end_of_row=eor)
+    fixed = torch.arange(50, 50 + H) if eor else None
+    for window, adaptive, L, tree in [(None, False, 2, (3, 3)), (1, False, 3, (2, 4)), (2, True, 2, (3, 2)),
+                                      (3, False, 4, (3, 3)), (1, False, 1, (4, 2))]:
+        config = DecodeConfig(window=window, adaptive=adaptive, draft_len=L, draft_tree_width=tree[0],
+                              draft_tree_depth=tree[1], draft_init="random", temperature=1.5)
+        shape = config.tree_shape
+        labels, seeds = torch.tensor([1, 2]), torch.tensor([3, 4])
+        prefix = condition_prefix(gpt, labels, config).embeddings
+        with torch.inference_mode():
+            state = start_decode(gpt, prefix, seeds, layout, config, fixed)
+            bound = queries_per_pass(layout, state.scheduler.w_min, L, tree=shape)
+            state.scheduler.num_queries = layout.rows * (L + 3 + shape[1] + state.scheduler.tree_nodes.count)
+            state.trim_on_host = False
+            busiest = 0
+            for rec in decode_steps(gpt, state):
+                if not rec.batch.is_prefix:
+                    busiest = max(busiest, int((rec.batch.slots != state.scheduler.slot_map.scratch).sum(1).max()))
+            assert busiest <= bound, (window, adaptive, L, tree)
+
+
+@pytest.mark.parametrize("mode", ["ntp", "fixed"])
+def test_every_redrafted_cell_stores_its_pass_distribution_with_a_tree(mode):
+    """With a tree too, a cell that stays a draft after its pass is next tested against the distribution
+    it was redrawn from, this pass's p_new along the chain (draft_tree rule 3), also when the coupled
+    redraft kept its old draft (the old q would bias it: docs/drafting_exactness.md)."""
+    gpt = tiny_gpt(6, seed=1)
+    config = tree_config(mode, 3, 3, draft_len=3, cfg_scale=2.0, temperature=1.5)
+    layout = layout_for(gpt)
+    labels, seeds = torch.tensor([1, 4, 6]), torch.tensor([5, 6, 7])
+    with torch.inference_mode():
+        state = start_decode(gpt, condition_prefix(gpt, labels, config), seeds, layout, config)
+        records = list(decode_steps(gpt, state))
+    done = decided_at(records, 3, layout.num_cells)
+    W, L, R = layout.cols, config.draft_len, None
+    with torch.inference_mode():
+        state = start_decode(gpt, condition_prefix(gpt, labels, config), seeds, layout, config)
+        R = state.scheduler.draft_rows
+        redrafted = kept_old = 0
+        held = None
+        for rec in decode_steps(gpt, state):
+            if rec.index > 0:
+                probs = query_probs(state, rec)
+                cells = rec.batch.cells.expand(3, -1)
+                for b in range(3):
+                    for i, c in enumerate(cells[b].tolist()):
+                        if c >= layout.num_cells or done[b, c] <= rec.index:
+                            continue  # not a cell (tree nodes and feeds decide the trash column), or decided now
+                        entry = (c // W % R) * L + c % W % L
+                        assert int(state.row_drafts.kinds[b, entry]) == Q_STORED, (rec.index, b, c)
+                        assert torch.equal(state.row_drafts.probs[b, entry],
+                                           probs[b, i].to(state.row_drafts.probs.dtype)), (rec.index, b, c)
+                        redrafted += 1
+                        kept_old += int(rec.decided[b, i]) == int(held[b, c])
+            held = rec.tokens
+    assert 0 < kept_old < redrafted
