@@ -21,7 +21,6 @@ from common.zipar.tree_nodes import tree_nodes
     (dict(draft_tree_width=3), "needs --draft-len L > 0"),
     (dict(draft_len=4, draft_tree_width=3, draft_tree_depth=1), "must be in 2..5"),
     (dict(draft_len=2, draft_tree_width=2, draft_tree_depth=4), "must be in 2..3"),
-    (dict(draft_len=2, draft_tree_width=2, draft_coupling="independent"), "drop --draft-coupling independent"),
 ])
 def test_tree_settings_are_refused_with_the_flag_named(kwargs, needle):
     with pytest.raises(ValueError, match=needle.replace(".", r"\.")):

@@ -107,9 +107,6 @@ class DecodeConfig:
             return
         if not self.draft_len:
             raise ValueError("--draft-tree gives a row's first drafts sibling candidates; it needs --draft-len L > 0")
-        if self.draft_coupling != "maximal":
-            raise ValueError("--draft-tree redraws the cells after the decided ones by maximal coupling along the "
-                             "draft's path (common/zipar/draft_tree.py, rule 3); drop --draft-coupling independent")
         if not 2 <= self.draft_tree_depth <= self.draft_len + 1:
             raise ValueError(f"--draft-tree-depth D puts candidates at a row's first D - 1 drafts, so with "
                              f"--draft-len {self.draft_len} it must be in 2..{self.draft_len + 1}, "

@@ -111,7 +111,9 @@ def check(state: DecodeState, plan: Plan, probs: torch.Tensor, drawn: torch.Tens
         if state.config.draft_ahead:  # rows below read the chain's entries, valid up to chain_end
             first[:, :H] = _kept_frontier(state, plan, last, chain_end)
         first_here = first.gather(1, rows)
-        tokens = torch.where(cols > first_here, redrafts, tokens)
+        # the cells after the decided ones: rule 3's coupled redraft, or (independent) a fresh draw
+        fresh = redrafts if state.config.draft_coupling == "maximal" else drawn
+        tokens = torch.where(cols > first_here, fresh, tokens)
     else:
         is_check = pb.kinds == CHECK
         draft = state.tokens.gather(1, cells)
