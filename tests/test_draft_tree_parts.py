@@ -40,16 +40,22 @@ def _parse(argv):
 
 
 def test_tree_flags():
-    assert _parse(["--ntp", "--draft-len", "4"]).tree_shape == (1, 0)
-    on = _parse(["--ntp", "--draft-len", "4", "--draft-tree"])
-    assert on.tree_shape == (DEFAULT_TREE_WIDTH, DEFAULT_TREE_DEPTH - 1)
-    assert _parse(["--ntp", "--draft-len", "4", "--draft-tree", "--draft-tree-width", "2",
-                   "--draft-tree-depth", "4"]).tree_shape == (2, 3)
+    """On by default with row drafts (its depth at most L + 1), off without them; the flags shape it."""
+    default = (DEFAULT_TREE_WIDTH, DEFAULT_TREE_DEPTH - 1)
+    assert _parse(["--ntp", "--draft-len", "4"]).tree_shape == default
+    assert _parse(["--ntp", "--draft-len", "4", "--draft-tree"]).tree_shape == default
+    assert _parse(["--ntp", "--draft-len", "1"]).tree_shape == (DEFAULT_TREE_WIDTH, 1)
+    assert _parse(["--ntp"]).tree_shape == (1, 0)
+    assert _parse(["--ntp", "--draft-len", "4", "--draft-tree-width", "2", "--draft-tree-depth", "4"]).tree_shape == (2, 3)
     assert _parse(["--ntp", "--draft-len", "4", "--no-draft-tree"]).tree_shape == (1, 0)
-    with pytest.raises(ValueError, match="they need --draft-tree"):
+    with pytest.raises(ValueError, match="need --draft-len L > 0"):
         _parse(["--ntp", "--draft-len", "4", "--no-draft-tree", "--draft-tree-width", "2"])
+    with pytest.raises(ValueError, match="need --draft-len L > 0"):
+        _parse(["--ntp", "--draft-tree-depth", "2"])
     with pytest.raises(ValueError, match="needs --draft-len"):
         _parse(["--ntp", "--draft-tree"])
+    with pytest.raises(ValueError, match="must be in 2..2"):
+        _parse(["--ntp", "--draft-len", "1", "--draft-tree-depth", "3"])
 
 
 @pytest.mark.parametrize("width,depths", [(2, 1), (2, 3), (3, 2), (4, 1)])

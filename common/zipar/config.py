@@ -24,9 +24,9 @@ MAX_CFG_SCALE = 1e4
 DRAFT_INITS = ("above", "left", "random")
 DRAFT_COUPLINGS = ("maximal", "independent")
 # the candidate tree (common.zipar.draft_tree): --draft-tree-width and --draft-tree-depth defaults (SJD-PAC's
-# release: 3 candidates, depth 3, nine paths) and the widest tree a sibling draw key can name
-DEFAULT_TREE_WIDTH, DEFAULT_TREE_DEPTH, MAX_TREE_WIDTH = 3, 3, 64
-DEFAULT_DRAFT_TREE = False  # --draft-tree's default
+# release: 3 candidates, depth 3; 4 and 3 here: docs/drafting_exactness.md, the demo's passes per shape) and the
+# widest tree a sibling key's index names
+DEFAULT_TREE_WIDTH, DEFAULT_TREE_DEPTH, MAX_TREE_WIDTH = 4, 3, 64
 
 
 @dataclass(frozen=True)
@@ -198,17 +198,17 @@ def add_decode_args(parser: argparse.ArgumentParser, *, cfg_scale: float | None,
                    help="how drafts after a rejection are redrawn: maximal = coupled to the old draft (kept with "
                         "probability min(1, p/q), else from the residual; as SCD), independent = a fresh draw "
                         "(SJD); both exact")
-    g.add_argument("--draft-tree", action=argparse.BooleanOptionalAction, default=DEFAULT_DRAFT_TREE,
-                   help="with --draft-len: a candidate tree at each row's first drafts (exact proactive drafting, "
+    g.add_argument("--draft-tree", action=argparse.BooleanOptionalAction, default=None,
+                   help="a candidate tree at each row's first drafts (exact proactive drafting, "
                         "common/zipar/draft_tree.py): --draft-tree-width candidates at each of the first "
                         "--draft-tree-depth - 1 drafts, every path run in the same pass, the first candidate that "
-                        "passes wins; more queries a pass, fewer passes")
+                        "passes wins; more queries a pass, fewer passes. Default: on with --draft-len L > 0")
     g.add_argument("--draft-tree-width", type=int, default=None, metavar="K",
-                   help=f"with --draft-tree: candidates per tree depth, the draft and K - 1 siblings drawn "
-                        f"without replacement from its q (default: {DEFAULT_TREE_WIDTH})")
+                   help=f"the tree's candidates per depth, the draft and K - 1 siblings drawn without replacement "
+                        f"from its q (default: {DEFAULT_TREE_WIDTH})")
     g.add_argument("--draft-tree-depth", type=int, default=None, metavar="D",
-                   help=f"with --draft-tree: the tree's depth D, candidates at a row's first D - 1 drafts, "
-                        f"2 .. L + 1 (default: {DEFAULT_TREE_DEPTH})")
+                   help=f"the tree's depth D, candidates at a row's first D - 1 drafts, 2 .. L + 1 (default: "
+                        f"{DEFAULT_TREE_DEPTH}, or L + 1 if less)")
 
 
 def _placeholder_arg(value: str) -> str:
@@ -226,10 +226,12 @@ def decode_config_from_args(args: argparse.Namespace) -> DecodeConfig:
     if args.ntp and args.window is not None:
         raise ValueError(f"--ntp is plain next-token prediction, which has no window, so --window {args.window} "
                          "would be ignored; drop it or drop --ntp")
-    tree_shape = (args.draft_tree_width, args.draft_tree_depth)
-    if not args.draft_tree and tree_shape != (None, None):
-        raise ValueError("--draft-tree-width and --draft-tree-depth shape the candidate tree; they need --draft-tree")
-    width = (DEFAULT_TREE_WIDTH if args.draft_tree_width is None else args.draft_tree_width) if args.draft_tree else 1
+    tree = args.draft_len > 0 if args.draft_tree is None else args.draft_tree  # None: on with row drafts
+    if not tree and (args.draft_tree_width, args.draft_tree_depth) != (None, None):
+        raise ValueError("--draft-tree-width and --draft-tree-depth shape the candidate tree of row drafts; they "
+                         "need --draft-len L > 0 (and no --no-draft-tree)")
+    width = (DEFAULT_TREE_WIDTH if args.draft_tree_width is None else args.draft_tree_width) if tree else 1
+    depth = min(DEFAULT_TREE_DEPTH, args.draft_len + 1) if args.draft_tree_depth is None else args.draft_tree_depth
     return DecodeConfig(
         window=None if args.ntp else DEFAULT_WINDOW if args.window is None else args.window,
         adaptive=args.adaptive and not args.ntp,
@@ -238,5 +240,5 @@ def decode_config_from_args(args: argparse.Namespace) -> DecodeConfig:
         cfg_scale=args.cfg_scale, cfg_interval=args.cfg_interval, temperature=args.temperature,
         top_k=args.top_k, top_p=args.top_p, draft_len=args.draft_len, draft_init=args.draft_init,
         draft_coupling=args.draft_coupling, draft_ahead=args.draft_ahead, draft_tree_width=width,
-        draft_tree_depth=DEFAULT_TREE_DEPTH if args.draft_tree_depth is None else args.draft_tree_depth,
+        draft_tree_depth=depth,
     )
