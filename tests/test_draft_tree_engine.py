@@ -6,14 +6,19 @@ import pytest
 import torch
 from scipy import stats
 
+from common.zipar import row_drafts
 from common.zipar.config import DecodeConfig
+from common.zipar.draft_tree import siblings, verify_tree
 from common.zipar.engine import decode_steps, start_decode
 from common.zipar.layout import Layout
 from common.zipar.row_drafts import Q_STORED
+from common.zipar.sampling import (PURPOSE_ACCEPT, PURPOSE_RESIDUAL, PURPOSE_SIBLING, PURPOSE_SIBLING_ACCEPT,
+                                   PURPOSE_TOKEN, draw_key_from, key_uniform, sample_probs, seed_key)
+from common.zipar.tree_nodes import level_start
 from common.zipar.window import queries_per_pass
 from llamagen.generate import condition_prefix, generate, layout_for
 from tests.helpers.llamagen import CountingModel, run_oracle, tiny_gpt
-from tests.helpers.records import decided_at, query_probs
+from tests.helpers.records import decided_at, pick, query_probs
 from tests.oracle import full_forward
 
 MODES = {"ntp": dict(window=None), "fixed": dict(window=2), "adaptive": dict(window=1, adaptive=True),
@@ -197,3 +202,91 @@ def test_every_redrafted_cell_stores_its_pass_distribution_with_a_tree(mode):
                         kept_old += int(rec.decided[b, i]) == int(held[b, c])
             held = rec.tokens
     assert 0 < kept_old < redrafted
+
+
+@pytest.mark.parametrize("mode,init,coupling", [("ntp", "random", "maximal"), ("fixed", "above", "maximal"),
+                                                ("adaptive", "random", "independent")])
+def test_tree_draws_replay_from_their_keys(mode, init, coupling):
+    """Every sibling fed and every token a row-pass decides (or redrafts) follows from the recorded
+    distributions, the drafts and their q before the pass, and the documented keys: siblings
+    (PURPOSE_SIBLING, candidate k as the index) by draft_tree.siblings, tests by draft_tree.verify_tree
+    with candidate 0 on the chain's keys (PURPOSE_ACCEPT, PURPOSE_RESIDUAL, PURPOSE_TOKEN at the cell's
+    draws) and the siblings' on PURPOSE_SIBLING_ACCEPT. The nodes are found from their slots alone."""
+    gpt = tiny_gpt(6, seed=1)
+    K, D, L = 3, 3, 3
+    T = D - 1
+    config = tree_config(mode, K, D, draft_len=L, draft_init=init, draft_coupling=coupling, cfg_scale=2.0,
+                         temperature=1.5)
+    layout = layout_for(gpt)
+    labels, seeds = torch.tensor([1, 4, 6]), torch.tensor([5, 6, 7])
+    W, P = layout.cols, layout.prefix_len
+    keys = seed_key(seeds)
+    seen = {"sibling fed": 0, "sibling won": 0, "row-passes": 0}
+    with torch.inference_mode():
+        state = start_decode(gpt, condition_prefix(gpt, labels, config), seeds, layout, config)
+        steps = decode_steps(gpt, state)
+        next(steps)
+        sch = state.scheduler
+        E, R, base = sch.tree_nodes.count, sch.draft_rows, sch.slot_map.tree.slot_base
+        rows = torch.arange(layout.rows)[None, :, None].expand(3, -1, L)
+        while True:
+            count, drafts = state.schedule.count.clone(), state.schedule.drafts.clone()
+            tokens, draws = state.tokens.clone(), state.draws.clone()
+            cols = count[..., None] + torch.arange(L)
+            held = (cols < (count + drafts)[..., None]) & (cols < W)
+            q = row_drafts.draft_distributions(state, rows, cols, held)  # (B, H, L, V) before the pass
+            rec = next(steps, None)
+            if rec is None:
+                break
+            probs = query_probs(state, rec)
+            for b in range(3):
+                slots, positions = pick(rec.batch.slots, b).tolist(), pick(rec.batch.positions, b).tolist()
+                cells = pick(rec.batch.cells, b).tolist()
+                for r in range(layout.rows):
+                    c0 = int(count[b, r])  # the cell lane (an opener decides (r, 0) when c0 = 0)
+                    chain = {c - r * W - c0: i for i, c in enumerate(cells) if 1 <= c0 and r * W + c0 <= c < (r + 1) * W}
+                    if not chain:
+                        continue
+                    seen["row-passes"] += 1
+                    m = len(chain)
+                    nodes = {(slots[i] - base) % E: i for i in range(len(slots))
+                             if base <= slots[i] < base + R * E and (positions[i] - P) // W == r}
+                    cell = lambda o: r * W + min(c0 + o, W - 1)  # noqa: E731
+                    u = lambda purpose, o, k=None: key_uniform(draw_key_from(  # noqa: E731
+                        keys[b:b + 1], torch.tensor([[cell(o)]]), purpose, draws[b, cell(o)], index=k))[0, 0]
+                    draft = torch.stack([tokens[b, cell(o)] for o in range(L)])
+                    sib, ok = siblings(q[b, r, :T], draft[:T], torch.stack(
+                        [torch.stack([u(PURPOSE_SIBLING, t, k) for k in range(1, K)]) for t in range(T)]))
+                    ok &= held[b, r, :T, None]
+                    for t in range(1, T + 1):  # every node fed a sibling was fed the replayed one
+                        for p in range(K ** t):
+                            node = level_start(K, t) + p
+                            if node in nodes and p % K:
+                                assert int(rec.input_ids[b, nodes[node]]) == int(sib[t - 1, p % K - 1]), (rec.index, b, r)
+                                seen["sibling fed"] += 1
+                    levels = [probs[b, chain[0]][None, None]]
+                    for t in range(1, T + 1):
+                        level = [probs[b, chain[t]] if p == 0 and t in chain else
+                                 probs[b, nodes[level_start(K, t) + p]] if level_start(K, t) + p in nodes else
+                                 torch.full_like(probs[b, 0], float("nan")) for p in range(K ** t)]
+                        levels.append(torch.stack(level)[None])
+                    rest = [probs[b, chain[o]] if o in chain else torch.full_like(probs[b, 0], float("nan"))
+                            for o in range(T + 1, L + 1)]
+                    out = verify_tree(levels, torch.stack(rest)[None], draft[None], q[b, r][None],
+                                      torch.cat([draft[:T, None], sib], 1)[None],
+                                      torch.cat([torch.ones(T, 1, dtype=torch.bool), ok], 1)[None],
+                                      torch.tensor([min(int(drafts[b, r]), m)]), torch.tensor([m]),
+                                      torch.stack([u(PURPOSE_ACCEPT, o) for o in range(L)])[None],
+                                      torch.stack([torch.stack([u(PURPOSE_SIBLING_ACCEPT, t, k) for k in range(1, K)])
+                                                   for t in range(T)])[None],
+                                      torch.stack([u(PURPOSE_RESIDUAL, o) for o in range(L)])[None],
+                                      torch.stack([u(PURPOSE_TOKEN, o) for o in range(L + 1)])[None])
+                    n = int(out["n"][0])
+                    assert int(state.schedule.count[b, r]) == c0 + n, (rec.index, b, r)
+                    seen["sibling won"] += int((out["winner"][0] > 0).sum())
+                    for o, i in chain.items():
+                        want = out["tokens"][0, o]
+                        if o >= n and coupling == "independent":  # a fresh draw of the chain's distribution
+                            want = sample_probs(probs[b, i], u(PURPOSE_TOKEN, o))
+                        assert int(rec.decided[b, i]) == int(want), (rec.index, b, r, o)
+    assert seen["sibling fed"] > 0 and seen["sibling won"] > 0, seen
