@@ -2,7 +2,7 @@
 ScheduleState and RowDrafts), the schedule's constants (Scheduler), what one pass plans (Plan) and what
 a row-draft check decides for the schedule (RowsKept), and what a decode reports (PassRecord,
 DecodeResult). Data only: the rules over them are functions of the modules above, layered downward:
-state <- openers <- scheduler <- row_drafts <- engine.
+state <- openers, tree_drafts <- scheduler <- row_drafts <- engine.
 """
 from dataclasses import dataclass, replace
 from typing import Callable
