@@ -290,3 +290,35 @@ def test_tree_draws_replay_from_their_keys(mode, init, coupling):
                             want = sample_probs(probs[b, i], u(PURPOSE_TOKEN, o))
                         assert int(rec.decided[b, i]) == int(want), (rec.index, b, r, o)
     assert seen["sibling fed"] > 0 and seen["sibling won"] > 0, seen
+
+
+@pytest.mark.parametrize("mode", ["ntp", "fixed", "adaptive ahead"])
+def test_no_query_reads_an_entry_of_a_token_not_decided(mode):
+    """Every cell slot a query reads that was written in an earlier pass holds the token finally decided
+    there: the chain's entries after a walk left the chain (and rejected drafts') stay dead until the
+    catch-up (or the next pass) writes the decided token."""
+    gpt = tiny_gpt(6, seed=7)
+    config = tree_config(mode, 3, 3, draft_len=4, draft_init="random", cfg_scale=2.0, temperature=1.5)
+    layout = layout_for(gpt)
+    labels, seeds = torch.tensor([1, 2, 3]), torch.tensor([4, 5, 6])
+    assert walks_off_the_chain(gpt, layout, config, labels, seeds) > 0
+    with torch.inference_mode():
+        state = start_decode(gpt, condition_prefix(gpt, labels, config), seeds, layout, config)
+        records = list(decode_steps(gpt, state))
+    P, N = layout.prefix_len, layout.num_cells
+    final = state.tokens[:, :N]
+    reads = 0
+    for b in range(3):
+        written = {}  # cell slot -> (pass, token fed) of its latest entry
+        for rec in records[1:]:
+            slots, ids = pick(rec.batch.slots, b).tolist(), rec.input_ids[b].tolist()
+            mask, now = rec.mask[b], set(slots)
+            for q in range(len(slots)):
+                for s in mask[q].nonzero()[:, 0].tolist():
+                    if P <= s < P + N and s not in now:  # an entry of an earlier pass
+                        assert written[s][1] == int(final[b, s - P]), (rec.index, b, q, s)
+                        reads += 1
+            for s, t in zip(slots, ids):
+                if P <= s < P + N:
+                    written[s] = (rec.index, t)
+    assert reads > 0
