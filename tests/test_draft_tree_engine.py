@@ -296,7 +296,9 @@ def test_tree_draws_replay_from_their_keys(mode, init, coupling):
 def test_no_query_reads_an_entry_of_a_token_not_decided(mode):
     """Every cell slot a query reads that was written in an earlier pass holds the token finally decided
     there: the chain's entries after a walk left the chain (and rejected drafts') stay dead until the
-    catch-up (or the next pass) writes the decided token."""
+    catch-up (or the next pass) writes the decided token. With next-token prediction, also the converse:
+    every query reads every cell before its position decided in an earlier pass (so the tokens a walk
+    decided off the chain reach the queries after them, fed again by the catch-up)."""
     gpt = tiny_gpt(6, seed=7)
     config = tree_config(mode, 3, 3, draft_len=4, draft_init="random", cfg_scale=2.0, temperature=1.5)
     layout = layout_for(gpt)
@@ -307,13 +309,18 @@ def test_no_query_reads_an_entry_of_a_token_not_decided(mode):
         records = list(decode_steps(gpt, state))
     P, N = layout.prefix_len, layout.num_cells
     final = state.tokens[:, :N]
+    done = decided_at(records, 3, N)
     reads = 0
     for b in range(3):
         written = {}  # cell slot -> (pass, token fed) of its latest entry
         for rec in records[1:]:
             slots, ids = pick(rec.batch.slots, b).tolist(), rec.input_ids[b].tolist()
             mask, now = rec.mask[b], set(slots)
+            positions = pick(rec.batch.positions, b).tolist()
             for q in range(len(slots)):
+                if mode == "ntp" and slots[q] != state.scheduler.slot_map.scratch:
+                    before = (done[b] < rec.index) & (torch.arange(N) + P < positions[q])
+                    assert mask[q, P:P + N][before].all(), (rec.index, b, q)
                 for s in mask[q].nonzero()[:, 0].tolist():
                     if P <= s < P + N and s not in now:  # an entry of an earlier pass
                         assert written[s][1] == int(final[b, s - P]), (rec.index, b, q, s)
