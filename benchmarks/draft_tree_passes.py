@@ -1,6 +1,7 @@
 """Passes per image of NTP + row drafts with and without a candidate tree (common/zipar/draft_tree.py)
-on the demo model, by a reference decoder of one image at a time (not the engine, which does not run
-trees): what the tree would save, and where acceptance limits it.
+on the demo model, by a reference decoder of one image at a time, written before the engine ran trees
+(the engine's tree: common/zipar/tree_drafts.py, measured in docs/drafting_exactness.md): what the tree
+saves, and where acceptance limits it.
 
 The decoder follows NTP + drafts (common/zipar/row_drafts.py, window = the row): the condition pass
 decides (0, 0); a row's first cell is decided alone by the query fed the last token of the row above;

@@ -106,7 +106,7 @@ def check(state: DecodeState, plan: Plan, probs: torch.Tensor, drawn: torch.Tens
     cols = torch.where(on_row, cells - rows.clamp(max=H - 1) * W, W)
     chain_end = None
     if plan.tree is not None:  # the candidate tree decides the rows (common.zipar.tree_drafts)
-        tokens, redrafts, last, chain_end, _ = tree_drafts.verify(state, plan, probs, drawn, draft_distributions)
+        tokens, redrafts, last, chain_end = tree_drafts.verify(state, plan, probs, drawn, draft_distributions)
         first = torch.cat([last, torch.full_like(last[:, :1], W)], dim=1)
         if state.config.draft_ahead:  # rows below read the chain's entries, valid up to chain_end
             first[:, :H] = _kept_frontier(state, plan, last, chain_end)

@@ -161,7 +161,7 @@ def verify(state: DecodeState, plan: Plan, probs: torch.Tensor, drawn: torch.Ten
     redraft of every cell (draft_tree rule 3: a cell cut off by drafting ahead takes it); last (B, H)
     the last column each row decided (W where the lane ran to its end with every draft accepted);
     chain_end (B, H) one past the last column decided on the chain's own queries (their entries hold
-    the decided tokens); rejected (B, H) a draft was rejected)."""
+    the decided tokens))."""
     sch, schedule, td = state.scheduler, state.schedule, state.tree_drafts
     K, T, E = td.nodes.width, td.nodes.depths, td.nodes.count
     H, W, L = sch.layout.rows, sch.layout.cols, sch.draft_len
@@ -202,10 +202,10 @@ def verify(state: DecodeState, plan: Plan, probs: torch.Tensor, drawn: torch.Ten
     chain_ok = accepted & ((t >= T) | (winner.gather(2, t.clamp(max=max(T - 1, 0)).expand(B, H, -1)) == 0))
     chain_end = cnt + chain_ok.long().cumprod(2).sum(2)
     rejected = ((t < n[..., None]) & (t < drafts[..., None]) & ~accepted).any(2)
-    last = torch.where((n < m) | rejected, cnt + n - 1, W)
+    last = torch.where((n < m) | rejected, cnt + n - 1, W)  # W: the lane ran to its end, every draft kept
     index = flat(torch.where(chain_q >= 0, chain_q, Q))
     per_query = lambda t: torch.cat([drawn, torch.zeros_like(drawn[:, :1])], 1).scatter_(1, index, flat(t))[:, :Q]  # noqa: E731
-    return per_query(tokens), per_query(out["redrafts"].view(B, H, L + 1)), last, chain_end, rejected
+    return per_query(tokens), per_query(out["redrafts"].view(B, H, L + 1)), last, chain_end
 
 
 def settle(state: DecodeState, plan: Plan, gain: torch.Tensor, chain_end: torch.Tensor) -> None:
