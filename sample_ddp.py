@@ -141,7 +141,9 @@ def run_name(args: argparse.Namespace, config: DecodeConfig) -> str:
     decoding += "".join(f"-{x}" for x in (config.compat, attention, placeholder, first_row) if x)
     coupling = "" if config.draft_coupling == "maximal" else f"-{config.draft_coupling}"
     ahead = "-ahead" if config.draft_ahead else ""
-    decoding += f"-sjd{config.draft_len}-{config.draft_init}{coupling}{ahead}" if config.draft_len else ""
+    width, depth = config.tree_shape
+    tree = f"-tree{width}x{depth + 1}" if width > 1 else ""
+    decoding += f"-sjd{config.draft_len}-{config.draft_init}{coupling}{ahead}{tree}" if config.draft_len else ""
     cfg = f"{config.cfg_scale}" + ("" if config.cfg_interval == -1 else f"-interval-{config.cfg_interval}")
     other = args.random_init and args.config is not None and args.config != preset_of(args.model).config
     arch = f"-{args.config}" if other else ""  # --config is None for class presets (check_class_args)
@@ -216,6 +218,7 @@ def summarize(args, config: DecodeConfig, sampler, texts: list[dict], per_rank: 
     if config.draft_len:
         summary["row_drafts"] = {"draft_len": config.draft_len, "draft_init": config.draft_init,
                                  "draft_coupling": config.draft_coupling, "draft_ahead": config.draft_ahead,
+                                 "draft_tree": list(config.tree_shape),
                                  "mean_tokens_per_row_pass": float(np.mean([float(t["tokens_per_row_pass"]) for t in texts])),
                                  "mean_draft_rejections": float(np.mean([int(t["draft_rejections"]) for t in texts]))}
     return summary

@@ -1,6 +1,7 @@
 """Passes per image of NTP + row drafts with and without a candidate tree (common/zipar/draft_tree.py)
-on the demo model, by a reference decoder of one image at a time (not the engine, which does not run
-trees): what the tree would save, and where acceptance limits it.
+on the demo model, by a reference decoder of one image at a time, written before the engine ran trees
+(the engine's tree: common/zipar/tree_drafts.py, measured in docs/drafting_exactness.md): what the tree
+saves, and where acceptance limits it.
 
 The decoder follows NTP + drafts (common/zipar/row_drafts.py, window = the row): the condition pass
 decides (0, 0); a row's first cell is decided alone by the query fed the last token of the row above;
@@ -185,7 +186,7 @@ def main(args):
 
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    p.add_argument("--num-images", type=int, default=10, help="images (labels i % 10)")
+    p.add_argument("--num-images", type=int, default=10, help="images (labels i %% 10)")
     p.add_argument("--seed", type=int, default=13, help="image i uses generator seed 1000 * seed + i")
     p.add_argument("--draft-len", type=int, default=16, help="row-draft length L")
     p.add_argument("--widths", type=int, nargs="+", default=[1, 3], help="tree widths W (1: the chain)")

@@ -191,7 +191,7 @@ def decode_telemetry(config, result) -> dict:
         out["rejections"] = result.rejections
     if config.draft_len:
         out.update(draft_len=config.draft_len, draft_init=config.draft_init, draft_coupling=config.draft_coupling,
-                   draft_ahead=config.draft_ahead)
+                   draft_ahead=config.draft_ahead, draft_tree=list(config.tree_shape))
         out["tokens_per_row_pass"] = result.tokens_per_row_pass
         out["row_tokens_per_pass"] = result.row_tokens_per_pass
         out["draft_rejections"] = result.draft_rejections

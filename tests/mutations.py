@@ -48,6 +48,11 @@ KEPT_Q = "tests/test_draw_keys.py::test_every_redrafted_cell_stores_its_pass_dis
 TREE = "tests/test_draft_tree.py"
 TREE_DEPTH, TREE_BONUS = f"{TREE}::test_one_depth_follows_p", f"{TREE}::test_token_after_accepted_drafts_follows_p"
 TREE_DECODES = f"{TREE}::test_tree_decodes_follow_the_exact_distribution"
+TREE_ENGINE = "tests/test_draft_tree_engine.py"
+TREE_READS = f"{TREE_ENGINE}::test_no_query_reads_an_entry_of_a_token_not_decided"
+TREE_REPLAY = f"{TREE_ENGINE}::test_tree_draws_replay_from_their_keys"
+TREE_JOINT = f"{TREE_ENGINE}::test_tree_decodes_follow_the_exact_model_joint"
+TREE_MASK = "tests/test_draft_tree_parts.py::test_tree_visibility_reads_its_path_only"
 AHEAD = f"{ROW_DRAFTS}::test_drafting_ahead_decides_only_on_kept_drafts_within_the_window"
 AHEAD_LANES = "tests/test_draft_ahead.py::test_lanes_reach_into_the_drafts_fed_above"
 AHEAD_PASSES = "tests/test_draft_ahead.py::test_rows_rejecting_drafts_need_fewer_passes_drafting_ahead"
@@ -111,10 +116,10 @@ MUTATIONS = [
              "(draft_slots[:, None, :] & (slot_rows == query_rows[..., None]))",
              "draft_slots[:, None, :]", (VISIBILITY,)),
     Mutation("scheduler: draft-fed slots live for everyone in their pass", "common/zipar/scheduler.py",
-             "slots, on & ~draft_fed if L else on)", "slots, on if L else on)", (VISIBILITY,)),
+             "writes = on & ~draft_fed if L else on", "writes = on if L else on", (VISIBILITY,)),
     Mutation("scheduler: placeholder never retired by the real last token", "common/zipar/scheduler.py",
-             "live[:, sch.slot_map.opener_base:sch.slot_map.scratch] &= ~feeds_last[:, :-1]",
-             "live[:, sch.slot_map.opener_base:sch.slot_map.scratch] &= True", (VISIBILITY,)),
+             "live[:, sch.slot_map.opener_base:sch.slot_map.opener_end] &= ~feeds_last[:, :-1]",
+             "live[:, sch.slot_map.opener_base:sch.slot_map.opener_end] &= True", (VISIBILITY,)),
     Mutation("scheduler: placeholder does not shadow the real slot (compat)", "common/zipar/scheduler.py",
              "live.scatter_(1, torch.where(opener & ~real, stands_for, sch.slot_map.scratch), False)",
              "live.scatter_(1, torch.where(opener & ~real, sch.slot_map.scratch, sch.slot_map.scratch), False)", (VISIBILITY,)),
@@ -174,6 +179,19 @@ MUTATIONS = [
              "torch.where(valid[..., k, None], _without(proposal, code), proposal)", "proposal", (TREE_DEPTH,)),
     Mutation("draft tree: the token after accepted drafts drawn from a uniform", "common/zipar/draft_tree.py",
              "    return sample_probs(p, u)", "    return sample_probs(torch.ones_like(p), u)", (TREE_BONUS,)),
+    # the tree in the engine (common/zipar/tree_drafts.py)
+    Mutation("tree: decided tokens off the chain never fed again (no catch-up)", "common/zipar/tree_drafts.py",
+             "catch = (j <= tree_drafts.uncached[..., None])", "catch = (j < 0)", (TREE_READS,)),
+    Mutation("tree: a node reads its siblings and cousins", "common/zipar/masks.py",
+             "on_path = ancestors[q_node[..., None], s_node[:, None, :]]",
+             "on_path = torch.ones_like(ancestors[q_node[..., None], s_node[:, None, :]])", (TREE_MASK,)),
+    Mutation("tree: siblings drawn with their acceptance keys", "common/zipar/tree_drafts.py",
+             "cells[..., None], PURPOSE_SIBLING, attempt", "cells[..., None], PURPOSE_SIBLING_ACCEPT, attempt",
+             (TREE_REPLAY,)),
+    Mutation("tree: the paths' distributions mislaid within a depth", "common/zipar/tree_drafts.py",
+             "levels = [dist[:, :1]] + [dist[:, 1 + level_start(K, t):1 + level_start(K, t + 1)]",
+             "levels = [dist[:, :1]] + [dist[:, 1 + level_start(K, t):1 + level_start(K, t + 1)].flip(1)",
+             (TREE_JOINT,)),
     Mutation("engine: compiled steps' state not marked static (CUDA graphs then skipped)", "common/zipar/engine.py",
              "        if state.step is not decode_pass:  # every state tensor", "        if False:  # every state tensor",
              ("tests/test_compile.py::test_decode_state_lives_at_static_addresses",)),

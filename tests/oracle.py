@@ -5,7 +5,8 @@ forward with the recorded visibility; every logit the engine produced must equal
 (e) every query is fed a token decided in an earlier pass and never changed afterwards, or a fixed
 end-of-row token, or a placeholder that the policy defines without a decided token. With row drafts
 (common.zipar.row_drafts) a query may also be fed a draft: the token its cell held at the end of the
-previous pass, written (drawn or started) by the decode. The replay cannot see (e): it replays
+previous pass, written (drawn or started) by the decode; with a candidate tree (common.zipar.tree_drafts)
+also a sibling, the token its column held then. The replay cannot see (e): it replays
 whatever was fed. `record_passes` checks (e) on every decode it records.
 """
 import torch
@@ -53,6 +54,8 @@ def fed_token_violations(state, records) -> list[str]:
     N, B = layout.num_cells, state.seeds.shape[0]
     eol = range(N, N + layout.rows) if layout.end_of_row else range(0)
     drafting = state.config.draft_len > 0
+    tree = state.scheduler.slot_map.tree
+    siblings = range(tree.sibling_base, state.tokens.shape[1]) if tree is not None else range(0)
     last_write = torch.full((B, N), -1, dtype=torch.int64)  # the pass that last set each cell
     for rec in records:
         for b, row in enumerate(rec.batch.cells.expand(B, -1).tolist()):
@@ -67,7 +70,8 @@ def fed_token_violations(state, records) -> list[str]:
                 if slots[b][q] == state.scheduler.slot_map.scratch:
                     continue  # inert padding
                 fed, where = int(rec.input_ids[b, q]), f"pass {rec.index}, image {b}, query {q}, source {s}"
-                if s < N and drafting:  # what the buffer held after the previous pass, written by the decode
+                if (s < N and drafting) or s in siblings:  # what the buffer held after the previous pass, written
+                    # by the decode (a row draft, or a candidate tree's sibling)
                     if int(before.draws[b, s]) == 0:
                         bad.append(f"{where}: the cell was never written")
                     elif fed != int(before.tokens[b, s]):

@@ -23,6 +23,10 @@ MAX_CFG_SCALE = 1e4
 # row drafts (common.zipar.row_drafts): how a new draft position starts, how a draft is redrawn after a rejection
 DRAFT_INITS = ("above", "left", "random")
 DRAFT_COUPLINGS = ("maximal", "independent")
+# the candidate tree (common.zipar.draft_tree): --draft-tree-width and --draft-tree-depth defaults (SJD-PAC's
+# release: 3 candidates, depth 3; 4 and 3 here: docs/drafting_exactness.md, the demo's passes per shape) and the
+# widest tree a sibling key's index names
+DEFAULT_TREE_WIDTH, DEFAULT_TREE_DEPTH, MAX_TREE_WIDTH = 4, 3, 64
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,8 @@ class DecodeConfig:
     draft_init: str = "above"  # how a new draft position starts (DRAFT_INITS)
     draft_coupling: str = "maximal"  # how a draft is redrawn after a rejection (DRAFT_COUPLINGS)
     draft_ahead: bool = False  # rows also draft and decide on the row above's drafts in the same pass (row_drafts)
+    draft_tree_width: int = 1  # candidates per tree depth (common.zipar.draft_tree); 1: the chain, no tree
+    draft_tree_depth: int = DEFAULT_TREE_DEPTH  # the tree's depth D: candidates at a row's first D - 1 drafts
 
     def __post_init__(self):
         """Every message names the command-line flag that sets the field (--cfg-scale for cfg_scale)."""
@@ -91,9 +97,30 @@ class DecodeConfig:
                              f"got {self.draft_coupling!r}")
         if self.draft_ahead and not self.draft_len:
             raise ValueError("--draft-ahead lets row drafts run ahead of the window rule; it needs --draft-len N > 0")
+        self._check_tree()
         if self.draft_len and self.compat is not None:
             raise ValueError("--compat official reproduces the released code, which has no drafts; drop --compat "
                              "or --draft-len")
+
+    def _check_tree(self) -> None:
+        if not 1 <= self.draft_tree_width <= MAX_TREE_WIDTH:
+            raise ValueError(f"--draft-tree-width must be in 1..{MAX_TREE_WIDTH} (1 = no tree, the chain), "
+                             f"got {self.draft_tree_width}")
+        if self.draft_tree_width == 1:
+            return
+        if not self.draft_len:
+            raise ValueError("--draft-tree gives a row's first drafts sibling candidates; it needs --draft-len L > 0")
+        if not 2 <= self.draft_tree_depth <= self.draft_len + 1:
+            raise ValueError(f"--draft-tree-depth D puts candidates at a row's first D - 1 drafts, so with "
+                             f"--draft-len {self.draft_len} it must be in 2..{self.draft_len + 1}, "
+                             f"got {self.draft_tree_depth}")
+
+    @property
+    def tree_shape(self) -> tuple[int, int]:
+        """(candidates per depth K, tree depths T): (1, 0) without a tree."""
+        if self.draft_tree_width == 1:
+            return 1, 0
+        return self.draft_tree_width, self.draft_tree_depth - 1
 
     def check_grid(self, cols: int) -> None:
         """The settings that need the grid: a row of W = cols tokens holds at most W - 1 drafts (its cells
@@ -174,6 +201,17 @@ def add_decode_args(parser: argparse.ArgumentParser, *, cfg_scale: float | None,
                    help="with --draft-len: how drafts after a rejection are redrawn: maximal = coupled to the old "
                         "draft (default; kept with probability min(1, p/q), else from the residual; as SCD), "
                         "independent = a fresh draw (SJD); both exact")
+    g.add_argument("--draft-tree", action=argparse.BooleanOptionalAction, default=None,
+                   help="a candidate tree at each row's first drafts (exact proactive drafting, "
+                        "common/zipar/draft_tree.py): --draft-tree-width candidates at each of the first "
+                        "--draft-tree-depth - 1 drafts, every path run in the same pass, the first candidate that "
+                        "passes wins; more queries a pass, fewer passes. Default: on with --draft-len L > 0")
+    g.add_argument("--draft-tree-width", type=int, default=None, metavar="K",
+                   help=f"the tree's candidates per depth, the draft and K - 1 siblings drawn without replacement "
+                        f"from its q (default: {DEFAULT_TREE_WIDTH})")
+    g.add_argument("--draft-tree-depth", type=int, default=None, metavar="D",
+                   help=f"the tree's depth D, candidates at a row's first D - 1 drafts, 2 .. L + 1 (default: "
+                        f"{DEFAULT_TREE_DEPTH}, or L + 1 if less)")
 
 
 def _placeholder_arg(value: str) -> str:
@@ -212,11 +250,22 @@ def refuse_ignored_flags(args: argparse.Namespace) -> None:
         raise ValueError(f"{' and '.join(flags)} {'needs' if one else 'need'} --draft-len N > 0 (row drafts are off "
                          f"without it, so {'it' if one else 'they'} would be ignored); give --draft-len N or drop "
                          f"{'it' if one else 'them'}")
+    if not _tree_on(args) and (args.draft_tree_width, args.draft_tree_depth) != (None, None):
+        raise ValueError("--draft-tree-width and --draft-tree-depth shape the candidate tree of row drafts; they "
+                         "need --draft-len N > 0 (and no --no-draft-tree)")
+
+
+def _tree_on(args: argparse.Namespace) -> bool:
+    """--draft-tree as given, else on with row drafts."""
+    return args.draft_len > 0 if args.draft_tree is None else args.draft_tree
 
 
 def decode_config_from_args(args: argparse.Namespace) -> DecodeConfig:
     """The one place scripts and notebooks turn parsed flags into a DecodeConfig (refuse_ignored_flags first)."""
     refuse_ignored_flags(args)
+    tree = _tree_on(args)
+    width = (DEFAULT_TREE_WIDTH if args.draft_tree_width is None else args.draft_tree_width) if tree else 1
+    depth = min(DEFAULT_TREE_DEPTH, args.draft_len + 1) if args.draft_tree_depth is None else args.draft_tree_depth
     return DecodeConfig(
         window=None if args.ntp else DEFAULT_WINDOW if args.window is None else args.window,
         adaptive=args.adaptive and not args.ntp,
@@ -226,4 +275,5 @@ def decode_config_from_args(args: argparse.Namespace) -> DecodeConfig:
         top_k=args.top_k, top_p=args.top_p, draft_len=args.draft_len, draft_ahead=args.draft_ahead,
         draft_init=args.draft_init or DecodeConfig.draft_init,  # None: not given (DRAFT_FLAGS)
         draft_coupling=args.draft_coupling or DecodeConfig.draft_coupling,
+        draft_tree_width=width, draft_tree_depth=depth,
     )

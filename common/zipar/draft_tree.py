@@ -113,7 +113,8 @@ def verify_tree(levels: list[torch.Tensor], chain: torch.Tensor, draft: torch.Te
 
     Returns tokens (B, L+1): the decided tokens at depths 1..n, the redrafts after them (rule 3);
     n (B,) the depths decided; winner (B, T) the candidate each tree depth's walk took (-1 none or not
-    reached); accepted (B, L) whether each depth's decided token was a draft that passed.
+    reached); accepted (B, L) whether each depth's decided token was a draft that passed; redrafts
+    (B, L+1) rule 3's redraft of every depth (the cells a caller cuts off after n, drafting ahead).
     """
     B, L = draft.shape
     T = cands.shape[1]
@@ -156,11 +157,13 @@ def verify_tree(levels: list[torch.Tensor], chain: torch.Tensor, draft: torch.Te
         on_zero = on_zero & ~(here & (t < T) & (win > 0))
         walking = here & passed & ((t + 1 <= T) | on_zero)
     # rule 3: the cells after the decided ones stay drafts, redrawn along candidate 0's path
+    redrafts = torch.zeros_like(tokens)
     for t in range(L + 1):
         redraft = sample_probs(zero_path[:, t], u_token[:, t])  # a draw after the drafts, not decided: a draft
         if t < L:
             tree = (cands[:, t], valid[:, t]) if t < T else (draft[:, t, None], torch.ones_like(n, dtype=torch.bool)[:, None])
             redraft = torch.where(t < drafts, _redraft(zero_path[:, t], q[:, t], *tree, u_accept[:, t], u_residual[:, t]),
                                   redraft)
+        redrafts[:, t] = redraft
         tokens[:, t] = torch.where(t >= n, redraft, tokens[:, t])
-    return {"tokens": tokens, "n": n, "winner": winner, "accepted": accepted}
+    return {"tokens": tokens, "n": n, "winner": winner, "accepted": accepted, "redrafts": redrafts}

@@ -24,7 +24,7 @@ from common.zipar.config import DecodeConfig
 from common.zipar.kv_cache import KVCache
 from common.zipar.masks import drafts_above_readable, visibility_mask
 from common.zipar.official import prompt_attention
-from common.zipar import openers, row_drafts, scheduler
+from common.zipar import openers, row_drafts, scheduler, tree_drafts
 from common.zipar.sampling import (PURPOSE_ACCEPT, PURPOSE_RESIDUAL, PURPOSE_TOKEN, draw_key_from, filter_logits,
                                    guide, key_uniform, sample_probs, seed_key)
 from common.zipar.layout import Layout
@@ -200,6 +200,9 @@ def prefix_pass(model: Decoder, state: DecodeState) -> PassRecord:
     if state.config.draft_len:
         row_drafts.allocate(state, num_codes, prefix.device)
         row_drafts.start(state)
+    if state.scheduler.tree_nodes is not None:
+        tree_drafts.allocate(state, state.scheduler.tree_nodes, prefix.device)
+        tree_drafts.draw_siblings(state, row_drafts.draft_distributions)
     input_ids = torch.full((model_batch, layout.prefix_len), -1, dtype=torch.int64, device=prefix.device)
     return PassRecord(index=0, batch=pb, input_ids=input_ids, mask=mask, logits=logits, decided=decided,
                       accepted=None, tokens=state.tokens.clone(), draws=state.draws.clone())
@@ -210,7 +213,7 @@ def decode_pass(model: Decoder, state: DecodeState) -> tuple:
     returns (PassBatch fields..., input_ids, mask, logits, decided, accepted)."""
     config, sch = state.config, state.scheduler
     cfg, batch, slot_map = config.uses_cfg, state.seeds.shape[0], sch.slot_map
-    plan = scheduler.plan(sch, state.schedule)
+    plan = scheduler.plan(sch, state.schedule, state.tree_drafts)
     if state.pass_sizes is not None:  # eager fixed windows: the pass's precomputed size
         plan = plan.trimmed(state.pass_sizes[state.passes_run])
     elif state.trim_on_host:  # compute grows with the queries on a CPU: run no more than the busiest image
@@ -222,25 +225,28 @@ def decode_pass(model: Decoder, state: DecodeState) -> tuple:
     # padding is fed column 0, never the placeholder column
     x, input_ids = sch.placeholder.feed(x, input_ids, lambda column: pb.sources == column)
     # built at model-batch rows directly: cheaper than repeating a (B, Q, S) mask for the CFG half
-    own_drafts, drafts_above = None, None
+    own_drafts, drafts_above, tree = None, None, None
     if config.draft_len:
         own_drafts = (_for_model(plan.draft_slots, cfg), slot_map.slot_rows, _for_model(plan.query_rows, cfg))
+    reads_above = (plan.query_rows, plan.query_cols, plan.draft_fed)  # drafting ahead: who reads the drafts above
+    if plan.tree is not None:  # a tree query reads the nodes on its path (common.zipar.tree_drafts)
+        tree, reads_above = tree_drafts.visibility(sch, plan)
+        tree = _for_model(tree, cfg)
     if config.draft_ahead:
         window = state.schedule.window
         offsets = torch.cat([window.cumsum(1), torch.zeros_like(window[:, :1])], dim=1)
         drafts_above = drafts_above_readable(slot_map.slot_rows, slot_map.slot_cols,
-                                             *(_for_model(t, cfg) for t in (plan.query_rows, plan.query_cols,
-                                                                            plan.draft_fed, offsets)))
+                                             *(_for_model(t, cfg) for t in (*reads_above, offsets)))
     mask = visibility_mask(_for_model(plan.live, cfg), slot_map.slot_positions, _for_model(pb.positions, cfg),
-                           own_drafts, drafts_above)
+                           own_drafts, drafts_above, tree)
     if state.prefix_keys is not None:
         mask = mask & state.prefix_keys[:, None, :]
     logits = model(x, _positions(state, pb.positions), _for_model(pb.slots, cfg), mask, state.cache)
     attempts = state.draws.gather(1, cells)  # (B, n)
     keys = _keys(state, cells, attempts)
     uniforms = key_uniform(keys)  # (B, n, P)
-    probs = _probs(state, logits, cells)
-    accepted, verdicts, first_rejected = None, None, None
+    probs = _probs(state, logits, cells if plan.tree is None else plan.tree.predicts)
+    accepted, verdicts, first_rejected, chain_end = None, None, None, None
     if config.adaptive:  # one sampler call draws the tokens and the verifications' resamples
         checks = openers.verifications(state, pb, cells, probs, uniforms)
         drawn = sample_probs(checks.probs, checks.uniforms)
@@ -248,12 +254,16 @@ def decode_pass(model: Decoder, state: DecodeState) -> tuple:
     else:
         decided = sample_probs(probs, uniforms[..., 0])
     if config.draft_len:
-        decided, first_rejected = row_drafts.check(state, plan, probs, decided, keys[..., 1], keys[..., 2])
+        decided, first_rejected, chain_end = row_drafts.check(state, plan, probs, decided, keys[..., 1], keys[..., 2])
     _write_tokens(state, cells, decided)
-    kept = row_drafts.keep(state, plan, first_rejected) if config.draft_len else None
+    kept = row_drafts.keep(state, plan, first_rejected, chain_end) if config.draft_len else None
+    if plan.tree is not None:
+        tree_drafts.settle(state, plan, kept.gain, chain_end)
     scheduler.advance(sch, state.schedule, plan, verdicts, kept)
     if config.draft_len:
         row_drafts.start(state)
+    if plan.tree is not None:
+        tree_drafts.draw_siblings(state, row_drafts.draft_distributions)
     return (pb.slots, pb.positions, pb.sources, pb.sample_rows, pb.cells, pb.kinds, attempts,
             input_ids, mask, logits, decided, accepted)
 

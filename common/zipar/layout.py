@@ -8,10 +8,15 @@ Slots (= cache indices), per model-batch row:
   T + r*stride + c             grid cell (r, c); c == W is row r's end-of-row token (if any)
   opener_base + r - 1          the placeholder opener of row r (layouts without end-of-row tokens;
                                with them, openers write the end-of-row slot itself)
+  tree_base + (r % R)*E + n    candidate-tree node n of row r (common.zipar.tree_nodes; R rows of
+                               E nodes, only with a tree): written every pass a tree runs, never live
   scratch                      written by padding, never live
-A slot's position is that of the cell it belongs to (openers: the position predicting (r, 0)).
+A slot's position is that of the cell it belongs to (openers: the position predicting (r, 0)); tree
+slots have position 0: they are read by the tree rule alone (common.zipar.masks.tree_readable), never
+by position.
 Token buffer columns: the N = H*W grid cells in raster order, the H end-of-row tokens (if any), the
-placeholder column (a fixed code fed to openers), the trash column (decided by padding).
+placeholder column (a fixed code fed to openers), the trash column (decided by padding), then with a
+tree the siblings (r % R, depth t, candidate k >= 1) at sibling_base + ((r % R)*T + t - 1)*(K-1) + k - 1.
 """
 from dataclasses import dataclass
 
@@ -54,6 +59,51 @@ class Layout:
 
 
 @dataclass(frozen=True)
+class TreeShape:
+    """A candidate tree (common.zipar.draft_tree): `width` K candidates at each of a row's first `depths`
+    T drafts, run by up to `rows` R rows at once (a ring: row r uses entry r % R)."""
+
+    width: int
+    depths: int
+    rows: int
+
+    def __post_init__(self):
+        if self.width < 2 or self.depths < 1 or self.rows < 1:
+            raise ValueError(f"a candidate tree has width >= 2, depths >= 1 and rows >= 1, got {self}")
+
+    @property
+    def nodes(self) -> int:
+        """E = K + K^2 + ... + K^T: the paths through a row's tree, one query each (the all-0 paths
+        are the chain's queries fed drafts 1..T; they have cache slots here too, unused)."""
+        return sum(self.width ** t for t in range(1, self.depths + 1))
+
+    @property
+    def siblings(self) -> int:
+        """Sibling columns per ring row: (K - 1) at each of the T depths."""
+        return self.depths * (self.width - 1)
+
+
+@dataclass(frozen=True)
+class TreeSlots:
+    """Where a candidate tree's entries and siblings sit (see the module docstring)."""
+
+    shape: TreeShape
+    slot_base: int  # the cache slot of ring row 0's node 0
+    sibling_base: int  # the token-buffer column of ring row 0's depth-1 sibling 1
+
+    def node_slots(self, rows: torch.Tensor) -> torch.Tensor:
+        """(..., E) the cache slot of each tree node of grid rows `rows` (...)."""
+        E = self.shape.nodes
+        return self.slot_base + (rows % self.shape.rows)[..., None] * E + torch.arange(E, device=rows.device)
+
+    def sibling_columns(self, rows: torch.Tensor) -> torch.Tensor:
+        """(..., T, K-1) the token-buffer column of each sibling of grid rows `rows` (...)."""
+        K, T = self.shape.width, self.shape.depths
+        first = self.sibling_base + (rows % self.shape.rows) * self.shape.siblings
+        return first[..., None, None] + torch.arange(T * (K - 1), device=rows.device).view(T, K - 1)
+
+
+@dataclass(frozen=True)
 class SlotMap:
     """The slot geometry of one decode (see the module docstring), on the decode device."""
 
@@ -66,13 +116,16 @@ class SlotMap:
     slot_positions: torch.Tensor  # (S,) sequence position of each slot
     slot_rows: torch.Tensor  # (S,) grid row of each cell slot, H for every other slot
     slot_cols: torch.Tensor  # (S,) grid column of each cell slot, 0 for every other slot
-    regular: torch.Tensor  # (S,) bool: prefix and grid slots (not openers, not scratch)
+    regular: torch.Tensor  # (S,) bool: prefix and grid slots (not openers, tree nodes or scratch)
+    tree: TreeSlots | None = None  # the candidate tree's slots and sibling columns (None without a tree)
 
     @classmethod
-    def build(cls, layout: Layout, device) -> "SlotMap":
+    def build(cls, layout: Layout, device, tree: "TreeShape | None" = None) -> "SlotMap":
+        """tree: the candidate tree's shape and the rows that may run one at once, or None."""
         H, W, T = layout.rows, layout.cols, layout.prefix_len
         opener_base = T + H * layout.row_stride
-        scratch = opener_base + (0 if layout.end_of_row else max(H - 1, 0))
+        tree_base = opener_base + (0 if layout.end_of_row else max(H - 1, 0))
+        scratch = tree_base + (0 if tree is None else tree.rows * tree.nodes)
         num_slots = scratch + 1
         placeholder_column = layout.num_cells + (H if layout.end_of_row else 0)
         r = torch.arange(H, device=device)
@@ -80,24 +133,31 @@ class SlotMap:
         pos = torch.zeros(num_slots, dtype=torch.int64, device=device)
         pos[:opener_base] = torch.arange(opener_base, device=device)
         if H > 1:
-            pos[opener_base:scratch] = _opener_position(layout, cell_start, r[1:])[:scratch - opener_base]
+            pos[opener_base:tree_base] = _opener_position(layout, cell_start, r[1:])[:tree_base - opener_base]
         slot_rows = torch.full((num_slots,), H, dtype=torch.int64, device=device)
         cell_slots = (cell_start[:, None] + torch.arange(W, device=device)).reshape(-1)
         slot_rows[cell_slots] = r.repeat_interleave(W)
         slot_cols = torch.zeros(num_slots, dtype=torch.int64, device=device)
         slot_cols[cell_slots] = torch.arange(W, device=device).repeat(H)
+        trash = placeholder_column + 1
+        slots = None if tree is None else TreeSlots(shape=tree, slot_base=tree_base, sibling_base=trash + 1)
         return cls(layout=layout, opener_base=opener_base, scratch=scratch, placeholder_column=placeholder_column,
-                   trash=placeholder_column + 1, cell_start=cell_start, slot_positions=pos, slot_rows=slot_rows, slot_cols=slot_cols,
-                   regular=torch.arange(num_slots, device=device) < opener_base)
+                   trash=trash, cell_start=cell_start, slot_positions=pos, slot_rows=slot_rows, slot_cols=slot_cols,
+                   regular=torch.arange(num_slots, device=device) < opener_base, tree=slots)
 
     @property
     def num_slots(self) -> int:
         return self.scratch + 1
 
     @property
+    def opener_end(self) -> int:
+        """One past the last placeholder-opener slot."""
+        return self.scratch if self.tree is None else self.tree.slot_base
+
+    @property
     def token_buffer_width(self) -> int:
-        """Columns of the token buffer: cells, end-of-row tokens, placeholder column, trash column."""
-        return self.trash + 1
+        """Columns of the token buffer: cells, end-of-row tokens, placeholder column, trash column, siblings."""
+        return self.trash + 1 + (0 if self.tree is None else self.tree.shape.rows * self.tree.shape.siblings)
 
     def opener_position(self, r: torch.Tensor) -> torch.Tensor:
         """Position of the query that predicts (r, 0): (r-1, W-1), or row r-1's end-of-row token."""

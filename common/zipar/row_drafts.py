@@ -63,12 +63,13 @@ indexed (r mod R, column mod L), plus one scratch entry, held by one RowDrafts o
 """
 import torch
 
+from common.zipar import tree_drafts
 from common.zipar.passes import CHECK
 from common.zipar.sampling import PURPOSE_DRAFT, draw_key_from, key_uniform, verify_draft
 from common.zipar.scheduler import draft_lanes
 from common.zipar.state import DecodeState, Plan, RowDrafts, RowsKept, Scheduler
 
-__all__ = ["allocate", "check", "keep", "start"]
+__all__ = ["allocate", "check", "draft_distributions", "keep", "start"]
 
 Q_STORED, Q_POINT, Q_UNIFORM = 0, 1, 2  # a draft's q: its ring vector, the point mass on it, uniform
 
@@ -89,11 +90,13 @@ def _ring_index(scheduler: Scheduler, rows: torch.Tensor, cols: torch.Tensor, wr
 
 
 def check(state: DecodeState, plan: Plan, probs: torch.Tensor, drawn: torch.Tensor, accept_keys: torch.Tensor,
-          residual_keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+          residual_keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Test every row's drafts in this pass. probs (B, n, V) the queries' distributions, drawn (B, n)
     their fresh draws, accept_keys/residual_keys (B, n) their cells' test keys (PURPOSE_ACCEPT and
     PURPOSE_RESIDUAL at the cell's draws so far). -> (tokens for batch.cells (B, n), first rejected
-    column per row (B, H), W if none). Stores q = p_new for the cells that become drafts again."""
+    column per row (B, H), W if none (with a candidate tree: the last column decided), and with a tree
+    (B, H) one past the last column decided on the chain's own queries, else None). Stores q = p_new
+    for the cells that become drafts again."""
     sch, pb = state.scheduler, plan.batch
     W, H = sch.layout.cols, sch.layout.rows
     batch, V = probs.shape[0], probs.shape[-1]
@@ -101,36 +104,50 @@ def check(state: DecodeState, plan: Plan, probs: torch.Tensor, drawn: torch.Tens
     rows = plan.query_rows
     on_row = rows < H  # cell-lane queries
     cols = torch.where(on_row, cells - rows.clamp(max=H - 1) * W, W)
-    is_check = pb.kinds == CHECK
-    draft = state.tokens.gather(1, cells)
-    ring = _ring_index(sch, rows, cols, is_check)
-    q = _draft_q(state, ring, draft, V)
-    verified, kept = verify_draft(probs, q, draft, accept_keys, residual_keys)
-    rejected = is_check & ~kept
-    first = torch.full((batch, H + 1), W, dtype=torch.int64, device=cells.device)
-    first.scatter_reduce_(1, rows, torch.where(rejected, cols, W), reduce="amin")
-    if state.config.draft_ahead:
-        first[:, :H] = _kept_frontier(state, plan, first[:, :H])
-    first_here = first.gather(1, rows)
-    # a checked cell takes the test's outcome: up to the first rejection it is decided; after it, the same
-    # outcome is the redraft, maximally coupled to the old draft (kept with probability min(1, p/q), else
-    # from the residual), so a draft whose distribution barely moved stays; "independent" redraws afresh
-    coupled = is_check if state.config.draft_coupling == "maximal" else is_check & (cols <= first_here)
-    tokens = torch.where(coupled, verified, drawn)
+    chain_end = None
+    if plan.tree is not None:  # the candidate tree decides the rows (common.zipar.tree_drafts)
+        tokens, redrafts, last, chain_end = tree_drafts.verify(state, plan, probs, drawn, draft_distributions)
+        first = torch.cat([last, torch.full_like(last[:, :1], W)], dim=1)
+        if state.config.draft_ahead:  # rows below read the chain's entries, valid up to chain_end
+            first[:, :H] = _kept_frontier(state, plan, last, chain_end)
+        first_here = first.gather(1, rows)
+        # the cells after the decided ones: rule 3's coupled redraft, or (independent) a fresh draw
+        fresh = redrafts if state.config.draft_coupling == "maximal" else drawn
+        tokens = torch.where(cols > first_here, fresh, tokens)
+    else:
+        is_check = pb.kinds == CHECK
+        draft = state.tokens.gather(1, cells)
+        ring = _ring_index(sch, rows, cols, is_check)
+        q = _draft_q(state, ring, draft, V)
+        verified, kept = verify_draft(probs, q, draft, accept_keys, residual_keys)
+        rejected = is_check & ~kept
+        first = torch.full((batch, H + 1), W, dtype=torch.int64, device=cells.device)
+        first.scatter_reduce_(1, rows, torch.where(rejected, cols, W), reduce="amin")
+        if state.config.draft_ahead:
+            first[:, :H] = _kept_frontier(state, plan, first[:, :H])
+        first_here = first.gather(1, rows)
+        # a checked cell takes the test's outcome: up to the first rejection it is decided; after it, the
+        # same outcome is the redraft, maximally coupled to the old draft (kept with probability
+        # min(1, p/q), else from the residual), so a draft whose distribution barely moved stays;
+        # "independent" redraws afresh
+        coupled = is_check if state.config.draft_coupling == "maximal" else is_check & (cols <= first_here)
+        tokens = torch.where(coupled, verified, drawn)
     redrafted = on_row & (cols > first_here)  # drafts again, drawn from this pass's p_new
     ring = _ring_index(sch, rows, cols, redrafted)
     state.row_drafts.probs.scatter_(1, ring[..., None].expand(-1, -1, V), probs.to(state.row_drafts.probs.dtype))
     state.row_drafts.kinds.scatter_(1, ring, torch.full_like(ring, Q_STORED))
-    return tokens, first[:, :H]
+    return tokens, first[:, :H], chain_end
 
 
-def keep(state: DecodeState, plan: Plan, first_rejected: torch.Tensor) -> RowsKept:
+def keep(state: DecodeState, plan: Plan, first_rejected: torch.Tensor, chain_end: torch.Tensor | None = None) -> RowsKept:
     """After a pass's tokens are written, what the checks decided for the schedule (applied by
     common.zipar.scheduler.advance), from each row's first rejected column `first_rejected` (B, H) (W if
     none; drafting ahead, the last column whose token counts, `check`): the row keeps the cells before it
     and the token there; its later cells become drafts (redrawn in this pass). -> the tokens each row's
     cell lane kept, the drafts it holds, the rows cut short, and the draft-fed slots now holding a kept
-    token's entry (live for everyone from the next pass)."""
+    token's entry (live for everyone from the next pass). chain_end (B, H), with a candidate tree: one
+    past the last column decided on the chain's own queries (`check`); the entries after it hold other
+    tokens than the decided ones and stay dead (common.zipar.tree_drafts)."""
     sch, schedule = state.scheduler, state.schedule
     W, H = sch.layout.cols, sch.layout.rows
     cnt = schedule.count
@@ -143,10 +160,12 @@ def keep(state: DecodeState, plan: Plan, first_rejected: torch.Tensor) -> RowsKe
     padded = torch.cat([new_count, torch.zeros_like(new_count[:, :1])], dim=1)  # row H: none
     fed_col = plan.batch.slots - sch.slot_map.cell_start[plan.query_rows.clamp(max=H - 1)]
     kept = plan.draft_fed & (fed_col < padded.gather(1, plan.query_rows) - 1)
+    if chain_end is not None:
+        kept = kept & (fed_col < torch.cat([chain_end, torch.zeros_like(chain_end[:, :1])], 1).gather(1, plan.query_rows))
     return RowsKept(gain=new_count - cnt, drafts=drafts, rejected=rejected, live_slots=kept)
 
 
-def _kept_frontier(state: DecodeState, plan: Plan, first: torch.Tensor) -> torch.Tensor:
+def _kept_frontier(state: DecodeState, plan: Plan, first: torch.Tensor, read_valid: torch.Tensor | None = None) -> torch.Tensor:
     """Drafting ahead: (B, H) the last column each row decides in this pass, from its first rejected
     column `first` (W if none). A drafted query of row r deciding column c read row r' < r up to
     column c + offsets[r] - offsets[r'] (common.zipar.masks.drafts_above_readable); its token counts only if
@@ -154,15 +173,29 @@ def _kept_frontier(state: DecodeState, plan: Plan, first: torch.Tensor) -> torch
     (g <= count + lane - 2), must lie at or beyond that reach. So c <= min over r' < r of
     (g + offsets[r']) - offsets[r], a running minimum down the rows; a query fed the last decided
     token reads no draft of another row, so column `count` always counts. Reads of reads need no
-    more: a slot of row r' that row r reads was written by a query whose reach is within row r's."""
+    more: a slot of row r' that row r reads was written by a query whose reach is within row r's.
+    read_valid (B, H), with a candidate tree: the first column whose fed draft's entry does not hold the
+    decided token (the walk rejected it or left the chain there, tree_drafts.verify), in the role g
+    plays for the rows below (without a tree it is `first`)."""
     schedule = state.schedule
     cnt, W = schedule.count, state.scheduler.layout.cols
     offsets = schedule.window.cumsum(1)
     big = torch.iinfo(torch.int64).max // 4
-    fed = first <= cnt + plan.cell_queries - 2
-    seen = torch.where(plan.cell_lane & fed, first + offsets, big).cummin(1).values
+    g = first if read_valid is None else read_valid
+    fed = g <= cnt + plan.cell_queries - 2
+    seen = torch.where(plan.cell_lane & fed, g + offsets, big).cummin(1).values
     above = torch.cat([torch.full_like(seen[:, :1], big), seen[:, :-1]], dim=1) - offsets
     return torch.minimum(first, torch.maximum(above, cnt)).clamp(max=W)
+
+
+def draft_distributions(state: DecodeState, rows: torch.Tensor, cols: torch.Tensor, held: torch.Tensor) -> torch.Tensor:
+    """(..., V) the distribution each row draft at grid (rows, cols) (...) was drawn from, where `held`
+    (it holds one; elsewhere the scratch entry's)."""
+    V, W = state.row_drafts.probs.shape[-1], state.scheduler.layout.cols
+    batch = state.seeds.shape[0]
+    ring = _ring_index(state.scheduler, rows, cols, held).reshape(batch, -1)
+    cells = torch.where(held, rows * W + cols, state.scheduler.slot_map.trash).reshape(batch, -1)
+    return _draft_q(state, ring, state.tokens.gather(1, cells), V).view(*held.shape, V)
 
 
 def _draft_q(state: DecodeState, ring: torch.Tensor, draft: torch.Tensor, V: int) -> torch.Tensor:

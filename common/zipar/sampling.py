@@ -23,6 +23,8 @@ PURPOSE_TOKEN = 0  # the draw of a grid token (plain cells and adaptive drafts)
 PURPOSE_ACCEPT = 1  # the uniform of an adaptive acceptance test
 PURPOSE_RESIDUAL = 2  # the resample after a rejection
 PURPOSE_DRAFT = 3  # the random code a new row-draft position starts from (common.zipar.row_drafts)
+PURPOSE_SIBLING = 4  # the draw of a tree sibling, candidate k of its cell (common.zipar.draft_tree)
+PURPOSE_SIBLING_ACCEPT = 5  # the acceptance test of a tree sibling, candidate k of its cell
 
 
 def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
@@ -49,14 +51,20 @@ def seed_key(seeds: torch.Tensor) -> torch.Tensor:
 
 
 def draw_key_from(seed_keys: torch.Tensor, positions: torch.Tensor, purpose: int | torch.Tensor,
-                  attempt: int | torch.Tensor = 0) -> torch.Tensor:
+                  attempt: int | torch.Tensor = 0, index: int | torch.Tensor | None = None) -> torch.Tensor:
     """int64 keys in [0, 2**32) for draws: seed_keys (B,) (`seed_key`) and positions (B, ...) broadcast
-    against purpose and attempt (ints or tensors) to (B, ...)."""
+    against purpose, attempt and index (ints or tensors) to (B, ...). index: which of several draws of
+    one (position, purpose, attempt) (a tree's candidate k); None hashes nothing more, so every key
+    without it is what it was before indices existed."""
     h = seed_keys.view(-1, *(1,) * (positions.dim() - 1))
     h = _fmix32(h ^ (positions.to(torch.int64) & MASK32))
     h = _fmix32(h ^ (purpose * 0x632BE5AB & MASK32))
     attempt = torch.as_tensor(attempt, dtype=torch.int64, device=h.device)
-    return _fmix32(h ^ ((attempt * 0x2545F491) & MASK32))
+    h = _fmix32(h ^ ((attempt * 0x2545F491) & MASK32))
+    if index is None:
+        return h
+    index = torch.as_tensor(index, dtype=torch.int64, device=h.device)
+    return _fmix32(h ^ ((index * 0x1B873593 + 0x7F4A7C15) & MASK32))
 
 
 def draw_key(seeds: torch.Tensor, positions: torch.Tensor, purpose: int, attempt: int | torch.Tensor = 0) -> torch.Tensor:

@@ -40,11 +40,11 @@ import functools
 
 import torch
 
-from common.zipar import openers, window
+from common.zipar import openers, tree_drafts, window
 from common.zipar.config import DecodeConfig
 from common.zipar.layout import Layout
 from common.zipar.passes import CHECK, DRAW, PAD, PREFIX_SOURCE, PassBatch
-from common.zipar.state import Plan, RowsKept, Scheduler, ScheduleState
+from common.zipar.state import Plan, RowsKept, Scheduler, ScheduleState, TreeDrafts
 
 
 def initial_state(sch: Scheduler, batch: int) -> ScheduleState:
@@ -77,9 +77,10 @@ def after_prefix(state: ScheduleState) -> None:
     state.pass_index.fill_(1)
 
 
-def plan(sch: Scheduler, state: ScheduleState) -> Plan:
+def plan(sch: Scheduler, state: ScheduleState, tree: TreeDrafts | None = None) -> Plan:
     """The next decode pass's queries for every image, from the state before the pass, padded
-    to `num_queries` per image (`Plan.trimmed` cuts the padding)."""
+    to `num_queries` per image (`Plan.trimmed` cuts the padding). tree: a candidate tree's state; its
+    lanes (nodes off the chain, catch-up feeds: common.zipar.tree_drafts) follow the feeds."""
     layout = sch.layout
     H, W = layout.rows, layout.cols
     r, start = sch.rows, sch.slot_map.cell_start
@@ -116,6 +117,12 @@ def plan(sch: Scheduler, state: ScheduleState) -> Plan:
     src = torch.cat([lanes_of(r[:, None] * W + col - 1), opens.source, (r * W + W - 1).expand(B, -1)], dim=1)
     out = torch.cat([lanes_of(r[:, None] * W + col), (r * W).expand(B, -1), torch.full_like(cnt, trash)], 1)
     kind = torch.cat([lanes_of(cell_kind.expand(B, -1, -1)), opens.kind, torch.full_like(cnt, PAD)], dim=1)
+    if tree is not None:  # each tree lane decides nothing (the trash column): tree_drafts.verify decides
+        extra = tree_drafts.lanes(sch, cnt, lane, tree)
+        active, slot, pos, src = (torch.cat([t, lanes_of(extra[k])], 1)
+                                  for t, k in ((active, "active"), (slot, "slot"), (pos, "pos"), (src, "src")))
+        out = torch.cat([out, torch.full_like(lanes_of(extra["slot"]), trash)], dim=1)
+        kind = torch.cat([kind, torch.full_like(lanes_of(extra["slot"]), PAD)], dim=1)
 
     big = sch.slot_map.num_slots + 1  # inactive lanes sort last
     order = torch.argsort(torch.where(active, pos, big), dim=1)[:, :sch.num_queries]
@@ -132,13 +139,28 @@ def plan(sch: Scheduler, state: ScheduleState) -> Plan:
                             torch.full_like(cnt, H)], dim=1)
         fed_draft = torch.cat([lanes_of((o >= 1).expand(B, H, -1)), torch.zeros_like(opener),
                                torch.zeros_like(feed)], dim=1)
+        if tree is not None:  # tree lanes: no row of their own for the chain's rules, not chain drafts
+            row_of = torch.cat([row_of, torch.full_like(lanes_of(extra["slot"]), H)], dim=1)
+            fed_draft = torch.cat([fed_draft, torch.zeros_like(lanes_of(extra["active"]))], dim=1)
         query_rows = torch.where(on, take(row_of), H)
         draft_fed = on & take(fed_draft)
     if sch.config.draft_ahead:
         query_cols = torch.where(on & (query_rows < H), take(out) - query_rows.clamp(max=H - 1) * W, W)
 
+    tree_plan = None
+    if tree is not None:
+        cell_lanes_end = H * (L + 1) + 2 * H  # cell lanes, openers, feeds; then the tree's lanes
+        none = torch.full_like(cnt, -1)
+        nodes = torch.cat([lanes_of(tree_drafts.chain_nodes(sch, L + 1, tree.nodes).expand(B, -1, -1)), none, none,
+                           lanes_of(extra["node"])], dim=1)
+        predicts = torch.cat([out[:, :cell_lanes_end], lanes_of(extra["predicts"])], dim=1)
+        tree_plan = tree_drafts.plan_queries(nodes, predicts, active, order, on, take, cell_lanes_end, (H, L + 1),
+                                             tree.nodes.depths, trash)
     feeds_last = feed | fed_by_opener
-    live = _live_after(sch, state, opener, real, feeds_last, slots, on & ~draft_fed if L else on)
+    writes = on & ~draft_fed if L else on
+    if tree_plan is not None:  # a node off the chain is read by the nodes below it alone
+        writes = writes & ~tree_plan.off_chain
+    live = _live_after(sch, state, opener, real, feeds_last, slots, writes)
     if L:
         draft_slots = torch.zeros_like(live).scatter_(1, torch.where(draft_fed, slots, scratch), True)
         draft_slots[:, scratch] = False
@@ -147,7 +169,8 @@ def plan(sch: Scheduler, state: ScheduleState) -> Plan:
                       cells=cells, kinds=kinds)
     return Plan(batch=batch, live=live, active=on, cell_lane=cell, open_lane=opener, open_final=opens.final,
                 feeds_last=feeds_last, above=above, query_rows=query_rows, draft_fed=draft_fed,
-                draft_slots=draft_slots, cell_queries=lane.sum(-1) if L else None, query_cols=query_cols)
+                draft_slots=draft_slots, cell_queries=lane.sum(-1) if L else None, query_cols=query_cols,
+                tree=tree_plan)
 
 
 def draft_lanes(scheduler: Scheduler, state: ScheduleState) -> tuple[torch.Tensor, torch.Tensor]:
@@ -206,7 +229,7 @@ def _live_after(sch: Scheduler, state: ScheduleState, opener: torch.Tensor, real
         stands_for = sch.slot_map.cell_start[(r - 1).clamp(min=0)] + W - 1
         live.scatter_(1, torch.where(opener & ~real, stands_for, sch.slot_map.scratch), False)
         # the real (r-1, W-1) retires row r's placeholder opener
-        live[:, sch.slot_map.opener_base:sch.slot_map.scratch] &= ~feeds_last[:, :-1]
+        live[:, sch.slot_map.opener_base:sch.slot_map.opener_end] &= ~feeds_last[:, :-1]
     live.scatter_(1, slots, on)
     live[:, sch.slot_map.scratch] = False
     return live

@@ -2,7 +2,7 @@
 ScheduleState and RowDrafts), the schedule's constants (Scheduler), what one pass plans (Plan) and what
 a row-draft check decides for the schedule (RowsKept), and what a decode reports (PassRecord,
 DecodeResult). Data only: the rules over them are functions of the modules above, layered downward:
-state <- openers <- scheduler <- row_drafts <- engine.
+state <- openers, tree_drafts <- scheduler <- row_drafts <- engine.
 """
 from dataclasses import dataclass, replace
 from typing import Callable
@@ -12,11 +12,12 @@ import torch
 from common.zipar.condition import Condition
 from common.zipar.config import DecodeConfig
 from common.zipar.kv_cache import KVCache
-from common.zipar.layout import Layout, SlotMap
+from common.zipar.layout import Layout, SlotMap, TreeShape
 from common.zipar.official import active_rule
 from common.zipar.passes import PassBatch
 from common.zipar.placeholder import Placeholder
 from common.zipar.step_buffers import StepBuffers
+from common.zipar.tree_nodes import TreeNodes, tree_nodes
 from common.zipar.window import first_row_rule, open_rows_bound, queries_per_pass, row_windows, schedule_window
 
 
@@ -27,17 +28,20 @@ class Scheduler:
     def __init__(self, layout: Layout, config: DecodeConfig, device: torch.device | str, queries: int | None = None):
         config.check_grid(layout.cols)
         self.layout, self.config, self.device = layout, config, device
-        self.slot_map = SlotMap.build(layout, device)
-        self.placeholder = Placeholder(config.placeholder, self.slot_map.placeholder_column, layout.end_of_row)
         self.draft_len = config.draft_len
         self.w_min = schedule_window(layout, config.window, config.compat)
         self.row_windows = row_windows(layout, config.window, config.compat, config.first_row)
         official = active_rule(layout.family, config.compat)
         self.reads_unwritten = official is not None and official.reads_unwritten
         serial = first_row_rule(layout, config.first_row, config.compat) == "serial"
-        self.num_queries = queries or queries_per_pass(layout, self.w_min, self.draft_len, serial)
+        self.num_queries = queries or queries_per_pass(layout, self.w_min, self.draft_len, serial, config.tree_shape)
         # rows that can hold drafts at once: a ring of draft-distribution buffers indexed by r mod this
         self.draft_rows = open_rows_bound(layout, self.w_min, serial)
+        width, depths = config.tree_shape  # a candidate tree's slots follow the same ring of rows
+        tree = TreeShape(width, depths, self.draft_rows) if width > 1 else None
+        self.tree_nodes = tree_nodes(width, depths, device) if tree else None  # (common.zipar.tree_drafts)
+        self.slot_map = SlotMap.build(layout, device, tree)
+        self.placeholder = Placeholder(config.placeholder, self.slot_map.placeholder_column, layout.end_of_row)
         self.rows = torch.arange(layout.rows, device=device)
 
 
@@ -60,6 +64,21 @@ class ScheduleState:
 
 
 @dataclass(frozen=True)
+class TreePlan:
+    """A pass's candidate-tree queries (common.zipar.tree_drafts), besides the PassBatch."""
+
+    query_nodes: torch.Tensor  # (B, Q) the node each query runs, grid row * E + id (the chain's offsets 1..T
+    # included), -1 for none
+    off_chain: torch.Tensor  # (B, Q) a node off the chain: it writes its tree slot, read by its path below alone
+    predicts: torch.Tensor  # (B, Q) the cell whose distribution each query yields (guidance's cfg_interval)
+    lane_queries: torch.Tensor  # (B, H, L+1+E) the query running each cell-lane offset, then each node (-1: none)
+
+    def trimmed(self, queries: int) -> "TreePlan":
+        return TreePlan(query_nodes=self.query_nodes[:, :queries], off_chain=self.off_chain[:, :queries],
+                        predicts=self.predicts[:, :queries], lane_queries=self.lane_queries)
+
+
+@dataclass(frozen=True)
 class Plan:
     """What `scheduler.plan` decided for one pass, per image; lane-level facts `advance` needs."""
 
@@ -78,6 +97,7 @@ class Plan:
     cell_queries: torch.Tensor | None  # (B, H) queries of row r's cell lane in this pass
     query_cols: torch.Tensor | None  # (B, Q) grid column each cell-lane query decides (W for the others;
     # drafting ahead only)
+    tree: TreePlan | None = None  # a candidate tree's queries (None without one)
 
     def trimmed(self, queries: int) -> "Plan":
         """The plan with its padding cut to `queries` per image (active queries come first)."""
@@ -85,8 +105,9 @@ class Plan:
         cut = lambda t: None if t is None else t[:, :queries]  # noqa: E731
         batch = replace(b, slots=cut(b.slots), positions=cut(b.positions), sources=cut(b.sources),
                         sample_rows=cut(b.sample_rows), cells=cut(b.cells), kinds=cut(b.kinds), attempts=cut(b.attempts))
+        tree = None if self.tree is None else self.tree.trimmed(queries)
         return replace(self, batch=batch, active=cut(self.active), query_rows=cut(self.query_rows),
-                       draft_fed=cut(self.draft_fed), query_cols=cut(self.query_cols))
+                       draft_fed=cut(self.draft_fed), query_cols=cut(self.query_cols), tree=tree)
 
 
 @dataclass(frozen=True)
@@ -106,6 +127,15 @@ class RowDrafts:
 
     probs: torch.Tensor  # (B, R*L + 1, V) stored q vectors (Q_STORED entries)
     kinds: torch.Tensor  # (B, R*L + 1) which q each entry holds: Q_STORED, Q_POINT or Q_UNIFORM
+
+
+@dataclass
+class TreeDrafts:
+    """The state a candidate tree owns besides its token-buffer columns (common.zipar.tree_drafts)."""
+
+    nodes: TreeNodes  # the tree's geometry
+    valid: torch.Tensor  # (B, H, T, K-1) bool: the sibling exists (its draft's q had mass left for it)
+    uncached: torch.Tensor  # (B, H) int64 decided tokens before each row's last one with no entry in the cache
 
 
 @dataclass
@@ -132,6 +162,7 @@ class DecodeState:
     draws: torch.Tensor | None = None  # (B, width) int64 times each cell was drawn: the attempt of its keys
     opener_probs: torch.Tensor | None = None  # (B, V) adaptive: distribution the pending opening was drawn from
     row_drafts: RowDrafts | None = None  # the row drafts' distributions (common.zipar.row_drafts)
+    tree_drafts: TreeDrafts | None = None  # a candidate tree's siblings and catch-up (common.zipar.tree_drafts)
     buffers: StepBuffers | None = None  # compiled steps: the caller's buffers kept across decodes of this shape
     passes_run: int = 0
     host_reads: int = 0  # per-image schedules: times the decode read the schedule back to the host

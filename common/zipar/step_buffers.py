@@ -26,6 +26,9 @@ def step_tensors(state) -> dict:
     parts = {"": state, "schedule.": state.schedule, "condition.": state.condition}
     if state.row_drafts is not None:
         parts["row_drafts."] = state.row_drafts
+    if state.tree_drafts is not None:  # a candidate tree's state and geometry (common.zipar.tree_drafts)
+        parts["tree_drafts."] = state.tree_drafts
+        parts["scheduler.tree_nodes."] = state.scheduler.tree_nodes
     for prefix, part in parts.items():
         for f in dataclasses.fields(part):
             slots[prefix + f.name] = (part, f.name)

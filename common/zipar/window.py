@@ -29,6 +29,7 @@ import numpy as np
 
 from common.zipar.layout import Layout
 from common.zipar.official import rule_for
+from common.zipar.tree_nodes import level_start
 
 FIRST_ROW_RULES = ("serial", "early")
 
@@ -122,7 +123,8 @@ def num_passes(layout: Layout, window: int | None, compat: str | None = None, fi
     return int(decode_pass_table(layout, row_windows(layout, window, compat, first_row)).max()) + 1
 
 
-def queries_per_pass(layout: Layout, window: int, draft_len: int = 0, serial_first_row: bool = False) -> int:
+def queries_per_pass(layout: Layout, window: int, draft_len: int = 0, serial_first_row: bool = False,
+                     tree: tuple[int, int] = (1, 0)) -> int:
     """The most queries one image can run in a decode pass with (minimum) window w < W and L =
     draft_len row drafts (a row's cell lane is then at most L + 1 queries).
 
@@ -135,12 +137,20 @@ def queries_per_pass(layout: Layout, window: int, draft_len: int = 0, serial_fir
     cell needs the row above complete): one feed more. With w >= W (next-token prediction) a pass
     runs one row's cells, or one opener fed the real last token; with end-of-row tokens the opener
     and the feed of the row above are separate queries: 2.
+
+    A candidate tree (width K, T depths: `tree`, DecodeConfig.tree_shape) adds E = K + ... + K^T
+    queries to a row's cell lane at most (common.zipar.tree_drafts: its nodes off the chain and up to
+    T catch-up feeds), and a row that completed in the pass before may feed T decided tokens again
+    (the one row that can complete in a pass; with w >= W it shares its pass only with an opening,
+    T + 2 <= L + 1 + E).
     """
     W = layout.cols
     w = min(window, W)
+    width, depths = tree
+    extra = level_start(width, depths + 1) if width > 1 else 0
     if w >= W:
-        return max(draft_len + 1, 2 if layout.end_of_row else 1)
-    return open_rows_bound(layout, w, serial_first_row) * (draft_len + 1) + 1
+        return max(draft_len + 1 + extra, 2 if layout.end_of_row else 1)
+    return open_rows_bound(layout, w, serial_first_row) * (draft_len + 1 + extra) + 1 + depths
 
 
 def open_rows_bound(layout: Layout, window: int, serial_first_row: bool = False) -> int:
