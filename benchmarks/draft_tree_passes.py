@@ -15,27 +15,24 @@ decided token is fed again in the next pass, in the same forward as that pass's 
 count is the tree's and the engine's bookkeeping of kept entries does not enter it. Randomness comes
 from a generator per image (not the engine's counter-based keys), so images differ from the engine's.
 
-python benchmarks/draft_tree_passes.py --draft-len 16 --widths 1 3 --tree-depth 3
+python -m benchmarks.draft_tree_passes --draft-len 16 --widths 1 3 --tree-depth 3
 """
 import argparse
 import statistics
 import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from common.cli import HelpFormatter, check_positive, run_main  # noqa: E402
-from common.path_checks import check_input_file  # noqa: E402
-from common.zipar.config import DecodeConfig  # noqa: E402
-from common.zipar.draft_tree import siblings, verify_tree  # noqa: E402
-from common.zipar.engine import cfg_active  # noqa: E402
-from common.zipar.sampling import filter_logits, guide, sample_probs  # noqa: E402
-from llamagen.checkpoint import load_gpt_weights  # noqa: E402
-from llamagen.generate import condition_prefix  # noqa: E402
-from llamagen.model import Transformer, gpt_config  # noqa: E402
-from llamagen.presets import DEMO  # noqa: E402
+from common.cli import HelpFormatter, check_positive, run_main
+from common.path_checks import check_input_file
+from common.zipar.config import DecodeConfig
+from common.zipar.draft_tree import siblings, verify_tree
+from common.zipar.engine import cfg_active
+from common.zipar.sampling import filter_logits, guide, sample_probs
+from llamagen.checkpoint import load_gpt_weights
+from llamagen.generate import condition_prefix
+from llamagen.model import Transformer, gpt_config
+from llamagen.presets import DEMO
 
 
 def probs_of(logits, cells, config):

@@ -12,8 +12,8 @@ Generation is resumable and interleaved (a chunk of one setting, then of the oth
 short still holds the two settings at equal sizes; a second worker with --reverse fills the folder
 from the other end; `--analyze` scores the chunks both settings hold.
 
-python benchmarks/exactness_at_scale.py --run-dir samples/exactness --num-samples 2000
-python benchmarks/exactness_at_scale.py --run-dir samples/exactness --analyze --out-md samples/exactness/report.md
+python -m benchmarks.exactness_at_scale --run-dir samples/exactness --num-samples 2000
+python -m benchmarks.exactness_at_scale --run-dir samples/exactness --analyze --out-md samples/exactness/report.md
 """
 import argparse
 import os
@@ -25,20 +25,18 @@ import numpy as np
 import torch
 from scipy import stats
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.tradeoff import add_run_args, check_run_args  # noqa: E402
-from common.cli import HelpFormatter, run_main  # noqa: E402
-from common.path_checks import check_output_dir, check_output_file  # noqa: E402
-from common.metrics import feature_stats, frechet_distance  # noqa: E402
-from common.zipar.config import DecodeConfig  # noqa: E402
-from common.zipar.sampling import image_seeds  # noqa: E402
-from llamagen.checkpoint import load_gpt_weights  # noqa: E402
-from llamagen.demo_classifier import DigitScorer  # noqa: E402
-from llamagen.demo_tokenizer import IntensityTokenizer  # noqa: E402
-from llamagen.generate import generate  # noqa: E402
-from llamagen.model import Transformer, gpt_config  # noqa: E402
-from llamagen.presets import DEMO  # noqa: E402
+from benchmarks.tradeoff import add_run_args, check_run_args
+from common.cli import HelpFormatter, run_main
+from common.path_checks import check_output_dir, check_output_file
+from common.metrics import feature_stats, frechet_distance
+from common.zipar.config import DecodeConfig
+from common.zipar.sampling import image_seeds
+from llamagen.checkpoint import load_gpt_weights
+from llamagen.demo_classifier import DigitScorer
+from llamagen.demo_tokenizer import IntensityTokenizer
+from llamagen.generate import generate
+from llamagen.model import Transformer, gpt_config
+from llamagen.presets import DEMO
 
 
 def settings(args) -> dict[str, tuple[DecodeConfig, int]]:
