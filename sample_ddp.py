@@ -20,14 +20,13 @@ autoregressive/sample/sample_c2i_ddp.py (folder name, pixel conversion, npz layo
   families.py. Samplers: llamagen.loader.ClassImages, t2i_pipeline.PromptImages.
 """
 import argparse
-import dataclasses
 import hashlib
 import json
 import os
 import sys
 import time
 from contextlib import ExitStack
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -139,11 +138,10 @@ def run_name(args: argparse.Namespace, config: DecodeConfig) -> str:
     first_row = config.first_row and f"first-row-{config.first_row}"  # None: the family's default rule
     attention = config.prompt_attention and f"prompt-{config.prompt_attention}"  # None: compat's default
     decoding += "".join(f"-{x}" for x in (config.compat, attention, placeholder, first_row) if x)
-    coupling = "" if config.draft_coupling == "maximal" else f"-{config.draft_coupling}"
-    ahead = "-ahead" if config.draft_ahead else ""
     width, depth = config.tree_shape
-    tree = f"-tree{width}x{depth + 1}" if width > 1 else ""
-    decoding += f"-sjd{config.draft_len}-{config.draft_init}{coupling}{ahead}{tree}" if config.draft_len else ""
+    drafts = ("" if config.draft_coupling == "maximal" else f"-{config.draft_coupling}") + \
+        ("-ahead" if config.draft_ahead else "") + (f"-tree{width}x{depth + 1}" if width > 1 else "")
+    decoding += f"-sjd{config.draft_len}-{config.draft_init}{drafts}" if config.draft_len else ""
     cfg = f"{config.cfg_scale}" + ("" if config.cfg_interval == -1 else f"-interval-{config.cfg_interval}")
     other = args.random_init and args.config is not None and args.config != preset_of(args.model).config
     arch = f"-{args.config}" if other else ""  # --config is None for class presets (check_class_args)
@@ -178,12 +176,9 @@ def index_text(sampler, global_seed: int, idx: torch.Tensor, digest: str) -> lis
     prompt index i % N), seed image_seeds(global_seed, i), the prompt itself for the text-to-image presets,
     and the run's image-set digest (common.run_folder.image_set_digest)."""
     labels, seeds = sampler.labels(idx).tolist(), image_seeds(global_seed, idx).tolist()
-    texts = []
-    for label, seed in zip(labels, seeds):
-        prompt = sampler.prompt(label)
-        texts.append({"label": str(label), "seed": str(seed), **({} if prompt is None else {"prompt": prompt}),
-                      "image_set": digest})
-    return texts
+    prompts = [sampler.prompt(label) for label in labels]
+    return [{"label": str(label), "seed": str(seed), **({} if prompt is None else {"prompt": prompt}),
+             "image_set": digest} for label, seed, prompt in zip(labels, seeds, prompts)]
 
 
 def stats(values: list[float]) -> dict:
@@ -240,7 +235,7 @@ def load_sampler(args, device: torch.device) -> ClassImages | PromptImages:
     if not family.text_to_image:
         return ClassImages(preset, args.gpt_ckpt, args.vq_path, device, args.precision, seed, args.compile)
     if args.random_init:
-        preset = dataclasses.replace(preset, config=args.config)
+        preset = replace(preset, config=args.config)
     pipeline = family.load(preset, args.model_path, args.vq_path, args.tokenizer_path, device,
                                           PRECISIONS[args.precision], args.random_init, args.seed)
     return PromptImages(pipeline, collect_prompts(args.prompt, args.prompts_file), preset.size, args.compile)
