@@ -119,6 +119,14 @@ def verify_tree(levels: list[torch.Tensor], chain: torch.Tensor, draft: torch.Te
     B, L = draft.shape
     T = cands.shape[1]
     zero_path = torch.cat([lv[:, :1] for lv in levels] + [chain], dim=1)  # (B, L+1, V) candidate 0's path
+    # past the walk's last tree-dependent depth T its distributions are candidate 0's path's, whatever the
+    # walk: the tests there (depths T+2..L) and rule 4's draws, each in one call over the depths
+    past = slice(T + 1, L)
+    if T + 1 < L:
+        past_tok, past_win = recursive_test(zero_path[:, past], q[:, past], draft[:, past, None],
+                                            torch.ones_like(valid[:, :1, :1]).expand(B, L - T - 1, 1),
+                                            u_accept[:, past, None], u_residual[:, past])
+    after = _after_drafts(zero_path, u_token)  # (B, L+1)
     rows = torch.arange(B, device=draft.device)
     u_tree = torch.cat([u_accept[:, :T, None], u_sibling], dim=-1)  # (B, T, W)
     tokens = torch.zeros(B, L + 1, dtype=draft.dtype, device=draft.device)
@@ -130,20 +138,21 @@ def verify_tree(levels: list[torch.Tensor], chain: torch.Tensor, draft: torch.Te
     n = torch.zeros_like(drafts)
     for t in range(L + 1):
         here = walking & (t < depths)
-        if t <= T:
+        if 1 <= t <= T:  # the walk's own path through the tree
             p = levels[t][rows, path.clamp(max=levels[t].shape[1] - 1)]
+            bonus = _after_drafts(p, u_token[:, t])
         else:
-            p = zero_path[:, t]
+            p, bonus = zero_path[:, t], after[:, t]
         is_draft = t < drafts
-        if t < L:
-            if t < T:  # a tree depth: the first candidate that passes wins (rules 1, 2)
-                tok, win = recursive_test(p, q[:, t], cands[:, t], valid[:, t], u_tree[:, t], u_residual[:, t])
-            else:  # past the tree: candidate 0's plain test
-                tok, win = recursive_test(p, q[:, t], draft[:, t, None], torch.ones_like(walking)[:, None],
-                                          u_accept[:, t, None], u_residual[:, t])
+        if t < T:  # a tree depth: the first candidate that passes wins (rules 1, 2)
+            tok, win = recursive_test(p, q[:, t], cands[:, t], valid[:, t], u_tree[:, t], u_residual[:, t])
+        elif t == T < L:  # the first depth past the tree, after the walk's path: candidate 0's plain test
+            tok, win = recursive_test(p, q[:, t], draft[:, t, None], torch.ones_like(walking)[:, None],
+                                      u_accept[:, t, None], u_residual[:, t])
+        elif t < L:  # further on, candidate 0's path
+            tok, win = past_tok[:, t - T - 1], past_win[:, t - T - 1]
         else:
             tok, win = draft[:, 0], torch.full_like(drafts, -1)
-        bonus = _after_drafts(p, u_token[:, t])
         tok = torch.where(is_draft, tok, bonus)
         passed = is_draft & (win >= 0)
         tokens[:, t] = torch.where(here, tok, tokens[:, t])
@@ -156,14 +165,11 @@ def verify_tree(levels: list[torch.Tensor], chain: torch.Tensor, draft: torch.Te
         path = torch.where(here & passed & (t < T), path * cands.shape[-1] + win.clamp(min=0), path)
         on_zero = on_zero & ~(here & (t < T) & (win > 0))
         walking = here & passed & ((t + 1 <= T) | on_zero)
-    # rule 3: the cells after the decided ones stay drafts, redrawn along candidate 0's path
-    redrafts = torch.zeros_like(tokens)
-    for t in range(L + 1):
-        redraft = sample_probs(zero_path[:, t], u_token[:, t])  # a draw after the drafts, not decided: a draft
-        if t < L:
-            tree = (cands[:, t], valid[:, t]) if t < T else (draft[:, t, None], torch.ones_like(n, dtype=torch.bool)[:, None])
-            redraft = torch.where(t < drafts, _redraft(zero_path[:, t], q[:, t], *tree, u_accept[:, t], u_residual[:, t]),
-                                  redraft)
-        redrafts[:, t] = redraft
-        tokens[:, t] = torch.where(t >= n, redraft, tokens[:, t])
+    # rule 3: the cells after the decided ones stay drafts, redrawn along candidate 0's path (all depths at once)
+    zero_cands = torch.cat([cands[:, :, :1], draft[:, T:, None]], dim=1)  # (B, L, 1)
+    zero_valid = torch.cat([valid[:, :, :1], torch.ones_like(valid[:, :1, :1]).expand(B, L - T, 1)], dim=1)
+    redraft = _redraft(zero_path[:, :L], q, zero_cands, zero_valid, u_accept, u_residual)  # (B, L)
+    depth = torch.arange(L + 1, device=draft.device)
+    redrafts = torch.where(depth < drafts[:, None], torch.cat([redraft, after[:, L:]], dim=1), after)
+    tokens = torch.where(depth >= n[:, None], redrafts, tokens)
     return {"tokens": tokens, "n": n, "winner": winner, "accepted": accepted, "redrafts": redrafts}
