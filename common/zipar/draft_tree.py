@@ -124,7 +124,7 @@ def verify_tree(levels: list[torch.Tensor], chain: torch.Tensor, draft: torch.Te
     past = slice(T + 1, L)
     if T + 1 < L:
         past_tok, past_win = recursive_test(zero_path[:, past], q[:, past], draft[:, past, None],
-                                            torch.ones_like(valid[:, :1, :1]).expand(B, L - T - 1, 1),
+                                            torch.ones(B, L - T - 1, 1, dtype=torch.bool, device=draft.device),
                                             u_accept[:, past, None], u_residual[:, past])
     after = _after_drafts(zero_path, u_token)  # (B, L+1)
     rows = torch.arange(B, device=draft.device)
@@ -166,9 +166,12 @@ def verify_tree(levels: list[torch.Tensor], chain: torch.Tensor, draft: torch.Te
         on_zero = on_zero & ~(here & (t < T) & (win > 0))
         walking = here & passed & ((t + 1 <= T) | on_zero)
     # rule 3: the cells after the decided ones stay drafts, redrawn along candidate 0's path (all depths at once)
-    zero_cands = torch.cat([cands[:, :, :1], draft[:, T:, None]], dim=1)  # (B, L, 1)
-    zero_valid = torch.cat([valid[:, :, :1], torch.ones_like(valid[:, :1, :1]).expand(B, L - T, 1)], dim=1)
-    redraft = _redraft(zero_path[:, :L], q, zero_cands, zero_valid, u_accept, u_residual)  # (B, L)
+    # (every depth's candidates, as a tree depth's: past the tree the draft alone)
+    W = cands.shape[-1]
+    all_cands = torch.cat([cands, draft[:, T:, None].expand(-1, -1, W)], dim=1)  # (B, L, W)
+    alone = torch.arange(W, device=draft.device) == 0
+    all_valid = torch.cat([valid, alone.expand(B, L - T, W)], dim=1)
+    redraft = _redraft(zero_path[:, :L], q, all_cands, all_valid, u_accept, u_residual)  # (B, L)
     depth = torch.arange(L + 1, device=draft.device)
     redrafts = torch.where(depth < drafts[:, None], torch.cat([redraft, after[:, L:]], dim=1), after)
     tokens = torch.where(depth >= n[:, None], redrafts, tokens)

@@ -43,29 +43,43 @@ def allocate(state: DecodeState, nodes: TreeNodes, device: torch.device) -> None
         uncached=torch.zeros(batch, H, dtype=torch.int64, device=device))
 
 
+def _busy_rows(scheduler: Scheduler, busy: torch.Tensor) -> torch.Tensor:
+    """(B, R) grid rows, those where `busy` (B, H) first, in order. R = Scheduler.draft_rows, the most
+    rows holding drafts (or running a cell lane) at once, so every busy row is among them: the tree's
+    V-wide work runs on these R rows alone, in one shape every pass."""
+    return torch.argsort((~busy).to(torch.int8), dim=1, stable=True)[:, :scheduler.draft_rows]
+
+
+def _at(rows: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """(B, H, ...) -> (B, R, ...) at grid rows `rows` (B, R)."""
+    return t.gather(1, rows.view(*rows.shape, *(1,) * (t.dim() - 2)).expand(*rows.shape, *t.shape[2:]))
+
+
 def draw_siblings(state: DecodeState, draft_q) -> None:
     """After the drafts of the next pass are set (row_drafts.start): candidates 1..K-1 of each row's first
     T drafts, drawn without replacement from the draft's q (draft_tree.siblings), written to the token
     buffer's sibling columns (draws counted there too), their validity to state.tree_drafts.valid.
-    draft_q(state, rows, cols, held) -> (B, H, T, V) the q of each draft (row_drafts)."""
+    draft_q(state, rows, cols, held) -> (B, R, T, V) the q of each draft (row_drafts)."""
     sch, schedule, tree = state.scheduler, state.schedule, state.scheduler.slot_map.tree
     K, T = tree.shape.width, tree.shape.depths
     W = sch.layout.cols
     batch = state.seeds.shape[0]
-    rows = sch.rows[:, None].expand(-1, T).expand(batch, -1, -1)  # (B, H, T)
-    cols = schedule.count[..., None] + torch.arange(T, device=rows.device)
-    held = (cols < schedule.count[..., None] + schedule.drafts[..., None]) & (cols < W)
+    busy = _busy_rows(sch, schedule.drafts > 0)  # (B, R) the rows holding drafts among them
+    rows = busy[..., None].expand(-1, -1, T)  # (B, R, T)
+    count, drafts = _at(busy, schedule.count)[..., None], _at(busy, schedule.drafts)[..., None]
+    cols = count + torch.arange(T, device=rows.device)
+    held = (cols < count + drafts) & (cols < W)
     cells = torch.where(held, rows * W + cols, sch.slot_map.trash)
-    q = draft_q(state, rows, cols, held)  # (B, H, T, V)
+    q = draft_q(state, rows, cols, held)  # (B, R, T, V)
     draft = state.tokens.gather(1, cells.reshape(batch, -1)).view(cells.shape)
     attempt = state.draws.gather(1, cells.reshape(batch, -1)).view(cells.shape)
     k = torch.arange(1, K, device=rows.device)
     keys = draw_key_from(state.seed_keys, cells[..., None], PURPOSE_SIBLING, attempt[..., None], index=k)
-    codes, valid = siblings(q, draft, key_uniform(keys))  # (B, H, T, K-1)
-    state.tree_drafts.valid.copy_(valid & held[..., None])
+    codes, valid = siblings(q, draft, key_uniform(keys))  # (B, R, T, K-1)
+    valid = valid & held[..., None]
+    state.tree_drafts.valid.zero_().scatter_(1, busy[..., None, None].expand_as(valid), valid)
     # rows sharing a ring entry never hold drafts at once (the draft ring's bound): only one writes its columns
-    columns = tree.sibling_columns(sch.rows).expand(batch, -1, -1, -1)  # (B, H, T, K-1)
-    columns = torch.where(held[..., None], columns, sch.slot_map.trash)
+    columns = torch.where(held[..., None], tree.sibling_columns(busy), sch.slot_map.trash)  # (B, R, T, K-1)
     state.tokens.scatter_(1, columns.reshape(batch, -1), codes.reshape(batch, -1))
     state.draws.scatter_add_(1, columns.reshape(batch, -1), torch.ones_like(columns.reshape(batch, -1)))
 
@@ -164,48 +178,55 @@ def verify(state: DecodeState, plan: Plan, probs: torch.Tensor, drawn: torch.Ten
     the decided tokens))."""
     sch, schedule, td = state.scheduler, state.schedule, state.tree_drafts
     K, T, E = td.nodes.width, td.nodes.depths, td.nodes.count
-    H, W, L = sch.layout.rows, sch.layout.cols, sch.draft_len
+    W, L = sch.layout.cols, sch.draft_len
     B, Q, V = probs.shape
     dev = probs.device
-    cnt = schedule.count
-    m = torch.where(plan.cell_lane, plan.cell_queries, 0)  # the depths each row may decide
-    drafts = torch.minimum(schedule.drafts, m)
-    chain_q, node_q = plan.tree.lane_queries[..., :L + 1], plan.tree.lane_queries[..., L + 1:]
+    busy = _busy_rows(sch, plan.cell_lane)  # (B, R): the rows a pass decides are among these
+    R = busy.shape[1]
+    cnt = _at(busy, schedule.count)
+    m = _at(busy, torch.where(plan.cell_lane, plan.cell_queries, 0))  # the depths each row may decide
+    held_drafts = _at(busy, schedule.drafts)
+    drafts = torch.minimum(held_drafts, m)
+    lane_queries = _at(busy, plan.tree.lane_queries)
+    chain_q, node_q = lane_queries[..., :L + 1], lane_queries[..., L + 1:]
     on_chain = torch.tensor([level_start(K, t) for t in range(1, T + 1)], device=dev)
     node_q = node_q.index_copy(2, on_chain, chain_q[..., 1:T + 1])
     order = torch.cat([chain_q[..., :1], node_q, chain_q[..., T + 1:]], dim=2)  # verify_tree's layout
-    dist = probs.gather(1, order.clamp(min=0).reshape(B, -1, 1).expand(-1, -1, V)).reshape(B * H, -1, V)
+    dist = probs.gather(1, order.clamp(min=0).reshape(B, -1, 1).expand(-1, -1, V)).reshape(B * R, -1, V)
     levels = [dist[:, :1]] + [dist[:, 1 + level_start(K, t):1 + level_start(K, t + 1)] for t in range(1, T + 1)]
-    rows = sch.rows[:, None].expand(H, L + 1).expand(B, -1, -1)
-    cols = cnt[..., None] + torch.arange(L + 1, device=dev)  # (B, H, L+1)
+    rows = busy[..., None].expand(-1, -1, L + 1)
+    cols = cnt[..., None] + torch.arange(L + 1, device=dev)  # (B, R, L+1)
     cells = torch.where(cols < W, rows * W + cols, sch.slot_map.trash)
     flat = lambda t: t.reshape(B, -1)  # noqa: E731
     draft = state.tokens.gather(1, flat(cells)).view(cells.shape)[..., :L]
     attempt = state.draws.gather(1, flat(cells)).view(cells.shape)
-    held = cols[..., :L] < (cnt + schedule.drafts)[..., None]
-    q = draft_q(state, rows[..., :L], cols[..., :L], held)  # (B, H, L, V)
+    held = cols[..., :L] < (cnt + held_drafts)[..., None]
+    q = draft_q(state, rows[..., :L], cols[..., :L], held)  # (B, R, L, V)
     u = lambda purpose, n, index=None: key_uniform(draw_key_from(  # noqa: E731
         state.seed_keys, cells[..., :n, None] if index is not None else cells[..., :n], purpose,
         attempt[..., :n, None] if index is not None else attempt[..., :n], index=index))
-    sib_cols = sch.slot_map.tree.sibling_columns(sch.rows).expand(B, -1, -1, -1)  # (B, H, T, K-1)
+    sib_cols = sch.slot_map.tree.sibling_columns(busy)  # (B, R, T, K-1)
     sib = state.tokens.gather(1, flat(sib_cols)).view(sib_cols.shape)
     cands = torch.cat([draft[..., :T, None], sib], dim=-1)
-    valid = torch.cat([torch.ones_like(td.valid[..., :1]), td.valid], dim=-1)
-    by_row = lambda t: t.reshape(B * H, *t.shape[2:])  # noqa: E731
+    tree_valid = _at(busy, td.valid)
+    valid = torch.cat([torch.ones_like(tree_valid[..., :1]), tree_valid], dim=-1)
+    by_row = lambda t: t.reshape(B * R, *t.shape[2:])  # noqa: E731
     out = verify_tree(levels, dist[:, 1 + E:], by_row(draft), by_row(q), by_row(cands), by_row(valid),
                       by_row(drafts), by_row(m), by_row(u(PURPOSE_ACCEPT, L)),
                       by_row(u(PURPOSE_SIBLING_ACCEPT, T, torch.arange(1, K, device=dev))),
                       by_row(u(PURPOSE_RESIDUAL, L)), by_row(u(PURPOSE_TOKEN, L + 1)))
-    tokens, n = out["tokens"].view(B, H, L + 1), out["n"].view(B, H)
-    accepted, winner = out["accepted"].view(B, H, L), out["winner"].view(B, H, T)
+    tokens, n = out["tokens"].view(B, R, L + 1), out["n"].view(B, R)
+    accepted, winner = out["accepted"].view(B, R, L), out["winner"].view(B, R, T)
     t = torch.arange(L, device=dev)
-    chain_ok = accepted & ((t >= T) | (winner.gather(2, t.clamp(max=max(T - 1, 0)).expand(B, H, -1)) == 0))
-    chain_end = cnt + chain_ok.long().cumprod(2).sum(2)
+    chain_ok = accepted & ((t >= T) | (winner.gather(2, t.clamp(max=max(T - 1, 0)).expand(B, R, -1)) == 0))
+    # the rows that decide nothing keep their count and W (nothing rejected)
+    chain_end = schedule.count.scatter(1, busy, cnt + chain_ok.long().cumprod(2).sum(2))
     rejected = ((t < n[..., None]) & (t < drafts[..., None]) & ~accepted).any(2)
     last = torch.where((n < m) | rejected, cnt + n - 1, W)  # W: the lane ran to its end, every draft kept
+    last = torch.full_like(schedule.count, W).scatter(1, busy, last)
     index = flat(torch.where(chain_q >= 0, chain_q, Q))
     per_query = lambda t: torch.cat([drawn, torch.zeros_like(drawn[:, :1])], 1).scatter_(1, index, flat(t))[:, :Q]  # noqa: E731
-    return per_query(tokens), per_query(out["redrafts"].view(B, H, L + 1)), last, chain_end
+    return per_query(tokens), per_query(out["redrafts"].view(B, R, L + 1)), last, chain_end
 
 
 def settle(state: DecodeState, plan: Plan, gain: torch.Tensor, chain_end: torch.Tensor) -> None:
