@@ -202,9 +202,11 @@ def verify(state: DecodeState, plan: Plan, probs: torch.Tensor, drawn: torch.Ten
     attempt = state.draws.gather(1, flat(cells)).view(cells.shape)
     held = cols[..., :L] < (cnt + held_drafts)[..., None]
     q = draft_q(state, rows[..., :L], cols[..., :L], held)  # (B, R, L, V)
-    u = lambda purpose, n, index=None: key_uniform(draw_key_from(  # noqa: E731
-        state.seed_keys, cells[..., :n, None] if index is not None else cells[..., :n], purpose,
-        attempt[..., :n, None] if index is not None else attempt[..., :n], index=index))
+    # the cells' test, resample and token uniforms in one hash (B, R, L+1, 3), the siblings' tests (B, R, T, K-1)
+    purposes = torch.tensor([PURPOSE_ACCEPT, PURPOSE_RESIDUAL, PURPOSE_TOKEN], device=dev)
+    u = key_uniform(draw_key_from(state.seed_keys, cells[..., None], purposes, attempt[..., None]))
+    u_sibling = key_uniform(draw_key_from(state.seed_keys, cells[..., :T, None], PURPOSE_SIBLING_ACCEPT,
+                                          attempt[..., :T, None], index=torch.arange(1, K, device=dev)))
     sib_cols = sch.slot_map.tree.sibling_columns(busy)  # (B, R, T, K-1)
     sib = state.tokens.gather(1, flat(sib_cols)).view(sib_cols.shape)
     cands = torch.cat([draft[..., :T, None], sib], dim=-1)
@@ -212,9 +214,8 @@ def verify(state: DecodeState, plan: Plan, probs: torch.Tensor, drawn: torch.Ten
     valid = torch.cat([torch.ones_like(tree_valid[..., :1]), tree_valid], dim=-1)
     by_row = lambda t: t.reshape(B * R, *t.shape[2:])  # noqa: E731
     out = verify_tree(levels, dist[:, 1 + E:], by_row(draft), by_row(q), by_row(cands), by_row(valid),
-                      by_row(drafts), by_row(m), by_row(u(PURPOSE_ACCEPT, L)),
-                      by_row(u(PURPOSE_SIBLING_ACCEPT, T, torch.arange(1, K, device=dev))),
-                      by_row(u(PURPOSE_RESIDUAL, L)), by_row(u(PURPOSE_TOKEN, L + 1)))
+                      by_row(drafts), by_row(m), by_row(u[..., :L, 0]), by_row(u_sibling), by_row(u[..., :L, 1]),
+                      by_row(u[..., 2]))
     tokens, n = out["tokens"].view(B, R, L + 1), out["n"].view(B, R)
     accepted, winner = out["accepted"].view(B, R, L), out["winner"].view(B, R, T)
     t = torch.arange(L, device=dev)
