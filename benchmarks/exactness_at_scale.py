@@ -43,7 +43,14 @@ def settings(args) -> dict[str, tuple[DecodeConfig, int]]:
     """name -> (config, global seed): NTP and NTP + coupled row drafts, on independent seeds."""
     common = dict(window=None, cfg_scale=args.cfg_scale, temperature=args.temperature)
     return {"ntp": (DecodeConfig(**common), args.seed),
-            "drafts": (DecodeConfig(**common, draft_len=args.draft_len), args.draft_seed)}
+            "drafts": (DecodeConfig(**common, draft_len=args.draft_len, draft_tree_width=args.draft_tree_width,
+                                    draft_tree_depth=args.draft_tree_depth), args.draft_seed)}
+
+
+def folder(args, name: str) -> str:
+    """A setting's chunk folder: the drafted samples with a candidate tree apart from the chain's."""
+    tree = name == "drafts" and args.draft_tree_width > 1
+    return f"{name}-tree{args.draft_tree_width}x{args.draft_tree_depth}" if tree else name
 
 
 def generate_chunks(args) -> None:
@@ -54,7 +61,7 @@ def generate_chunks(args) -> None:
     starts = range(0, args.num_samples, args.batch_size)
     for lo in reversed(starts) if args.reverse else starts:
         for name, (config, seed) in settings(args).items():
-            path = run / name / f"{lo:06d}.pt"
+            path = run / folder(args, name) / f"{lo:06d}.pt"
             if path.exists():
                 continue
             idx = torch.arange(lo, min(lo + args.batch_size, args.num_samples))
@@ -104,8 +111,9 @@ def analyze(args) -> str:
     scorer = DigitScorer.load(args.classifier)
     tokenizer = IntensityTokenizer.load(args.tokenizer)
     # the chunks every setting holds (workers going both ways may stop at different chunks)
-    names = sorted(set.intersection(*({p.name for p in (run / name).glob("*.pt")} for name in settings(args))))
-    sets = {name: load(run, name, names) for name in settings(args)}
+    names = sorted(set.intersection(*({p.name for p in (run / folder(args, name)).glob("*.pt")}
+                                      for name in settings(args))))
+    sets = {name: load(run, folder(args, name), names) for name in settings(args)}
     n = min(len(s["labels"]) for s in sets.values())
     if n < 4:
         raise ValueError(f"the run folder {run} holds {n} samples of a setting; need at least 4")
@@ -148,7 +156,8 @@ def analyze(args) -> str:
     h_perm = [histogram_distance(hist, rng.permutation(in_a)) for _ in range(args.permutations)]
     p_hist = (1 + sum(x >= h_obs for x in h_perm)) / (1 + len(h_perm))
 
-    out = [f"Demo model, NTP (seeds ({args.seed}, i)) against NTP + coupled row drafts L = {args.draft_len} "
+    tree = f", tree K {args.draft_tree_width} D {args.draft_tree_depth}" if args.draft_tree_width > 1 else ""
+    out = [f"Demo model, NTP (seeds ({args.seed}, i)) against NTP + coupled row drafts L = {args.draft_len}{tree} "
            f"(seeds ({args.draft_seed}, i)), {n} samples each, labels i % 10, cfg {args.cfg_scale}, temperature "
            f"{args.temperature}. Spread: std over {args.bootstrap} bootstrap resamples of the images; halves: "
            "digits-FID of the first and second half (by index).\n",
@@ -190,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(num_samples=2000, groups=2, seed=100)
     p.add_argument("--draft-seed", type=int, default=200, help="global seed of the drafted samples (independent of --seed)")
     p.add_argument("--draft-len", type=int, default=8, help="row-draft length L of NTP + drafts")
+    p.add_argument("--draft-tree-width", type=int, default=1,
+                   help="candidates per depth of the drafts' tree (1: the chain, as in the published run)")
+    p.add_argument("--draft-tree-depth", type=int, default=3, help="the tree's depth D (with a width above 1)")
     p.add_argument("--cfg-scale", type=float, default=DEMO.cfg_scale, help="CFG scale (the demo CLI default)")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
     p.add_argument("--bootstrap", type=int, default=300, help="bootstrap resamples for the spreads")
