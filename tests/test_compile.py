@@ -113,7 +113,11 @@ def test_decode_state_lives_at_static_addresses(config):
 
 @pytest.mark.parametrize("config", [DecodeConfig(window=2, cfg_scale=2.0),
                                     DecodeConfig(window=1, adaptive=True, draft_len=2, draft_ahead=True,
-                                                 placeholder="mean")], ids=["fixed", "adaptive-drafts-ahead"])
+                                                 placeholder="mean"),
+                                    DecodeConfig(window=1, adaptive=True, draft_len=2, draft_ahead=True,
+                                                 draft_tree_width=2, draft_tree_depth=3, cfg_scale=2.0,
+                                                 temperature=1.5, draft_init="random")],
+                         ids=["fixed", "adaptive-drafts-ahead", "adaptive-drafts-ahead-tree"])
 def test_the_compiled_step_reads_only_parameters_and_static_tensors(config):
     """A CUDA graph copies every non-static tensor input into its memory on each replay (and skips graphs
     if one is mutated): list the captured step's tensor inputs and require each to be a model parameter
