@@ -11,7 +11,7 @@ from common.zipar.sampling import (PURPOSE_ACCEPT, PURPOSE_RESIDUAL, PURPOSE_TOK
 from common.zipar.layout import Layout
 from common.zipar.window import decode_pass_table, num_passes
 from llamagen.generate import generate, layout_for
-from tests.helpers.llamagen import record_decode, reference_ntp, run_oracle, tiny_gpt
+from tests.helpers.llamagen import assert_each_image_alone, record_decode, reference_ntp, run_oracle, tiny_gpt
 
 
 def random_dist(gen, v, zeros=0):
@@ -89,12 +89,7 @@ def test_passes_between_fixed_and_ntp_and_telemetry_consistent(grid, w_min):
 def test_batch_invariance_with_different_schedules():
     gpt, labels, seeds, config, batched = adaptive_run(6, 1, batch=4)
     assert len(set(batched.image_passes)) > 1  # the images really follow different schedules
-    for i in range(4):
-        alone = generate(gpt, labels[i:i + 1], seeds[i:i + 1], config)
-        assert torch.equal(alone.tokens[0], batched.tokens[i])
-        assert alone.image_passes[0] == batched.image_passes[i]
-        assert alone.accepted_windows[0] == batched.accepted_windows[i]
-        assert alone.rejections[0] == batched.rejections[i]
+    assert_each_image_alone(gpt, labels, seeds, config, batched)
 
 
 @pytest.mark.parametrize("grid,w_min,batch,cfg_scale,placeholder", [

@@ -17,7 +17,7 @@ from common.zipar.sampling import (PURPOSE_ACCEPT, PURPOSE_RESIDUAL, PURPOSE_SIB
 from common.zipar.tree_nodes import level_start
 from common.zipar.window import queries_per_pass
 from llamagen.generate import condition_prefix, generate, layout_for
-from tests.helpers.llamagen import CountingModel, run_oracle, tiny_gpt
+from tests.helpers.llamagen import CountingModel, assert_each_image_alone, run_oracle, tiny_gpt
 from tests.helpers.records import decided_at, pick, query_probs
 from tests.oracle import full_forward
 
@@ -124,11 +124,7 @@ def test_batch_invariance_with_a_tree(mode):
     with torch.inference_mode():
         batched = generate(gpt, labels, seeds, config)
         assert len({tuple(r) for r in batched.row_tokens_per_pass}) > 1  # rows really decide differently
-        for i in range(4):
-            alone = generate(gpt, labels[i:i + 1], seeds[i:i + 1], config)
-            assert torch.equal(alone.tokens[0], batched.tokens[i])
-            assert alone.image_passes[0] == batched.image_passes[i]
-            assert alone.row_tokens_per_pass[0] == batched.row_tokens_per_pass[i]
+        assert_each_image_alone(gpt, labels, seeds, config, batched)
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -13,7 +13,7 @@ from common.zipar.engine import decode_steps, start_decode
 from common.zipar.layout import Layout
 from common.zipar.window import queries_per_pass
 from llamagen.generate import condition_prefix, generate, layout_for
-from tests.helpers.llamagen import CountingModel, record_decode, run_oracle, tiny_gpt
+from tests.helpers.llamagen import CountingModel, assert_each_image_alone, record_decode, run_oracle, tiny_gpt
 from tests.helpers.records import decided_at, decode_records, pick
 from tests.oracle import full_forward
 
@@ -173,12 +173,7 @@ def test_batch_invariance_with_rows_accepting_different_drafts(mode):
     with torch.inference_mode():
         batched = generate(gpt, labels, seeds, config)
         assert len({tuple(r) for r in batched.row_tokens_per_pass}) > 1  # rows really accept differently
-        for i in range(4):
-            alone = generate(gpt, labels[i:i + 1], seeds[i:i + 1], config)
-            assert torch.equal(alone.tokens[0], batched.tokens[i])
-            assert alone.image_passes[0] == batched.image_passes[i]
-            assert alone.row_tokens_per_pass[0] == batched.row_tokens_per_pass[i]
-            assert alone.draft_rejections[0] == batched.draft_rejections[i]
+        assert_each_image_alone(gpt, labels, seeds, config, batched)
 
 
 @pytest.mark.parametrize("mode", MODES)

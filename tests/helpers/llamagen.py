@@ -4,7 +4,7 @@ import torch
 
 from common.zipar.condition import Condition
 from common.zipar.sampling import PURPOSE_TOKEN, draw_key, filter_logits, guide, sample_logits
-from llamagen.generate import condition_prefix
+from llamagen.generate import condition_prefix, generate
 from llamagen.model import Transformer, gpt_config, random_init_
 from tests.oracle import full_forward, oracle_error, record_passes
 
@@ -69,3 +69,16 @@ def formula_passes(H, W, w, first_row):
     first row, 2W + (H-2)w with the serial one (row 1 waits for all of row 0)."""
     w = min(w, W)
     return (H - 1) * w + W if first_row == "early" or H == 1 else 2 * W + (H - 2) * w
+
+
+def assert_each_image_alone(gpt, labels, seeds, config, batched):
+    """Invariant (d): each image of the `batched` DecodeResult, decoded alone, gives the same tokens, passes
+    and per-image telemetry (adaptive windows, rejections, row drafts' tokens per row-pass)."""
+    per_image = ("image_passes", "accepted_windows", "rejections", "tokens_per_row_pass", "row_tokens_per_pass",
+                 "draft_rejections")
+    for i in range(len(labels)):
+        alone = generate(gpt, labels[i:i + 1], seeds[i:i + 1], config)
+        assert torch.equal(alone.tokens[0], batched.tokens[i])
+        for field in per_image:
+            if getattr(batched, field) is not None:
+                assert getattr(alone, field)[0] == getattr(batched, field)[i], field
