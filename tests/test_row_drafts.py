@@ -187,7 +187,6 @@ def test_forward_passes_and_telemetry_agree_with_the_records(mode):
         plain = generate(gpt, labels, seeds, DecodeConfig(**{k: v for k, v in MODES[mode].items() if k != "draft_ahead"}))
     assert counting.calls == result.forward_passes == max(result.image_passes)
     assert result.forward_passes < plain.forward_passes  # drafting saves passes on this model
-    H, W = gpt.grid_size, gpt.grid_size
     # every row's cell lane decides W - 1 tokens (its opening decides the first)
     for b in range(2):
         for r, rate in enumerate(result.row_tokens_per_pass[b]):
